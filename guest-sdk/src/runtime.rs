@@ -1,0 +1,125 @@
+//! The glue between the component's exports and a [`Game`]: parsing,
+//! serialization and the wasm backend. Shared by the wasm exports and the
+//! native test harness, so native tests exercise the same code paths.
+
+use crate::ctx::{Backend, Ctx};
+use crate::{Game, Player, PlayerId, Reject};
+
+/// The code of the rejection sent when a message does not parse.
+pub const INVALID_MESSAGE: &str = "invalid-message";
+
+pub(crate) fn dispatch_init<G: Game>(g: &mut G, b: &mut dyn Backend, room: &str, config: &[u8]) -> Result<(), String> {
+    let config = if config.is_empty() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(config).map_err(|e| format!("game config is not valid JSON: {e}"))?
+    };
+    g.init(&mut Ctx::new(b), room, config)
+}
+
+pub(crate) fn dispatch_join<G: Game>(g: &mut G, b: &mut dyn Backend, player: Player) -> Result<(), Reject> {
+    g.on_join(&mut Ctx::new(b), &player)
+}
+
+pub(crate) fn dispatch_leave<G: Game>(g: &mut G, b: &mut dyn Backend, player: PlayerId) {
+    g.on_leave(&mut Ctx::new(b), player)
+}
+
+pub(crate) fn dispatch_message<G: Game>(
+    g: &mut G,
+    b: &mut dyn Backend,
+    from: PlayerId,
+    payload: &[u8],
+) -> Result<(), Reject> {
+    let msg = serde_json::from_slice::<G::Message>(payload)
+        .map_err(|e| Reject::new(INVALID_MESSAGE, format!("this game cannot read that message: {e}")))?;
+    g.on_message(&mut Ctx::new(b), from, msg)
+}
+
+pub(crate) fn dispatch_tick<G: Game>(g: &mut G, b: &mut dyn Backend) {
+    g.on_tick(&mut Ctx::new(b))
+}
+
+pub(crate) fn encode_snapshot<G: Game>(g: &G) -> Vec<u8> {
+    // A state made of serde types always serializes; the fallback keeps a
+    // broken custom `Serialize` impl from trapping the room.
+    serde_json::to_vec(g).unwrap_or_default()
+}
+
+pub(crate) fn decode_snapshot<G: Game>(g: &mut G, state: &[u8]) -> Result<(), String> {
+    *g = serde_json::from_slice(state).map_err(|e| format!("cannot restore this state: {e}"))?;
+    Ok(())
+}
+
+#[cfg(target_arch = "wasm32")]
+mod wasm {
+    use super::*;
+    use crate::Level;
+    use crate::bindings::exports::respawn::game::game as exports;
+    use crate::bindings::respawn::game::{host, types};
+
+    /// The backend inside a component: every effect is a host import call.
+    struct Wit;
+
+    impl Backend for Wit {
+        fn send(&mut self, to: PlayerId, payload: &[u8]) {
+            host::send(to, payload)
+        }
+        fn broadcast(&mut self, payload: &[u8], except: Option<PlayerId>) {
+            host::broadcast(payload, except)
+        }
+        fn kick(&mut self, player: PlayerId, reason: &str) {
+            host::kick(player, reason)
+        }
+        fn log(&mut self, level: Level, message: &str) {
+            let level = match level {
+                Level::Trace => types::Level::Trace,
+                Level::Debug => types::Level::Debug,
+                Level::Info => types::Level::Info,
+                Level::Warn => types::Level::Warn,
+                Level::Error => types::Level::Error,
+            };
+            host::log(level, message)
+        }
+        fn now_ms(&mut self) -> u64 {
+            host::now_ms()
+        }
+        fn random_u64(&mut self) -> u64 {
+            host::random_u64()
+        }
+        fn set_tick_interval(&mut self, ms: u32) {
+            host::set_tick_interval(ms)
+        }
+    }
+
+    pub fn init<G: Game>(g: &mut G, room: &str, config: &[u8]) -> Result<(), String> {
+        dispatch_init(g, &mut Wit, room, config)
+    }
+    pub fn on_join<G: Game>(g: &mut G, id: PlayerId, name: String) -> Result<(), Reject> {
+        dispatch_join(g, &mut Wit, Player { id, name })
+    }
+    pub fn on_leave<G: Game>(g: &mut G, player: PlayerId) {
+        dispatch_leave(g, &mut Wit, player)
+    }
+    pub fn on_message<G: Game>(g: &mut G, from: PlayerId, payload: &[u8]) -> Result<(), Reject> {
+        dispatch_message(g, &mut Wit, from, payload)
+    }
+    pub fn on_tick<G: Game>(g: &mut G, _now_ms: u64) {
+        dispatch_tick(g, &mut Wit)
+    }
+    pub fn snapshot<G: Game>(g: &mut G) -> Vec<u8> {
+        encode_snapshot(g)
+    }
+    pub fn restore<G: Game>(g: &mut G, state: &[u8]) -> Result<(), String> {
+        decode_snapshot(g, state)
+    }
+    pub fn to_wit_rejection(r: Reject) -> exports::Rejection {
+        exports::Rejection {
+            code: r.code,
+            message: r.message,
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub use wasm::*;

@@ -1,0 +1,91 @@
+//! A test-only game that misbehaves on request, to prove the host contains
+//! guest failures. Never deploy it.
+//!
+//! Messages: `{"do": "count"}` replies with a per-room counter;
+//! `{"do": "reject"}` returns a rejection; `{"do": "panic"}` traps;
+//! `{"do": "loop"}` spins forever; `{"do": "alloc", "mb": N}` grabs memory.
+
+use respawn_guest_sdk::{Ctx, Game, Player, PlayerId, Reject, export_game};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// A counter, so tests can see whether state survived.
+#[derive(Default, Serialize, Deserialize)]
+pub struct Faulty {
+    /// `count` messages handled by this room.
+    pub count: u64,
+    #[serde(skip)]
+    hoard: Vec<Vec<u8>>,
+}
+
+/// What a test asks for.
+#[derive(Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum Order {
+    /// Reply with the incremented counter.
+    Count,
+    /// Refuse the message.
+    Reject,
+    /// Panic, which traps the instance.
+    Panic,
+    /// Never return.
+    Loop,
+    /// Allocate and touch `mb` MiB.
+    Alloc { mb: u32 },
+}
+
+impl Game for Faulty {
+    type Message = Order;
+
+    fn init(&mut self, _: &mut Ctx, _: &str, config: Value) -> Result<(), String> {
+        if config.get("fail_init").and_then(Value::as_bool) == Some(true) {
+            return Err("init refused by config".into());
+        }
+        Ok(())
+    }
+
+    fn on_join(&mut self, _: &mut Ctx, _: &Player) -> Result<(), Reject> {
+        Ok(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx, from: PlayerId, order: Order) -> Result<(), Reject> {
+        match order {
+            Order::Count => {
+                self.count += 1;
+                ctx.send(from, &json!({"count": self.count}));
+            }
+            Order::Reject => return Err(Reject::new("asked-to", "rejected on request")),
+            Order::Panic => panic!("panic on request"),
+            Order::Loop => {
+                let mut i: u64 = 0;
+                loop {
+                    i = std::hint::black_box(i.wrapping_add(1));
+                }
+            }
+            Order::Alloc { mb } => {
+                let block = vec![1u8; mb as usize * 1024 * 1024];
+                self.hoard.push(block);
+                ctx.send(from, &json!({"allocated_mb": mb}));
+            }
+        }
+        Ok(())
+    }
+}
+
+export_game!(Faulty);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use respawn_guest_sdk::testing::TestRoom;
+
+    #[test]
+    fn counts_and_rejects() {
+        let mut room = TestRoom::<Faulty>::new();
+        room.join(1, "t").unwrap();
+        room.message(1, &json!({"do": "count"})).unwrap();
+        assert_eq!(room.received(1), vec![json!({"count": 1})]);
+        assert_eq!(room.message(1, &json!({"do": "reject"})).unwrap_err().code, "asked-to");
+        assert!(TestRoom::<Faulty>::with_config("r", &json!({"fail_init": true})).is_err());
+    }
+}

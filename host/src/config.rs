@@ -1,0 +1,296 @@
+//! The host's configuration: a TOML file whose every key has a default, so
+//! `respawn serve` runs with no file at all.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a config file was refused. Start-up stops with this message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("config {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said, with line and column.
+        message: String,
+    },
+    /// A value is out of its allowed range.
+    #[error("config value `{key}` {problem}")]
+    Invalid {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// The whole host configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Player listeners and connection limits.
+    pub net: NetConfig,
+    /// Where game modules come from.
+    pub modules: ModulesConfig,
+    /// Room lifecycle.
+    pub rooms: RoomsConfig,
+    /// Per-instance limits of the WebAssembly sandbox.
+    pub sandbox: SandboxConfig,
+    /// Per-game settings, by game name. Each game's `config` table is handed
+    /// to its rooms' `init` as JSON.
+    pub games: BTreeMap<String, GameConfig>,
+}
+
+/// Player listeners and connection limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetConfig {
+    /// WebSocket listener address, or `"off"`. Port 0 picks a free port.
+    #[serde(deserialize_with = "listen_addr")]
+    pub ws: Option<SocketAddr>,
+    /// Newline-delimited JSON TCP listener address, or `"off"`.
+    #[serde(deserialize_with = "listen_addr")]
+    pub tcp: Option<SocketAddr>,
+    /// Largest accepted client message, in bytes.
+    pub max_message_bytes: usize,
+    /// Frames queued for one player before the player counts as too slow
+    /// and is disconnected.
+    pub outbound_queue: usize,
+    /// Open player connections beyond which new ones are refused.
+    pub max_connections: usize,
+}
+
+fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not `off` or an address like 127.0.0.1:7700 ({e})")))
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            ws: Some(SocketAddr::from(([127, 0, 0, 1], 7700))),
+            tcp: Some(SocketAddr::from(([127, 0, 0, 1], 7701))),
+            max_message_bytes: 64 * 1024,
+            outbound_queue: 256,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Where game modules come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModulesConfig {
+    /// The folder scanned for `<game>.wasm` components at start-up.
+    pub dir: PathBuf,
+}
+
+impl Default for ModulesConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("modules"),
+        }
+    }
+}
+
+/// Room lifecycle.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// How long an empty room lives on before it closes, in milliseconds.
+    pub linger_ms: u64,
+    /// Commands queued for one room before senders wait.
+    pub inbox: usize,
+    /// Players one room admits, whatever its game says.
+    pub max_players: usize,
+    /// The shortest tick interval a guest may ask for, in milliseconds.
+    pub min_tick_ms: u32,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self {
+            linger_ms: 10_000,
+            inbox: 1024,
+            max_players: 256,
+            min_tick_ms: 10,
+        }
+    }
+}
+
+impl RoomsConfig {
+    /// `linger_ms` as a duration.
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.linger_ms)
+    }
+}
+
+/// Per-instance limits of the WebAssembly sandbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Pre-allocate instance slots (wasmtime's pooling allocator) for fast
+    /// room creation; off uses on-demand allocation.
+    pub pooling: bool,
+    /// Room instances that can exist at once (the pool's size).
+    pub max_instances: u32,
+    /// Linear memory one instance may grow to, in MiB.
+    pub memory_mib: u32,
+    /// Wall-clock time one guest call may run before it is interrupted, in
+    /// milliseconds.
+    pub call_timeout_ms: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            pooling: true,
+            max_instances: 1000,
+            memory_mib: 64,
+            call_timeout_ms: 100,
+        }
+    }
+}
+
+/// Settings of one game.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GameConfig {
+    /// Handed to every room's `init` as JSON.
+    pub config: Option<toml::Table>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn range<T: PartialOrd + std::fmt::Display>(key: &'static str, v: T, lo: T, hi: T) -> Result<(), ConfigError> {
+            if v < lo || v > hi {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: format!("is {v}; it must be between {lo} and {hi}"),
+                });
+            }
+            Ok(())
+        }
+        range("net.max_message_bytes", self.net.max_message_bytes, 256, 16 << 20)?;
+        range("net.outbound_queue", self.net.outbound_queue, 1, 1 << 20)?;
+        range("net.max_connections", self.net.max_connections, 1, 1 << 24)?;
+        range("rooms.inbox", self.rooms.inbox, 1, 1 << 20)?;
+        range("rooms.max_players", self.rooms.max_players, 1, 1 << 20)?;
+        range("rooms.min_tick_ms", self.rooms.min_tick_ms, 1, 60_000)?;
+        range("rooms.linger_ms", self.rooms.linger_ms, 0, 86_400_000)?;
+        range("sandbox.max_instances", self.sandbox.max_instances, 1, 100_000)?;
+        range("sandbox.memory_mib", self.sandbox.memory_mib, 1, 4096)?;
+        range("sandbox.call_timeout_ms", self.sandbox.call_timeout_ms, 1, 60_000)?;
+        if self.net.ws.is_none() && self.net.tcp.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "net",
+                problem: "disables both listeners; set `ws` or `tcp`".into(),
+            });
+        }
+        for name in self.games.keys() {
+            if !crate::modules::is_valid_game_name(name) {
+                return Err(ConfigError::Invalid {
+                    key: "games",
+                    problem: format!("has `{name}`, which is not a game name (lowercase letters, digits, `-`, `_`; 1 to 32)"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The JSON handed to `init` for rooms of `game`.
+    pub fn game_init_config(&self, game: &str) -> Vec<u8> {
+        self.games
+            .get(game)
+            .and_then(|g| g.config.as_ref())
+            .and_then(|t| serde_json::to_vec(t).ok())
+            .unwrap_or_else(|| b"{}".to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.net.ws, Some("127.0.0.1:7700".parse().unwrap()));
+        assert_eq!(c.modules.dir, PathBuf::from("modules"));
+        assert!(c.sandbox.pooling);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_ranges_are_refused_with_the_key() {
+        let err = Config::parse("[net]\nmax_mesage_bytes = 5\n").unwrap_err().to_string();
+        assert!(err.contains("max_mesage_bytes"), "{err}");
+        let err = Config::parse("[net]\nmax_message_bytes = 5\n").unwrap_err().to_string();
+        assert!(err.contains("net.max_message_bytes"), "{err}");
+        let err = Config::parse("[rooms]\nlinger_ms = -1\n").unwrap_err().to_string();
+        assert!(err.contains("linger_ms"), "{err}");
+        let err = Config::parse("[games.\"Bad Name\"]\n").unwrap_err().to_string();
+        assert!(err.contains("Bad Name"), "{err}");
+    }
+
+    #[test]
+    fn listeners_can_be_turned_off_but_not_both() {
+        let c = Config::parse("[net]\ntcp = \"off\"\nws = \"0.0.0.0:9000\"\n").unwrap();
+        assert_eq!(c.net.tcp, None);
+        assert_eq!(c.net.ws, Some("0.0.0.0:9000".parse().unwrap()));
+        let err = Config::parse("[net]\ntcp = \"off\"\nws = \"off\"\n").unwrap_err().to_string();
+        assert!(err.contains("both listeners"), "{err}");
+        let err = Config::parse("[net]\ntcp = \"localhost\"\n").unwrap_err().to_string();
+        assert!(err.contains("localhost"), "{err}");
+    }
+
+    #[test]
+    fn game_config_becomes_init_json() {
+        let c = Config::parse("[games.chat.config]\nmotd = \"hi\"\nslots = 3\n").unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&c.game_init_config("chat")).unwrap();
+        assert_eq!(v, serde_json::json!({"motd": "hi", "slots": 3}));
+        assert_eq!(c.game_init_config("echo"), b"{}");
+    }
+}

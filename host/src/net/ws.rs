@@ -1,0 +1,62 @@
+//! WebSocket players (browsers). Text and binary messages both carry JSON
+//! envelopes; pings are answered by tungstenite.
+
+use super::{Inbound, Transport};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use std::io;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+/// A WebSocket player connection.
+pub struct WsTransport {
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl WsTransport {
+    /// Performs the WebSocket handshake on an accepted stream.
+    ///
+    /// tungstenite's own size cap sits well above ours, so a message that
+    /// is merely too large gets our `message_too_large` error and the
+    /// connection lives on; only an absurd one ends the connection (1009).
+    pub async fn accept(stream: TcpStream, max_message_bytes: usize) -> Result<Self, WsError> {
+        let _ = stream.set_nodelay(true);
+        let hard_cap = max_message_bytes.saturating_mul(4).max(1 << 20);
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(hard_cap))
+            .max_frame_size(Some(hard_cap));
+        let ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
+        Ok(Self { ws })
+    }
+}
+
+fn to_io(e: WsError) -> io::Error {
+    match e {
+        WsError::Io(e) => e,
+        other => io::Error::other(other),
+    }
+}
+
+impl Transport for WsTransport {
+    async fn recv(&mut self) -> Option<io::Result<Inbound>> {
+        loop {
+            return match self.ws.next().await? {
+                Ok(Message::Text(text)) => Some(Ok(Inbound::Data(Bytes::from(text)))),
+                Ok(Message::Binary(data)) => Some(Ok(Inbound::Data(data))),
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+                Ok(Message::Close(_)) => None,
+                Err(e) => Some(Err(to_io(e))),
+            };
+        }
+    }
+
+    async fn send(&mut self, frame: Utf8Bytes) -> io::Result<()> {
+        self.ws.send(Message::Text(frame)).await.map_err(to_io)
+    }
+
+    async fn close(&mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}

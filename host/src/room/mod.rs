@@ -1,0 +1,139 @@
+//! Rooms: one task per room owns the room's guest instance and its players.
+//!
+//! Sessions talk to a room only through its bounded command channel, and the
+//! room talks back only through each player's bounded outbound queue, so a
+//! room never waits on a socket and a socket never touches a Store.
+
+mod registry;
+mod task;
+
+pub use registry::Rooms;
+
+use crate::protocol::{ErrorCode, ProtocolError};
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// A player's id, unique within this host process (one per connection).
+pub type PlayerId = u64;
+
+/// What a room sends to one player's session.
+#[derive(Debug)]
+pub enum ToSession {
+    /// A frame to write to the player.
+    Frame(Utf8Bytes),
+    /// A last frame: the player is no longer in the room (kicked, or the
+    /// room closed).
+    Removed(Utf8Bytes),
+}
+
+/// A request to a room.
+pub(crate) enum RoomCmd {
+    Join {
+        player: PlayerId,
+        name: String,
+        outbound: mpsc::Sender<ToSession>,
+        reply: oneshot::Sender<Result<Joined, JoinError>>,
+    },
+    Message {
+        player: PlayerId,
+        payload: Bytes,
+        reference: Option<Box<RawValue>>,
+    },
+    Leave {
+        player: PlayerId,
+    },
+}
+
+/// A successful join.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// The game version the room runs.
+    pub version: String,
+}
+
+/// Why a join failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JoinError {
+    /// No such game is loaded.
+    #[error("no game named `{game}` (loaded: {loaded})")]
+    UnknownGame {
+        /// What was asked for.
+        game: String,
+        /// What exists, comma-separated.
+        loaded: String,
+    },
+    /// The room is at `rooms.max_players`.
+    #[error("the room is full ({0} players)")]
+    Full(usize),
+    /// The game refused.
+    #[error("{message}")]
+    Refused {
+        /// The game's code.
+        code: String,
+        /// The game's message.
+        message: String,
+    },
+    /// The room could not start or has closed.
+    #[error("{0}")]
+    Closed(String),
+    /// No instance slot is free.
+    #[error("the host is at its room limit; try again later")]
+    NoCapacity,
+}
+
+impl JoinError {
+    /// The protocol error a player sees, and the game's reason if any.
+    pub fn to_protocol(&self) -> (ProtocolError, Option<&str>) {
+        let code = match self {
+            JoinError::UnknownGame { .. } => ErrorCode::UnknownGame,
+            JoinError::Full(_) => ErrorCode::RoomFull,
+            JoinError::Refused { .. } => ErrorCode::JoinRefused,
+            JoinError::Closed(_) => ErrorCode::RoomClosed,
+            JoinError::NoCapacity => ErrorCode::ServerFull,
+        };
+        let reason = match self {
+            JoinError::Refused { code, .. } => Some(code.as_str()),
+            _ => None,
+        };
+        (ProtocolError::new(code, self.to_string()), reason)
+    }
+}
+
+/// A way to reach a live room.
+#[derive(Clone)]
+pub struct RoomHandle {
+    id: u64,
+    tx: mpsc::Sender<RoomCmd>,
+}
+
+/// The room is gone; the command was not delivered.
+#[derive(Debug, thiserror::Error)]
+#[error("the room has closed")]
+pub struct RoomGone;
+
+impl RoomHandle {
+    /// Hands a player's message to the room, waiting if its inbox is full.
+    pub async fn message(
+        &self,
+        player: PlayerId,
+        payload: Bytes,
+        reference: Option<Box<RawValue>>,
+    ) -> Result<(), RoomGone> {
+        self.tx
+            .send(RoomCmd::Message {
+                player,
+                payload,
+                reference,
+            })
+            .await
+            .map_err(|_| RoomGone)
+    }
+
+    /// Tells the room the player left. The room then drops the player's
+    /// outbound queue, which ends the session's stream of room frames.
+    pub async fn leave(&self, player: PlayerId) -> Result<(), RoomGone> {
+        self.tx.send(RoomCmd::Leave { player }).await.map_err(|_| RoomGone)
+    }
+}

@@ -1,0 +1,127 @@
+//! Finds or creates the room for a `(game, room)` pair, and forgets rooms
+//! that close.
+
+use super::task::RoomTask;
+use super::{JoinError, Joined, PlayerId, RoomCmd, RoomHandle, ToSession};
+use crate::config::Config;
+use crate::modules::Catalog;
+use crate::sandbox::Sandbox;
+use rand::{SeedableRng, TryRng};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// A game and a room name within it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub(crate) struct RoomKey {
+    pub game: String,
+    pub room: String,
+}
+
+/// All live rooms of the host.
+pub struct Rooms {
+    live: Mutex<HashMap<RoomKey, RoomHandle>>,
+    pub(crate) sandbox: Arc<Sandbox>,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) config: Arc<Config>,
+    next_id: AtomicU64,
+    seeds: Mutex<rand::rngs::ChaCha8Rng>,
+}
+
+/// How often a join retries a room that closed under it.
+const JOIN_ATTEMPTS: usize = 3;
+
+impl Rooms {
+    /// An empty registry.
+    pub fn new(sandbox: Arc<Sandbox>, catalog: Arc<Catalog>, config: Arc<Config>) -> Arc<Self> {
+        let mut os = rand::rngs::SysRng;
+        let seed = os.try_next_u64().unwrap_or_else(|_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+        Arc::new(Self {
+            live: Mutex::new(HashMap::new()),
+            sandbox,
+            catalog,
+            config,
+            next_id: AtomicU64::new(1),
+            seeds: Mutex::new(rand::rngs::ChaCha8Rng::seed_from_u64(seed)),
+        })
+    }
+
+    /// Puts a player into a room, creating the room if needed. On success
+    /// returns the room and the player's queue of frames from it.
+    pub async fn join(
+        self: &Arc<Self>,
+        game: &str,
+        room: &str,
+        player: PlayerId,
+        name: &str,
+    ) -> Result<(RoomHandle, Joined, mpsc::Receiver<ToSession>), JoinError> {
+        let mut last = JoinError::Closed("the room closed while joining".into());
+        for _ in 0..JOIN_ATTEMPTS {
+            let handle = self.get_or_create(game, room)?;
+            let (outbound, frames) = mpsc::channel(self.config.net.outbound_queue);
+            let (reply, answer) = oneshot::channel();
+            let cmd = RoomCmd::Join {
+                player,
+                name: name.to_owned(),
+                outbound,
+                reply,
+            };
+            if handle.tx.send(cmd).await.is_err() {
+                continue;
+            }
+            match answer.await {
+                Ok(Ok(joined)) => return Ok((handle, joined, frames)),
+                // The room was closing when the join arrived: a fresh one
+                // is created on the next attempt.
+                Ok(Err(JoinError::Closed(why))) => last = JoinError::Closed(why),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Err(last)
+    }
+
+    fn get_or_create(self: &Arc<Self>, game: &str, room: &str) -> Result<RoomHandle, JoinError> {
+        let key = RoomKey {
+            game: game.to_owned(),
+            room: room.to_owned(),
+        };
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = live.get(&key).filter(|h| !h.tx.is_closed()) {
+            return Ok(h.clone());
+        }
+        let module = self.catalog.get(game).ok_or_else(|| JoinError::UnknownGame {
+            game: game.to_owned(),
+            loaded: self.catalog.names().join(", "),
+        })?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let seed = self.seeds.lock().unwrap_or_else(|p| p.into_inner()).try_next_u64().unwrap_or(id);
+        let (tx, rx) = mpsc::channel(self.config.rooms.inbox);
+        let handle = RoomHandle { id, tx };
+        live.insert(key.clone(), handle.clone());
+        drop(live);
+        let task = RoomTask::new(self.clone(), key, id, module, seed);
+        tokio::spawn(task.run(rx));
+        Ok(handle)
+    }
+
+    /// Forgets a room if the registry still points at this instance of it.
+    /// After this no new command can reach it.
+    pub(crate) fn retire(&self, key: &RoomKey, id: u64) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.get(key).is_some_and(|h| h.id == id) {
+            live.remove(key);
+        }
+    }
+
+    /// Live rooms right now.
+    pub fn count(&self) -> usize {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}

@@ -1,0 +1,332 @@
+//! The room's task: applies one input at a time to the guest and delivers
+//! the guest's effects to players.
+
+use super::registry::RoomKey;
+use super::{JoinError, Joined, PlayerId, RoomCmd, Rooms, ToSession};
+use crate::modules::GameModule;
+use crate::protocol::{self, ErrorCode, ProtocolError, ServerMsg};
+use crate::sandbox::{Effect, GuestFault, GuestInstance};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+struct Member {
+    outbound: mpsc::Sender<ToSession>,
+    /// Kicked or too slow: receives nothing more, leaves after this batch.
+    leaving: bool,
+}
+
+impl Member {
+    /// Queues a frame unless the player is on the way out. False when the
+    /// queue is full, which makes the player leave.
+    fn offer(&mut self, frame: ToSession) -> bool {
+        if self.leaving {
+            return true;
+        }
+        self.leaving = self.outbound.try_send(frame).is_err();
+        !self.leaving
+    }
+}
+
+pub(super) struct RoomTask {
+    rooms: Arc<Rooms>,
+    key: RoomKey,
+    id: u64,
+    module: Arc<GameModule>,
+    seed: u64,
+    label: String,
+    players: HashMap<PlayerId, Member>,
+    last_now: u64,
+    tick: Option<Interval>,
+    empty_deadline: Option<Instant>,
+}
+
+/// Why the room loop stopped.
+enum Stop {
+    Empty,
+    Fault(GuestFault),
+    InboxClosed,
+}
+
+impl RoomTask {
+    pub(super) fn new(rooms: Arc<Rooms>, key: RoomKey, id: u64, module: Arc<GameModule>, seed: u64) -> Self {
+        let label = format!("{}/{}#{id}", key.game, key.room);
+        Self {
+            rooms,
+            key,
+            id,
+            module,
+            seed,
+            label,
+            players: HashMap::new(),
+            last_now: 0,
+            tick: None,
+            empty_deadline: None,
+        }
+    }
+
+    /// The room's clock for the next input: wall time, never going back.
+    fn now(&mut self) -> u64 {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.last_now = self.last_now.max(wall);
+        self.last_now
+    }
+
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<RoomCmd>) {
+        let mut guest = match self.start() {
+            Ok(guest) => guest,
+            Err(e) => {
+                self.rooms.retire(&self.key, self.id);
+                drain(&mut rx, &e).await;
+                return;
+            }
+        };
+        tracing::info!(room = %self.label, version = %self.module.version, seed = self.seed, "room opened");
+        self.empty_deadline = Some(Instant::now() + self.rooms.config.rooms.linger());
+
+        let stop = loop {
+            let linger = async {
+                match self.empty_deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let tick = async {
+                match self.tick.as_mut() {
+                    Some(interval) => interval.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let step = tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(&mut guest, cmd),
+                    None => Err(Stop::InboxClosed),
+                },
+                _ = tick => {
+                    let now = self.now();
+                    let r = guest.on_tick(now).map_err(Stop::Fault);
+                    r.and_then(|()| self.deliver(&mut guest))
+                },
+                () = linger => Err(Stop::Empty),
+            };
+            if let Err(stop) = step {
+                break stop;
+            }
+        };
+
+        self.rooms.retire(&self.key, self.id);
+        let closing = match stop {
+            Stop::Empty | Stop::InboxClosed => {
+                tracing::info!(room = %self.label, "room closed: empty");
+                JoinError::Closed("the room closed".into())
+            }
+            Stop::Fault(fault) => {
+                tracing::error!(room = %self.label, version = %self.module.version, kind = ?fault.kind, "guest fault, room closed: {}", fault.detail);
+                let err = ProtocolError::new(
+                    ErrorCode::GuestFault,
+                    format!("the game failed ({:?}) and the room closed", fault.kind),
+                );
+                let frame = protocol::error_frame(&err, None, None);
+                for (_, m) in self.players.drain() {
+                    let _ = m.outbound.try_send(ToSession::Removed(frame.clone()));
+                }
+                JoinError::Closed("the room's game failed; try again".into())
+            }
+        };
+        drain(&mut rx, &closing).await;
+    }
+
+    fn start(&mut self) -> Result<GuestInstance, JoinError> {
+        let rooms = self.rooms.clone();
+        let mut guest = GuestInstance::new(&rooms.sandbox, &self.module.code, self.label.clone(), self.seed).map_err(
+            |e| {
+                tracing::warn!(room = %self.label, "cannot instantiate: {e:#}");
+                if format!("{e:#}").contains("limit") {
+                    JoinError::NoCapacity
+                } else {
+                    JoinError::Closed(format!("the room could not start: {e:#}"))
+                }
+            },
+        )?;
+        let config = rooms.config.game_init_config(&self.key.game);
+        let now = self.now();
+        match guest.init(now, &self.key.room, &config) {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => {
+                tracing::warn!(room = %self.label, "init refused: {why}");
+                return Err(JoinError::Closed(format!("the game could not start this room: {why}")));
+            }
+            Err(fault) => {
+                tracing::error!(room = %self.label, kind = ?fault.kind, "guest fault in init: {}", fault.detail);
+                return Err(JoinError::Closed("the game failed while starting the room".into()));
+            }
+        }
+        // Effects of `init` have no audience yet; only the tick request counts.
+        guest.take_effects().for_each(drop);
+        self.apply_tick_request(&mut guest);
+        Ok(guest)
+    }
+
+    fn handle(&mut self, guest: &mut GuestInstance, cmd: RoomCmd) -> Result<(), Stop> {
+        match cmd {
+            RoomCmd::Join {
+                player,
+                name,
+                outbound,
+                reply,
+            } => {
+                let max = self.rooms.config.rooms.max_players;
+                if self.players.len() >= max {
+                    let _ = reply.send(Err(JoinError::Full(max)));
+                    return Ok(());
+                }
+                let now = self.now();
+                let answer = guest.on_join(now, player, &name).map_err(Stop::Fault)?;
+                let result = match answer {
+                    Ok(()) => {
+                        self.players.insert(
+                            player,
+                            Member {
+                                outbound,
+                                leaving: false,
+                            },
+                        );
+                        self.empty_deadline = None;
+                        Ok(Joined {
+                            version: self.module.version.clone(),
+                        })
+                    }
+                    Err(rejection) => Err(JoinError::Refused {
+                        code: rejection.code,
+                        message: rejection.message,
+                    }),
+                };
+                self.deliver(guest)?;
+                if reply.send(result).is_err() {
+                    // The session went away while joining.
+                    self.remove(guest, player)?;
+                }
+            }
+            RoomCmd::Message {
+                player,
+                payload,
+                reference,
+            } => {
+                if !self.players.contains_key(&player) {
+                    // Kicked or dropped while the message was queued.
+                    return Ok(());
+                }
+                let now = self.now();
+                let answer = guest.on_message(now, player, &payload).map_err(Stop::Fault)?;
+                self.deliver(guest)?;
+                let reply = match (&answer, &reference) {
+                    (Ok(()), Some(r)) => Some(ServerMsg::Ack { reference: r }.encode()),
+                    (Ok(()), None) => None,
+                    (Err(rej), r) => Some(protocol::error_frame(
+                        &ProtocolError::new(ErrorCode::Rejected, rej.message.clone()),
+                        Some(&rej.code),
+                        r.as_deref(),
+                    )),
+                };
+                if let Some(frame) = reply {
+                    self.send_to(guest, player, frame)?;
+                }
+            }
+            RoomCmd::Leave { player } => self.remove(guest, player)?,
+        }
+        Ok(())
+    }
+
+    /// Drops a player (its queue closes) and tells the guest.
+    fn remove(&mut self, guest: &mut GuestInstance, player: PlayerId) -> Result<(), Stop> {
+        if self.players.remove(&player).is_none() {
+            return Ok(());
+        }
+        let now = self.now();
+        guest.on_leave(now, player).map_err(Stop::Fault)?;
+        if self.players.is_empty() {
+            self.empty_deadline = Some(Instant::now() + self.rooms.config.rooms.linger());
+        }
+        self.deliver(guest)
+    }
+
+    fn send_to(&mut self, guest: &mut GuestInstance, player: PlayerId, frame: Utf8Bytes) -> Result<(), Stop> {
+        let delivered = self.players.get_mut(&player).is_none_or(|m| m.offer(ToSession::Frame(frame)));
+        if delivered {
+            return Ok(());
+        }
+        tracing::warn!(room = %self.label, player, "player too slow, dropped");
+        self.remove(guest, player)
+    }
+
+    /// Delivers the effects of the last guest call, then handles what they
+    /// caused: kicked and too-slow players leave, which calls the guest
+    /// again (and so on, bounded by the number of players).
+    fn deliver(&mut self, guest: &mut GuestInstance) -> Result<(), Stop> {
+        let mut departures = false;
+        for effect in guest.take_effects() {
+            match effect {
+                Effect::Send { to, payload } => {
+                    if let Some(m) = self.players.get_mut(&to) {
+                        departures |= !m.offer(ToSession::Frame(protocol::event_frame(&payload)));
+                    }
+                }
+                Effect::Broadcast { payload, except } => {
+                    let frame = protocol::event_frame(&payload);
+                    for (id, m) in &mut self.players {
+                        if Some(*id) != except {
+                            departures |= !m.offer(ToSession::Frame(frame.clone()));
+                        }
+                    }
+                }
+                Effect::Kick { player, reason } => {
+                    if let Some(m) = self.players.get_mut(&player) {
+                        m.offer(ToSession::Removed(ServerMsg::Kicked { reason: &reason }.encode()));
+                        m.leaving = true;
+                        departures = true;
+                    }
+                }
+            }
+        }
+        self.apply_tick_request(guest);
+        if !departures {
+            return Ok(());
+        }
+        let leaving: Vec<PlayerId> = self.players.iter().filter(|(_, m)| m.leaving).map(|(id, _)| *id).collect();
+        for player in leaving {
+            tracing::debug!(room = %self.label, player, "player leaves (kicked or too slow)");
+            self.remove(guest, player)?;
+        }
+        Ok(())
+    }
+
+    fn apply_tick_request(&mut self, guest: &mut GuestInstance) {
+        let Some(ms) = guest.take_tick_request() else {
+            return;
+        };
+        self.tick = (ms > 0).then(|| {
+            let ms = ms.max(self.rooms.config.rooms.min_tick_ms);
+            let period = Duration::from_millis(u64::from(ms));
+            let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            interval
+        });
+    }
+}
+
+/// After a room stops: refuse what is still queued so joiners retry a
+/// fresh room.
+async fn drain(rx: &mut mpsc::Receiver<RoomCmd>, why: &JoinError) {
+    rx.close();
+    while let Some(cmd) = rx.recv().await {
+        if let RoomCmd::Join { reply, .. } = cmd {
+            let _ = reply.send(Err(why.clone()));
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The room's clock and entropy. A guest sees only these, through our host
+//! imports and through WASI, so every value it reads can be journaled and
+//! replayed.
+
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
+
+/// The room's logical time in milliseconds since the Unix epoch, set by the
+/// room before every guest call and frozen during it.
+#[derive(Clone, Default)]
+pub struct RoomClock(Arc<AtomicU64>);
+
+impl RoomClock {
+    /// Sets the time the next guest call sees.
+    pub fn set_ms(&self, now_ms: u64) {
+        self.0.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// The time the current guest call sees.
+    pub fn ms(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl HostWallClock for RoomClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.ms())
+    }
+}
+
+impl HostMonotonicClock for RoomClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        self.ms().saturating_mul(1_000_000)
+    }
+}
+
+/// Independent, reproducible generators derived from one room seed: the
+/// `random-u64` import, WASI's secure and insecure random, and WASI's
+/// insecure seed each get their own stream.
+pub struct Entropy {
+    /// For the `random-u64` import.
+    pub host: ChaCha8Rng,
+    /// For WASI `random`.
+    pub wasi_secure: ChaCha8Rng,
+    /// For WASI `insecure-random`.
+    pub wasi_insecure: ChaCha8Rng,
+    /// For WASI `insecure-seed`.
+    pub wasi_seed: u128,
+}
+
+impl Entropy {
+    /// All streams of one room seed.
+    pub fn from_seed(seed: u64) -> Self {
+        let stream = |n: u64| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(n);
+            rng
+        };
+        Self {
+            host: stream(0),
+            wasi_secure: stream(1),
+            wasi_insecure: stream(2),
+            wasi_seed: u128::from(seed) << 64 | u128::from(seed.rotate_left(17)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    #[test]
+    fn same_seed_same_streams_and_streams_differ() {
+        let mut a = Entropy::from_seed(42);
+        let mut b = Entropy::from_seed(42);
+        let xs: Vec<u64> = (0..4).map(|_| a.host.next_u64()).collect();
+        let ys: Vec<u64> = (0..4).map(|_| b.host.next_u64()).collect();
+        assert_eq!(xs, ys);
+        assert_ne!(a.wasi_secure.next_u64(), a.wasi_insecure.next_u64());
+    }
+
+    #[test]
+    fn clock_is_what_the_room_set() {
+        let c = RoomClock::default();
+        c.set_ms(1_700_000_000_123);
+        assert_eq!(HostWallClock::now(&c), Duration::from_millis(1_700_000_000_123));
+        assert_eq!(HostMonotonicClock::now(&c), 1_700_000_000_123_000_000);
+    }
+}

@@ -1,0 +1,362 @@
+//! One room's guest: a wasmtime Store with its instance, the host imports
+//! it calls, and the limits it runs under.
+
+use super::bindings::{self, Level, Player, Rejection, Room};
+use super::determinism::{Entropy, RoomClock};
+use super::{GameCode, Sandbox};
+use rand::Rng;
+use std::fmt;
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// Effects one guest call may produce before it is trapped.
+pub const MAX_EFFECTS_PER_CALL: usize = 4096;
+/// Payload bytes one guest call may send before it is trapped.
+pub const MAX_EFFECT_BYTES_PER_CALL: usize = 16 << 20;
+/// Longest guest log line kept; the rest is cut.
+pub const MAX_LOG_LINE: usize = 4096;
+
+/// Something the guest asked the host to do during a call. Delivered by the
+/// room after the call returns; dropped if the call traps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// To one player.
+    Send {
+        /// Recipient.
+        to: u64,
+        /// JSON text from the guest.
+        payload: Vec<u8>,
+    },
+    /// To every player, maybe but one.
+    Broadcast {
+        /// JSON text from the guest.
+        payload: Vec<u8>,
+        /// Skipped recipient.
+        except: Option<u64>,
+    },
+    /// Remove a player.
+    Kick {
+        /// Who.
+        player: u64,
+        /// Told to the player.
+        reason: String,
+    },
+}
+
+/// Why a guest call failed. The instance must not be called again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The call ran past `sandbox.call_timeout_ms`.
+    Timeout,
+    /// Linear memory or a table would grow past its limit.
+    OutOfMemory,
+    /// The guest produced more effects in one call than the host accepts.
+    EffectFlood,
+    /// Any other trap: a panic (`unreachable`), a bad memory access, ...
+    Trap,
+}
+
+/// A failed guest call, with wasmtime's description and wasm backtrace.
+#[derive(Debug, Clone)]
+pub struct GuestFault {
+    /// What class of failure.
+    pub kind: FaultKind,
+    /// wasmtime's full error, including the guest backtrace when known.
+    pub detail: String,
+}
+
+impl fmt::Display for GuestFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.detail)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes exceeded (asked for {desired})")]
+struct OverLimit {
+    limit: usize,
+    desired: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("guest exceeded {MAX_EFFECTS_PER_CALL} effects or {MAX_EFFECT_BYTES_PER_CALL} bytes in one call")]
+struct Flood;
+
+impl GuestFault {
+    fn from_error(e: wasmtime::Error) -> Self {
+        let kind = if e.downcast_ref::<OverLimit>().is_some() {
+            FaultKind::OutOfMemory
+        } else if e.downcast_ref::<Flood>().is_some() {
+            FaultKind::EffectFlood
+        } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+            FaultKind::Timeout
+        } else {
+            FaultKind::Trap
+        };
+        Self {
+            kind,
+            detail: format!("{e:?}"),
+        }
+    }
+}
+
+/// The room's memory and table limits.
+struct Limits {
+    memory_bytes: usize,
+    table_elements: usize,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            return Err(OverLimit {
+                limit: self.memory_bytes,
+                desired,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            return Err(OverLimit {
+                limit: self.table_elements,
+                desired,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        32
+    }
+    fn tables(&self) -> usize {
+        32
+    }
+    fn memories(&self) -> usize {
+        8
+    }
+}
+
+/// What a room's Store holds: WASI state, limits, the room's clock and
+/// randomness, and the effects of the call under way.
+pub struct RoomData {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: Limits,
+    clock: RoomClock,
+    rng: rand::rngs::ChaCha8Rng,
+    effects: Vec<Effect>,
+    effect_bytes: usize,
+    tick_request: Option<u32>,
+    label: String,
+}
+
+impl RoomData {
+    fn charge(&mut self, bytes: usize) -> wasmtime::Result<()> {
+        self.effect_bytes += bytes;
+        if self.effects.len() >= MAX_EFFECTS_PER_CALL || self.effect_bytes > MAX_EFFECT_BYTES_PER_CALL {
+            return Err(Flood.into());
+        }
+        Ok(())
+    }
+}
+
+impl WasiView for RoomData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::respawn::game::types::Host for RoomData {}
+
+impl bindings::respawn::game::host::Host for RoomData {
+    fn send(&mut self, to: u64, payload: Vec<u8>) -> wasmtime::Result<()> {
+        self.charge(payload.len())?;
+        self.effects.push(Effect::Send { to, payload });
+        Ok(())
+    }
+
+    fn broadcast(&mut self, payload: Vec<u8>, except: Option<u64>) -> wasmtime::Result<()> {
+        self.charge(payload.len())?;
+        self.effects.push(Effect::Broadcast { payload, except });
+        Ok(())
+    }
+
+    fn kick(&mut self, player: u64, reason: String) -> wasmtime::Result<()> {
+        self.charge(reason.len())?;
+        self.effects.push(Effect::Kick { player, reason });
+        Ok(())
+    }
+
+    fn log(&mut self, level: Level, mut message: String) -> wasmtime::Result<()> {
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let room = self.label.as_str();
+        match level {
+            Level::Trace => tracing::trace!(target: "guest", room, "{message}"),
+            Level::Debug => tracing::debug!(target: "guest", room, "{message}"),
+            Level::Info => tracing::info!(target: "guest", room, "{message}"),
+            Level::Warn => tracing::warn!(target: "guest", room, "{message}"),
+            Level::Error => tracing::error!(target: "guest", room, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.clock.ms())
+    }
+
+    fn random_u64(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.rng.next_u64())
+    }
+
+    fn set_tick_interval(&mut self, ms: u32) -> wasmtime::Result<()> {
+        self.tick_request = Some(ms);
+        Ok(())
+    }
+}
+
+/// A running guest of one room. Every call takes the room's logical time;
+/// after a [`GuestFault`] the instance is spent and must be dropped.
+pub struct GuestInstance {
+    store: Store<RoomData>,
+    room: Room,
+    deadline_ticks: u64,
+}
+
+/// What a call returned, or why it failed.
+pub type CallResult<T> = Result<T, GuestFault>;
+
+impl GuestInstance {
+    /// Instantiates `code` for a room labelled `label` (used in logs),
+    /// with all its randomness derived from `seed`.
+    pub fn new(sandbox: &Sandbox, code: &GameCode, label: String, seed: u64) -> anyhow::Result<Self> {
+        let clock = RoomClock::default();
+        let entropy = Entropy::from_seed(seed);
+        let wasi = WasiCtxBuilder::new()
+            .wall_clock(clock.clone())
+            .monotonic_clock(clock.clone())
+            .secure_random(entropy.wasi_secure)
+            .insecure_random(entropy.wasi_insecure)
+            .insecure_random_seed(entropy.wasi_seed)
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
+        let data = RoomData {
+            wasi,
+            table: ResourceTable::new(),
+            limits: Limits {
+                memory_bytes: sandbox.limits.memory_bytes,
+                table_elements: sandbox.limits.table_elements,
+            },
+            clock,
+            rng: entropy.host,
+            effects: Vec::new(),
+            effect_bytes: 0,
+            tick_request: None,
+            label,
+        };
+        let mut store = Store::new(sandbox.engine(), data);
+        store.limiter(|d| &mut d.limits);
+        let deadline_ticks = sandbox.limits.call_timeout_ticks;
+        store.set_epoch_deadline(deadline_ticks);
+        let room = code.pre.instantiate(&mut store)?;
+        Ok(Self {
+            store,
+            room,
+            deadline_ticks,
+        })
+    }
+
+    fn begin(&mut self, now_ms: u64) {
+        let data = self.store.data_mut();
+        data.clock.set_ms(now_ms);
+        data.effects.clear();
+        data.effect_bytes = 0;
+        self.store.set_epoch_deadline(self.deadline_ticks);
+    }
+
+    fn finish<T>(&mut self, r: wasmtime::Result<T>) -> CallResult<T> {
+        r.map_err(|e| {
+            self.store.data_mut().effects.clear();
+            GuestFault::from_error(e)
+        })
+    }
+
+    /// `init(room, config)`.
+    pub fn init(&mut self, now_ms: u64, room: &str, config: &[u8]) -> CallResult<Result<(), String>> {
+        self.begin(now_ms);
+        let r = self.room.respawn_game_game().call_init(&mut self.store, room, config);
+        self.finish(r)
+    }
+
+    /// `on-join(player)`.
+    pub fn on_join(&mut self, now_ms: u64, id: u64, name: &str) -> CallResult<Result<(), Rejection>> {
+        self.begin(now_ms);
+        let player = Player {
+            id,
+            name: name.to_owned(),
+        };
+        let r = self.room.respawn_game_game().call_on_join(&mut self.store, &player);
+        self.finish(r)
+    }
+
+    /// `on-leave(player)`.
+    pub fn on_leave(&mut self, now_ms: u64, id: u64) -> CallResult<()> {
+        self.begin(now_ms);
+        let r = self.room.respawn_game_game().call_on_leave(&mut self.store, id);
+        self.finish(r)
+    }
+
+    /// `on-message(player, payload)`.
+    pub fn on_message(&mut self, now_ms: u64, id: u64, payload: &[u8]) -> CallResult<Result<(), Rejection>> {
+        self.begin(now_ms);
+        let r = self.room.respawn_game_game().call_on_message(&mut self.store, id, payload);
+        self.finish(r)
+    }
+
+    /// `on-tick(now)`.
+    pub fn on_tick(&mut self, now_ms: u64) -> CallResult<()> {
+        self.begin(now_ms);
+        let r = self.room.respawn_game_game().call_on_tick(&mut self.store, now_ms);
+        self.finish(r)
+    }
+
+    /// `snapshot()`.
+    pub fn snapshot(&mut self, now_ms: u64) -> CallResult<Vec<u8>> {
+        self.begin(now_ms);
+        let r = self.room.respawn_game_game().call_snapshot(&mut self.store);
+        self.finish(r)
+    }
+
+    /// `restore(state)`.
+    pub fn restore(&mut self, now_ms: u64, state: &[u8]) -> CallResult<Result<(), String>> {
+        self.begin(now_ms);
+        let r = self.room.respawn_game_game().call_restore(&mut self.store, state);
+        self.finish(r)
+    }
+
+    /// The effects of the last call, in the order the guest produced them.
+    pub fn take_effects(&mut self) -> std::vec::Drain<'_, Effect> {
+        self.store.data_mut().effects.drain(..)
+    }
+
+    /// The tick interval the guest asked for during the last calls, if any.
+    pub fn take_tick_request(&mut self) -> Option<u32> {
+        self.store.data_mut().tick_request.take()
+    }
+}

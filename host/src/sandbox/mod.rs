@@ -1,0 +1,147 @@
+//! The WebAssembly sandbox: one wasmtime Engine for the host, the Linker
+//! with our imports and WASI, compiled game code, and per-room instances.
+
+mod bindings;
+pub mod determinism;
+mod instance;
+
+pub use bindings::Rejection;
+pub use instance::{CallResult, Effect, FaultKind, GuestFault, GuestInstance, RoomData};
+
+use crate::config::SandboxConfig;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; call deadlines are counted in these.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Why bytes could not become runnable game code.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// A core module or something else, not a component.
+    #[error("not a WebAssembly component (build it with `just guests` or `respawn component`)")]
+    NotAComponent,
+    /// wasmtime refused to compile it.
+    #[error("component does not compile: {0}")]
+    Invalid(String),
+    /// It compiles but does not implement the `respawn:game/room` world.
+    #[error("component does not implement the respawn:game/room world: {0}")]
+    WrongWorld(String),
+}
+
+impl CompileError {
+    /// Stable code for logs and, later, metrics and the audit log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CompileError::NotAComponent => "not_a_component",
+            CompileError::Invalid(_) => "invalid_component",
+            CompileError::WrongWorld(_) => "wrong_world",
+        }
+    }
+}
+
+/// Compiled code of one game version, ready to instantiate many times.
+#[derive(Clone)]
+pub struct GameCode {
+    pre: bindings::RoomPre<RoomData>,
+}
+
+pub(crate) struct InstanceLimits {
+    memory_bytes: usize,
+    table_elements: usize,
+    call_timeout_ticks: u64,
+}
+
+/// The host's one Engine and Linker. Cheap to share behind an `Arc`.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<RoomData>,
+    limits: InstanceLimits,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Sandbox {
+    /// Builds the engine (pooling allocator unless disabled) and starts the
+    /// epoch ticker that enforces call deadlines.
+    pub fn new(cfg: &SandboxConfig) -> anyhow::Result<Self> {
+        let memory_bytes = cfg.memory_mib as usize * 1024 * 1024;
+        let table_elements = 20_000;
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        if cfg.pooling {
+            let n = cfg.max_instances;
+            let mut pool = PoolingAllocationConfig::default();
+            // A Rust guest componentized with the WASI adapter is a handful
+            // of core instances (guest, adapter, shims) and two memories.
+            pool.total_component_instances(n)
+                .total_core_instances(n.saturating_mul(8))
+                .total_memories(n.saturating_mul(2))
+                .total_tables(n.saturating_mul(4))
+                .max_core_instances_per_component(16)
+                .max_memories_per_component(4)
+                .max_tables_per_component(8)
+                .max_memory_size(memory_bytes)
+                .table_elements(table_elements);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bindings::Room::add_to_linker::<RoomData, HasSelf<RoomData>>(&mut linker, |d| d)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (weak, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("respawn-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+
+        Ok(Self {
+            engine,
+            linker,
+            limits: InstanceLimits {
+                memory_bytes,
+                table_elements,
+                call_timeout_ticks: cfg.call_timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1),
+            },
+            ticker_stop,
+        })
+    }
+
+    /// The engine, for code that needs it directly (benchmarks, caches).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles a component and checks it implements our world. CPU-heavy:
+    /// call it off the async runtime's worker threads.
+    pub fn compile(&self, bytes: &[u8]) -> Result<GameCode, CompileError> {
+        if !wasmparser::Parser::is_component(bytes) {
+            return Err(CompileError::NotAComponent);
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| CompileError::WrongWorld(format!("{e:#}")))?;
+        let pre = bindings::RoomPre::new(instance_pre).map_err(|e| CompileError::WrongWorld(format!("{e:#}")))?;
+        Ok(GameCode { pre })
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
