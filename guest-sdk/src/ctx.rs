@@ -111,8 +111,10 @@ impl<'a> Ctx<'a> {
         match serde_json::to_vec(msg) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
-                self.backend
-                    .log(Level::Error, &format!("message not sent: it does not serialize to JSON: {e}"));
+                self.backend.log(
+                    Level::Error,
+                    &format!("message not sent: it does not serialize to JSON: {e}"),
+                );
                 None
             }
         }

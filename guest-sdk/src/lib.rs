@@ -7,7 +7,7 @@
 //! without any code of yours. Add a field with `#[serde(default)]` and the
 //! next version restores the old state.
 //!
-//! ```ignore
+//! ```
 //! use respawn_guest_sdk::{Ctx, Game, Player, PlayerId, Reject};
 //! use serde::{Deserialize, Serialize};
 //!
@@ -24,6 +24,12 @@
 //!     }
 //! }
 //! respawn_guest_sdk::export_game!(Counter);
+//!
+//! // Native test of the same logic:
+//! let mut room = respawn_guest_sdk::testing::TestRoom::<Counter>::new();
+//! room.join(1, "ann").unwrap();
+//! room.message(1, &serde_json::json!({"anything": true})).unwrap();
+//! assert_eq!(room.received(1), vec![serde_json::json!(1)]);
 //! ```
 //!
 //! Game logic is tested natively, without wasm, with [`testing::TestRoom`].
@@ -108,7 +114,12 @@ pub trait Game: Default + Serialize + DeserializeOwned + 'static {
     }
 
     /// A player's message; a [`Reject`] is reported to that player only.
-    fn on_message(&mut self, ctx: &mut Ctx, from: PlayerId, msg: Self::Message) -> Result<(), Reject>;
+    fn on_message(
+        &mut self,
+        ctx: &mut Ctx,
+        from: PlayerId,
+        msg: Self::Message,
+    ) -> Result<(), Reject>;
 
     /// Called every tick interval set with [`Ctx::set_tick_interval`].
     fn on_tick(&mut self, ctx: &mut Ctx) {
@@ -169,7 +180,10 @@ macro_rules! export_game {
                 fn on_leave(player: __t::PlayerId) {
                     __with(|g| $crate::__private::on_leave(g, player))
                 }
-                fn on_message(player: __t::PlayerId, payload: Vec<u8>) -> Result<(), __t::Rejection> {
+                fn on_message(
+                    player: __t::PlayerId,
+                    payload: Vec<u8>,
+                ) -> Result<(), __t::Rejection> {
                     __with(|g| $crate::__private::on_message(g, player, &payload))
                         .map_err($crate::__private::to_wit_rejection)
                 }
@@ -181,7 +195,7 @@ macro_rules! export_game {
                 }
                 fn restore(state: Vec<u8>) -> Result<(), String> {
                     __with(|g| $crate::__private::restore(g, &state))
-                }
+        }
             }
 
             $crate::bindings::__export_room_world!(__RespawnGuest with_types_in $crate::bindings);

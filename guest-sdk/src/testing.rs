@@ -4,11 +4,23 @@
 //! exports use (message parsing, snapshot and restore included) and records
 //! every effect, with a clock and a seeded random generator you control.
 //!
-//! ```ignore
-//! let mut room = TestRoom::<MyGame>::new();
+//! ```
+//! # use respawn_guest_sdk::{Ctx, Game, Player, PlayerId, Reject, testing::TestRoom};
+//! # #[derive(Default, serde::Serialize, serde::Deserialize)]
+//! # struct Parrot;
+//! # impl Game for Parrot {
+//! #     type Message = serde_json::Value;
+//! #     fn on_join(&mut self, _: &mut Ctx, _: &Player) -> Result<(), Reject> { Ok(()) }
+//! #     fn on_message(&mut self, ctx: &mut Ctx, _: PlayerId, m: serde_json::Value) -> Result<(), Reject> {
+//! #         ctx.broadcast(&m);
+//! #         Ok(())
+//! #     }
+//! # }
+//! let mut room = TestRoom::<Parrot>::new();
 //! room.join(1, "ann").unwrap();
+//! room.join(2, "bob").unwrap();
 //! room.message(1, &serde_json::json!({"say": "hi"})).unwrap();
-//! assert_eq!(room.received(1).len(), 1);
+//! assert_eq!(room.received(2), vec![serde_json::json!({"say": "hi"})]);
 //! ```
 
 use crate::ctx::Backend;
@@ -23,7 +35,10 @@ pub enum Effect {
     /// `Ctx::send`.
     Send { to: PlayerId, msg: Value },
     /// `Ctx::broadcast` and `Ctx::broadcast_except`.
-    Broadcast { msg: Value, except: Option<PlayerId> },
+    Broadcast {
+        msg: Value,
+        except: Option<PlayerId>,
+    },
     /// `Ctx::kick`.
     Kick { player: PlayerId, reason: String },
     /// `Ctx::log`.
@@ -41,7 +56,8 @@ struct Recorder {
 
 impl Recorder {
     fn decode(payload: &[u8]) -> Value {
-        serde_json::from_slice(payload).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into_owned()))
+        serde_json::from_slice(payload)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into_owned()))
     }
 }
 
@@ -87,10 +103,18 @@ impl Backend for Recorder {
 }
 
 /// A room running one [`Game`] natively, for unit tests.
+///
+/// Effects are delivered the way the host delivers them: after each call,
+/// to the members of that moment. A player is a member from the end of an
+/// accepted `on_join` until just before `on_leave`; a kicked player leaves
+/// (and `on_leave` runs) right after the call that kicked them.
 pub struct TestRoom<G: Game> {
     game: G,
     rec: Recorder,
     members: Vec<PlayerId>,
+    log: Vec<Effect>,
+    inboxes: std::collections::HashMap<PlayerId, Vec<Value>>,
+    tick_interval: Option<u32>,
 }
 
 impl<G: Game> Default for TestRoom<G> {
@@ -117,44 +141,62 @@ impl<G: Game> TestRoom<G> {
             game: G::default(),
             rec: Recorder::default(),
             members: Vec::new(),
+            log: Vec::new(),
+            inboxes: Default::default(),
+            tick_interval: None,
         };
         let config = serde_json::to_vec(config).map_err(|e| e.to_string())?;
         runtime::dispatch_init(&mut this.game, &mut this.rec, room, &config)?;
+        this.deliver();
         Ok(this)
     }
 
-    /// A player joins; on success the player counts as a room member.
+    /// A player joins; if the game accepts, the player is a member.
     pub fn join(&mut self, id: PlayerId, name: &str) -> Result<(), Reject> {
         let player = Player {
             id,
             name: name.to_owned(),
         };
-        runtime::dispatch_join(&mut self.game, &mut self.rec, player)?;
-        self.members.push(id);
-        Ok(())
+        let r = runtime::dispatch_join(&mut self.game, &mut self.rec, player);
+        if r.is_ok() && !self.members.contains(&id) {
+            self.members.push(id);
+        }
+        self.deliver();
+        r
     }
 
     /// A player leaves.
     pub fn leave(&mut self, id: PlayerId) {
+        if !self.members.contains(&id) {
+            return;
+        }
         self.members.retain(|m| *m != id);
-        runtime::dispatch_leave(&mut self.game, &mut self.rec, id)
+        runtime::dispatch_leave(&mut self.game, &mut self.rec, id);
+        self.deliver();
     }
 
     /// A player sends a message, serialized to JSON as a client would.
-    pub fn message<M: Serialize + ?Sized>(&mut self, from: PlayerId, msg: &M) -> Result<(), Reject> {
+    pub fn message<M: Serialize + ?Sized>(
+        &mut self,
+        from: PlayerId,
+        msg: &M,
+    ) -> Result<(), Reject> {
         let payload = serde_json::to_vec(msg).map_err(|e| Reject::new("test", e.to_string()))?;
         self.message_raw(from, &payload)
     }
 
     /// A player sends raw bytes, to test what your game does with garbage.
     pub fn message_raw(&mut self, from: PlayerId, payload: &[u8]) -> Result<(), Reject> {
-        runtime::dispatch_message(&mut self.game, &mut self.rec, from, payload)
+        let r = runtime::dispatch_message(&mut self.game, &mut self.rec, from, payload);
+        self.deliver();
+        r
     }
 
     /// Advances the clock by `ms` and calls `on_tick`.
     pub fn tick(&mut self, ms: u64) {
         self.rec.now_ms += ms;
-        runtime::dispatch_tick(&mut self.game, &mut self.rec)
+        runtime::dispatch_tick(&mut self.game, &mut self.rec);
+        self.deliver();
     }
 
     /// Sets the room clock (milliseconds since the Unix epoch).
@@ -167,30 +209,30 @@ impl<G: Game> TestRoom<G> {
         &self.game
     }
 
+    /// The players in the room.
+    pub fn members(&self) -> &[PlayerId] {
+        &self.members
+    }
+
+    /// The tick interval the game asked for last, if any.
+    pub fn tick_interval(&self) -> Option<u32> {
+        self.tick_interval
+    }
+
     /// Takes every effect recorded so far, oldest first.
     pub fn take_effects(&mut self) -> Vec<Effect> {
-        std::mem::take(&mut self.rec.effects)
+        std::mem::take(&mut self.log)
     }
 
-    /// Takes what `player` would have received so far: sends to them and
-    /// broadcasts that include them. Other effects are kept.
+    /// Takes what `player` has received so far, oldest first.
     pub fn received(&mut self, player: PlayerId) -> Vec<Value> {
-        self.rec
-            .effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Send { to, msg } if *to == player => Some(msg.clone()),
-                Effect::Broadcast { msg, except } if *except != Some(player) && self.members.contains(&player) => {
-                    Some(msg.clone())
-                }
-                _ => None,
-            })
-            .collect()
+        self.inboxes.remove(&player).unwrap_or_default()
     }
 
-    /// Forgets recorded effects.
+    /// Forgets recorded effects and received messages.
     pub fn clear(&mut self) {
-        self.rec.effects.clear();
+        self.log.clear();
+        self.inboxes.clear();
     }
 
     /// Snapshots the state and restores it into a fresh game, as a hot swap
@@ -206,6 +248,31 @@ impl<G: Game> TestRoom<G> {
     /// Restores arbitrary bytes, as the host would after a swap.
     pub fn restore(&mut self, state: &[u8]) -> Result<(), String> {
         runtime::decode_snapshot(&mut self.game, state)
+    }
+
+    /// Routes the last call's effects to the members of this moment, then
+    /// lets kicked players leave.
+    fn deliver(&mut self) {
+        let mut kicked = Vec::new();
+        for effect in std::mem::take(&mut self.rec.effects) {
+            match &effect {
+                Effect::Send { to, msg } if self.members.contains(to) => {
+                    self.inboxes.entry(*to).or_default().push(msg.clone());
+                }
+                Effect::Broadcast { msg, except } => {
+                    for m in self.members.iter().filter(|m| Some(**m) != *except) {
+                        self.inboxes.entry(*m).or_default().push(msg.clone());
+                    }
+                }
+                Effect::Kick { player, .. } => kicked.push(*player),
+                Effect::TickInterval(ms) => self.tick_interval = Some(*ms),
+                _ => {}
+            }
+            self.log.push(effect);
+        }
+        for player in kicked {
+            self.leave(player);
+        }
     }
 }
 
@@ -253,13 +320,19 @@ mod tests {
     fn dispatch_records_effects_and_parses_messages() {
         let mut room = TestRoom::<Count>::new();
         assert_eq!(room.take_effects(), vec![Effect::TickInterval(100)]);
+        assert_eq!(room.tick_interval(), Some(100));
         room.join(1, "a").unwrap();
         room.join(2, "b").unwrap();
         assert_eq!(room.join(3, "nobody").unwrap_err().code, "no");
+        assert_eq!(room.members(), &[1, 2]);
         room.message(1, &json!({"add": 5})).unwrap();
         assert_eq!(room.received(1), vec![json!(5)]);
         assert_eq!(room.received(2), vec![json!({"total": 5})]);
-        assert!(room.received(3).is_empty(), "refused players receive nothing");
+        assert!(room.received(1).is_empty(), "received drains the inbox");
+        assert!(
+            room.received(3).is_empty(),
+            "refused players receive nothing"
+        );
         let err = room.message_raw(1, b"{\"add\": -1}").unwrap_err();
         assert_eq!(err.code, runtime::INVALID_MESSAGE);
         assert_eq!(room.game().n, 5, "a rejected message changes nothing");

@@ -77,9 +77,11 @@ fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAd
     if text == "off" {
         return Ok(None);
     }
-    text.parse()
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not `off` or an address like 127.0.0.1:7700 ({e})")))
+    text.parse().map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not `off` or an address like 127.0.0.1:7700 ({e})"
+        ))
+    })
 }
 
 impl Default for NetConfig {
@@ -205,7 +207,12 @@ impl Config {
 
     /// Checks ranges the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn range<T: PartialOrd + std::fmt::Display>(key: &'static str, v: T, lo: T, hi: T) -> Result<(), ConfigError> {
+        fn range<T: PartialOrd + std::fmt::Display>(
+            key: &'static str,
+            v: T,
+            lo: T,
+            hi: T,
+        ) -> Result<(), ConfigError> {
             if v < lo || v > hi {
                 return Err(ConfigError::Invalid {
                     key,
@@ -214,16 +221,31 @@ impl Config {
             }
             Ok(())
         }
-        range("net.max_message_bytes", self.net.max_message_bytes, 256, 16 << 20)?;
+        range(
+            "net.max_message_bytes",
+            self.net.max_message_bytes,
+            256,
+            16 << 20,
+        )?;
         range("net.outbound_queue", self.net.outbound_queue, 1, 1 << 20)?;
         range("net.max_connections", self.net.max_connections, 1, 1 << 24)?;
         range("rooms.inbox", self.rooms.inbox, 1, 1 << 20)?;
         range("rooms.max_players", self.rooms.max_players, 1, 1 << 20)?;
         range("rooms.min_tick_ms", self.rooms.min_tick_ms, 1, 60_000)?;
         range("rooms.linger_ms", self.rooms.linger_ms, 0, 86_400_000)?;
-        range("sandbox.max_instances", self.sandbox.max_instances, 1, 100_000)?;
+        range(
+            "sandbox.max_instances",
+            self.sandbox.max_instances,
+            1,
+            100_000,
+        )?;
         range("sandbox.memory_mib", self.sandbox.memory_mib, 1, 4096)?;
-        range("sandbox.call_timeout_ms", self.sandbox.call_timeout_ms, 1, 60_000)?;
+        range(
+            "sandbox.call_timeout_ms",
+            self.sandbox.call_timeout_ms,
+            1,
+            60_000,
+        )?;
         if self.net.ws.is_none() && self.net.tcp.is_none() {
             return Err(ConfigError::Invalid {
                 key: "net",
@@ -234,7 +256,9 @@ impl Config {
             if !crate::modules::is_valid_game_name(name) {
                 return Err(ConfigError::Invalid {
                     key: "games",
-                    problem: format!("has `{name}`, which is not a game name (lowercase letters, digits, `-`, `_`; 1 to 32)"),
+                    problem: format!(
+                        "has `{name}`, which is not a game name (lowercase letters, digits, `-`, `_`; 1 to 32)"
+                    ),
                 });
             }
         }
@@ -265,13 +289,21 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_ranges_are_refused_with_the_key() {
-        let err = Config::parse("[net]\nmax_mesage_bytes = 5\n").unwrap_err().to_string();
+        let err = Config::parse("[net]\nmax_mesage_bytes = 5\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_mesage_bytes"), "{err}");
-        let err = Config::parse("[net]\nmax_message_bytes = 5\n").unwrap_err().to_string();
+        let err = Config::parse("[net]\nmax_message_bytes = 5\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("net.max_message_bytes"), "{err}");
-        let err = Config::parse("[rooms]\nlinger_ms = -1\n").unwrap_err().to_string();
+        let err = Config::parse("[rooms]\nlinger_ms = -1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("linger_ms"), "{err}");
-        let err = Config::parse("[games.\"Bad Name\"]\n").unwrap_err().to_string();
+        let err = Config::parse("[games.\"Bad Name\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("Bad Name"), "{err}");
     }
 
@@ -280,9 +312,13 @@ mod tests {
         let c = Config::parse("[net]\ntcp = \"off\"\nws = \"0.0.0.0:9000\"\n").unwrap();
         assert_eq!(c.net.tcp, None);
         assert_eq!(c.net.ws, Some("0.0.0.0:9000".parse().unwrap()));
-        let err = Config::parse("[net]\ntcp = \"off\"\nws = \"off\"\n").unwrap_err().to_string();
+        let err = Config::parse("[net]\ntcp = \"off\"\nws = \"off\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("both listeners"), "{err}");
-        let err = Config::parse("[net]\ntcp = \"localhost\"\n").unwrap_err().to_string();
+        let err = Config::parse("[net]\ntcp = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("localhost"), "{err}");
     }
 

@@ -39,8 +39,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -57,10 +58,12 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(respawn::server::run(config, shutdown_signal()))
         }
         Command::Component { input, output } => {
-            let bytes = std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
+            let bytes =
+                std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
             let component = respawn::modules::componentize::componentize(&bytes)
                 .with_context(|| format!("componentizing {}", input.display()))?;
-            std::fs::write(&output, &component).with_context(|| format!("writing {}", output.display()))?;
+            std::fs::write(&output, &component)
+                .with_context(|| format!("writing {}", output.display()))?;
             println!("{}: component, {} bytes", output.display(), component.len());
             Ok(())
         }

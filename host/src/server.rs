@@ -67,7 +67,8 @@ pub fn load_games(sandbox: &Sandbox, config: &Config) -> anyhow::Result<Catalog>
 /// <addr>` line per listener on stdout once it accepts connections.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let sandbox = Arc::new(Sandbox::new(&config.sandbox).context("creating the WebAssembly engine")?);
+    let sandbox =
+        Arc::new(Sandbox::new(&config.sandbox).context("creating the WebAssembly engine")?);
     let catalog = {
         let (sandbox, config) = (sandbox.clone(), config.clone());
         tokio::task::spawn_blocking(move || load_games(&sandbox, &config)).await??
@@ -127,15 +128,25 @@ async fn serve_connection(kind: Kind, stream: TcpStream, peer: SocketAddr, share
 
 async fn serve<T: Transport>(mut transport: T, peer: SocketAddr, shared: &Shared) {
     let Some(_permit) = shared.limit.try_acquire() else {
-        let err = ProtocolError::new(ErrorCode::ServerFull, "the host is at its connection limit; try again later");
-        let _ = transport.send(protocol::error_frame(&err, None, None)).await;
+        let err = ProtocolError::new(
+            ErrorCode::ServerFull,
+            "the host is at its connection limit; try again later",
+        );
+        let _ = transport
+            .send(protocol::error_frame(&err, None, None))
+            .await;
         transport.close().await;
         return;
     };
     let player = shared.next_player.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%peer, player, "player connected");
-    crate::session::Session::new(transport, player, shared.rooms.clone(), shared.max_message_bytes)
-        .run()
-        .await;
+    crate::session::Session::new(
+        transport,
+        player,
+        shared.rooms.clone(),
+        shared.max_message_bytes,
+    )
+    .run()
+    .await;
     tracing::debug!(%peer, player, "player disconnected");
 }

@@ -40,7 +40,12 @@ pub struct Session<T: Transport> {
 
 impl<T: Transport> Session<T> {
     /// A session for a connected player.
-    pub fn new(transport: T, player: PlayerId, rooms: Arc<Rooms>, max_message_bytes: usize) -> Self {
+    pub fn new(
+        transport: T,
+        player: PlayerId,
+        rooms: Arc<Rooms>,
+        max_message_bytes: usize,
+    ) -> Self {
         Self {
             transport,
             player,
@@ -123,8 +128,12 @@ impl<T: Transport> Session<T> {
             Ok(request) => {
                 let reference = request.reference().map(RawValue::to_owned);
                 if let Err(refusal) = self.on_request(request, &bytes).await? {
-                    self.reply_error(&refusal.error, refusal.reason.as_deref(), reference.as_deref())
-                        .await?;
+                    self.reply_error(
+                        &refusal.error,
+                        refusal.reason.as_deref(),
+                        reference.as_deref(),
+                    )
+                    .await?;
                 }
             }
             Err(err) => self.reply_error(&err, None, None).await?,
@@ -138,13 +147,21 @@ impl<T: Transport> Session<T> {
         reason: Option<&str>,
         reference: Option<&RawValue>,
     ) -> std::io::Result<()> {
-        self.transport.send(protocol::error_frame(err, reason, reference)).await
+        self.transport
+            .send(protocol::error_frame(err, reason, reference))
+            .await
     }
 
-    async fn on_request(&mut self, request: Request<'_>, frame: &Bytes) -> std::io::Result<Result<(), Refusal>> {
+    async fn on_request(
+        &mut self,
+        request: Request<'_>,
+        frame: &Bytes,
+    ) -> std::io::Result<Result<(), Refusal>> {
         match request {
             Request::Ping { reference } => {
-                self.transport.send(ServerMsg::Pong { reference }.encode()).await?;
+                self.transport
+                    .send(ServerMsg::Pong { reference }.encode())
+                    .await?;
             }
             Request::Join {
                 game,
@@ -153,11 +170,17 @@ impl<T: Transport> Session<T> {
                 reference,
             } => {
                 if self.seat.is_some() {
-                    return Ok(Err(Refusal::new(ErrorCode::AlreadyJoined, "already in a room; leave it first")));
+                    return Ok(Err(Refusal::new(
+                        ErrorCode::AlreadyJoined,
+                        "already in a room; leave it first",
+                    )));
                 }
                 match self.rooms.join(&game, &room, self.player, &name).await {
                     Ok((handle, joined, frames)) => {
-                        self.seat = Some(Seat { room: handle, frames });
+                        self.seat = Some(Seat {
+                            room: handle,
+                            frames,
+                        });
                         let msg = ServerMsg::Joined {
                             game: &game,
                             room: &room,
@@ -181,9 +204,17 @@ impl<T: Transport> Session<T> {
                     return Ok(Err(Refusal::new(ErrorCode::NotJoined, "join a room first")));
                 };
                 let payload = subslice(frame, data.get());
-                if seat.room.message(self.player, payload, reference.map(RawValue::to_owned)).await.is_err() {
+                if seat
+                    .room
+                    .message(self.player, payload, reference.map(RawValue::to_owned))
+                    .await
+                    .is_err()
+                {
                     self.seat = None;
-                    return Ok(Err(Refusal::new(ErrorCode::RoomClosed, "the room has closed")));
+                    return Ok(Err(Refusal::new(
+                        ErrorCode::RoomClosed,
+                        "the room has closed",
+                    )));
                 }
             }
             Request::Leave { reference } => {
@@ -195,7 +226,9 @@ impl<T: Transport> Session<T> {
                     // belong to the player; the queue ends once the room
                     // has dropped it.
                     let flush = async {
-                        while let Some(ToSession::Frame(f) | ToSession::Removed(f)) = seat.frames.recv().await {
+                        while let Some(ToSession::Frame(f) | ToSession::Removed(f)) =
+                            seat.frames.recv().await
+                        {
                             self.transport.send(f).await?;
                         }
                         std::io::Result::Ok(())
@@ -204,7 +237,9 @@ impl<T: Transport> Session<T> {
                         r?;
                     }
                 }
-                self.transport.send(ServerMsg::Left { reference }.encode()).await?;
+                self.transport
+                    .send(ServerMsg::Left { reference }.encode())
+                    .await?;
             }
         }
         Ok(Ok(()))
@@ -229,7 +264,10 @@ impl Refusal {
 /// `part` as a zero-copy slice of `whole` when it lies inside it (as a
 /// parsed field of the frame does), else a copy.
 fn subslice(whole: &Bytes, part: &str) -> Bytes {
-    let (start, end) = (whole.as_ptr() as usize, whole.as_ptr() as usize + whole.len());
+    let (start, end) = (
+        whole.as_ptr() as usize,
+        whole.as_ptr() as usize + whole.len(),
+    );
     let p = part.as_ptr() as usize;
     if p >= start && p + part.len() <= end {
         whole.slice_ref(part.as_bytes())

@@ -45,9 +45,16 @@ impl Game for Chat {
     type Message = Say;
 
     fn on_join(&mut self, ctx: &mut Ctx, p: &Player) -> Result<(), Reject> {
-        let members: Vec<_> = self.members.iter().map(|(id, name)| json!({"id": id, "name": name})).collect();
-        ctx.send(p.id, &json!({"type": "welcome", "members": members, "history": self.history}));
-        ctx.broadcast(&json!({"type": "joined", "id": p.id, "name": p.name}));
+        let members: Vec<_> = self
+            .members
+            .iter()
+            .map(|(id, name)| json!({"id": id, "name": name}))
+            .collect();
+        ctx.send(
+            p.id,
+            &json!({"type": "welcome", "members": members, "history": self.history}),
+        );
+        ctx.broadcast_except(p.id, &json!({"type": "joined", "id": p.id, "name": p.name}));
         self.members.insert(p.id, p.name.clone());
         Ok(())
     }
@@ -60,14 +67,20 @@ impl Game for Chat {
 
     fn on_message(&mut self, ctx: &mut Ctx, from: PlayerId, msg: Say) -> Result<(), Reject> {
         let Some(name) = self.members.get(&from) else {
-            return Err(Reject::new("not-a-member", "join the room before you speak"));
+            return Err(Reject::new(
+                "not-a-member",
+                "join the room before you speak",
+            ));
         };
         let text = msg.say.trim();
         if text.is_empty() {
             return Err(Reject::new("empty", "say something"));
         }
         if text.chars().count() > MAX_TEXT {
-            return Err(Reject::new("too-long", format!("lines are at most {MAX_TEXT} characters")));
+            return Err(Reject::new(
+                "too-long",
+                format!("lines are at most {MAX_TEXT} characters"),
+            ));
         }
         let line = Line {
             id: from,
@@ -104,7 +117,10 @@ mod tests {
         assert_eq!(to_bob[0]["members"], json!([{"id": 1, "name": "ann"}]));
         assert_eq!(to_bob[0]["history"][0]["text"], "hi");
         assert_eq!(to_bob[0]["history"][0]["at"], 42);
-        assert_eq!(room.received(1), vec![json!({"type": "joined", "id": 2, "name": "bob"})]);
+        assert_eq!(
+            room.received(1),
+            vec![json!({"type": "joined", "id": 2, "name": "bob"})]
+        );
         room.clear();
         room.message(2, &json!({"say": "yo"})).unwrap();
         for p in [1, 2] {
@@ -112,18 +128,33 @@ mod tests {
         }
         room.clear();
         room.leave(2);
-        assert_eq!(room.received(1), vec![json!({"type": "left", "id": 2, "name": "bob"})]);
+        assert_eq!(
+            room.received(1),
+            vec![json!({"type": "left", "id": 2, "name": "bob"})]
+        );
     }
 
     #[test]
     fn bad_lines_are_rejected() {
         let mut room = TestRoom::<Chat>::new();
         room.join(1, "ann").unwrap();
-        assert_eq!(room.message(1, &json!({"say": "  "})).unwrap_err().code, "empty");
+        assert_eq!(
+            room.message(1, &json!({"say": "  "})).unwrap_err().code,
+            "empty"
+        );
         let long = "x".repeat(MAX_TEXT + 1);
-        assert_eq!(room.message(1, &json!({"say": long})).unwrap_err().code, "too-long");
-        assert_eq!(room.message(9, &json!({"say": "hi"})).unwrap_err().code, "not-a-member");
-        assert_eq!(room.message(1, &json!({"shout": "hi"})).unwrap_err().code, "invalid-message");
+        assert_eq!(
+            room.message(1, &json!({"say": long})).unwrap_err().code,
+            "too-long"
+        );
+        assert_eq!(
+            room.message(9, &json!({"say": "hi"})).unwrap_err().code,
+            "not-a-member"
+        );
+        assert_eq!(
+            room.message(1, &json!({"shout": "hi"})).unwrap_err().code,
+            "invalid-message"
+        );
     }
 
     #[test]
@@ -131,7 +162,8 @@ mod tests {
         let mut room = TestRoom::<Chat>::new();
         room.join(1, "ann").unwrap();
         for i in 0..HISTORY + 5 {
-            room.message(1, &json!({"say": format!("line {i}")})).unwrap();
+            room.message(1, &json!({"say": format!("line {i}")}))
+                .unwrap();
         }
         assert_eq!(room.game().history.len(), HISTORY);
         assert_eq!(room.game().history[0].text, "line 5");

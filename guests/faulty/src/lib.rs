@@ -3,7 +3,10 @@
 //!
 //! Messages: `{"do": "count"}` replies with a per-room counter;
 //! `{"do": "reject"}` returns a rejection; `{"do": "panic"}` traps;
-//! `{"do": "loop"}` spins forever; `{"do": "alloc", "mb": N}` grabs memory.
+//! `{"do": "loop"}` spins forever; `{"do": "alloc", "mb": N}` grabs memory;
+//! `{"do": "kick"}` kicks the sender; `{"do": "tick", "ms": N}` starts
+//! ticking (each tick broadcasts the room clock); `{"do": "time"}` replies
+//! with the host clock and the WASI clock the guest sees.
 
 use respawn_guest_sdk::{Ctx, Game, Player, PlayerId, Reject, export_game};
 use serde::{Deserialize, Serialize};
@@ -32,6 +35,12 @@ pub enum Order {
     Loop,
     /// Allocate and touch `mb` MiB.
     Alloc { mb: u32 },
+    /// Kick the sender.
+    Kick,
+    /// Tick every `ms` milliseconds (0 stops).
+    Tick { ms: u32 },
+    /// Reply with `ctx.now_ms()` and `SystemTime::now()` as WASI gives it.
+    Time,
 }
 
 impl Game for Faulty {
@@ -67,8 +76,30 @@ impl Game for Faulty {
                 self.hoard.push(block);
                 ctx.send(from, &json!({"allocated_mb": mb}));
             }
+            Order::Kick => ctx.kick(from, "kicked on request"),
+            Order::Tick { ms } => {
+                ctx.set_tick_interval(ms);
+                ctx.send(from, &json!({"ticking": ms}));
+            }
+            Order::Time => {
+                let wasi_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let host_ms = ctx.now_ms();
+                let random = ctx.random_u64();
+                ctx.send(
+                    from,
+                    &json!({"host_ms": host_ms, "wasi_ms": wasi_ms, "random": random}),
+                );
+            }
         }
         Ok(())
+    }
+
+    fn on_tick(&mut self, ctx: &mut Ctx) {
+        let now = ctx.now_ms();
+        ctx.broadcast(&json!({"tick": now}));
     }
 }
 
@@ -85,7 +116,10 @@ mod tests {
         room.join(1, "t").unwrap();
         room.message(1, &json!({"do": "count"})).unwrap();
         assert_eq!(room.received(1), vec![json!({"count": 1})]);
-        assert_eq!(room.message(1, &json!({"do": "reject"})).unwrap_err().code, "asked-to");
+        assert_eq!(
+            room.message(1, &json!({"do": "reject"})).unwrap_err().code,
+            "asked-to"
+        );
         assert!(TestRoom::<Faulty>::with_config("r", &json!({"fail_init": true})).is_err());
     }
 }

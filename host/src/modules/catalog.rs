@@ -38,12 +38,21 @@ impl Catalog {
 
     /// The active version of a game.
     pub fn get(&self, game: &str) -> Option<Arc<GameModule>> {
-        self.games.read().unwrap_or_else(|p| p.into_inner()).get(game).cloned()
+        self.games
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(game)
+            .cloned()
     }
 
     /// Names of all loaded games, sorted.
     pub fn names(&self) -> Vec<String> {
-        self.games.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+        self.games
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// How many games are loaded.

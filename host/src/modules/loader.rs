@@ -22,7 +22,9 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// The file name is not `<game>.wasm` with a valid game name.
-    #[error("{path}: file name must be <game>.wasm, game being 1-32 of a-z 0-9 - _ starting with a letter")]
+    #[error(
+        "{path}: file name must be <game>.wasm, game being 1-32 of a-z 0-9 - _ starting with a letter"
+    )]
     BadName {
         /// The file.
         path: PathBuf,
@@ -63,7 +65,9 @@ pub fn load_file(sandbox: &Sandbox, path: &Path) -> Result<GameModule, LoadError
         .file_stem()
         .and_then(|s| s.to_str())
         .filter(|s| is_valid_game_name(s))
-        .ok_or_else(|| LoadError::BadName { path: path.to_owned() })?
+        .ok_or_else(|| LoadError::BadName {
+            path: path.to_owned(),
+        })?
         .to_owned();
     let io = |source| LoadError::Io {
         path: path.to_owned(),
@@ -78,10 +82,12 @@ pub fn load_file(sandbox: &Sandbox, path: &Path) -> Result<GameModule, LoadError
     }
     let bytes = std::fs::read(path).map_err(io)?;
     let digest = hex(&Sha256::digest(&bytes));
-    let code = sandbox.compile(&bytes).map_err(|source| LoadError::Compile {
-        path: path.to_owned(),
-        source,
-    })?;
+    let code = sandbox
+        .compile(&bytes)
+        .map_err(|source| LoadError::Compile {
+            path: path.to_owned(),
+            source,
+        })?;
     Ok(GameModule {
         version: format!("sha256:{}", &digest[..12]),
         name,
@@ -95,7 +101,10 @@ pub fn load_file(sandbox: &Sandbox, path: &Path) -> Result<GameModule, LoadError
 /// Loads every `*.wasm` file of `dir`, in name order. Returns the modules
 /// that loaded and the errors of those that did not; other files are
 /// ignored.
-pub fn load_dir(sandbox: &Sandbox, dir: &Path) -> std::io::Result<(Vec<GameModule>, Vec<LoadError>)> {
+pub fn load_dir(
+    sandbox: &Sandbox,
+    dir: &Path,
+) -> std::io::Result<(Vec<GameModule>, Vec<LoadError>)> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
@@ -113,8 +122,10 @@ pub fn load_dir(sandbox: &Sandbox, dir: &Path) -> std::io::Result<(Vec<GameModul
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -56,7 +56,9 @@ impl Decoder for LineDecoder {
                 line.truncate(end - 1);
             }
             if let Some(earlier) = self.discarded.take() {
-                return Ok(Some(Inbound::TooLarge { len: earlier + line.len() }));
+                return Ok(Some(Inbound::TooLarge {
+                    len: earlier + line.len(),
+                }));
             }
             if line.len() > self.max {
                 return Ok(Some(Inbound::TooLarge { len: line.len() }));

@@ -134,6 +134,9 @@ impl RoomHandle {
     /// Tells the room the player left. The room then drops the player's
     /// outbound queue, which ends the session's stream of room frames.
     pub async fn leave(&self, player: PlayerId) -> Result<(), RoomGone> {
-        self.tx.send(RoomCmd::Leave { player }).await.map_err(|_| RoomGone)
+        self.tx
+            .send(RoomCmd::Leave { player })
+            .await
+            .map_err(|_| RoomGone)
     }
 }

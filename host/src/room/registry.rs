@@ -96,12 +96,20 @@ impl Rooms {
         if let Some(h) = live.get(&key).filter(|h| !h.tx.is_closed()) {
             return Ok(h.clone());
         }
-        let module = self.catalog.get(game).ok_or_else(|| JoinError::UnknownGame {
-            game: game.to_owned(),
-            loaded: self.catalog.names().join(", "),
-        })?;
+        let module = self
+            .catalog
+            .get(game)
+            .ok_or_else(|| JoinError::UnknownGame {
+                game: game.to_owned(),
+                loaded: self.catalog.names().join(", "),
+            })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let seed = self.seeds.lock().unwrap_or_else(|p| p.into_inner()).try_next_u64().unwrap_or(id);
+        let seed = self
+            .seeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_next_u64()
+            .unwrap_or(id);
         let (tx, rx) = mpsc::channel(self.config.rooms.inbox);
         let handle = RoomHandle { id, tx };
         live.insert(key.clone(), handle.clone());

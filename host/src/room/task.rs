@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 struct Member {
     outbound: mpsc::Sender<ToSession>,
@@ -20,14 +19,12 @@ struct Member {
 }
 
 impl Member {
-    /// Queues a frame unless the player is on the way out. False when the
-    /// queue is full, which makes the player leave.
-    fn offer(&mut self, frame: ToSession) -> bool {
-        if self.leaving {
-            return true;
+    /// Queues a frame unless the player is on the way out. A full queue
+    /// makes the player leave: it is too slow to keep up.
+    fn offer(&mut self, frame: ToSession) {
+        if !self.leaving && self.outbound.try_send(frame).is_err() {
+            self.leaving = true;
         }
-        self.leaving = self.outbound.try_send(frame).is_err();
-        !self.leaving
     }
 }
 
@@ -52,7 +49,13 @@ enum Stop {
 }
 
 impl RoomTask {
-    pub(super) fn new(rooms: Arc<Rooms>, key: RoomKey, id: u64, module: Arc<GameModule>, seed: u64) -> Self {
+    pub(super) fn new(
+        rooms: Arc<Rooms>,
+        key: RoomKey,
+        id: u64,
+        module: Arc<GameModule>,
+        seed: u64,
+    ) -> Self {
         let label = format!("{}/{}#{id}", key.game, key.room);
         Self {
             rooms,
@@ -79,7 +82,7 @@ impl RoomTask {
     }
 
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<RoomCmd>) {
-        let mut guest = match self.start() {
+        let mut guest = match self.start().await {
             Ok(guest) => guest,
             Err(e) => {
                 self.rooms.retire(&self.key, self.id);
@@ -103,17 +106,23 @@ impl RoomTask {
                     None => std::future::pending().await,
                 }
             };
-            let step = tokio::select! {
+            let input = tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.handle(&mut guest, cmd),
-                    None => Err(Stop::InboxClosed),
+                    Some(cmd) => Input::Cmd(cmd),
+                    None => break Stop::InboxClosed,
                 },
-                _ = tick => {
+                _ = tick => Input::Tick,
+                () = linger => break Stop::Empty,
+            };
+            let step = match input {
+                Input::Cmd(cmd) => self.handle(&mut guest, cmd).await,
+                Input::Tick => {
                     let now = self.now();
-                    let r = guest.on_tick(now).map_err(Stop::Fault);
-                    r.and_then(|()| self.deliver(&mut guest))
-                },
-                () = linger => Err(Stop::Empty),
+                    match guest.on_tick(now).await {
+                        Ok(()) => self.settle(&mut guest).await,
+                        Err(fault) => Err(Stop::Fault(fault)),
+                    }
+                }
             };
             if let Err(stop) = step {
                 break stop;
@@ -142,29 +151,38 @@ impl RoomTask {
         drain(&mut rx, &closing).await;
     }
 
-    fn start(&mut self) -> Result<GuestInstance, JoinError> {
+    async fn start(&mut self) -> Result<GuestInstance, JoinError> {
         let rooms = self.rooms.clone();
-        let mut guest = GuestInstance::new(&rooms.sandbox, &self.module.code, self.label.clone(), self.seed).map_err(
-            |e| {
-                tracing::warn!(room = %self.label, "cannot instantiate: {e:#}");
-                if format!("{e:#}").contains("limit") {
-                    JoinError::NoCapacity
-                } else {
-                    JoinError::Closed(format!("the room could not start: {e:#}"))
-                }
-            },
-        )?;
+        let mut guest = GuestInstance::new(
+            &rooms.sandbox,
+            &self.module.code,
+            self.label.clone(),
+            self.seed,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(room = %self.label, "cannot instantiate: {e:#}");
+            if format!("{e:#}").contains("limit") {
+                JoinError::NoCapacity
+            } else {
+                JoinError::Closed(format!("the room could not start: {e:#}"))
+            }
+        })?;
         let config = rooms.config.game_init_config(&self.key.game);
         let now = self.now();
-        match guest.init(now, &self.key.room, &config) {
+        match guest.init(now, &self.key.room, &config).await {
             Ok(Ok(())) => {}
             Ok(Err(why)) => {
                 tracing::warn!(room = %self.label, "init refused: {why}");
-                return Err(JoinError::Closed(format!("the game could not start this room: {why}")));
+                return Err(JoinError::Closed(format!(
+                    "the game could not start this room: {why}"
+                )));
             }
             Err(fault) => {
                 tracing::error!(room = %self.label, kind = ?fault.kind, "guest fault in init: {}", fault.detail);
-                return Err(JoinError::Closed("the game failed while starting the room".into()));
+                return Err(JoinError::Closed(
+                    "the game failed while starting the room".into(),
+                ));
             }
         }
         // Effects of `init` have no audience yet; only the tick request counts.
@@ -173,7 +191,7 @@ impl RoomTask {
         Ok(guest)
     }
 
-    fn handle(&mut self, guest: &mut GuestInstance, cmd: RoomCmd) -> Result<(), Stop> {
+    async fn handle(&mut self, guest: &mut GuestInstance, cmd: RoomCmd) -> Result<(), Stop> {
         match cmd {
             RoomCmd::Join {
                 player,
@@ -187,7 +205,10 @@ impl RoomTask {
                     return Ok(());
                 }
                 let now = self.now();
-                let answer = guest.on_join(now, player, &name).map_err(Stop::Fault)?;
+                let answer = guest
+                    .on_join(now, player, &name)
+                    .await
+                    .map_err(Stop::Fault)?;
                 let result = match answer {
                     Ok(()) => {
                         self.players.insert(
@@ -207,10 +228,10 @@ impl RoomTask {
                         message: rejection.message,
                     }),
                 };
-                self.deliver(guest)?;
+                self.settle(guest).await?;
                 if reply.send(result).is_err() {
                     // The session went away while joining.
-                    self.remove(guest, player)?;
+                    self.remove(guest, player).await?;
                 }
             }
             RoomCmd::Message {
@@ -223,8 +244,11 @@ impl RoomTask {
                     return Ok(());
                 }
                 let now = self.now();
-                let answer = guest.on_message(now, player, &payload).map_err(Stop::Fault)?;
-                self.deliver(guest)?;
+                let answer = guest
+                    .on_message(now, player, &payload)
+                    .await
+                    .map_err(Stop::Fault)?;
+                self.deliver(guest);
                 let reply = match (&answer, &reference) {
                     (Ok(()), Some(r)) => Some(ServerMsg::Ack { reference: r }.encode()),
                     (Ok(()), None) => None,
@@ -234,76 +258,78 @@ impl RoomTask {
                         r.as_deref(),
                     )),
                 };
-                if let Some(frame) = reply {
-                    self.send_to(guest, player, frame)?;
+                if let Some(frame) = reply
+                    && let Some(m) = self.players.get_mut(&player)
+                {
+                    m.offer(ToSession::Frame(frame));
                 }
+                self.settle(guest).await?;
             }
-            RoomCmd::Leave { player } => self.remove(guest, player)?,
+            RoomCmd::Leave { player } => self.remove(guest, player).await?,
         }
         Ok(())
     }
 
     /// Drops a player (its queue closes) and tells the guest.
-    fn remove(&mut self, guest: &mut GuestInstance, player: PlayerId) -> Result<(), Stop> {
-        if self.players.remove(&player).is_none() {
-            return Ok(());
+    async fn remove(&mut self, guest: &mut GuestInstance, player: PlayerId) -> Result<(), Stop> {
+        if let Some(m) = self.players.get_mut(&player) {
+            m.leaving = true;
         }
-        let now = self.now();
-        guest.on_leave(now, player).map_err(Stop::Fault)?;
-        if self.players.is_empty() {
+        self.settle(guest).await
+    }
+
+    /// Delivers the effects of the last guest call, then lets every player
+    /// marked as leaving (kicked, too slow, or gone) leave: each departure
+    /// calls `on-leave`, whose effects are delivered in turn. Ends because
+    /// every round removes a player.
+    async fn settle(&mut self, guest: &mut GuestInstance) -> Result<(), Stop> {
+        self.deliver(guest);
+        while let Some(player) = self
+            .players
+            .iter()
+            .find(|(_, m)| m.leaving)
+            .map(|(id, _)| *id)
+        {
+            self.players.remove(&player);
+            tracing::debug!(room = %self.label, player, "player left the room");
+            let now = self.now();
+            guest.on_leave(now, player).await.map_err(Stop::Fault)?;
+            self.deliver(guest);
+        }
+        if self.players.is_empty() && self.empty_deadline.is_none() {
             self.empty_deadline = Some(Instant::now() + self.rooms.config.rooms.linger());
         }
-        self.deliver(guest)
+        Ok(())
     }
 
-    fn send_to(&mut self, guest: &mut GuestInstance, player: PlayerId, frame: Utf8Bytes) -> Result<(), Stop> {
-        let delivered = self.players.get_mut(&player).is_none_or(|m| m.offer(ToSession::Frame(frame)));
-        if delivered {
-            return Ok(());
-        }
-        tracing::warn!(room = %self.label, player, "player too slow, dropped");
-        self.remove(guest, player)
-    }
-
-    /// Delivers the effects of the last guest call, then handles what they
-    /// caused: kicked and too-slow players leave, which calls the guest
-    /// again (and so on, bounded by the number of players).
-    fn deliver(&mut self, guest: &mut GuestInstance) -> Result<(), Stop> {
-        let mut departures = false;
+    /// Queues the effects of the last guest call for their players.
+    fn deliver(&mut self, guest: &mut GuestInstance) {
         for effect in guest.take_effects() {
             match effect {
                 Effect::Send { to, payload } => {
                     if let Some(m) = self.players.get_mut(&to) {
-                        departures |= !m.offer(ToSession::Frame(protocol::event_frame(&payload)));
+                        m.offer(ToSession::Frame(protocol::event_frame(&payload)));
                     }
                 }
                 Effect::Broadcast { payload, except } => {
                     let frame = protocol::event_frame(&payload);
                     for (id, m) in &mut self.players {
                         if Some(*id) != except {
-                            departures |= !m.offer(ToSession::Frame(frame.clone()));
+                            m.offer(ToSession::Frame(frame.clone()));
                         }
                     }
                 }
                 Effect::Kick { player, reason } => {
                     if let Some(m) = self.players.get_mut(&player) {
-                        m.offer(ToSession::Removed(ServerMsg::Kicked { reason: &reason }.encode()));
+                        m.offer(ToSession::Removed(
+                            ServerMsg::Kicked { reason: &reason }.encode(),
+                        ));
                         m.leaving = true;
-                        departures = true;
                     }
                 }
             }
         }
         self.apply_tick_request(guest);
-        if !departures {
-            return Ok(());
-        }
-        let leaving: Vec<PlayerId> = self.players.iter().filter(|(_, m)| m.leaving).map(|(id, _)| *id).collect();
-        for player in leaving {
-            tracing::debug!(room = %self.label, player, "player leaves (kicked or too slow)");
-            self.remove(guest, player)?;
-        }
-        Ok(())
     }
 
     fn apply_tick_request(&mut self, guest: &mut GuestInstance) {
@@ -318,6 +344,12 @@ impl RoomTask {
             interval
         });
     }
+}
+
+/// What woke the room.
+enum Input {
+    Cmd(RoomCmd),
+    Tick,
 }
 
 /// After a room stops: refuse what is still queued so joiners retry a

@@ -7,6 +7,9 @@ wasmtime::component::bindgen!({
     // Every import may trap the guest: a guest that floods effects is
     // stopped instead of growing host memory.
     imports: { default: trappable },
+    // Guest calls are async so WASI's async host functions never block a
+    // runtime thread and a long call yields to other rooms at every epoch.
+    exports: { default: async },
 });
 
 pub use respawn::game::types::{Level, Player, Rejection};

@@ -7,7 +7,7 @@ use super::{GameCode, Sandbox};
 use rand::Rng;
 use std::fmt;
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store};
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// Effects one guest call may produce before it is trapped.
@@ -80,7 +80,13 @@ struct OverLimit {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("guest exceeded {MAX_EFFECTS_PER_CALL} effects or {MAX_EFFECT_BYTES_PER_CALL} bytes in one call")]
+#[error("guest call ran past its {0} ms deadline")]
+struct Deadline(u64);
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "guest exceeded {MAX_EFFECTS_PER_CALL} effects or {MAX_EFFECT_BYTES_PER_CALL} bytes in one call"
+)]
 struct Flood;
 
 impl GuestFault {
@@ -89,14 +95,19 @@ impl GuestFault {
             FaultKind::OutOfMemory
         } else if e.downcast_ref::<Flood>().is_some() {
             FaultKind::EffectFlood
-        } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+        } else if e.downcast_ref::<Deadline>().is_some()
+            || matches!(
+                e.downcast_ref::<wasmtime::Trap>(),
+                Some(wasmtime::Trap::Interrupt)
+            )
+        {
             FaultKind::Timeout
         } else {
             FaultKind::Trap
         };
         Self {
             kind,
-            detail: format!("{e:?}"),
+            detail: format!("{e:#}"),
         }
     }
 }
@@ -108,7 +119,12 @@ struct Limits {
 }
 
 impl ResourceLimiter for Limits {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             return Err(OverLimit {
                 limit: self.memory_bytes,
@@ -119,7 +135,12 @@ impl ResourceLimiter for Limits {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.table_elements {
             return Err(OverLimit {
                 limit: self.table_elements,
@@ -153,12 +174,16 @@ pub struct RoomData {
     effect_bytes: usize,
     tick_request: Option<u32>,
     label: String,
+    /// Epoch ticks the current call has run for.
+    call_ticks: u64,
 }
 
 impl RoomData {
     fn charge(&mut self, bytes: usize) -> wasmtime::Result<()> {
         self.effect_bytes += bytes;
-        if self.effects.len() >= MAX_EFFECTS_PER_CALL || self.effect_bytes > MAX_EFFECT_BYTES_PER_CALL {
+        if self.effects.len() >= MAX_EFFECTS_PER_CALL
+            || self.effect_bytes > MAX_EFFECT_BYTES_PER_CALL
+        {
             return Err(Flood.into());
         }
         Ok(())
@@ -234,7 +259,6 @@ impl bindings::respawn::game::host::Host for RoomData {
 pub struct GuestInstance {
     store: Store<RoomData>,
     room: Room,
-    deadline_ticks: u64,
 }
 
 /// What a call returned, or why it failed.
@@ -243,7 +267,12 @@ pub type CallResult<T> = Result<T, GuestFault>;
 impl GuestInstance {
     /// Instantiates `code` for a room labelled `label` (used in logs),
     /// with all its randomness derived from `seed`.
-    pub fn new(sandbox: &Sandbox, code: &GameCode, label: String, seed: u64) -> anyhow::Result<Self> {
+    pub async fn new(
+        sandbox: &Sandbox,
+        code: &GameCode,
+        label: String,
+        seed: u64,
+    ) -> anyhow::Result<Self> {
         let clock = RoomClock::default();
         let entropy = Entropy::from_seed(seed);
         let wasi = WasiCtxBuilder::new()
@@ -269,17 +298,27 @@ impl GuestInstance {
             effect_bytes: 0,
             tick_request: None,
             label,
+            call_ticks: 0,
         };
         let mut store = Store::new(sandbox.engine(), data);
         store.limiter(|d| &mut d.limits);
-        let deadline_ticks = sandbox.limits.call_timeout_ticks;
-        store.set_epoch_deadline(deadline_ticks);
-        let room = code.pre.instantiate(&mut store)?;
-        Ok(Self {
-            store,
-            room,
-            deadline_ticks,
-        })
+        // At every epoch tick a running call yields to the runtime, so other
+        // rooms on this thread keep going; past its budget it traps.
+        let (budget, timeout_ms) = (
+            sandbox.limits.call_timeout_ticks,
+            sandbox.limits.call_timeout_ms,
+        );
+        store.epoch_deadline_callback(move |mut ctx| {
+            let data = ctx.data_mut();
+            data.call_ticks += 1;
+            if data.call_ticks >= budget {
+                return Err(Deadline(timeout_ms).into());
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
+        let room = code.pre.instantiate_async(&mut store).await?;
+        Ok(Self { store, room })
     }
 
     fn begin(&mut self, now_ms: u64) {
@@ -287,7 +326,8 @@ impl GuestInstance {
         data.clock.set_ms(now_ms);
         data.effects.clear();
         data.effect_bytes = 0;
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        data.call_ticks = 0;
+        self.store.set_epoch_deadline(1);
     }
 
     fn finish<T>(&mut self, r: wasmtime::Result<T>) -> CallResult<T> {
@@ -298,55 +338,98 @@ impl GuestInstance {
     }
 
     /// `init(room, config)`.
-    pub fn init(&mut self, now_ms: u64, room: &str, config: &[u8]) -> CallResult<Result<(), String>> {
+    pub async fn init(
+        &mut self,
+        now_ms: u64,
+        room: &str,
+        config: &[u8],
+    ) -> CallResult<Result<(), String>> {
         self.begin(now_ms);
-        let r = self.room.respawn_game_game().call_init(&mut self.store, room, config);
+        let r = self
+            .room
+            .respawn_game_game()
+            .call_init(&mut self.store, room, config)
+            .await;
         self.finish(r)
     }
 
     /// `on-join(player)`.
-    pub fn on_join(&mut self, now_ms: u64, id: u64, name: &str) -> CallResult<Result<(), Rejection>> {
+    pub async fn on_join(
+        &mut self,
+        now_ms: u64,
+        id: u64,
+        name: &str,
+    ) -> CallResult<Result<(), Rejection>> {
         self.begin(now_ms);
         let player = Player {
             id,
             name: name.to_owned(),
         };
-        let r = self.room.respawn_game_game().call_on_join(&mut self.store, &player);
+        let r = self
+            .room
+            .respawn_game_game()
+            .call_on_join(&mut self.store, &player)
+            .await;
         self.finish(r)
     }
 
     /// `on-leave(player)`.
-    pub fn on_leave(&mut self, now_ms: u64, id: u64) -> CallResult<()> {
+    pub async fn on_leave(&mut self, now_ms: u64, id: u64) -> CallResult<()> {
         self.begin(now_ms);
-        let r = self.room.respawn_game_game().call_on_leave(&mut self.store, id);
+        let r = self
+            .room
+            .respawn_game_game()
+            .call_on_leave(&mut self.store, id)
+            .await;
         self.finish(r)
     }
 
     /// `on-message(player, payload)`.
-    pub fn on_message(&mut self, now_ms: u64, id: u64, payload: &[u8]) -> CallResult<Result<(), Rejection>> {
+    pub async fn on_message(
+        &mut self,
+        now_ms: u64,
+        id: u64,
+        payload: &[u8],
+    ) -> CallResult<Result<(), Rejection>> {
         self.begin(now_ms);
-        let r = self.room.respawn_game_game().call_on_message(&mut self.store, id, payload);
+        let r = self
+            .room
+            .respawn_game_game()
+            .call_on_message(&mut self.store, id, payload)
+            .await;
         self.finish(r)
     }
 
     /// `on-tick(now)`.
-    pub fn on_tick(&mut self, now_ms: u64) -> CallResult<()> {
+    pub async fn on_tick(&mut self, now_ms: u64) -> CallResult<()> {
         self.begin(now_ms);
-        let r = self.room.respawn_game_game().call_on_tick(&mut self.store, now_ms);
+        let r = self
+            .room
+            .respawn_game_game()
+            .call_on_tick(&mut self.store, now_ms)
+            .await;
         self.finish(r)
     }
 
     /// `snapshot()`.
-    pub fn snapshot(&mut self, now_ms: u64) -> CallResult<Vec<u8>> {
+    pub async fn snapshot(&mut self, now_ms: u64) -> CallResult<Vec<u8>> {
         self.begin(now_ms);
-        let r = self.room.respawn_game_game().call_snapshot(&mut self.store);
+        let r = self
+            .room
+            .respawn_game_game()
+            .call_snapshot(&mut self.store)
+            .await;
         self.finish(r)
     }
 
     /// `restore(state)`.
-    pub fn restore(&mut self, now_ms: u64, state: &[u8]) -> CallResult<Result<(), String>> {
+    pub async fn restore(&mut self, now_ms: u64, state: &[u8]) -> CallResult<Result<(), String>> {
         self.begin(now_ms);
-        let r = self.room.respawn_game_game().call_restore(&mut self.store, state);
+        let r = self
+            .room
+            .respawn_game_game()
+            .call_restore(&mut self.store, state)
+            .await;
         self.finish(r)
     }
 

@@ -53,6 +53,7 @@ pub(crate) struct InstanceLimits {
     memory_bytes: usize,
     table_elements: usize,
     call_timeout_ticks: u64,
+    call_timeout_ms: u64,
 }
 
 /// The host's one Engine and Linker. Cheap to share behind an `Arc`.
@@ -85,12 +86,13 @@ impl Sandbox {
                 .max_memories_per_component(4)
                 .max_tables_per_component(8)
                 .max_memory_size(memory_bytes)
-                .table_elements(table_elements);
+                .table_elements(table_elements)
+                .total_stacks(n);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Room::add_to_linker::<RoomData, HasSelf<RoomData>>(&mut linker, |d| d)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -113,7 +115,11 @@ impl Sandbox {
             limits: InstanceLimits {
                 memory_bytes,
                 table_elements,
-                call_timeout_ticks: cfg.call_timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1),
+                call_timeout_ticks: cfg
+                    .call_timeout_ms
+                    .div_ceil(EPOCH_TICK.as_millis() as u64)
+                    .max(1),
+                call_timeout_ms: cfg.call_timeout_ms,
             },
             ticker_stop,
         })
@@ -130,12 +136,14 @@ impl Sandbox {
         if !wasmparser::Parser::is_component(bytes) {
             return Err(CompileError::NotAComponent);
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| CompileError::WrongWorld(format!("{e:#}")))?;
-        let pre = bindings::RoomPre::new(instance_pre).map_err(|e| CompileError::WrongWorld(format!("{e:#}")))?;
+        let pre = bindings::RoomPre::new(instance_pre)
+            .map_err(|e| CompileError::WrongWorld(format!("{e:#}")))?;
         Ok(GameCode { pre })
     }
 }

@@ -1,0 +1,407 @@
+//! Harness for end-to-end tests: starts a real `respawn serve` process on
+//! loopback with real compiled guests, and connects real WebSocket and TCP
+//! clients to it.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a client waits for a frame before the test fails.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// The `respawn` binary, rebuilt once per test run so tests never run a
+/// stale host.
+pub fn respawn_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("RESPAWN_BIN") {
+            return PathBuf::from(bin);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "respawn"])
+            .current_dir(workspace())
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building respawn failed");
+        workspace().join("target/debug/respawn")
+    })
+    .clone()
+}
+
+/// A compiled guest component from `just guests`.
+pub fn guest(name: &str) -> PathBuf {
+    let path = workspace()
+        .join("target/guests")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `just guests` first",
+        path.display()
+    );
+    path
+}
+
+/// A running host process, killed on drop.
+pub struct Host {
+    child: Child,
+    /// The WebSocket listener.
+    pub ws: SocketAddr,
+    /// The TCP listener.
+    pub tcp: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+/// Options for [`Host::start_with`].
+pub struct HostOptions<'a> {
+    /// Guests copied into the modules folder.
+    pub games: &'a [&'a str],
+    /// TOML merged over the test defaults.
+    pub config: &'a str,
+    /// Extra files for the modules folder: (file name, bytes).
+    pub extra_modules: Vec<(&'a str, Vec<u8>)>,
+}
+
+impl Default for HostOptions<'_> {
+    fn default() -> Self {
+        Self {
+            games: &["echo", "chat", "tictactoe", "faulty"],
+            config: "",
+            extra_modules: Vec::new(),
+        }
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+impl Host {
+    /// A host with every test guest and the test defaults.
+    pub fn start() -> Host {
+        Self::start_with(HostOptions::default())
+    }
+
+    /// A host with chosen guests, config and extra module files.
+    pub fn start_with(opts: HostOptions<'_>) -> Host {
+        match Self::try_start(opts) {
+            Ok(host) => host,
+            Err((msg, log)) => panic!("host did not start: {msg}\n--- host log ---\n{log}"),
+        }
+    }
+
+    /// Starts a host; on failure returns why and the host's log.
+    pub fn try_start(opts: HostOptions<'_>) -> Result<Host, (String, String)> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let modules = dir.path().join("modules");
+        std::fs::create_dir(&modules).expect("modules dir");
+        for g in opts.games {
+            std::fs::copy(guest(g), modules.join(format!("{g}.wasm"))).expect("copy guest");
+        }
+        for (name, bytes) in &opts.extra_modules {
+            std::fs::write(modules.join(name), bytes).expect("extra module");
+        }
+        let mut config: toml::Table = toml::from_str(&format!(
+            r#"
+            [net]
+            ws = "127.0.0.1:0"
+            tcp = "127.0.0.1:0"
+            [modules]
+            dir = {modules:?}
+            [sandbox]
+            max_instances = 64
+            [rooms]
+            linger_ms = 300
+            "#
+        ))
+        .expect("base config");
+        merge(
+            &mut config,
+            toml::from_str(opts.config).expect("test config is TOML"),
+        );
+        let config_path = dir.path().join("respawn.toml");
+        std::fs::write(&config_path, toml::to_string(&config).expect("config"))
+            .expect("write config");
+
+        let log_path = dir.path().join("host.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut child = Command::new(respawn_bin())
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info,respawn=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn respawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut ws, mut tcp) = (None, None);
+        while ws.is_none() || tcp.is_none() {
+            let line = match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    return Err(("no listening lines on stdout".into(), log));
+                }
+            };
+            let mut parts = line.split_whitespace();
+            if parts.next() == Some("listening") {
+                let kind = parts.next();
+                let addr: Option<SocketAddr> = parts.next().and_then(|a| a.parse().ok());
+                match kind {
+                    Some("ws") => ws = addr,
+                    Some("tcp") => tcp = addr,
+                    _ => {}
+                }
+            }
+        }
+        Ok(Host {
+            child,
+            ws: ws.unwrap_or_else(|| unreachable!()),
+            tcp: tcp.unwrap_or_else(|| unreachable!()),
+            dir,
+        })
+    }
+
+    /// The host's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// A connected, welcomed client over the given transport.
+    pub async fn client(&self, transport: Transport) -> Client {
+        let mut c = match transport {
+            Transport::Ws => Client::ws(self.ws).await,
+            Transport::Tcp => Client::tcp(self.tcp).await,
+        };
+        let welcome = c.recv().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        c
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- host log ---\n{}", self.log());
+        }
+    }
+}
+
+/// Which listener a client uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// WebSocket.
+    Ws,
+    /// Newline-delimited JSON over TCP.
+    Tcp,
+}
+
+/// Both transports, for tests that must hold on each.
+pub const TRANSPORTS: [Transport; 2] = [Transport::Ws, Transport::Tcp];
+
+enum Conn {
+    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    Tcp {
+        reader: tokio::io::BufReader<OwnedReadHalf>,
+        writer: OwnedWriteHalf,
+    },
+}
+
+/// A test player.
+pub struct Client {
+    conn: Conn,
+}
+
+impl Client {
+    /// Connects over WebSocket (no `welcome` read yet).
+    pub async fn ws(addr: SocketAddr) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .expect("websocket connect");
+        Client {
+            conn: Conn::Ws(Box::new(ws)),
+        }
+    }
+
+    /// Connects over TCP (no `welcome` read yet).
+    pub async fn tcp(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("tcp connect");
+        let (r, w) = stream.into_split();
+        Client {
+            conn: Conn::Tcp {
+                reader: tokio::io::BufReader::new(r),
+                writer: w,
+            },
+        }
+    }
+
+    /// Sends raw bytes as one frame: a WebSocket binary message, or a TCP
+    /// line (a newline is added).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        if let Err(e) = self.try_send_raw(bytes).await {
+            panic!("send failed: {e}");
+        }
+    }
+
+    /// [`Client::send_raw`] that reports failure instead of panicking.
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> Result<(), String> {
+        match &mut self.conn {
+            Conn::Ws(ws) => ws
+                .send(Message::binary(bytes.to_vec()))
+                .await
+                .map_err(|e| e.to_string()),
+            Conn::Tcp { writer, .. } => {
+                let mut line = bytes.to_vec();
+                line.push(b'\n');
+                writer.write_all(&line).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Sends a JSON envelope (a WebSocket text message, or a TCP line).
+    pub async fn send(&mut self, v: Value) {
+        let text = v.to_string();
+        match &mut self.conn {
+            Conn::Ws(ws) => ws.send(Message::text(text)).await.expect("ws send"),
+            Conn::Tcp { .. } => self.send_raw(text.as_bytes()).await,
+        }
+    }
+
+    /// The next frame, or `None` when the server closed the connection.
+    pub async fn try_recv(&mut self) -> Option<Value> {
+        let next = async {
+            match &mut self.conn {
+                Conn::Ws(ws) => loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(t))) => return Some(t.to_string()),
+                        Some(Ok(Message::Binary(b))) => {
+                            return Some(String::from_utf8_lossy(&b).into_owned());
+                        }
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                        Some(Ok(_)) => continue,
+                    }
+                },
+                Conn::Tcp { reader, .. } => {
+                    let mut line = String::new();
+                    match reader.read_line(&mut line).await {
+                        Ok(0) | Err(_) => None,
+                        Ok(_) => Some(line),
+                    }
+                }
+            }
+        };
+        let text = tokio::time::timeout(RECV_TIMEOUT, next)
+            .await
+            .expect("timed out waiting for a frame")?;
+        Some(
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("server sent invalid JSON {text:?}: {e}")),
+        )
+    }
+
+    /// The next frame; fails the test if the connection closed.
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv()
+            .await
+            .expect("connection closed while waiting for a frame")
+    }
+
+    /// The next frame, which must be of `kind`.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let v = self.recv().await;
+        assert_eq!(v["type"], kind, "expected a `{kind}` frame, got {v}");
+        v
+    }
+
+    /// The next frame, which must be an error with `code`.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let v = self.expect("error").await;
+        assert_eq!(v["code"], code, "{v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        v
+    }
+
+    /// The `data` of the next frame, which must be an event.
+    pub async fn event(&mut self) -> Value {
+        self.expect("event").await["data"].take()
+    }
+
+    /// Skips events until one whose `data.type` is `kind`.
+    pub async fn event_of(&mut self, kind: &str) -> Value {
+        loop {
+            let data = self.event().await;
+            if data["type"] == kind {
+                return data;
+            }
+        }
+    }
+
+    /// Asserts nothing arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(v) = tokio::time::timeout(wait, self.try_recv()).await {
+            panic!("expected silence, got {v:?}");
+        }
+    }
+
+    /// Joins a room and returns the `joined` frame.
+    pub async fn join(&mut self, game: &str, room: &str, name: &str) -> Value {
+        self.send(json!({"type": "join", "game": game, "room": room, "name": name}))
+            .await;
+        self.expect("joined").await
+    }
+
+    /// Sends a game message.
+    pub async fn message(&mut self, data: Value) {
+        self.send(json!({"type": "message", "data": data})).await;
+    }
+
+    /// Round-trips a ping: proves the connection still works.
+    pub async fn ping(&mut self) {
+        self.send(json!({"type": "ping", "ref": "alive?"})).await;
+        let pong = self.expect("pong").await;
+        assert_eq!(pong["ref"], "alive?");
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: a real `respawn serve` process, real compiled guests
+//! (`just guests`), real WebSocket and TCP sockets on loopback.
+
+mod bad_input;
+mod modules;
+mod play;
+mod rooms;

@@ -1,0 +1,274 @@
+//! Rooms: isolation, containment of guest failures, lifecycle and limits.
+
+use respawn_e2e::{Client, Host, HostOptions, Transport};
+use serde_json::{Value, json};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+async fn count(c: &mut Client) -> Value {
+    c.message(json!({"do": "count"})).await;
+    c.event().await["count"].take()
+}
+
+#[tokio::test]
+async fn a_guest_error_leaves_the_room_running() {
+    let host = Host::start();
+    let mut c = host.client(Transport::Tcp).await;
+    c.join("faulty", "r", "p").await;
+    assert_eq!(count(&mut c).await, 1);
+    c.message(json!({"do": "reject"})).await;
+    let err = c.expect_error("rejected").await;
+    assert_eq!(err["reason"], "asked-to");
+    assert_eq!(err["message"], "rejected on request");
+    assert_eq!(count(&mut c).await, 2, "state survived the rejection");
+}
+
+#[tokio::test]
+async fn two_rooms_of_one_game_do_not_share_state() {
+    let host = Host::start();
+    let mut a = host.client(Transport::Ws).await;
+    let mut b = host.client(Transport::Tcp).await;
+    a.join("faulty", "room-a", "a").await;
+    b.join("faulty", "room-b", "b").await;
+    for n in 1..=3 {
+        assert_eq!(count(&mut a).await, n);
+    }
+    assert_eq!(count(&mut b).await, 1);
+
+    let mut x = host.client(Transport::Ws).await;
+    let mut y = host.client(Transport::Ws).await;
+    x.join("tictactoe", "t1", "x").await;
+    y.join("tictactoe", "t2", "y").await;
+    assert_eq!(
+        y.event().await["mark"],
+        "X",
+        "alone in its own room, y gets X too"
+    );
+}
+
+#[tokio::test]
+async fn a_trapping_guest_closes_only_its_room() {
+    let host = Host::start();
+    let mut p1 = host.client(Transport::Ws).await;
+    let mut p2 = host.client(Transport::Tcp).await;
+    let mut elsewhere = host.client(Transport::Tcp).await;
+    p1.join("faulty", "doomed", "p1").await;
+    p2.join("faulty", "doomed", "p2").await;
+    elsewhere.join("faulty", "fine", "e").await;
+    assert_eq!(count(&mut elsewhere).await, 1);
+    assert_eq!(count(&mut p1).await, 1);
+
+    p1.message(json!({"do": "panic"})).await;
+    for c in [&mut p1, &mut p2] {
+        let err = c.expect_error("guest_fault").await;
+        assert!(
+            err["message"].as_str().unwrap_or_default().contains("Trap"),
+            "{err}"
+        );
+    }
+    // The players are out of the room but connected.
+    p2.message(json!({"do": "count"})).await;
+    p2.expect_error("not_joined").await;
+    p2.ping().await;
+    // The other room of the same game is untouched.
+    assert_eq!(count(&mut elsewhere).await, 2);
+    // Joining again starts a fresh room.
+    p1.join("faulty", "doomed", "p1").await;
+    assert_eq!(count(&mut p1).await, 1);
+    assert!(host.log().contains("guest fault"), "the fault is logged");
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_cut_off_and_other_rooms_keep_answering() {
+    let host = Host::start_with(HostOptions {
+        config: "[sandbox]\ncall_timeout_ms = 200\n",
+        ..HostOptions::default()
+    });
+    let mut spinner = host.client(Transport::Tcp).await;
+    let mut other = host.client(Transport::Ws).await;
+    spinner.join("faulty", "spin", "s").await;
+    other.join("echo", "calm", "o").await;
+    spinner.message(json!({"do": "loop"})).await;
+    for i in 0..5 {
+        other.message(json!(i)).await;
+        assert_eq!(other.event().await, json!(i));
+    }
+    let err = spinner.expect_error("guest_fault").await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Timeout"),
+        "{err}"
+    );
+    spinner.ping().await;
+}
+
+#[tokio::test]
+async fn a_memory_bomb_hits_the_limit_not_the_host() {
+    let host = Host::start_with(HostOptions {
+        config: "[sandbox]\nmemory_mib = 16\n",
+        ..HostOptions::default()
+    });
+    let mut c = host.client(Transport::Tcp).await;
+    c.join("faulty", "bomb", "b").await;
+    c.message(json!({"do": "alloc", "mb": 4})).await;
+    assert_eq!(c.event().await["allocated_mb"], 4);
+    c.message(json!({"do": "alloc", "mb": 64})).await;
+    let err = c.expect_error("guest_fault").await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("OutOfMemory"),
+        "{err}"
+    );
+    c.join("faulty", "bomb", "b").await;
+    assert_eq!(count(&mut c).await, 1);
+}
+
+#[tokio::test]
+async fn a_kicked_player_is_told_and_leaves_the_room() {
+    let host = Host::start();
+    let mut k = host.client(Transport::Ws).await;
+    let mut stay = host.client(Transport::Ws).await;
+    k.join("faulty", "r", "k").await;
+    stay.join("faulty", "r", "s").await;
+    k.message(json!({"do": "kick"})).await;
+    assert_eq!(k.expect("kicked").await["reason"], "kicked on request");
+    k.message(json!({"do": "count"})).await;
+    k.expect_error("not_joined").await;
+    assert_eq!(count(&mut stay).await, 1);
+}
+
+#[tokio::test]
+async fn ticks_arrive_with_the_rooms_clock() {
+    let host = Host::start();
+    let mut c = host.client(Transport::Tcp).await;
+    c.join("faulty", "ticking", "t").await;
+    c.message(json!({"do": "tick", "ms": 20})).await;
+    assert_eq!(c.event().await["ticking"], 20);
+    let mut last = 0;
+    for _ in 0..3 {
+        let now = c.event().await["tick"].as_u64().unwrap_or_default();
+        assert!(now > last, "the room clock moves forward");
+        last = now;
+    }
+    c.message(json!({"do": "tick", "ms": 0})).await;
+    c.event_of_value("ticking", 0).await;
+}
+
+trait TickExt {
+    async fn event_of_value(&mut self, key: &str, value: u64);
+}
+
+impl TickExt for Client {
+    /// Skips events until one with `key == value` (ticks may still be queued).
+    async fn event_of_value(&mut self, key: &str, value: u64) {
+        loop {
+            if self.event().await[key] == value {
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_guest_sees_only_the_hosts_clock() {
+    let host = Host::start();
+    let mut c = host.client(Transport::Tcp).await;
+    c.join("faulty", "clock", "t").await;
+    c.message(json!({"do": "time"})).await;
+    let t = c.event().await;
+    assert_eq!(
+        t["host_ms"], t["wasi_ms"],
+        "WASI's clock is the room's clock: {t}"
+    );
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let host_ms = t["host_ms"].as_u64().unwrap_or_default();
+    assert!(
+        wall.abs_diff(host_ms) < 60_000,
+        "the room clock is wall time: {host_ms} vs {wall}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_room_closes_after_its_linger_and_a_new_one_starts_fresh() {
+    let host = Host::start();
+    let mut c = host.client(Transport::Tcp).await;
+    c.join("faulty", "brief", "p").await;
+    assert_eq!(count(&mut c).await, 1);
+    c.send(json!({"type": "leave"})).await;
+    c.expect("left").await;
+    // Rejoining within the linger finds the same room.
+    c.join("faulty", "brief", "p").await;
+    assert_eq!(count(&mut c).await, 2);
+    c.send(json!({"type": "leave"})).await;
+    c.expect("left").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    c.join("faulty", "brief", "p").await;
+    assert_eq!(
+        count(&mut c).await,
+        1,
+        "the lingering room closed; this is a new one"
+    );
+    assert!(host.log().contains("room closed: empty"));
+}
+
+#[tokio::test]
+async fn limits_on_players_and_connections_are_clear_refusals() {
+    let host = Host::start_with(HostOptions {
+        config: "[rooms]\nmax_players = 2\n[net]\nmax_connections = 3\n",
+        ..HostOptions::default()
+    });
+    let mut a = host.client(Transport::Tcp).await;
+    let mut b = host.client(Transport::Ws).await;
+    let mut c = host.client(Transport::Tcp).await;
+    a.join("echo", "small", "a").await;
+    b.join("echo", "small", "b").await;
+    c.send(json!({"type": "join", "game": "echo", "room": "small", "name": "c"}))
+        .await;
+    c.expect_error("room_full").await;
+    c.join("echo", "other", "c").await;
+
+    let mut d = Client::tcp(host.tcp).await;
+    d.expect_error("server_full").await;
+    assert!(
+        d.try_recv().await.is_none(),
+        "refused connections are closed"
+    );
+    drop(a);
+    // The freed place is reusable once the host has seen the disconnect.
+    let mut welcomed = false;
+    for _ in 0..50 {
+        let mut e = Client::ws(host.ws).await;
+        if e.recv().await["type"] == "welcome" {
+            welcomed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(welcomed);
+}
+
+#[tokio::test]
+async fn a_game_that_refuses_to_start_a_room_is_a_clear_error() {
+    let host = Host::start_with(HostOptions {
+        config: "[games.faulty.config]\nfail_init = true\n",
+        ..HostOptions::default()
+    });
+    let mut c = host.client(Transport::Tcp).await;
+    c.send(json!({"type": "join", "game": "faulty", "name": "p"}))
+        .await;
+    let err = c.expect_error("room_closed").await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("init refused by config"),
+        "{err}"
+    );
+    c.join("echo", "lobby", "p").await;
+}
