@@ -4,18 +4,32 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # Guests that `just run` serves; `faulty` is built for tests only.
 example_games := "echo chat tictactoe"
-all_guests := "echo chat tictactoe faulty"
+all_guests := "echo chat tictactoe faulty null"
 
 # Build everything and serve the example games (ws 127.0.0.1:7700, tcp 127.0.0.1:7701).
 run *args: guests
     cargo run -q -p respawn -- serve {{args}}
+
+# Install the Debian wasm32-wasip1 toolchain if no other is present (root, Debian only).
+toolchain:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then exit 0; fi
+    if [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src ] && [ -f /usr/lib/wasm32-wasi/libc.a ] && command -v wasm-ld >/dev/null; then exit 0; fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing Debian's wasm32-wasi toolchain (rustc-web, rust-web-src, wasi-libc, lld)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustc-web cargo-web rust-web-src wasi-libc lld
+    else
+        echo "note: no wasm32-wasip1 toolchain found; run 'rustup target add wasm32-wasip1'" >&2
+    fi
 
 # Build the host binary (dev profile; dependencies are optimised).
 host:
     cargo build -p respawn
 
 # Build all guests to components in target/guests/; example games also go to modules/.
-guests: host
+guests: toolchain host
     #!/usr/bin/env bash
     set -euo pipefail
     packages=(); for g in {{all_guests}}; do packages+=(-p "$g"); done
@@ -32,6 +46,7 @@ guests: host
     else
         echo "No wasm32-wasip1 toolchain. Either 'rustup target add wasm32-wasip1', or on Debian:" >&2
         echo "  apt-get install rustc-web cargo-web rust-web-src wasi-libc lld" >&2
+        echo "('just toolchain' does the latter when run as root.)" >&2
         exit 1
     fi
     mkdir -p target/guests modules

@@ -195,10 +195,10 @@ macro_rules! export_game {
                 }
                 fn restore(state: Vec<u8>) -> Result<(), String> {
                     __with(|g| $crate::__private::restore(g, &state))
-        }
+                }
             }
 
-            $crate::bindings::__export_room_world!(__RespawnGuest with_types_in $crate::bindings);
+    $crate::bindings::__export_room_world!(__RespawnGuest with_types_in $crate::bindings);
         };
     };
 }

@@ -1,1 +1,219 @@
-fn main() {}
+//! Benchmarks of the room hot paths, side by side in one run:
+//!
+//! - `call/*`: one host-to-guest `on-message` call with a 64-byte JSON
+//!   payload. `null` is a guest that does nothing (the host's and the
+//!   canonical ABI's cost: the call overhead); `echo` is a real SDK game
+//!   (parse, serialize, one `send` effect).
+//! - `instantiate/*`: creating a room's instance (Store, WASI context,
+//!   instantiation) with the pooling allocator and with on-demand
+//!   allocation, and with the game's `init` call.
+//!
+//! Needs `just guests` first (it reads target/guests/*.wasm).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use respawn::config::SandboxConfig;
+use respawn::sandbox::{GameCode, GuestInstance, Sandbox};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const PAYLOAD: &[u8; 64] = br#"{"action":"move","cell":4,"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#;
+
+fn guest(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/guests")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `just guests` first)", path.display()))
+}
+
+fn sandbox(pooling: bool) -> Sandbox {
+    let cfg = SandboxConfig {
+        pooling,
+        ..SandboxConfig::default()
+    };
+    Sandbox::new(&cfg).expect("sandbox")
+}
+
+fn compile(sb: &Sandbox, name: &str) -> GameCode {
+    sb.compile(&guest(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn calls(c: &mut Criterion) {
+    assert_eq!(PAYLOAD.len(), 64);
+    let rt = runtime();
+    let sb = sandbox(true);
+    let mut group = c.benchmark_group("call");
+    for name in ["null", "echo"] {
+        let code = compile(&sb, name);
+        let mut inst = rt
+            .block_on(GuestInstance::new(&sb, &code, name.into(), 7))
+            .expect("instance");
+        rt.block_on(inst.init(1, "bench", b"{}"))
+            .expect("init")
+            .expect("init ok");
+        rt.block_on(inst.on_join(1, 1, "p"))
+            .expect("join")
+            .expect("join ok");
+        inst.take_effects().for_each(drop);
+        group.bench_function(format!("{name}/on_message_64B"), |b| {
+            // Many calls per block_on, so the executor's entry cost is not
+            // measured as call cost.
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        let r = inst.on_message(i, 1, black_box(PAYLOAD)).await;
+                        black_box(r.expect("no fault").is_ok());
+                        inst.take_effects().for_each(drop);
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+fn instantiation(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("instantiate");
+    group.measurement_time(Duration::from_secs(4));
+    for pooling in [true, false] {
+        let sb = sandbox(pooling);
+        let alloc = if pooling { "pooling" } else { "on_demand" };
+        for name in ["null", "tictactoe"] {
+            let code = compile(&sb, name);
+            group.bench_function(format!("{alloc}/{name}"), |b| {
+                b.iter(|| {
+                    let inst = rt.block_on(GuestInstance::new(&sb, &code, String::new(), 1));
+                    black_box(inst.expect("instance"))
+                })
+            });
+        }
+        let code = compile(&sb, "tictactoe");
+        group.bench_function(format!("{alloc}/tictactoe+init"), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let mut inst = GuestInstance::new(&sb, &code, String::new(), 1)
+                        .await
+                        .expect("instance");
+                    inst.init(1, "bench", b"{}")
+                        .await
+                        .expect("init")
+                        .expect("init ok");
+                    black_box(inst)
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The same world called synchronously (sync exports, sync WASI), to
+/// price the async call path the host uses. Not usable by the host itself:
+/// wasmtime-wasi's sync bindings block on a Tokio runtime and panic on a
+/// runtime thread (see README, "Guest calls are async").
+mod sync_path {
+    use wasmtime::component::{HasSelf, Linker, ResourceTable};
+    use wasmtime::{Engine, Store};
+    use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+    wasmtime::component::bindgen!({
+        world: "room",
+        path: "../wit",
+        imports: { default: trappable },
+    });
+
+    pub struct Data {
+        wasi: WasiCtx,
+        table: ResourceTable,
+    }
+
+    impl WasiView for Data {
+        fn ctx(&mut self) -> WasiCtxView<'_> {
+            WasiCtxView {
+                ctx: &mut self.wasi,
+                table: &mut self.table,
+            }
+        }
+    }
+
+    impl respawn::game::types::Host for Data {}
+
+    impl respawn::game::host::Host for Data {
+        fn send(&mut self, _: u64, _: Vec<u8>) -> wasmtime::Result<()> {
+            Ok(())
+        }
+        fn broadcast(&mut self, _: Vec<u8>, _: Option<u64>) -> wasmtime::Result<()> {
+            Ok(())
+        }
+        fn kick(&mut self, _: u64, _: String) -> wasmtime::Result<()> {
+            Ok(())
+        }
+        fn log(&mut self, _: respawn::game::types::Level, _: String) -> wasmtime::Result<()> {
+            Ok(())
+        }
+        fn now_ms(&mut self) -> wasmtime::Result<u64> {
+            Ok(0)
+        }
+        fn random_u64(&mut self) -> wasmtime::Result<u64> {
+            Ok(4)
+        }
+        fn set_tick_interval(&mut self, _: u32) -> wasmtime::Result<()> {
+            Ok(())
+        }
+    }
+
+    pub fn instance(engine: &Engine, bytes: &[u8]) -> (Store<Data>, Room) {
+        let mut linker = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
+        Room::add_to_linker::<Data, HasSelf<Data>>(&mut linker, |d| d).expect("link");
+        let component = wasmtime::component::Component::new(engine, bytes).expect("compile");
+        let data = Data {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        };
+        let mut store = Store::new(engine, data);
+        let room = Room::instantiate(&mut store, &component, &linker).expect("instantiate");
+        (store, room)
+    }
+}
+
+fn sync_calls(c: &mut Criterion) {
+    let engine = wasmtime::Engine::default();
+    let mut group = c.benchmark_group("call_sync");
+    for name in ["null", "echo"] {
+        let (mut store, room) = sync_path::instance(&engine, &guest(name));
+        let g = room.respawn_game_game();
+        g.call_init(&mut store, "bench", b"{}")
+            .expect("init")
+            .expect("init ok");
+        g.call_on_join(
+            &mut store,
+            &sync_path::respawn::game::types::Player {
+                id: 1,
+                name: "p".into(),
+            },
+        )
+        .expect("join")
+        .expect("join ok");
+        group.bench_function(format!("{name}/on_message_64B"), |b| {
+            b.iter(|| {
+                let r = g.call_on_message(&mut store, 1, black_box(PAYLOAD));
+                black_box(r.expect("no trap").is_ok())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, calls, sync_calls, instantiation);
+criterion_main!(benches);
