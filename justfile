@@ -10,6 +10,16 @@ all_guests := "echo chat tictactoe faulty null"
 run *args: guests
     cargo run -q -p respawn -- serve {{args}}
 
+# Create the development signing key (.respawn/dev.key) on first use and trust it.
+devkey: host
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -f .respawn/dev.key ]; then
+        target/debug/respawn keygen --out .respawn/dev --comment "respawn development key"
+    fi
+    mkdir -p .respawn/trust
+    cp .respawn/dev.pub .respawn/trust/dev.pub
+
 # Install the Debian wasm32-wasip1 toolchain if no other is present (root, Debian only).
 toolchain:
     #!/usr/bin/env bash
@@ -29,31 +39,44 @@ host:
     cargo build -p respawn
 
 # Build all guests to components in target/guests/; example games also go to modules/.
-guests: toolchain host
+guests: toolchain host devkey
     #!/usr/bin/env bash
     set -euo pipefail
     packages=(); for g in {{all_guests}}; do packages+=(-p "$g"); done
     if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
         # An ordinary laptop: the rustup target is installed.
-        cargo build --profile guest --target wasm32-wasip1 --target-dir target/wasm "${packages[@]}"
+        cargo=(cargo build --profile guest --target wasm32-wasip1 --target-dir target/wasm)
     elif [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src ] && [ -f /usr/lib/wasm32-wasi/libc.a ]; then
         # No rustup target (it cannot be downloaded here): Debian's rustc
         # builds std from source against Debian's WASI libc.
-        RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
-        RUSTFLAGS="-C linker=wasm-ld -C link-self-contained=no -L /usr/lib/wasm32-wasi" \
-            /usr/bin/cargo build --profile guest -Zbuild-std=std,panic_abort \
-            --target wasm32-wasip1 --target-dir target/wasm "${packages[@]}"
+        export RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1
+        export RUSTFLAGS="-C linker=wasm-ld -C link-self-contained=no -L /usr/lib/wasm32-wasi"
+        cargo=(/usr/bin/cargo build --profile guest -Zbuild-std=std,panic_abort --target wasm32-wasip1 --target-dir target/wasm)
     else
         echo "No wasm32-wasip1 toolchain. Either 'rustup target add wasm32-wasip1', or on Debian:" >&2
         echo "  apt-get install rustc-web cargo-web rust-web-src wasi-libc lld" >&2
         echo "('just toolchain' does the latter when run as root.)" >&2
         exit 1
     fi
+    "${cargo[@]}" "${packages[@]}"
     mkdir -p target/guests modules
     for g in {{all_guests}}; do
         target/debug/respawn component "target/wasm/wasm32-wasip1/guest/$g.wasm" -o "target/guests/$g.wasm"
     done
-    for g in {{example_games}}; do cp "target/guests/$g.wasm" modules/; done
+    # Test-only variants of faulty (see guests/faulty/Cargo.toml).
+    for feature in v2 strict; do
+        "${cargo[@]}" -p faulty --features "$feature"
+        target/debug/respawn component target/wasm/wasm32-wasip1/guest/faulty.wasm -o "target/guests/faulty-$feature.wasm"
+    done
+    # Example games are signed with the development key, versioned as their crate.
+    for g in {{example_games}}; do
+        if [ "target/guests/$g.wasm" -nt "modules/$g.wasm" ] \
+            || ! target/debug/respawn verify "modules/$g.wasm" --trust .respawn/trust >/dev/null 2>&1; then
+            version=$(cargo pkgid -p "$g" | sed 's/.*[@#]//')
+            target/debug/respawn sign "target/guests/$g.wasm" --key .respawn/dev.key \
+                --name "$g" --version "$version" --author "respawn examples" -o "modules/$g.wasm"
+        fi
+    done
 
 # Run all tests: unit tests, guests natively, end-to-end against a real host.
 test: guests

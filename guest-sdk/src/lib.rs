@@ -114,12 +114,7 @@ pub trait Game: Default + Serialize + DeserializeOwned + 'static {
     }
 
     /// A player's message; a [`Reject`] is reported to that player only.
-    fn on_message(
-        &mut self,
-        ctx: &mut Ctx,
-        from: PlayerId,
-        msg: Self::Message,
-    ) -> Result<(), Reject>;
+    fn on_message(&mut self, ctx: &mut Ctx, from: PlayerId, msg: Self::Message) -> Result<(), Reject>;
 
     /// Called every tick interval set with [`Ctx::set_tick_interval`].
     fn on_tick(&mut self, ctx: &mut Ctx) {
@@ -180,10 +175,7 @@ macro_rules! export_game {
                 fn on_leave(player: __t::PlayerId) {
                     __with(|g| $crate::__private::on_leave(g, player))
                 }
-                fn on_message(
-                    player: __t::PlayerId,
-                    payload: Vec<u8>,
-                ) -> Result<(), __t::Rejection> {
+                fn on_message(player: __t::PlayerId, payload: Vec<u8>) -> Result<(), __t::Rejection> {
                     __with(|g| $crate::__private::on_message(g, player, &payload))
                         .map_err($crate::__private::to_wit_rejection)
                 }
@@ -198,7 +190,7 @@ macro_rules! export_game {
                 }
             }
 
-    $crate::bindings::__export_room_world!(__RespawnGuest with_types_in $crate::bindings);
+            $crate::bindings::__export_room_world!(__RespawnGuest with_types_in $crate::bindings);
         };
     };
 }

@@ -8,12 +8,7 @@ use crate::{Game, Player, PlayerId, Reject};
 /// The code of the rejection sent when a message does not parse.
 pub const INVALID_MESSAGE: &str = "invalid-message";
 
-pub(crate) fn dispatch_init<G: Game>(
-    g: &mut G,
-    b: &mut dyn Backend,
-    room: &str,
-    config: &[u8],
-) -> Result<(), String> {
+pub(crate) fn dispatch_init<G: Game>(g: &mut G, b: &mut dyn Backend, room: &str, config: &[u8]) -> Result<(), String> {
     let config = if config.is_empty() {
         serde_json::Value::Object(Default::default())
     } else {
@@ -22,11 +17,7 @@ pub(crate) fn dispatch_init<G: Game>(
     g.init(&mut Ctx::new(b), room, config)
 }
 
-pub(crate) fn dispatch_join<G: Game>(
-    g: &mut G,
-    b: &mut dyn Backend,
-    player: Player,
-) -> Result<(), Reject> {
+pub(crate) fn dispatch_join<G: Game>(g: &mut G, b: &mut dyn Backend, player: Player) -> Result<(), Reject> {
     g.on_join(&mut Ctx::new(b), &player)
 }
 
@@ -40,12 +31,8 @@ pub(crate) fn dispatch_message<G: Game>(
     from: PlayerId,
     payload: &[u8],
 ) -> Result<(), Reject> {
-    let msg = serde_json::from_slice::<G::Message>(payload).map_err(|e| {
-        Reject::new(
-            INVALID_MESSAGE,
-            format!("this game cannot read that message: {e}"),
-        )
-    })?;
+    let msg = serde_json::from_slice::<G::Message>(payload)
+        .map_err(|e| Reject::new(INVALID_MESSAGE, format!("this game cannot read that message: {e}")))?;
     g.on_message(&mut Ctx::new(b), from, msg)
 }
 

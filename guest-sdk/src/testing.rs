@@ -35,10 +35,7 @@ pub enum Effect {
     /// `Ctx::send`.
     Send { to: PlayerId, msg: Value },
     /// `Ctx::broadcast` and `Ctx::broadcast_except`.
-    Broadcast {
-        msg: Value,
-        except: Option<PlayerId>,
-    },
+    Broadcast { msg: Value, except: Option<PlayerId> },
     /// `Ctx::kick`.
     Kick { player: PlayerId, reason: String },
     /// `Ctx::log`.
@@ -56,8 +53,7 @@ struct Recorder {
 
 impl Recorder {
     fn decode(payload: &[u8]) -> Value {
-        serde_json::from_slice(payload)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into_owned()))
+        serde_json::from_slice(payload).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into_owned()))
     }
 }
 
@@ -176,11 +172,7 @@ impl<G: Game> TestRoom<G> {
     }
 
     /// A player sends a message, serialized to JSON as a client would.
-    pub fn message<M: Serialize + ?Sized>(
-        &mut self,
-        from: PlayerId,
-        msg: &M,
-    ) -> Result<(), Reject> {
+    pub fn message<M: Serialize + ?Sized>(&mut self, from: PlayerId, msg: &M) -> Result<(), Reject> {
         let payload = serde_json::to_vec(msg).map_err(|e| Reject::new("test", e.to_string()))?;
         self.message_raw(from, &payload)
     }
@@ -329,10 +321,7 @@ mod tests {
         assert_eq!(room.received(1), vec![json!(5)]);
         assert_eq!(room.received(2), vec![json!({"total": 5})]);
         assert!(room.received(1).is_empty(), "received drains the inbox");
-        assert!(
-            room.received(3).is_empty(),
-            "refused players receive nothing"
-        );
+        assert!(room.received(3).is_empty(), "refused players receive nothing");
         let err = room.message_raw(1, b"{\"add\": -1}").unwrap_err();
         assert_eq!(err.code, runtime::INVALID_MESSAGE);
         assert_eq!(room.game().n, 5, "a rejected message changes nothing");

@@ -22,8 +22,7 @@ fn guest(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/guests")
         .join(format!("{name}.wasm"));
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run `just guests` first)", path.display()))
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `just guests` first)", path.display()))
 }
 
 fn sandbox(pooling: bool) -> Sandbox {
@@ -35,8 +34,7 @@ fn sandbox(pooling: bool) -> Sandbox {
 }
 
 fn compile(sb: &Sandbox, name: &str) -> GameCode {
-    sb.compile(&guest(name))
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+    sb.compile(&guest(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -59,9 +57,7 @@ fn calls(c: &mut Criterion) {
         rt.block_on(inst.init(1, "bench", b"{}"))
             .expect("init")
             .expect("init ok");
-        rt.block_on(inst.on_join(1, 1, "p"))
-            .expect("join")
-            .expect("join ok");
+        rt.block_on(inst.on_join(1, 1, "p")).expect("join").expect("join ok");
         inst.take_effects().for_each(drop);
         group.bench_function(format!("{name}/on_message_64B"), |b| {
             // Many calls per block_on, so the executor's entry cost is not
@@ -105,10 +101,7 @@ fn instantiation(c: &mut Criterion) {
                     let mut inst = GuestInstance::new(&sb, &code, String::new(), 1)
                         .await
                         .expect("instance");
-                    inst.init(1, "bench", b"{}")
-                        .await
-                        .expect("init")
-                        .expect("init ok");
+                    inst.init(1, "bench", b"{}").await.expect("init").expect("init ok");
                     black_box(inst)
                 })
             })
@@ -193,9 +186,7 @@ fn sync_calls(c: &mut Criterion) {
     for name in ["null", "echo"] {
         let (mut store, room) = sync_path::instance(&engine, &guest(name));
         let g = room.respawn_game_game();
-        g.call_init(&mut store, "bench", b"{}")
-            .expect("init")
-            .expect("init ok");
+        g.call_init(&mut store, "bench", b"{}").expect("init").expect("init ok");
         g.call_on_join(
             &mut store,
             &sync_path::respawn::game::types::Player {

@@ -51,6 +51,86 @@ pub struct Config {
     /// Per-game settings, by game name. Each game's `config` table is handed
     /// to its rooms' `init` as JSON.
     pub games: BTreeMap<String, GameConfig>,
+    /// Which keys may sign game code.
+    pub trust: TrustConfig,
+    /// Where the host keeps its own files.
+    pub state: StateConfig,
+    /// Versions kept per game.
+    pub slots: SlotsConfig,
+    /// The operator API used by the `respawn` CLI.
+    pub admin: AdminConfig,
+}
+
+/// Which keys may sign game code.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Trusted public keys: OpenSSH `ssh-ed25519 ...` lines.
+    pub keys: Vec<String>,
+    /// A folder of `*.pub` files (OpenSSH lines or wasmsign2 public keys).
+    pub dir: PathBuf,
+    /// Development only: load unsigned modules, with a warning on every
+    /// load. Signed modules must still verify.
+    pub allow_unsigned: bool,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            dir: PathBuf::from(".respawn/trust"),
+            allow_unsigned: false,
+        }
+    }
+}
+
+/// Where the host keeps its own files: the slot store, the audit log and
+/// the admin token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// The folder (created if missing).
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(".respawn"),
+        }
+    }
+}
+
+/// Versions kept per game.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlotsConfig {
+    /// Versions kept compiled (and on disk) per game, the active one
+    /// included.
+    pub keep: usize,
+}
+
+impl Default for SlotsConfig {
+    fn default() -> Self {
+        Self { keep: 5 }
+    }
+}
+
+/// The operator API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Listen address, or `"off"`. Keep it on loopback: it can swap code.
+    #[serde(deserialize_with = "listen_addr")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 7702))),
+        }
+    }
 }
 
 /// Player listeners and connection limits.
@@ -77,11 +157,9 @@ fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAd
     if text == "off" {
         return Ok(None);
     }
-    text.parse().map(Some).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "`{text}` is not `off` or an address like 127.0.0.1:7700 ({e})"
-        ))
-    })
+    text.parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not `off` or an address like 127.0.0.1:7700 ({e})")))
 }
 
 impl Default for NetConfig {
@@ -100,14 +178,23 @@ impl Default for NetConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModulesConfig {
-    /// The folder scanned for `<game>.wasm` components at start-up.
+    /// The folder of signed `*.wasm` components, loaded at start-up and
+    /// watched for new versions.
     pub dir: PathBuf,
+    /// Watch the folder and hot-load new versions.
+    pub watch: bool,
+    /// A file counts as complete once it has not changed for this long,
+    /// in milliseconds. Writing to a hidden temporary name and renaming
+    /// into place needs no wait at all.
+    pub debounce_ms: u64,
 }
 
 impl Default for ModulesConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("modules"),
+            watch: true,
+            debounce_ms: 100,
         }
     }
 }
@@ -207,12 +294,7 @@ impl Config {
 
     /// Checks ranges the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn range<T: PartialOrd + std::fmt::Display>(
-            key: &'static str,
-            v: T,
-            lo: T,
-            hi: T,
-        ) -> Result<(), ConfigError> {
+        fn range<T: PartialOrd + std::fmt::Display>(key: &'static str, v: T, lo: T, hi: T) -> Result<(), ConfigError> {
             if v < lo || v > hi {
                 return Err(ConfigError::Invalid {
                     key,
@@ -221,31 +303,16 @@ impl Config {
             }
             Ok(())
         }
-        range(
-            "net.max_message_bytes",
-            self.net.max_message_bytes,
-            256,
-            16 << 20,
-        )?;
+        range("net.max_message_bytes", self.net.max_message_bytes, 256, 16 << 20)?;
         range("net.outbound_queue", self.net.outbound_queue, 1, 1 << 20)?;
         range("net.max_connections", self.net.max_connections, 1, 1 << 24)?;
         range("rooms.inbox", self.rooms.inbox, 1, 1 << 20)?;
         range("rooms.max_players", self.rooms.max_players, 1, 1 << 20)?;
         range("rooms.min_tick_ms", self.rooms.min_tick_ms, 1, 60_000)?;
         range("rooms.linger_ms", self.rooms.linger_ms, 0, 86_400_000)?;
-        range(
-            "sandbox.max_instances",
-            self.sandbox.max_instances,
-            1,
-            100_000,
-        )?;
+        range("sandbox.max_instances", self.sandbox.max_instances, 1, 100_000)?;
         range("sandbox.memory_mib", self.sandbox.memory_mib, 1, 4096)?;
-        range(
-            "sandbox.call_timeout_ms",
-            self.sandbox.call_timeout_ms,
-            1,
-            60_000,
-        )?;
+        range("sandbox.call_timeout_ms", self.sandbox.call_timeout_ms, 1, 60_000)?;
         if self.net.ws.is_none() && self.net.tcp.is_none() {
             return Err(ConfigError::Invalid {
                 key: "net",
@@ -289,21 +356,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_ranges_are_refused_with_the_key() {
-        let err = Config::parse("[net]\nmax_mesage_bytes = 5\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse("[net]\nmax_mesage_bytes = 5\n").unwrap_err().to_string();
         assert!(err.contains("max_mesage_bytes"), "{err}");
-        let err = Config::parse("[net]\nmax_message_bytes = 5\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse("[net]\nmax_message_bytes = 5\n").unwrap_err().to_string();
         assert!(err.contains("net.max_message_bytes"), "{err}");
-        let err = Config::parse("[rooms]\nlinger_ms = -1\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse("[rooms]\nlinger_ms = -1\n").unwrap_err().to_string();
         assert!(err.contains("linger_ms"), "{err}");
-        let err = Config::parse("[games.\"Bad Name\"]\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse("[games.\"Bad Name\"]\n").unwrap_err().to_string();
         assert!(err.contains("Bad Name"), "{err}");
     }
 
@@ -316,9 +375,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("both listeners"), "{err}");
-        let err = Config::parse("[net]\ntcp = \"localhost\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse("[net]\ntcp = \"localhost\"\n").unwrap_err().to_string();
         assert!(err.contains("localhost"), "{err}");
     }
 

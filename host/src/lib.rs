@@ -3,9 +3,14 @@
 //!
 //! The path of a player's message: [`net`] (transport) → [`session`]
 //! (protocol, one per connection) → [`room`] (one task per room) →
-//! [`sandbox`] (the guest instance). Game code enters through [`modules`].
+//! [`sandbox`] (the guest instance). Game code enters through [`modules`]
+//! (verification, slots) and goes live through [`deploy`]; operators drive
+//! it through [`admin`].
 
+pub mod admin;
+pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod modules;
 pub mod net;
 pub mod protocol;

@@ -1,8 +1,11 @@
-//! The `respawn` command.
+//! The `respawn` command: serve games, sign and inspect modules, and drive
+//! a running host (status, rollback, promote, pin).
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use respawn::cli::{self, AdminClient};
 use respawn::config::Config;
+use serde_json::json;
 use std::path::PathBuf;
 
 /// Respawn game host.
@@ -13,9 +16,23 @@ struct Cli {
     command: Command,
 }
 
+/// How the operator commands find a running host.
+#[derive(Args)]
+struct Target {
+    /// The host's config file (for the admin address and the token file).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Admin API base URL; overrides the config.
+    #[arg(long)]
+    admin: Option<String>,
+    /// Admin token file; defaults to `<state.dir>/admin.token`.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Serve players: load the games of the modules folder and listen.
+    /// Serve players: load the signed games of the modules folder and listen.
     Serve {
         /// TOML config file; every key has a default.
         #[arg(long, short)]
@@ -23,9 +40,58 @@ enum Command {
         /// Overrides `modules.dir`.
         #[arg(long)]
         modules: Option<PathBuf>,
+        /// Development only: load unsigned modules (warns on every load).
+        #[arg(long)]
+        allow_unsigned: bool,
+    },
+    /// Create a signing key pair: <out>.key (secret) and <out>.pub.
+    Keygen {
+        /// Path without extension.
+        #[arg(long, short, default_value = "respawn")]
+        out: PathBuf,
+        /// Comment in the public key line.
+        #[arg(long, default_value = "respawn")]
+        comment: String,
+    },
+    /// Sign a module: a core wasm32-wasip1 module is componentized first,
+    /// then the manifest is embedded and the whole is signed.
+    Sign {
+        /// Core module or component.
+        input: PathBuf,
+        /// Secret key file (from `respawn keygen`, or wasmsign2's).
+        #[arg(long, short)]
+        key: PathBuf,
+        /// Game name.
+        #[arg(long)]
+        name: String,
+        /// Semantic version.
+        #[arg(long)]
+        version: String,
+        /// Author (defaults to the key's fingerprint).
+        #[arg(long)]
+        author: Option<String>,
+        /// Release notes.
+        #[arg(long)]
+        notes: Option<String>,
+        /// Output file (defaults to overwriting the input).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Check a module's signature against trusted public keys.
+    Verify {
+        /// The module.
+        file: PathBuf,
+        /// Public key files or folders of *.pub files.
+        #[arg(long, required = true)]
+        trust: Vec<PathBuf>,
+    },
+    /// Show a module's kind, manifest and signature section (not verified).
+    Inspect {
+        /// The module.
+        file: PathBuf,
     },
     /// Turn a core wasm32-wasip1 module built with the guest SDK into a
-    /// component the host can load.
+    /// component (unsigned; `sign` does this too).
     Component {
         /// The core module.
         input: PathBuf,
@@ -33,38 +99,160 @@ enum Command {
         #[arg(long, short)]
         output: PathBuf,
     },
+    /// Show each game, its versions, which is active, rooms per version.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Go back to the previous version (or --to one), migrating live rooms.
+    Rollback {
+        /// The game.
+        game: String,
+        /// The version to go back to.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Make a loaded version active, migrating live rooms.
+    Promote {
+        /// The game.
+        game: String,
+        /// The version.
+        version: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop promoting updates of a game (they still load), optionally
+    /// promoting a version first.
+    Pin {
+        /// The game.
+        game: String,
+        /// Promote this version before pinning.
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Promote updates of a game again.
+    Unpin {
+        /// The game.
+        game: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+fn client(t: &Target) -> anyhow::Result<AdminClient> {
+    AdminClient::new(&load_config(t.config.as_ref())?, t.admin.clone(), t.token_file.clone())
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")
-            }),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Serve { config, modules } => {
-            let mut config = match config {
-                Some(path) => Config::load(&path)?,
-                None => Config::default(),
-            };
+        Command::Serve {
+            config,
+            modules,
+            allow_unsigned,
+        } => {
+            let mut config = load_config(config.as_ref())?;
             if let Some(dir) = modules {
                 config.modules.dir = dir;
             }
+            config.trust.allow_unsigned |= allow_unsigned;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(respawn::server::run(config, shutdown_signal()))
         }
+        Command::Keygen { out, comment } => cli::keygen(&out, &comment),
+        Command::Sign {
+            input,
+            key,
+            name,
+            version,
+            author,
+            notes,
+            output,
+        } => cli::sign(&cli::SignRequest {
+            input: &input,
+            key: &key,
+            name: &name,
+            version: &version,
+            author: author.as_deref(),
+            notes: notes.as_deref(),
+            output: output.as_deref(),
+        }),
+        Command::Verify { file, trust } => cli::verify(&file, &trust),
+        Command::Inspect { file } => cli::inspect(&file),
         Command::Component { input, output } => {
-            let bytes =
-                std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
+            let bytes = std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
             let component = respawn::modules::componentize::componentize(&bytes)
                 .with_context(|| format!("componentizing {}", input.display()))?;
-            std::fs::write(&output, &component)
-                .with_context(|| format!("writing {}", output.display()))?;
+            // Leave an identical output untouched so build tools can rely on
+            // its modification time.
+            if std::fs::read(&output).is_ok_and(|old| old == component) {
+                println!("{}: unchanged", output.display());
+                return Ok(());
+            }
+            std::fs::write(&output, &component).with_context(|| format!("writing {}", output.display()))?;
             println!("{}: component, {} bytes", output.display(), component.len());
+            Ok(())
+        }
+        Command::Status { target, json } => {
+            let status = client(&target)?.get("/status")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                cli::print_status(&status);
+            }
+            Ok(())
+        }
+        Command::Rollback { game, to, target } => {
+            let r = client(&target)?.post(&format!("/games/{game}/rollback"), json!({"version": to}))?;
+            println!(
+                "{game}: {} -> {} (flip {:.1} us, {} rooms migrated in {:.2} ms)",
+                r["from"].as_str().unwrap_or("-"),
+                r["to"].as_str().unwrap_or("?"),
+                r["flip_us"].as_f64().unwrap_or(0.0),
+                r["rooms"],
+                r["migrate_ms"].as_f64().unwrap_or(0.0)
+            );
+            Ok(())
+        }
+        Command::Promote { game, version, target } => {
+            let r = client(&target)?.post(&format!("/games/{game}/promote"), json!({"version": version}))?;
+            println!(
+                "{game}: {} -> {} ({} rooms migrated)",
+                r["from"].as_str().unwrap_or("-"),
+                r["to"].as_str().unwrap_or("?"),
+                r["rooms"]
+            );
+            Ok(())
+        }
+        Command::Pin { game, version, target } => {
+            client(&target)?.post(&format!("/games/{game}/pin"), json!({"version": version}))?;
+            println!("{game}: pinned");
+            Ok(())
+        }
+        Command::Unpin { game, target } => {
+            client(&target)?.post(&format!("/games/{game}/unpin"), json!({}))?;
+            println!("{game}: unpinned");
             Ok(())
         }
     }

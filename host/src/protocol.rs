@@ -157,10 +157,7 @@ pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, ProtocolError> {
     let text = std::str::from_utf8(frame).map_err(|e| {
         ProtocolError::new(
             ErrorCode::InvalidUtf8,
-            format!(
-                "frame is not UTF-8 (bad byte at offset {})",
-                e.valid_up_to()
-            ),
+            format!("frame is not UTF-8 (bad byte at offset {})", e.valid_up_to()),
         )
     })?;
     let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| {
@@ -172,12 +169,7 @@ pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, ProtocolError> {
     })?;
     let reference = wire.reference;
     let need = |field: Option<String>, name: &str| {
-        field.ok_or_else(|| {
-            ProtocolError::new(
-                ErrorCode::BadRequest,
-                format!("`{}` needs `{name}`", wire.kind),
-            )
-        })
+        field.ok_or_else(|| ProtocolError::new(ErrorCode::BadRequest, format!("`{}` needs `{name}`", wire.kind)))
     };
     match &*wire.kind {
         "join" => {
@@ -194,9 +186,9 @@ pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, ProtocolError> {
             })
         }
         "message" => {
-            let data = wire.data.ok_or_else(|| {
-                ProtocolError::new(ErrorCode::BadRequest, "`message` needs `data`")
-            })?;
+            let data = wire
+                .data
+                .ok_or_else(|| ProtocolError::new(ErrorCode::BadRequest, "`message` needs `data`"))?;
             Ok(Request::Message { data, reference })
         }
         "leave" => Ok(Request::Leave { reference }),
@@ -210,16 +202,10 @@ pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, ProtocolError> {
 
 fn check_name(name: &str) -> Result<(), ProtocolError> {
     let chars = name.chars().count();
-    if chars == 0
-        || chars > MAX_NAME_CHARS
-        || name.chars().any(char::is_control)
-        || name.trim() != name
-    {
+    if chars == 0 || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) || name.trim() != name {
         return Err(ProtocolError::new(
             ErrorCode::InvalidName,
-            format!(
-                "a name has 1 to {MAX_NAME_CHARS} characters, no control characters and no surrounding spaces"
-            ),
+            format!("a name has 1 to {MAX_NAME_CHARS} characters, no control characters and no surrounding spaces"),
         ));
     }
     Ok(())
@@ -228,9 +214,7 @@ fn check_name(name: &str) -> Result<(), ProtocolError> {
 fn check_room(room: &str) -> Result<(), ProtocolError> {
     let ok = !room.is_empty()
         && room.len() <= MAX_ROOM_LEN
-        && room
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        && room.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !ok {
         return Err(ProtocolError::new(
             ErrorCode::InvalidRoom,
@@ -271,6 +255,14 @@ pub enum ServerMsg<'a> {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a RawValue>,
     },
+    /// The room now runs another version of its game (hot swap or
+    /// rollback); its state was carried over.
+    Swapped {
+        /// The version before.
+        from: &'a str,
+        /// The version now.
+        version: &'a str,
+    },
     /// The game removed the player from the room.
     Kicked {
         /// The game's reason.
@@ -308,19 +300,13 @@ impl ServerMsg<'_> {
         // a future mistake from panicking a connection.
         match serde_json::to_string(self) {
             Ok(text) => Utf8Bytes::from(text),
-            Err(_) => Utf8Bytes::from_static(
-                r#"{"type":"error","code":"internal","message":"encoding failed"}"#,
-            ),
+            Err(_) => Utf8Bytes::from_static(r#"{"type":"error","code":"internal","message":"encoding failed"}"#),
         }
     }
 }
 
 /// An `error` frame.
-pub fn error_frame(
-    err: &ProtocolError,
-    reason: Option<&str>,
-    reference: Option<&RawValue>,
-) -> Utf8Bytes {
+pub fn error_frame(err: &ProtocolError, reason: Option<&str>, reference: Option<&RawValue>) -> Utf8Bytes {
     ServerMsg::Error {
         code: err.code,
         message: &err.message,
@@ -336,9 +322,7 @@ pub fn event_frame(payload: &[u8]) -> Utf8Bytes {
     let mut out = String::with_capacity(payload.len() + 24);
     out.push_str(r#"{"type":"event","data":"#);
     match std::str::from_utf8(payload) {
-        Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
-            out.push_str(text)
-        }
+        Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => out.push_str(text),
         _ => {
             let lossy = String::from_utf8_lossy(payload);
             out.push_str(&serde_json::Value::String(lossy.into_owned()).to_string());
@@ -366,10 +350,7 @@ mod tests {
                 name,
                 reference,
             } => {
-                assert_eq!(
-                    (game.as_str(), room.as_str(), name.as_str()),
-                    ("chat", "lobby", "ann")
-                );
+                assert_eq!((game.as_str(), room.as_str(), name.as_str()), ("chat", "lobby", "ann"));
                 assert_eq!(reference.unwrap().get(), "7");
             }
             other => panic!("{other:?}"),
@@ -402,10 +383,7 @@ mod tests {
         assert_eq!(code(b""), ErrorCode::InvalidJson);
         assert_eq!(code(b"[1,2]"), ErrorCode::BadRequest);
         assert_eq!(code(br#"{"type":"dance"}"#), ErrorCode::BadRequest);
-        assert_eq!(
-            code(br#"{"type":"join","game":"chat"}"#),
-            ErrorCode::BadRequest
-        );
+        assert_eq!(code(br#"{"type":"join","game":"chat"}"#), ErrorCode::BadRequest);
         assert_eq!(code(br#"{"type":"message"}"#), ErrorCode::BadRequest);
         assert_eq!(code(br#"{"type":"ping","extra":1}"#), ErrorCode::BadRequest);
         assert_eq!(
@@ -420,10 +398,7 @@ mod tests {
             code(br#"{"type":"join","game":"chat","name":" a"}"#),
             ErrorCode::InvalidName
         );
-        let long = format!(
-            r#"{{"type":"join","game":"chat","name":"{}"}}"#,
-            "é".repeat(33)
-        );
+        let long = format!(r#"{{"type":"join","game":"chat","name":"{}"}}"#, "é".repeat(33));
         assert_eq!(code(long.as_bytes()), ErrorCode::InvalidName);
         assert_eq!(
             code(br#"{"type":"join","game":"chat","name":"a","room":"a b"}"#),
@@ -435,8 +410,7 @@ mod tests {
     fn server_frames_are_valid_json() {
         let reference = RawValue::from_string("\"r1\"".into()).unwrap();
         let err = ProtocolError::new(ErrorCode::Rejected, "cell \"4\" is taken");
-        let frame: Value =
-            serde_json::from_str(&error_frame(&err, Some("cell-taken"), Some(&reference))).unwrap();
+        let frame: Value = serde_json::from_str(&error_frame(&err, Some("cell-taken"), Some(&reference))).unwrap();
         assert_eq!(
             frame,
             json!({"type":"error","code":"rejected","message":"cell \"4\" is taken","reason":"cell-taken","ref":"r1"})

@@ -1,8 +1,12 @@
 //! Wires the host together: sandbox, modules, rooms and listeners, until
 //! shutdown.
 
+use crate::admin;
 use crate::config::Config;
-use crate::modules::{self, Catalog};
+use crate::deploy::Deployer;
+use crate::modules::audit::AuditLog;
+use crate::modules::store::SlotStore;
+use crate::modules::{self, Games, TrustStore};
 use crate::net::tcp::TcpTransport;
 use crate::net::ws::WsTransport;
 use crate::net::{ConnectionLimit, Transport};
@@ -40,48 +44,50 @@ impl Kind {
     }
 }
 
-/// Loads the games of `config.modules.dir` into a fresh catalog. Files that
-/// fail are logged with their code and skipped.
-pub fn load_games(sandbox: &Sandbox, config: &Config) -> anyhow::Result<Catalog> {
-    let catalog = Catalog::default();
-    let dir = &config.modules.dir;
-    match modules::load_dir(sandbox, dir) {
-        Ok((loaded, rejected)) => {
-            for e in rejected {
-                tracing::error!(code = e.code(), "module rejected: {e}");
-            }
-            for m in loaded {
-                tracing::info!(game = %m.name, version = %m.version, bytes = m.size, "game loaded");
-                catalog.insert(m);
-            }
-        }
-        Err(e) => tracing::error!(dir = %dir.display(), "cannot read the modules folder: {e}"),
-    }
-    if catalog.is_empty() {
-        tracing::warn!(dir = %dir.display(), "no games loaded; build some with `just guests`");
-    }
-    Ok(catalog)
-}
-
 /// Runs the host until `shutdown` resolves. Prints one `listening <kind>
-/// <addr>` line per listener on stdout once it accepts connections.
+/// <addr>` line per listener (`ws`, `tcp`, `admin`) on stdout once it
+/// accepts connections.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let sandbox =
-        Arc::new(Sandbox::new(&config.sandbox).context("creating the WebAssembly engine")?);
-    let catalog = {
-        let (sandbox, config) = (sandbox.clone(), config.clone());
-        tokio::task::spawn_blocking(move || load_games(&sandbox, &config)).await??
+    let state_dir = &config.state.dir;
+    std::fs::create_dir_all(state_dir).with_context(|| format!("creating the state folder {}", state_dir.display()))?;
+    let trust = TrustStore::load(&config.trust.keys, Some(&config.trust.dir), config.trust.allow_unsigned)?;
+    if config.trust.allow_unsigned {
+        tracing::warn!("trust.allow_unsigned is on: unsigned modules will load (development only)");
+    } else if trust.keys().is_empty() {
+        tracing::warn!(dir = %config.trust.dir.display(), "no trusted keys: every module will be rejected");
+    }
+    let sandbox = Arc::new(Sandbox::new(&config.sandbox).context("creating the WebAssembly engine")?);
+    let games = Arc::new(Games::new(config.slots.keep));
+    let rooms = Rooms::new(sandbox.clone(), games.clone(), config.clone());
+    let deployer = Arc::new(Deployer::new(
+        sandbox,
+        trust,
+        games.clone(),
+        rooms.clone(),
+        SlotStore::open(state_dir).context("opening the slot store")?,
+        AuditLog::open(&state_dir.join("audit.log")).context("opening the audit log")?,
+    ));
+    {
+        let (deployer, dir) = (deployer.clone(), config.modules.dir.clone());
+        tokio::task::spawn_blocking(move || deployer.load_startup(&dir)).await?;
+    }
+    if games.names().is_empty() {
+        tracing::warn!(dir = %config.modules.dir.display(), "no games loaded; build and sign some with `just guests`");
+    }
+    let _watcher = if config.modules.watch {
+        Some(watch_modules(&config, deployer.clone())?)
+    } else {
+        None
     };
-    let rooms = Rooms::new(sandbox, Arc::new(catalog), config.clone());
+
     let shared = Arc::new(Shared {
         rooms,
         limit: ConnectionLimit::new(config.net.max_connections),
         next_player: AtomicU64::new(1),
         max_message_bytes: config.net.max_message_bytes,
     });
-
-    let mut listeners = Vec::new();
+    let mut tasks = Vec::new();
     for (kind, addr) in [(Kind::Ws, config.net.ws), (Kind::Tcp, config.net.tcp)] {
         let Some(addr) = addr else { continue };
         let listener = TcpListener::bind(addr)
@@ -90,14 +96,57 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let local = listener.local_addr()?;
         tracing::info!("{} players on {local}", kind.name());
         println!("listening {} {local}", kind.name());
-        listeners.push(tokio::spawn(accept_loop(kind, listener, shared.clone())));
+        tasks.push(tokio::spawn(accept_loop(kind, listener, shared.clone())));
+    }
+    if let Some(addr) = config.admin.listen {
+        let token = admin::ensure_token(state_dir).context("creating the admin token")?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the admin listener to {addr}"))?;
+        let local = listener.local_addr()?;
+        if !local.ip().is_loopback() {
+            tracing::warn!("the admin API listens on {local}, beyond loopback; it is protected by the token only");
+        }
+        tracing::info!("admin API on http://{local}");
+        println!("listening admin {local}");
+        let app = admin::router(Arc::new(admin::Admin { deployer, token }));
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("admin API stopped: {e}");
+            }
+        }));
     }
     shutdown.await;
     tracing::info!("shutting down");
-    for l in listeners {
-        l.abort();
+    for t in tasks {
+        t.abort();
     }
     Ok(())
+}
+
+/// Feeds complete files from the modules folder to the deployer, one at a
+/// time, so versions of a game are taken in the order they landed.
+fn watch_modules(config: &Config, deployer: Arc<Deployer>) -> anyhow::Result<notify::RecommendedWatcher> {
+    let dir = &config.modules.dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the modules folder {}", dir.display()))?;
+    let debounce = std::time::Duration::from_millis(config.modules.debounce_ms);
+    let (watcher, mut files) =
+        modules::watcher::watch(dir, debounce).with_context(|| format!("watching {}", dir.display()))?;
+    tokio::spawn(async move {
+        while let Some(file) = files.recv().await {
+            if let Ok(Some(loaded)) = deployer.offer(&file).await {
+                tracing::info!(
+                    game = %loaded.game,
+                    version = %loaded.version,
+                    verify_ms = loaded.verify_ms,
+                    compile_ms = loaded.compile_ms,
+                    migrate_ms = loaded.promotion.as_ref().map(|p| p.migrate_ms),
+                    "hot reload"
+                );
+            }
+        }
+    });
+    Ok(watcher)
 }
 
 async fn accept_loop(kind: Kind, listener: TcpListener, shared: Arc<Shared>) {
@@ -132,21 +181,14 @@ async fn serve<T: Transport>(mut transport: T, peer: SocketAddr, shared: &Shared
             ErrorCode::ServerFull,
             "the host is at its connection limit; try again later",
         );
-        let _ = transport
-            .send(protocol::error_frame(&err, None, None))
-            .await;
+        let _ = transport.send(protocol::error_frame(&err, None, None)).await;
         transport.close().await;
         return;
     };
     let player = shared.next_player.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%peer, player, "player connected");
-    crate::session::Session::new(
-        transport,
-        player,
-        shared.rooms.clone(),
-        shared.max_message_bytes,
-    )
-    .run()
-    .await;
+    crate::session::Session::new(transport, player, shared.rooms.clone(), shared.max_message_bytes)
+        .run()
+        .await;
     tracing::debug!(%peer, player, "player disconnected");
 }

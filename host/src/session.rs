@@ -40,12 +40,7 @@ pub struct Session<T: Transport> {
 
 impl<T: Transport> Session<T> {
     /// A session for a connected player.
-    pub fn new(
-        transport: T,
-        player: PlayerId,
-        rooms: Arc<Rooms>,
-        max_message_bytes: usize,
-    ) -> Self {
+    pub fn new(transport: T, player: PlayerId, rooms: Arc<Rooms>, max_message_bytes: usize) -> Self {
         Self {
             transport,
             player,
@@ -128,12 +123,8 @@ impl<T: Transport> Session<T> {
             Ok(request) => {
                 let reference = request.reference().map(RawValue::to_owned);
                 if let Err(refusal) = self.on_request(request, &bytes).await? {
-                    self.reply_error(
-                        &refusal.error,
-                        refusal.reason.as_deref(),
-                        reference.as_deref(),
-                    )
-                    .await?;
+                    self.reply_error(&refusal.error, refusal.reason.as_deref(), reference.as_deref())
+                        .await?;
                 }
             }
             Err(err) => self.reply_error(&err, None, None).await?,
@@ -147,21 +138,13 @@ impl<T: Transport> Session<T> {
         reason: Option<&str>,
         reference: Option<&RawValue>,
     ) -> std::io::Result<()> {
-        self.transport
-            .send(protocol::error_frame(err, reason, reference))
-            .await
+        self.transport.send(protocol::error_frame(err, reason, reference)).await
     }
 
-    async fn on_request(
-        &mut self,
-        request: Request<'_>,
-        frame: &Bytes,
-    ) -> std::io::Result<Result<(), Refusal>> {
+    async fn on_request(&mut self, request: Request<'_>, frame: &Bytes) -> std::io::Result<Result<(), Refusal>> {
         match request {
             Request::Ping { reference } => {
-                self.transport
-                    .send(ServerMsg::Pong { reference }.encode())
-                    .await?;
+                self.transport.send(ServerMsg::Pong { reference }.encode()).await?;
             }
             Request::Join {
                 game,
@@ -177,10 +160,7 @@ impl<T: Transport> Session<T> {
                 }
                 match self.rooms.join(&game, &room, self.player, &name).await {
                     Ok((handle, joined, frames)) => {
-                        self.seat = Some(Seat {
-                            room: handle,
-                            frames,
-                        });
+                        self.seat = Some(Seat { room: handle, frames });
                         let msg = ServerMsg::Joined {
                             game: &game,
                             room: &room,
@@ -211,10 +191,7 @@ impl<T: Transport> Session<T> {
                     .is_err()
                 {
                     self.seat = None;
-                    return Ok(Err(Refusal::new(
-                        ErrorCode::RoomClosed,
-                        "the room has closed",
-                    )));
+                    return Ok(Err(Refusal::new(ErrorCode::RoomClosed, "the room has closed")));
                 }
             }
             Request::Leave { reference } => {
@@ -226,9 +203,7 @@ impl<T: Transport> Session<T> {
                     // belong to the player; the queue ends once the room
                     // has dropped it.
                     let flush = async {
-                        while let Some(ToSession::Frame(f) | ToSession::Removed(f)) =
-                            seat.frames.recv().await
-                        {
+                        while let Some(ToSession::Frame(f) | ToSession::Removed(f)) = seat.frames.recv().await {
                             self.transport.send(f).await?;
                         }
                         std::io::Result::Ok(())
@@ -237,9 +212,7 @@ impl<T: Transport> Session<T> {
                         r?;
                     }
                 }
-                self.transport
-                    .send(ServerMsg::Left { reference }.encode())
-                    .await?;
+                self.transport.send(ServerMsg::Left { reference }.encode()).await?;
             }
         }
         Ok(Ok(()))
@@ -264,10 +237,7 @@ impl Refusal {
 /// `part` as a zero-copy slice of `whole` when it lies inside it (as a
 /// parsed field of the frame does), else a copy.
 fn subslice(whole: &Bytes, part: &str) -> Bytes {
-    let (start, end) = (
-        whole.as_ptr() as usize,
-        whole.as_ptr() as usize + whole.len(),
-    );
+    let (start, end) = (whole.as_ptr() as usize, whole.as_ptr() as usize + whole.len());
     let p = part.as_ptr() as usize;
     if p >= start && p + part.len() <= end {
         whole.slice_ref(part.as_bytes())

@@ -30,8 +30,7 @@ impl SecretKey {
     /// A fresh key from the operating system's random source.
     pub fn generate() -> Result<Self, KeyError> {
         let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed)
-            .map_err(|e| KeyError::Invalid(format!("no randomness: {e}")))?;
+        getrandom::getrandom(&mut seed).map_err(|e| KeyError::Invalid(format!("no randomness: {e}")))?;
         Ok(Self(SigningKey::from_bytes(&seed)))
     }
 
@@ -107,14 +106,10 @@ impl PublicKey {
             .and_then(|b| STANDARD.decode(b).ok())
             .ok_or_else(|| KeyError::Invalid("the key is not base64".into()))?;
         // The blob is two SSH strings: the key type, then the 32-byte key.
-        let (kind, rest) =
-            ssh_string(&blob).ok_or_else(|| KeyError::Invalid("truncated key blob".into()))?;
-        let (raw, rest) =
-            ssh_string(rest).ok_or_else(|| KeyError::Invalid("truncated key blob".into()))?;
+        let (kind, rest) = ssh_string(&blob).ok_or_else(|| KeyError::Invalid("truncated key blob".into()))?;
+        let (raw, rest) = ssh_string(rest).ok_or_else(|| KeyError::Invalid("truncated key blob".into()))?;
         if kind != SSH_ED25519.as_bytes() || !rest.is_empty() {
-            return Err(KeyError::Invalid(
-                "the key blob is not an ssh-ed25519 key".into(),
-            ));
+            return Err(KeyError::Invalid("the key blob is not an ssh-ed25519 key".into()));
         }
         Self::from_raw(raw)
     }
@@ -148,10 +143,7 @@ impl PublicKey {
     /// The fingerprint `ssh-keygen -l` prints: `SHA256:` and the unpadded
     /// base64 of the SHA-256 of the key blob.
     pub fn fingerprint(&self) -> String {
-        format!(
-            "SHA256:{}",
-            STANDARD_NO_PAD.encode(Sha256::digest(self.ssh_blob()))
-        )
+        format!("SHA256:{}", STANDARD_NO_PAD.encode(Sha256::digest(self.ssh_blob())))
     }
 
     fn ssh_blob(&self) -> Vec<u8> {
@@ -183,7 +175,8 @@ mod tests {
 
     /// Made with `ssh-keygen -t ed25519`; the raw key was decoded
     /// independently (base64 of the blob, last 32 bytes).
-    const SSH_LINE: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILIYtuhwNXNrPjnlFBs+uj9MPM/UiquQcy+nspNfNMhw test@respawn";
+    const SSH_LINE: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILIYtuhwNXNrPjnlFBs+uj9MPM/UiquQcy+nspNfNMhw test@respawn";
     const SSH_RAW: &str = "b218b6e87035736b3e39e5141b3eba3f4c3ccfd48aab90732fa7b2935f34c870";
     /// What `ssh-keygen -lf` printed for it.
     const SSH_FINGERPRINT: &str = "SHA256:oUfHiA8Yfk2TwPepYEo8BW1mzE2wQG1D7ZQH/b+3UJ8";
@@ -206,24 +199,12 @@ mod tests {
         let sk = SecretKey::generate().unwrap();
         let again = SecretKey::from_bytes(&sk.to_bytes()).unwrap();
         assert_eq!(again.public(), sk.public());
-        assert_eq!(
-            PublicKey::parse(&sk.public().to_bytes()).unwrap(),
-            sk.public()
-        );
+        assert_eq!(PublicKey::parse(&sk.public().to_bytes()).unwrap(), sk.public());
         let mut mismatched = sk.to_bytes();
         mismatched[40] ^= 1;
-        assert!(matches!(
-            SecretKey::from_bytes(&mismatched),
-            Err(KeyError::Invalid(_))
-        ));
-        assert!(matches!(
-            SecretKey::from_bytes(&[0x81; 10]),
-            Err(KeyError::Invalid(_))
-        ));
-        assert_eq!(
-            PublicKey::parse(b"ssh-rsa AAAA"),
-            Err(KeyError::UnknownFormat)
-        );
+        assert!(matches!(SecretKey::from_bytes(&mismatched), Err(KeyError::Invalid(_))));
+        assert!(matches!(SecretKey::from_bytes(&[0x81; 10]), Err(KeyError::Invalid(_))));
+        assert_eq!(PublicKey::parse(b"ssh-rsa AAAA"), Err(KeyError::UnknownFormat));
         assert!(matches!(
             PublicKey::parse(b"ssh-ed25519 !!!"),
             Err(KeyError::Invalid(_))

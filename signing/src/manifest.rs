@@ -85,8 +85,7 @@ pub fn read_manifest(module: &[u8]) -> Result<Option<Manifest>, ManifestError> {
     if found.next().is_some() {
         return Err(ManifestError::Duplicate);
     }
-    let manifest: Manifest =
-        serde_json::from_slice(data).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+    let manifest: Manifest = serde_json::from_slice(data).map_err(|e| ManifestError::Invalid(e.to_string()))?;
     manifest.validate()?;
     Ok(Some(manifest))
 }
@@ -123,16 +122,10 @@ mod tests {
         let m = header(Kind::Module).to_vec();
         let mut bad = manifest();
         bad.name = "Bad Name".into();
-        assert!(matches!(
-            embed_manifest(&m, &bad),
-            Err(ManifestError::Invalid(_))
-        ));
+        assert!(matches!(embed_manifest(&m, &bad), Err(ManifestError::Invalid(_))));
         let mut raw = m.clone();
         write_custom(&mut raw, MANIFEST_SECTION, b"{\"name\":1}");
-        assert!(matches!(
-            read_manifest(&raw),
-            Err(ManifestError::Invalid(_))
-        ));
+        assert!(matches!(read_manifest(&raw), Err(ManifestError::Invalid(_))));
         let ok = embed_manifest(&m, &manifest()).unwrap();
         let mut dup = ok.clone();
         write_custom(&mut dup, MANIFEST_SECTION, b"{}");

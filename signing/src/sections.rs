@@ -43,8 +43,6 @@ pub(crate) struct Section<'a> {
     pub id: u8,
     /// The payload after the length.
     pub payload: &'a [u8],
-    /// Offset of the section's first byte in the binary.
-    pub start: usize,
     /// Offset just past the section.
     pub end: usize,
 }
@@ -111,16 +109,9 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<(Kind, Vec<Section<'_>>), FormatErro
         let start = pos;
         let id = bytes[pos];
         let (len, after) = read_u32(bytes, pos + 1)?;
-        let end = after
-            .checked_add(len as usize)
-            .ok_or(FormatError::Malformed(start))?;
+        let end = after.checked_add(len as usize).ok_or(FormatError::Malformed(start))?;
         let payload = bytes.get(after..end).ok_or(FormatError::Truncated(start))?;
-        sections.push(Section {
-            id,
-            payload,
-            start,
-            end,
-        });
+        sections.push(Section { id, payload, end });
         pos = end;
     }
     Ok((kind, sections))

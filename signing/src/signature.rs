@@ -12,9 +12,7 @@
 //! signature section.
 
 use crate::keys::{PublicKey, SecretKey};
-use crate::sections::{
-    self, FormatError, Section, read_u32, write_canonical, write_custom, write_slice, write_u32,
-};
+use crate::sections::{self, FormatError, Section, read_u32, write_canonical, write_custom, write_slice, write_u32};
 use sha2::{Digest, Sha256};
 
 /// Name of the custom section holding signatures.
@@ -88,10 +86,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn byte(&mut self) -> Result<u8, VerifyError> {
-        let b = *self
-            .bytes
-            .get(self.pos)
-            .ok_or_else(|| malformed("unexpected end"))?;
+        let b = *self.bytes.get(self.pos).ok_or_else(|| malformed("unexpected end"))?;
         self.pos += 1;
         Ok(b)
     }
@@ -101,10 +96,7 @@ impl<'a> Reader<'a> {
         Ok(v as usize)
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], VerifyError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .ok_or_else(|| malformed("length overflow"))?;
+        let end = self.pos.checked_add(n).ok_or_else(|| malformed("length overflow"))?;
         let out = self
             .bytes
             .get(self.pos..end)
@@ -126,14 +118,9 @@ fn malformed(why: &str) -> VerifyError {
 }
 
 fn decode(payload: &[u8]) -> Result<Vec<SignedHashes>, VerifyError> {
-    let mut r = Reader {
-        bytes: payload,
-        pos: 0,
-    };
+    let mut r = Reader { bytes: payload, pos: 0 };
     if (r.byte()?, r.byte()?, r.byte()?) != (SPEC_VERSION, CONTENT_TYPE, HASH_SHA256) {
-        return Err(malformed(
-            "unsupported version, content type or hash function",
-        ));
+        return Err(malformed("unsupported version, content type or hash function"));
     }
     let sets = r.count()?;
     if sets > MAX_HASHES {
@@ -151,10 +138,7 @@ fn decode(payload: &[u8]) -> Result<Vec<SignedHashes>, VerifyError> {
         }
         let mut hashes = Vec::with_capacity(n);
         for _ in 0..n {
-            let h: [u8; 32] = s
-                .take(32)?
-                .try_into()
-                .map_err(|_| malformed("short hash"))?;
+            let h: [u8; 32] = s.take(32)?.try_into().map_err(|_| malformed("short hash"))?;
             hashes.push(h);
         }
         let m = s.count()?;
@@ -170,11 +154,7 @@ fn decode(payload: &[u8]) -> Result<Vec<SignedHashes>, VerifyError> {
             let key_id = g.slice()?.to_vec();
             let alg = g.byte()?;
             let signature = g.slice()?.to_vec();
-            signatures.push(SignatureRecord {
-                key_id,
-                alg,
-                signature,
-            });
+            signatures.push(SignatureRecord { key_id, alg, signature });
         }
         out.push(SignedHashes { hashes, signatures });
     }
@@ -289,10 +269,7 @@ pub fn signature_info(module: &[u8]) -> Result<Option<SignatureInfo>, VerifyErro
     };
     let sets = decode(payload)?;
     Ok(Some(SignatureInfo {
-        hash_sets: sets
-            .iter()
-            .map(|s| (s.hashes.len(), s.signatures.len()))
-            .collect(),
+        hash_sets: sets.iter().map(|s| (s.hashes.len(), s.signatures.len())).collect(),
         key_ids: sets
             .iter()
             .flat_map(|s| s.signatures.iter().map(|g| g.key_id.clone()))
@@ -340,36 +317,19 @@ mod tests {
         let key = SecretKey::generate().unwrap();
         let other = SecretKey::generate().unwrap();
         let signed = sign(&module(), &key).unwrap();
-        assert_eq!(
-            verify(&module(), &[key.public()]),
-            Err(VerifyError::Unsigned)
-        );
-        assert_eq!(
-            verify(&signed, &[other.public()]),
-            Err(VerifyError::UntrustedSigner)
-        );
+        assert_eq!(verify(&module(), &[key.public()]), Err(VerifyError::Unsigned));
+        assert_eq!(verify(&signed, &[other.public()]), Err(VerifyError::UntrustedSigner));
         assert_eq!(verify(&signed, &[]), Err(VerifyError::UntrustedSigner));
         let mut tampered = signed.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 0x20;
+        assert_eq!(verify(&tampered, &[key.public()]), Err(VerifyError::Tampered));
+        assert_eq!(verify(b"garbage!", &[key.public()]).unwrap_err().code(), "not_wasm");
         assert_eq!(
-            verify(&tampered, &[key.public()]),
-            Err(VerifyError::Tampered)
-        );
-        assert_eq!(
-            verify(b"garbage!", &[key.public()]).unwrap_err().code(),
-            "not_wasm"
-        );
-        assert_eq!(
-            verify(&signed[..signed.len() - 2], &[key.public()])
-                .unwrap_err()
-                .code(),
+            verify(&signed[..signed.len() - 2], &[key.public()]).unwrap_err().code(),
             "truncated"
         );
-        assert_eq!(
-            verify(&signed, &[other.public(), key.public()]),
-            Ok(key.public())
-        );
+        assert_eq!(verify(&signed, &[other.public(), key.public()]), Ok(key.public()));
     }
 
     #[test]
@@ -378,10 +338,7 @@ mod tests {
         let b = SecretKey::generate().unwrap();
         let twice = sign(&sign(&module(), &a).unwrap(), &b).unwrap();
         assert_eq!(verify(&twice, &[b.public()]), Ok(b.public()));
-        assert_eq!(
-            verify(&twice, &[a.public()]),
-            Err(VerifyError::UntrustedSigner)
-        );
+        assert_eq!(verify(&twice, &[a.public()]), Err(VerifyError::UntrustedSigner));
         let info = signature_info(&twice).unwrap().unwrap();
         assert_eq!(info.hash_sets, vec![(1, 1)]);
     }

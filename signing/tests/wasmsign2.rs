@@ -18,8 +18,7 @@ fn real_component() -> Vec<u8> {
 }
 
 fn wasmsign2_sign(module: &[u8], key: &SecretKey) -> Vec<u8> {
-    let sk =
-        wasmsign2::SecretKey::from_bytes(&key.to_bytes()).expect("wasmsign2 reads our key file");
+    let sk = wasmsign2::SecretKey::from_bytes(&key.to_bytes()).expect("wasmsign2 reads our key file");
     let m = wasmsign2::Module::deserialize(&mut Cursor::new(module)).expect("wasmsign2 parses");
     let signed = sk.sign(m, None).expect("wasmsign2 signs");
     let mut out = Vec::new();
@@ -28,8 +27,7 @@ fn wasmsign2_sign(module: &[u8], key: &SecretKey) -> Vec<u8> {
 }
 
 fn wasmsign2_verifies(module: &[u8], key: &PublicKey) -> bool {
-    let pk =
-        wasmsign2::PublicKey::from_bytes(&key.to_bytes()).expect("wasmsign2 reads our public key");
+    let pk = wasmsign2::PublicKey::from_bytes(&key.to_bytes()).expect("wasmsign2 reads our public key");
     pk.verify(&mut Cursor::new(module), None).is_ok()
 }
 
@@ -96,9 +94,5 @@ fn regenerate_vector() {
     std::fs::write(format!("{dir}/unsigned.wasm"), &input).unwrap();
     std::fs::write(format!("{dir}/vector.key"), key.to_bytes()).unwrap();
     std::fs::write(format!("{dir}/vector.pub"), key.public().to_bytes()).unwrap();
-    std::fs::write(
-        format!("{dir}/signed-by-wasmsign2.wasm"),
-        wasmsign2_sign(&input, &key),
-    )
-    .unwrap();
+    std::fs::write(format!("{dir}/signed-by-wasmsign2.wasm"), wasmsign2_sign(&input, &key)).unwrap();
 }

@@ -3,6 +3,7 @@
 //! clients to it.
 
 use futures_util::{SinkExt, StreamExt};
+use respawn_signing::{Manifest, SecretKey};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -49,15 +50,35 @@ pub fn respawn_bin() -> PathBuf {
 
 /// A compiled guest component from `just guests`.
 pub fn guest(name: &str) -> PathBuf {
-    let path = workspace()
-        .join("target/guests")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `just guests` first",
-        path.display()
-    );
+    let path = workspace().join("target/guests").join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run `just guests` first", path.display());
     path
+}
+
+/// The key the test hosts trust (one per test process).
+pub fn test_key() -> &'static SecretKey {
+    static KEY: OnceLock<SecretKey> = OnceLock::new();
+    KEY.get_or_init(|| SecretKey::generate().expect("key"))
+}
+
+/// `bytes` with a manifest for `name` `version`, signed by `key`.
+pub fn sign_with(bytes: &[u8], key: &SecretKey, name: &str, version: &str) -> Vec<u8> {
+    let manifest = Manifest {
+        name: name.into(),
+        version: version.parse().expect("version"),
+        author: "respawn tests".into(),
+        built_at: 1_764_000_000,
+        notes: None,
+    };
+    let with_manifest = respawn_signing::embed_manifest(bytes, &manifest).expect("manifest");
+    respawn_signing::sign(&with_manifest, key).expect("sign")
+}
+
+/// A compiled guest (`target/guests/<file>.wasm`) signed by the test key
+/// as game `name` at `version`.
+pub fn signed(file: &str, name: &str, version: &str) -> Vec<u8> {
+    let bytes = std::fs::read(guest(file)).expect("guest");
+    sign_with(&bytes, test_key(), name, version)
 }
 
 /// A running host process, killed on drop.
@@ -67,12 +88,15 @@ pub struct Host {
     pub ws: SocketAddr,
     /// The TCP listener.
     pub tcp: SocketAddr,
+    /// The admin API.
+    pub admin: SocketAddr,
     dir: tempfile::TempDir,
 }
 
 /// Options for [`Host::start_with`].
 pub struct HostOptions<'a> {
-    /// Guests copied into the modules folder.
+    /// Guests signed by the test key as version 1.0.0 of the game of the
+    /// same name, copied into the modules folder.
     pub games: &'a [&'a str],
     /// TOML merged over the test defaults.
     pub config: &'a str,
@@ -119,9 +143,14 @@ impl Host {
     pub fn try_start(opts: HostOptions<'_>) -> Result<Host, (String, String)> {
         let dir = tempfile::tempdir().expect("temp dir");
         let modules = dir.path().join("modules");
-        std::fs::create_dir(&modules).expect("modules dir");
+        let trust = dir.path().join("trust");
+        let state = dir.path().join("state");
+        for d in [&modules, &trust] {
+            std::fs::create_dir(d).expect("dir");
+        }
+        std::fs::write(trust.join("test.pub"), test_key().public().to_openssh("respawn tests")).expect("trust");
         for g in opts.games {
-            std::fs::copy(guest(g), modules.join(format!("{g}.wasm"))).expect("copy guest");
+            std::fs::write(modules.join(format!("{g}.wasm")), signed(g, g, "1.0.0")).expect("guest");
         }
         for (name, bytes) in &opts.extra_modules {
             std::fs::write(modules.join(name), bytes).expect("extra module");
@@ -133,6 +162,13 @@ impl Host {
             tcp = "127.0.0.1:0"
             [modules]
             dir = {modules:?}
+            debounce_ms = 50
+            [trust]
+            dir = {trust:?}
+            [state]
+            dir = {state:?}
+            [admin]
+            listen = "127.0.0.1:0"
             [sandbox]
             max_instances = 64
             [rooms]
@@ -140,16 +176,36 @@ impl Host {
             "#
         ))
         .expect("base config");
-        merge(
-            &mut config,
-            toml::from_str(opts.config).expect("test config is TOML"),
-        );
+        merge(&mut config, toml::from_str(opts.config).expect("test config is TOML"));
         let config_path = dir.path().join("respawn.toml");
-        std::fs::write(&config_path, toml::to_string(&config).expect("config"))
-            .expect("write config");
+        std::fs::write(&config_path, toml::to_string(&config).expect("config")).expect("write config");
+        Self::spawn(dir)
+    }
 
+    /// Stops the process and starts a new one on the same folders (config,
+    /// modules, state): what a restart of the host does.
+    pub fn restart(mut self) -> Host {
+        self.stop();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        match Self::spawn(dir) {
+            Ok(host) => host,
+            Err((msg, log)) => panic!("host did not restart: {msg}\n--- host log ---\n{log}"),
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn spawn(dir: tempfile::TempDir) -> Result<Host, (String, String)> {
+        let config_path = dir.path().join("respawn.toml");
         let log_path = dir.path().join("host.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
         let mut child = Command::new(respawn_bin())
             .args(["serve", "--config"])
             .arg(&config_path)
@@ -168,8 +224,8 @@ impl Host {
                 }
             }
         });
-        let (mut ws, mut tcp) = (None, None);
-        while ws.is_none() || tcp.is_none() {
+        let (mut ws, mut tcp, mut admin) = (None, None, None);
+        while ws.is_none() || tcp.is_none() || admin.is_none() {
             let line = match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(line) => line,
                 Err(_) => {
@@ -186,6 +242,7 @@ impl Host {
                 match kind {
                     Some("ws") => ws = addr,
                     Some("tcp") => tcp = addr,
+                    Some("admin") => admin = addr,
                     _ => {}
                 }
             }
@@ -194,8 +251,99 @@ impl Host {
             child,
             ws: ws.unwrap_or_else(|| unreachable!()),
             tcp: tcp.unwrap_or_else(|| unreachable!()),
+            admin: admin.unwrap_or_else(|| unreachable!()),
             dir,
         })
+    }
+
+    /// The modules folder the host watches.
+    pub fn modules_dir(&self) -> PathBuf {
+        self.dir.path().join("modules")
+    }
+
+    /// The host's state folder.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Publishes a module the way operators should: written under a hidden
+    /// name, then renamed into place.
+    pub fn drop_module(&self, name: &str, bytes: &[u8]) {
+        let tmp = self.modules_dir().join(format!(".{name}.part"));
+        std::fs::write(&tmp, bytes).expect("write module");
+        std::fs::rename(&tmp, self.modules_dir().join(name)).expect("publish module");
+    }
+
+    /// Runs the `respawn` CLI against this host; returns (success, stdout,
+    /// stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(respawn_bin())
+            .args(args)
+            .arg("--config")
+            .arg(self.dir.path().join("respawn.toml"))
+            .arg("--admin")
+            .arg(format!("http://{}", self.admin))
+            .output()
+            .expect("run the respawn CLI");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `respawn status --json`.
+    pub fn status(&self) -> Value {
+        let (ok, stdout, stderr) = self.cli(&["status", "--json"]);
+        assert!(ok, "status failed: {stderr}");
+        serde_json::from_str(&stdout).expect("status JSON")
+    }
+
+    /// The active version of a game, per `status`.
+    pub fn active(&self, game: &str) -> Option<String> {
+        let status = self.status();
+        status["games"]
+            .as_array()?
+            .iter()
+            .find(|g| g["name"] == game)
+            .and_then(|g| g["active"].as_str().map(str::to_owned))
+    }
+
+    /// The audit log's records.
+    pub fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.state_dir().join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until `pred` holds of the host (polling), or fails the test.
+    pub async fn wait_until(&self, what: &str, mut pred: impl FnMut(&Host) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !pred(self) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting until {what}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the audit log has a record of `event` with `reason`.
+    pub async fn wait_for_audit(&self, event: &str, reason: Option<&str>) -> Value {
+        let mut found = None;
+        self.wait_until(&format!("an audit `{event}` {reason:?}"), |h| {
+            found = h
+                .audit()
+                .into_iter()
+                .rev()
+                .find(|e| e["event"] == event && reason.is_none_or(|r| e["reason"] == r));
+            found.is_some()
+        })
+        .await;
+        found.unwrap_or_default()
     }
 
     /// The host's log so far.
@@ -222,8 +370,7 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         if std::thread::panicking() {
             eprintln!("--- host log ---\n{}", self.log());
         }
@@ -336,10 +483,7 @@ impl Client {
         let text = tokio::time::timeout(RECV_TIMEOUT, next)
             .await
             .expect("timed out waiting for a frame")?;
-        Some(
-            serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("server sent invalid JSON {text:?}: {e}")),
-        )
+        Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("server sent invalid JSON {text:?}: {e}")))
     }
 
     /// The next frame; fails the test if the connection closed.

@@ -67,10 +67,7 @@ impl Game for Chat {
 
     fn on_message(&mut self, ctx: &mut Ctx, from: PlayerId, msg: Say) -> Result<(), Reject> {
         let Some(name) = self.members.get(&from) else {
-            return Err(Reject::new(
-                "not-a-member",
-                "join the room before you speak",
-            ));
+            return Err(Reject::new("not-a-member", "join the room before you speak"));
         };
         let text = msg.say.trim();
         if text.is_empty() {
@@ -128,29 +125,17 @@ mod tests {
         }
         room.clear();
         room.leave(2);
-        assert_eq!(
-            room.received(1),
-            vec![json!({"type": "left", "id": 2, "name": "bob"})]
-        );
+        assert_eq!(room.received(1), vec![json!({"type": "left", "id": 2, "name": "bob"})]);
     }
 
     #[test]
     fn bad_lines_are_rejected() {
         let mut room = TestRoom::<Chat>::new();
         room.join(1, "ann").unwrap();
-        assert_eq!(
-            room.message(1, &json!({"say": "  "})).unwrap_err().code,
-            "empty"
-        );
+        assert_eq!(room.message(1, &json!({"say": "  "})).unwrap_err().code, "empty");
         let long = "x".repeat(MAX_TEXT + 1);
-        assert_eq!(
-            room.message(1, &json!({"say": long})).unwrap_err().code,
-            "too-long"
-        );
-        assert_eq!(
-            room.message(9, &json!({"say": "hi"})).unwrap_err().code,
-            "not-a-member"
-        );
+        assert_eq!(room.message(1, &json!({"say": long})).unwrap_err().code, "too-long");
+        assert_eq!(room.message(9, &json!({"say": "hi"})).unwrap_err().code, "not-a-member");
         assert_eq!(
             room.message(1, &json!({"shout": "hi"})).unwrap_err().code,
             "invalid-message"
@@ -162,8 +147,7 @@ mod tests {
         let mut room = TestRoom::<Chat>::new();
         room.join(1, "ann").unwrap();
         for i in 0..HISTORY + 5 {
-            room.message(1, &json!({"say": format!("line {i}")}))
-                .unwrap();
+            room.message(1, &json!({"say": format!("line {i}")})).unwrap();
         }
         assert_eq!(room.game().history.len(), HISTORY);
         assert_eq!(room.game().history[0].text, "line 5");

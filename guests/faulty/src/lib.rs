@@ -12,13 +12,35 @@ use respawn_guest_sdk::{Ctx, Game, Player, PlayerId, Reject, export_game};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// A counter, so tests can see whether state survived.
+/// A counter, so tests can see whether state survived. The `strict`
+/// variant refuses to restore a counter of 100 or more.
 #[derive(Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "strict", serde(try_from = "Unchecked"))]
 pub struct Faulty {
-    /// `count` messages handled by this room.
+    /// The counter `count` messages advance (by 1, or by 10 in `v2`).
     pub count: u64,
     #[serde(skip)]
     hoard: Vec<Vec<u8>>,
+}
+
+#[cfg(feature = "strict")]
+#[derive(Deserialize)]
+struct Unchecked {
+    count: u64,
+}
+
+#[cfg(feature = "strict")]
+impl TryFrom<Unchecked> for Faulty {
+    type Error = String;
+    fn try_from(u: Unchecked) -> Result<Self, String> {
+        if u.count >= 100 {
+            return Err(format!("strict: a count of {} cannot be restored", u.count));
+        }
+        Ok(Faulty {
+            count: u.count,
+            hoard: Vec::new(),
+        })
+    }
 }
 
 /// What a test asks for.
@@ -27,6 +49,8 @@ pub struct Faulty {
 pub enum Order {
     /// Reply with the incremented counter.
     Count,
+    /// Set the counter.
+    Set { count: u64 },
     /// Refuse the message.
     Reject,
     /// Panic, which traps the instance.
@@ -60,7 +84,11 @@ impl Game for Faulty {
     fn on_message(&mut self, ctx: &mut Ctx, from: PlayerId, order: Order) -> Result<(), Reject> {
         match order {
             Order::Count => {
-                self.count += 1;
+                self.count += if cfg!(feature = "v2") { 10 } else { 1 };
+                ctx.send(from, &json!({"count": self.count}));
+            }
+            Order::Set { count } => {
+                self.count = count;
                 ctx.send(from, &json!({"count": self.count}));
             }
             Order::Reject => return Err(Reject::new("asked-to", "rejected on request")),
@@ -88,10 +116,7 @@ impl Game for Faulty {
                     .unwrap_or(0);
                 let host_ms = ctx.now_ms();
                 let random = ctx.random_u64();
-                ctx.send(
-                    from,
-                    &json!({"host_ms": host_ms, "wasi_ms": wasi_ms, "random": random}),
-                );
+                ctx.send(from, &json!({"host_ms": host_ms, "wasi_ms": wasi_ms, "random": random}));
             }
         }
         Ok(())
@@ -116,10 +141,7 @@ mod tests {
         room.join(1, "t").unwrap();
         room.message(1, &json!({"do": "count"})).unwrap();
         assert_eq!(room.received(1), vec![json!({"count": 1})]);
-        assert_eq!(
-            room.message(1, &json!({"do": "reject"})).unwrap_err().code,
-            "asked-to"
-        );
+        assert_eq!(room.message(1, &json!({"do": "reject"})).unwrap_err().code, "asked-to");
         assert!(TestRoom::<Faulty>::with_config("r", &json!({"fail_init": true})).is_err());
     }
 }

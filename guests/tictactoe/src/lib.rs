@@ -164,31 +164,17 @@ impl TicTacToe {
             Status::Playing => {}
         }
         if self.turn != Some(mark) {
-            return Err(Reject::new(
-                "not-your-turn",
-                "wait for your opponent's move",
-            ));
+            return Err(Reject::new("not-your-turn", "wait for your opponent's move"));
         }
         let idx = usize::try_from(cell)
             .ok()
             .filter(|i| *i < 9)
-            .ok_or_else(|| {
-                Reject::new(
-                    "out-of-range",
-                    format!("cell {cell} is off the board (0 to 8)"),
-                )
-            })?;
+            .ok_or_else(|| Reject::new("out-of-range", format!("cell {cell} is off the board (0 to 8)")))?;
         if self.board[idx].is_some() {
-            return Err(Reject::new(
-                "cell-taken",
-                format!("cell {idx} is already taken"),
-            ));
+            return Err(Reject::new("cell-taken", format!("cell {idx} is already taken")));
         }
         self.board[idx] = Some(mark);
-        if let Some(line) = LINES
-            .iter()
-            .find(|l| l.iter().all(|&c| self.board[c] == Some(mark)))
-        {
+        if let Some(line) = LINES.iter().find(|l| l.iter().all(|&c| self.board[c] == Some(mark))) {
             self.status = Status::Won;
             self.winner = Some(mark);
             self.line = Some(*line);
@@ -304,17 +290,7 @@ mod tests {
     fn draw_is_detected() {
         let mut room = room_with_two();
         // X O X / X O O / O X X
-        for (p, c) in [
-            (1, 0),
-            (2, 1),
-            (1, 2),
-            (2, 4),
-            (1, 3),
-            (2, 5),
-            (1, 7),
-            (2, 6),
-            (1, 8),
-        ] {
+        for (p, c) in [(1, 0), (2, 1), (1, 2), (2, 4), (1, 3), (2, 5), (1, 7), (2, 6), (1, 8)] {
             room.message(p, &mv(c)).unwrap();
         }
         assert_eq!(room.game().status, Status::Draw);
@@ -341,20 +317,14 @@ mod tests {
     fn third_player_watches_and_takes_a_free_seat() {
         let mut room = room_with_two();
         room.join(3, "sam").unwrap();
-        assert_eq!(
-            room.received(3)[0],
-            json!({"type": "seat", "mark": "spectator"})
-        );
+        assert_eq!(room.received(3)[0], json!({"type": "seat", "mark": "spectator"}));
         assert_eq!(room.message(3, &mv(0)).unwrap_err().code, "spectator");
         room.message(1, &mv(0)).unwrap();
         room.clear();
         room.leave(2);
         assert_eq!(room.received(3)[0], json!({"type": "seat", "mark": "O"}));
         assert_eq!(room.game().status, Status::Playing);
-        assert!(
-            room.game().board.iter().all(Option::is_none),
-            "new seats, new game"
-        );
+        assert!(room.game().board.iter().all(Option::is_none), "new seats, new game");
     }
 
     #[test]

@@ -58,9 +58,7 @@ impl ConnectionLimit {
     /// A place for a new connection, if one is free.
     pub fn try_acquire(self: &Arc<Self>) -> Option<ConnectionPermit> {
         self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
             .ok()
             .map(|_| ConnectionPermit(self.clone()))
     }

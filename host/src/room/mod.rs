@@ -9,9 +9,11 @@ mod task;
 
 pub use registry::Rooms;
 
+use crate::modules::GameModule;
 use crate::protocol::{ErrorCode, ProtocolError};
 use bytes::Bytes;
 use serde_json::value::RawValue;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -43,6 +45,13 @@ pub(crate) enum RoomCmd {
     },
     Leave {
         player: PlayerId,
+    },
+    /// Prepare to run `module` (snapshot, new instance, restore), report on
+    /// `ready`, then commit or abort as `decision` says.
+    Swap {
+        module: Arc<GameModule>,
+        ready: oneshot::Sender<Result<(), String>>,
+        decision: oneshot::Receiver<bool>,
     },
 }
 
@@ -106,6 +115,8 @@ impl JoinError {
 pub struct RoomHandle {
     id: u64,
     tx: mpsc::Sender<RoomCmd>,
+    /// Digest of the version the room runs, updated by the room on swap.
+    running: Arc<Mutex<String>>,
 }
 
 /// The room is gone; the command was not delivered.
@@ -134,9 +145,6 @@ impl RoomHandle {
     /// Tells the room the player left. The room then drops the player's
     /// outbound queue, which ends the session's stream of room frames.
     pub async fn leave(&self, player: PlayerId) -> Result<(), RoomGone> {
-        self.tx
-            .send(RoomCmd::Leave { player })
-            .await
-            .map_err(|_| RoomGone)
+        self.tx.send(RoomCmd::Leave { player }).await.map_err(|_| RoomGone)
     }
 }

@@ -4,7 +4,7 @@
 use super::task::RoomTask;
 use super::{JoinError, Joined, PlayerId, RoomCmd, RoomHandle, ToSession};
 use crate::config::Config;
-use crate::modules::Catalog;
+use crate::modules::{GameModule, Games};
 use crate::sandbox::Sandbox;
 use rand::{SeedableRng, TryRng};
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ pub(crate) struct RoomKey {
 pub struct Rooms {
     live: Mutex<HashMap<RoomKey, RoomHandle>>,
     pub(crate) sandbox: Arc<Sandbox>,
-    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) games: Arc<Games>,
     pub(crate) config: Arc<Config>,
     next_id: AtomicU64,
     seeds: Mutex<rand::rngs::ChaCha8Rng>,
@@ -34,7 +34,7 @@ const JOIN_ATTEMPTS: usize = 3;
 
 impl Rooms {
     /// An empty registry.
-    pub fn new(sandbox: Arc<Sandbox>, catalog: Arc<Catalog>, config: Arc<Config>) -> Arc<Self> {
+    pub fn new(sandbox: Arc<Sandbox>, games: Arc<Games>, config: Arc<Config>) -> Arc<Self> {
         let mut os = rand::rngs::SysRng;
         let seed = os.try_next_u64().unwrap_or_else(|_| {
             std::time::SystemTime::now()
@@ -45,7 +45,7 @@ impl Rooms {
         Arc::new(Self {
             live: Mutex::new(HashMap::new()),
             sandbox,
-            catalog,
+            games,
             config,
             next_id: AtomicU64::new(1),
             seeds: Mutex::new(rand::rngs::ChaCha8Rng::seed_from_u64(seed)),
@@ -62,8 +62,17 @@ impl Rooms {
         name: &str,
     ) -> Result<(RoomHandle, Joined, mpsc::Receiver<ToSession>), JoinError> {
         let mut last = JoinError::Closed("the room closed while joining".into());
+        let unknown = || JoinError::UnknownGame {
+            game: game.to_owned(),
+            loaded: self.games.names().join(", "),
+        };
+        let swap = self.games.swap_lock(game).ok_or_else(unknown)?;
         for _ in 0..JOIN_ATTEMPTS {
-            let handle = self.get_or_create(game, room)?;
+            // No room is created while the game's rooms migrate.
+            let handle = {
+                let _creating = swap.read().await;
+                self.get_or_create(game, room)?
+            };
             let (outbound, frames) = mpsc::channel(self.config.net.outbound_queue);
             let (reply, answer) = oneshot::channel();
             let cmd = RoomCmd::Join {
@@ -96,13 +105,10 @@ impl Rooms {
         if let Some(h) = live.get(&key).filter(|h| !h.tx.is_closed()) {
             return Ok(h.clone());
         }
-        let module = self
-            .catalog
-            .get(game)
-            .ok_or_else(|| JoinError::UnknownGame {
-                game: game.to_owned(),
-                loaded: self.catalog.names().join(", "),
-            })?;
+        let module = self.games.active(game).ok_or_else(|| JoinError::UnknownGame {
+            game: game.to_owned(),
+            loaded: self.games.names().join(", "),
+        })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let seed = self
             .seeds
@@ -111,10 +117,15 @@ impl Rooms {
             .try_next_u64()
             .unwrap_or(id);
         let (tx, rx) = mpsc::channel(self.config.rooms.inbox);
-        let handle = RoomHandle { id, tx };
+        let running = Arc::new(Mutex::new(module.digest().to_owned()));
+        let handle = RoomHandle {
+            id,
+            tx,
+            running: running.clone(),
+        };
         live.insert(key.clone(), handle.clone());
         drop(live);
-        let task = RoomTask::new(self.clone(), key, id, module, seed);
+        let task = RoomTask::new(self.clone(), key, id, module, seed, running);
         tokio::spawn(task.run(rx));
         Ok(handle)
     }
@@ -131,5 +142,54 @@ impl Rooms {
     /// Live rooms right now.
     pub fn count(&self) -> usize {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Live rooms of `game` running the version with `digest`.
+    pub fn count_running(&self, game: &str, digest: &str) -> usize {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.iter()
+            .filter(|(k, h)| k.game == game && *h.running.lock().unwrap_or_else(|p| p.into_inner()) == digest)
+            .count()
+    }
+
+    /// Moves every live room of `game` to `module`, all or none: each room
+    /// snapshots its state and restores it into a new instance between two
+    /// of its inputs; if any room cannot, every room stays where it was.
+    /// Returns how many rooms switched, or why the migration was aborted.
+    /// Hold the game's swap lock for writing around this.
+    pub async fn migrate(&self, game: &str, module: &Arc<GameModule>) -> Result<usize, Vec<String>> {
+        let handles: Vec<RoomHandle> = {
+            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.iter()
+                .filter(|(k, _)| k.game == game)
+                .map(|(_, h)| h.clone())
+                .collect()
+        };
+        let mut pending = Vec::with_capacity(handles.len());
+        for h in &handles {
+            let (ready_tx, ready_rx) = oneshot::channel();
+            let (decide_tx, decide_rx) = oneshot::channel();
+            let cmd = RoomCmd::Swap {
+                module: module.clone(),
+                ready: ready_tx,
+                decision: decide_rx,
+            };
+            if h.tx.send(cmd).await.is_ok() {
+                pending.push((ready_rx, decide_tx));
+            }
+        }
+        let mut failures = Vec::new();
+        for (ready, _) in &mut pending {
+            // A room that closed meanwhile has nothing left to migrate.
+            if let Ok(Err(why)) = ready.await {
+                failures.push(why);
+            }
+        }
+        let commit = failures.is_empty();
+        let switched = pending.len();
+        for (_, decide) in pending {
+            let _ = decide.send(commit);
+        }
+        if commit { Ok(switched) } else { Err(failures) }
     }
 }

@@ -9,7 +9,7 @@ use crate::sandbox::{Effect, GuestFault, GuestInstance};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 struct Member {
@@ -28,11 +28,16 @@ impl Member {
     }
 }
 
+/// How long a prepared room waits for the commit-or-abort decision before
+/// aborting on its own.
+const SWAP_DECISION_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub(super) struct RoomTask {
     rooms: Arc<Rooms>,
     key: RoomKey,
     id: u64,
     module: Arc<GameModule>,
+    running: Arc<std::sync::Mutex<String>>,
     seed: u64,
     label: String,
     players: HashMap<PlayerId, Member>,
@@ -55,6 +60,7 @@ impl RoomTask {
         id: u64,
         module: Arc<GameModule>,
         seed: u64,
+        running: Arc<std::sync::Mutex<String>>,
     ) -> Self {
         let label = format!("{}/{}#{id}", key.game, key.room);
         Self {
@@ -62,6 +68,7 @@ impl RoomTask {
             key,
             id,
             module,
+            running,
             seed,
             label,
             players: HashMap::new(),
@@ -152,43 +159,124 @@ impl RoomTask {
     }
 
     async fn start(&mut self) -> Result<GuestInstance, JoinError> {
-        let rooms = self.rooms.clone();
-        let mut guest = GuestInstance::new(
-            &rooms.sandbox,
-            &self.module.code,
-            self.label.clone(),
-            self.seed,
-        )
-        .await
-        .map_err(|e| {
-            tracing::warn!(room = %self.label, "cannot instantiate: {e:#}");
-            if format!("{e:#}").contains("limit") {
-                JoinError::NoCapacity
-            } else {
-                JoinError::Closed(format!("the room could not start: {e:#}"))
-            }
-        })?;
-        let config = rooms.config.game_init_config(&self.key.game);
         let now = self.now();
+        let module = self.module.clone();
+        let mut guest = self.instantiate(&module, now).await.map_err(|e| match e {
+            StartError::NoCapacity => JoinError::NoCapacity,
+            StartError::Failed(why) => JoinError::Closed(format!("the room could not start: {why}")),
+        })?;
+        self.apply_tick_request(&mut guest);
+        Ok(guest)
+    }
+
+    /// A new instance of `module` for this room, initialised. Effects of
+    /// `init` have no audience and are dropped; a tick request is kept for
+    /// the caller to apply.
+    async fn instantiate(&self, module: &GameModule, now: u64) -> Result<GuestInstance, StartError> {
+        let rooms = &self.rooms;
+        let mut guest = GuestInstance::new(&rooms.sandbox, &module.code, self.label.clone(), self.seed)
+            .await
+            .map_err(|e| {
+                tracing::warn!(room = %self.label, version = %module.version, "cannot instantiate: {e:#}");
+                if format!("{e:#}").contains("limit") {
+                    StartError::NoCapacity
+                } else {
+                    StartError::Failed(format!("{e:#}"))
+                }
+            })?;
+        let config = rooms.config.game_init_config(&self.key.game);
         match guest.init(now, &self.key.room, &config).await {
             Ok(Ok(())) => {}
             Ok(Err(why)) => {
-                tracing::warn!(room = %self.label, "init refused: {why}");
-                return Err(JoinError::Closed(format!(
-                    "the game could not start this room: {why}"
-                )));
+                tracing::warn!(room = %self.label, version = %module.version, "init refused: {why}");
+                return Err(StartError::Failed(format!("the game's init refused: {why}")));
             }
             Err(fault) => {
-                tracing::error!(room = %self.label, kind = ?fault.kind, "guest fault in init: {}", fault.detail);
-                return Err(JoinError::Closed(
-                    "the game failed while starting the room".into(),
-                ));
+                tracing::error!(room = %self.label, version = %module.version, kind = ?fault.kind, "guest fault in init: {}", fault.detail);
+                return Err(StartError::Failed(format!("the game's init failed ({:?})", fault.kind)));
             }
         }
-        // Effects of `init` have no audience yet; only the tick request counts.
         guest.take_effects().for_each(drop);
-        self.apply_tick_request(&mut guest);
         Ok(guest)
+    }
+
+    /// Hot swap, between two inputs: snapshot the state, restore it into an
+    /// instance of `module`, report, and switch only if told to commit.
+    /// A room that cannot restore stays on its version and says why.
+    async fn swap(
+        &mut self,
+        guest: &mut GuestInstance,
+        module: Arc<GameModule>,
+        ready: oneshot::Sender<Result<(), String>>,
+        decision: oneshot::Receiver<bool>,
+    ) -> Result<(), Stop> {
+        if module.digest() == self.module.digest() {
+            let _ = ready.send(Ok(()));
+            let _ = decision.await;
+            return Ok(());
+        }
+        let now = self.now();
+        let state = match guest.snapshot(now).await {
+            Ok(state) => state,
+            Err(fault) => {
+                let _ = ready.send(Err(format!(
+                    "{}: snapshot trapped on {}",
+                    self.label, self.module.version
+                )));
+                return Err(Stop::Fault(fault));
+            }
+        };
+        let mut next = match self.instantiate(&module, now).await {
+            Ok(next) => next,
+            Err(e) => {
+                let why = match e {
+                    StartError::NoCapacity => "no instance slot free".to_owned(),
+                    StartError::Failed(why) => why,
+                };
+                let _ = ready.send(Err(format!("{}: {why}", self.label)));
+                let _ = decision.await;
+                return Ok(());
+            }
+        };
+        let restored = match next.restore(now, &state).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(format!("{}: {} refused the state: {why}", self.label, module.version)),
+            Err(fault) => Err(format!(
+                "{}: restore trapped on {} ({:?})",
+                self.label, module.version, fault.kind
+            )),
+        };
+        if let Err(why) = restored {
+            tracing::warn!(room = %self.label, "cannot move to {}: {why}", module.version);
+            let _ = ready.send(Err(why));
+            let _ = decision.await;
+            return Ok(());
+        }
+        next.take_effects().for_each(drop);
+        if ready.send(Ok(())).is_err() {
+            return Ok(());
+        }
+        let commit = matches!(
+            tokio::time::timeout(SWAP_DECISION_TIMEOUT, decision).await,
+            Ok(Ok(true))
+        );
+        if !commit {
+            return Ok(());
+        }
+        let from = std::mem::replace(&mut self.module, module);
+        *guest = next;
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = self.module.digest().to_owned();
+        self.apply_tick_request(guest);
+        tracing::info!(room = %self.label, from = %from.version, to = %self.module.version, "room migrated");
+        let frame = ServerMsg::Swapped {
+            from: &from.version.to_string(),
+            version: &self.module.version.to_string(),
+        }
+        .encode();
+        for m in self.players.values_mut() {
+            m.offer(ToSession::Frame(frame.clone()));
+        }
+        self.settle(guest).await
     }
 
     async fn handle(&mut self, guest: &mut GuestInstance, cmd: RoomCmd) -> Result<(), Stop> {
@@ -205,10 +293,7 @@ impl RoomTask {
                     return Ok(());
                 }
                 let now = self.now();
-                let answer = guest
-                    .on_join(now, player, &name)
-                    .await
-                    .map_err(Stop::Fault)?;
+                let answer = guest.on_join(now, player, &name).await.map_err(Stop::Fault)?;
                 let result = match answer {
                     Ok(()) => {
                         self.players.insert(
@@ -220,7 +305,7 @@ impl RoomTask {
                         );
                         self.empty_deadline = None;
                         Ok(Joined {
-                            version: self.module.version.clone(),
+                            version: self.module.version.to_string(),
                         })
                     }
                     Err(rejection) => Err(JoinError::Refused {
@@ -244,10 +329,7 @@ impl RoomTask {
                     return Ok(());
                 }
                 let now = self.now();
-                let answer = guest
-                    .on_message(now, player, &payload)
-                    .await
-                    .map_err(Stop::Fault)?;
+                let answer = guest.on_message(now, player, &payload).await.map_err(Stop::Fault)?;
                 self.deliver(guest);
                 let reply = match (&answer, &reference) {
                     (Ok(()), Some(r)) => Some(ServerMsg::Ack { reference: r }.encode()),
@@ -266,6 +348,11 @@ impl RoomTask {
                 self.settle(guest).await?;
             }
             RoomCmd::Leave { player } => self.remove(guest, player).await?,
+            RoomCmd::Swap {
+                module,
+                ready,
+                decision,
+            } => self.swap(guest, module, ready, decision).await?,
         }
         Ok(())
     }
@@ -284,12 +371,7 @@ impl RoomTask {
     /// every round removes a player.
     async fn settle(&mut self, guest: &mut GuestInstance) -> Result<(), Stop> {
         self.deliver(guest);
-        while let Some(player) = self
-            .players
-            .iter()
-            .find(|(_, m)| m.leaving)
-            .map(|(id, _)| *id)
-        {
+        while let Some(player) = self.players.iter().find(|(_, m)| m.leaving).map(|(id, _)| *id) {
             self.players.remove(&player);
             tracing::debug!(room = %self.label, player, "player left the room");
             let now = self.now();
@@ -321,9 +403,7 @@ impl RoomTask {
                 }
                 Effect::Kick { player, reason } => {
                     if let Some(m) = self.players.get_mut(&player) {
-                        m.offer(ToSession::Removed(
-                            ServerMsg::Kicked { reason: &reason }.encode(),
-                        ));
+                        m.offer(ToSession::Removed(ServerMsg::Kicked { reason: &reason }.encode()));
                         m.leaving = true;
                     }
                 }
@@ -344,6 +424,12 @@ impl RoomTask {
             interval
         });
     }
+}
+
+/// Why an instance could not be made.
+enum StartError {
+    NoCapacity,
+    Failed(String),
 }
 
 /// What woke the room.

@@ -94,10 +94,7 @@ mod tests {
     fn clock_is_what_the_room_set() {
         let c = RoomClock::default();
         c.set_ms(1_700_000_000_123);
-        assert_eq!(
-            HostWallClock::now(&c),
-            Duration::from_millis(1_700_000_000_123)
-        );
+        assert_eq!(HostWallClock::now(&c), Duration::from_millis(1_700_000_000_123));
         assert_eq!(HostMonotonicClock::now(&c), 1_700_000_000_123_000_000);
     }
 }

@@ -84,9 +84,7 @@ struct OverLimit {
 struct Deadline(u64);
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "guest exceeded {MAX_EFFECTS_PER_CALL} effects or {MAX_EFFECT_BYTES_PER_CALL} bytes in one call"
-)]
+#[error("guest exceeded {MAX_EFFECTS_PER_CALL} effects or {MAX_EFFECT_BYTES_PER_CALL} bytes in one call")]
 struct Flood;
 
 impl GuestFault {
@@ -96,10 +94,7 @@ impl GuestFault {
         } else if e.downcast_ref::<Flood>().is_some() {
             FaultKind::EffectFlood
         } else if e.downcast_ref::<Deadline>().is_some()
-            || matches!(
-                e.downcast_ref::<wasmtime::Trap>(),
-                Some(wasmtime::Trap::Interrupt)
-            )
+            || matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt))
         {
             FaultKind::Timeout
         } else {
@@ -119,12 +114,7 @@ struct Limits {
 }
 
 impl ResourceLimiter for Limits {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             return Err(OverLimit {
                 limit: self.memory_bytes,
@@ -135,12 +125,7 @@ impl ResourceLimiter for Limits {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.table_elements {
             return Err(OverLimit {
                 limit: self.table_elements,
@@ -181,9 +166,7 @@ pub struct RoomData {
 impl RoomData {
     fn charge(&mut self, bytes: usize) -> wasmtime::Result<()> {
         self.effect_bytes += bytes;
-        if self.effects.len() >= MAX_EFFECTS_PER_CALL
-            || self.effect_bytes > MAX_EFFECT_BYTES_PER_CALL
-        {
+        if self.effects.len() >= MAX_EFFECTS_PER_CALL || self.effect_bytes > MAX_EFFECT_BYTES_PER_CALL {
             return Err(Flood.into());
         }
         Ok(())
@@ -267,12 +250,7 @@ pub type CallResult<T> = Result<T, GuestFault>;
 impl GuestInstance {
     /// Instantiates `code` for a room labelled `label` (used in logs),
     /// with all its randomness derived from `seed`.
-    pub async fn new(
-        sandbox: &Sandbox,
-        code: &GameCode,
-        label: String,
-        seed: u64,
-    ) -> anyhow::Result<Self> {
+    pub async fn new(sandbox: &Sandbox, code: &GameCode, label: String, seed: u64) -> anyhow::Result<Self> {
         let clock = RoomClock::default();
         let entropy = Entropy::from_seed(seed);
         let wasi = WasiCtxBuilder::new()
@@ -304,10 +282,7 @@ impl GuestInstance {
         store.limiter(|d| &mut d.limits);
         // At every epoch tick a running call yields to the runtime, so other
         // rooms on this thread keep going; past its budget it traps.
-        let (budget, timeout_ms) = (
-            sandbox.limits.call_timeout_ticks,
-            sandbox.limits.call_timeout_ms,
-        );
+        let (budget, timeout_ms) = (sandbox.limits.call_timeout_ticks, sandbox.limits.call_timeout_ms);
         store.epoch_deadline_callback(move |mut ctx| {
             let data = ctx.data_mut();
             data.call_ticks += 1;
@@ -338,12 +313,7 @@ impl GuestInstance {
     }
 
     /// `init(room, config)`.
-    pub async fn init(
-        &mut self,
-        now_ms: u64,
-        room: &str,
-        config: &[u8],
-    ) -> CallResult<Result<(), String>> {
+    pub async fn init(&mut self, now_ms: u64, room: &str, config: &[u8]) -> CallResult<Result<(), String>> {
         self.begin(now_ms);
         let r = self
             .room
@@ -354,12 +324,7 @@ impl GuestInstance {
     }
 
     /// `on-join(player)`.
-    pub async fn on_join(
-        &mut self,
-        now_ms: u64,
-        id: u64,
-        name: &str,
-    ) -> CallResult<Result<(), Rejection>> {
+    pub async fn on_join(&mut self, now_ms: u64, id: u64, name: &str) -> CallResult<Result<(), Rejection>> {
         self.begin(now_ms);
         let player = Player {
             id,
@@ -376,21 +341,12 @@ impl GuestInstance {
     /// `on-leave(player)`.
     pub async fn on_leave(&mut self, now_ms: u64, id: u64) -> CallResult<()> {
         self.begin(now_ms);
-        let r = self
-            .room
-            .respawn_game_game()
-            .call_on_leave(&mut self.store, id)
-            .await;
+        let r = self.room.respawn_game_game().call_on_leave(&mut self.store, id).await;
         self.finish(r)
     }
 
     /// `on-message(player, payload)`.
-    pub async fn on_message(
-        &mut self,
-        now_ms: u64,
-        id: u64,
-        payload: &[u8],
-    ) -> CallResult<Result<(), Rejection>> {
+    pub async fn on_message(&mut self, now_ms: u64, id: u64, payload: &[u8]) -> CallResult<Result<(), Rejection>> {
         self.begin(now_ms);
         let r = self
             .room
@@ -414,22 +370,14 @@ impl GuestInstance {
     /// `snapshot()`.
     pub async fn snapshot(&mut self, now_ms: u64) -> CallResult<Vec<u8>> {
         self.begin(now_ms);
-        let r = self
-            .room
-            .respawn_game_game()
-            .call_snapshot(&mut self.store)
-            .await;
+        let r = self.room.respawn_game_game().call_snapshot(&mut self.store).await;
         self.finish(r)
     }
 
     /// `restore(state)`.
     pub async fn restore(&mut self, now_ms: u64, state: &[u8]) -> CallResult<Result<(), String>> {
         self.begin(now_ms);
-        let r = self
-            .room
-            .respawn_game_game()
-            .call_restore(&mut self.store, state)
-            .await;
+        let r = self.room.respawn_game_game().call_restore(&mut self.store, state).await;
         self.finish(r)
     }
 

@@ -9,6 +9,7 @@ pub use bindings::Rejection;
 pub use instance::{CallResult, Effect, FaultKind, GuestFault, GuestInstance, RoomData};
 
 use crate::config::SandboxConfig;
+use crate::modules::VerifiedModule;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -115,10 +116,7 @@ impl Sandbox {
             limits: InstanceLimits {
                 memory_bytes,
                 table_elements,
-                call_timeout_ticks: cfg
-                    .call_timeout_ms
-                    .div_ceil(EPOCH_TICK.as_millis() as u64)
-                    .max(1),
+                call_timeout_ticks: cfg.call_timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1),
                 call_timeout_ms: cfg.call_timeout_ms,
             },
             ticker_stop,
@@ -130,20 +128,20 @@ impl Sandbox {
         &self.engine
     }
 
-    /// Compiles a component and checks it implements our world. CPU-heavy:
-    /// call it off the async runtime's worker threads.
-    pub fn compile(&self, bytes: &[u8]) -> Result<GameCode, CompileError> {
+    /// Compiles a verified component and checks it implements our world.
+    /// Only verified modules compile: unverified bytes have no way in.
+    /// CPU-heavy: call it off the async runtime's worker threads.
+    pub fn compile(&self, module: &VerifiedModule) -> Result<GameCode, CompileError> {
+        let bytes = module.bytes();
         if !wasmparser::Parser::is_component(bytes) {
             return Err(CompileError::NotAComponent);
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| CompileError::WrongWorld(format!("{e:#}")))?;
-        let pre = bindings::RoomPre::new(instance_pre)
-            .map_err(|e| CompileError::WrongWorld(format!("{e:#}")))?;
+        let pre = bindings::RoomPre::new(instance_pre).map_err(|e| CompileError::WrongWorld(format!("{e:#}")))?;
         Ok(GameCode { pre })
     }
 }

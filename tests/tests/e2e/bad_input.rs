@@ -21,20 +21,14 @@ async fn every_bad_frame_gets_its_error_and_the_connection_lives_on() {
             (b"[1,2,3]".to_vec(), "bad_request"),
             (br#"{"type":"fly"}"#.to_vec(), "bad_request"),
             (b"{\"type\": ".to_vec(), "invalid_json"),
-            (
-                b"{\"type\":\"ping\",\"ref\":\"\xff\xfe\"}".to_vec(),
-                "invalid_utf8",
-            ),
+            (b"{\"type\":\"ping\",\"ref\":\"\xff\xfe\"}".to_vec(), "invalid_utf8"),
             (br#"{"type":"message","data":1}"#.to_vec(), "not_joined"),
             (br#"{"type":"leave"}"#.to_vec(), "not_joined"),
             (
                 br#"{"type":"join","game":"nosuch","name":"p"}"#.to_vec(),
                 "unknown_game",
             ),
-            (
-                br#"{"type":"join","game":"echo","name":""}"#.to_vec(),
-                "invalid_name",
-            ),
+            (br#"{"type":"join","game":"echo","name":""}"#.to_vec(), "invalid_name"),
             (
                 br#"{"type":"join","game":"echo","name":"p","room":"../etc"}"#.to_vec(),
                 "invalid_room",
@@ -88,22 +82,14 @@ async fn one_players_garbage_does_not_disturb_the_room() {
     bad.join("chat", "r", "bad").await;
     good.event_of("joined").await;
     bad.event_of("welcome").await;
-    for frame in [
-        &b"\xff\xff\xff"[..],
-        b"{",
-        b"null",
-        b"{\"type\":\"message\"}",
-    ] {
+    for frame in [&b"\xff\xff\xff"[..], b"{", b"null", b"{\"type\":\"message\"}"] {
         bad.send_raw(frame).await;
         bad.expect("error").await;
     }
     bad.send_raw(&vec![b'z'; 100_000]).await;
     bad.expect_error("message_too_large").await;
     bad.message(json!({"say": 42})).await;
-    assert_eq!(
-        bad.expect_error("rejected").await["reason"],
-        "invalid-message"
-    );
+    assert_eq!(bad.expect_error("rejected").await["reason"], "invalid-message");
     good.message(json!({"say": "still here"})).await;
     for c in [&mut good, &mut bad] {
         assert_eq!(c.event_of("said").await["text"], "still here");
@@ -120,10 +106,7 @@ async fn an_absurd_websocket_frame_closes_only_that_connection() {
     // The host may close the connection before the client has finished
     // sending, so the send itself may fail.
     let _ = victim.try_send_raw(&vec![b'a'; 3 << 20]).await;
-    assert!(
-        victim.try_recv().await.is_none(),
-        "the connection is closed"
-    );
+    assert!(victim.try_recv().await.is_none(), "the connection is closed");
     other.message(json!("still served")).await;
     assert_eq!(other.event().await, json!("still served"));
 }
@@ -135,8 +118,7 @@ async fn ack_and_ping_echo_the_ref() {
     c.send(json!({"type": "join", "game": "echo", "name": "p", "ref": {"any": ["json"]}}))
         .await;
     assert_eq!(c.expect("joined").await["ref"], json!({"any": ["json"]}));
-    c.send(json!({"type": "message", "data": "hi", "ref": 17}))
-        .await;
+    c.send(json!({"type": "message", "data": "hi", "ref": 17})).await;
     assert_eq!(c.event().await, json!("hi"));
     assert_eq!(c.expect("ack").await["ref"], 17);
     c.send(json!({"type": "message", "data": null})).await;

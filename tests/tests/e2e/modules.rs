@@ -1,7 +1,7 @@
 //! The modules folder and the config: bad files are reported and skipped,
 //! bad config stops start-up with a clear message.
 
-use respawn_e2e::{Host, HostOptions, Transport, guest, respawn_bin};
+use respawn_e2e::{Host, HostOptions, Transport, guest, respawn_bin, sign_with, signed, test_key};
 use std::process::Command;
 
 /// An empty but valid component: compiles, but is not our world.
@@ -10,44 +10,54 @@ const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
 const CORE_MODULE: &[u8] = b"\0asm\x01\x00\x00\x00";
 
 #[tokio::test]
-async fn bad_module_files_are_rejected_with_a_code_and_good_ones_serve() {
-    let mut truncated = std::fs::read(guest("echo")).expect("echo");
+async fn bad_module_files_are_rejected_at_start_up_with_a_code_and_good_ones_serve() {
+    let mut truncated = signed("echo", "broken", "1.0.0");
     truncated.truncate(truncated.len() / 2);
     let host = Host::start_with(HostOptions {
         games: &["echo"],
         extra_modules: vec![
             ("garbage.wasm", b"this is not wasm".to_vec()),
             ("core.wasm", CORE_MODULE.to_vec()),
-            ("empty.wasm", EMPTY_COMPONENT.to_vec()),
+            ("signed-core.wasm", sign_with(CORE_MODULE, test_key(), "core", "1.0.0")),
+            ("empty.wasm", sign_with(EMPTY_COMPONENT, test_key(), "empty", "1.0.0")),
+            ("unsigned.wasm", std::fs::read(guest("chat")).expect("chat")),
             ("truncated.wasm", truncated),
-            ("Bad Name.wasm", std::fs::read(guest("chat")).expect("chat")),
+            // The file name means nothing: the signed manifest names the game.
+            ("Not A Game Name.wasm", signed("tictactoe", "tictactoe", "1.0.0")),
             ("notes.txt", b"ignored".to_vec()),
         ],
         ..HostOptions::default()
     });
     let log = host.log();
     for (file, code) in [
-        ("garbage.wasm", "not_a_component"),
-        ("core.wasm", "not_a_component"),
+        ("garbage.wasm", "not_wasm"),
+        ("core.wasm", "unsigned"),
+        ("signed-core.wasm", "not_a_component"),
         ("empty.wasm", "wrong_world"),
-        ("truncated.wasm", "invalid_component"),
-        ("Bad Name.wasm", "bad_file_name"),
+        ("unsigned.wasm", "unsigned"),
+        ("truncated.wasm", "truncated"),
     ] {
         assert!(
             log.lines().any(|l| l.contains(file) && l.contains(code)),
             "{file} rejected as {code}:\n{log}"
         );
+        assert!(
+            host.audit().iter().any(|e| e["event"] == "reject"
+                && e["reason"] == code
+                && e["file"].as_str().is_some_and(|f| f.ends_with(file))),
+            "{file} audited as {code}"
+        );
     }
     assert!(!log.contains("notes.txt"));
     let mut c = host.client(Transport::Tcp).await;
-    c.join("echo", "r", "p").await;
-    c.send(serde_json::json!({"type": "join", "game": "empty", "name": "p"}))
-        .await;
-    c.expect_error("already_joined").await;
+    c.join("tictactoe", "r", "p").await;
     let mut d = host.client(Transport::Ws).await;
-    d.send(serde_json::json!({"type": "join", "game": "garbage", "name": "p"}))
-        .await;
-    d.expect_error("unknown_game").await;
+    for game in ["empty", "core", "garbage", "chat"] {
+        d.send(serde_json::json!({"type": "join", "game": game, "name": "p"}))
+            .await;
+        d.expect_error("unknown_game").await;
+    }
+    d.join("echo", "r", "p").await;
 }
 
 #[test]

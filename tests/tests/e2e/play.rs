@@ -40,10 +40,7 @@ async fn websocket_and_tcp_players_play_tictactoe_to_a_win() {
     mv(&mut x, 9).await;
     assert_eq!(x.expect_error("rejected").await["reason"], "out-of-range");
     x.message(json!({"action": "teleport"})).await;
-    assert_eq!(
-        x.expect_error("rejected").await["reason"],
-        "invalid-message"
-    );
+    assert_eq!(x.expect_error("rejected").await["reason"], "invalid-message");
 
     mv(&mut x, 4).await;
     for c in [&mut x, &mut o] {
@@ -57,19 +54,12 @@ async fn websocket_and_tcp_players_play_tictactoe_to_a_win() {
     // A spectator arrives mid-game, sees the board, and may not play.
     let mut sam = host.client(Transport::Tcp).await;
     sam.join("tictactoe", "match-1", "sam").await;
-    assert_eq!(
-        sam.event().await,
-        json!({"type": "seat", "mark": "spectator"})
-    );
+    assert_eq!(sam.event().await, json!({"type": "seat", "mark": "spectator"}));
     assert_eq!(state(&mut sam).await["board"][4], "X");
     mv(&mut sam, 0).await;
     assert_eq!(sam.expect_error("rejected").await["reason"], "spectator");
     for c in [&mut x, &mut o] {
-        assert_eq!(
-            state(c).await["spectators"],
-            1,
-            "players see the spectator arrive"
-        );
+        assert_eq!(state(c).await["spectators"], 1, "players see the spectator arrive");
     }
 
     // O plays 0 and 2, X takes the middle column with 1 and 7.
@@ -81,10 +71,7 @@ async fn websocket_and_tcp_players_play_tictactoe_to_a_win() {
             last.push(state(c).await);
         }
     }
-    assert!(
-        last.iter().all(|s| *s == last[0]),
-        "everyone sees the same board"
-    );
+    assert!(last.iter().all(|s| *s == last[0]), "everyone sees the same board");
     assert_eq!(last[0]["status"], "won");
     assert_eq!(last[0]["winner"], "X");
     assert_eq!(last[0]["line"], json!([1, 4, 7]));

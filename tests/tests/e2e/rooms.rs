@@ -38,11 +38,7 @@ async fn two_rooms_of_one_game_do_not_share_state() {
     let mut y = host.client(Transport::Ws).await;
     x.join("tictactoe", "t1", "x").await;
     y.join("tictactoe", "t2", "y").await;
-    assert_eq!(
-        y.event().await["mark"],
-        "X",
-        "alone in its own room, y gets X too"
-    );
+    assert_eq!(y.event().await["mark"], "X", "alone in its own room, y gets X too");
 }
 
 #[tokio::test]
@@ -60,10 +56,7 @@ async fn a_trapping_guest_closes_only_its_room() {
     p1.message(json!({"do": "panic"})).await;
     for c in [&mut p1, &mut p2] {
         let err = c.expect_error("guest_fault").await;
-        assert!(
-            err["message"].as_str().unwrap_or_default().contains("Trap"),
-            "{err}"
-        );
+        assert!(err["message"].as_str().unwrap_or_default().contains("Trap"), "{err}");
     }
     // The players are out of the room but connected.
     p2.message(json!({"do": "count"})).await;
@@ -93,13 +86,7 @@ async fn an_endless_loop_is_cut_off_and_other_rooms_keep_answering() {
         assert_eq!(other.event().await, json!(i));
     }
     let err = spinner.expect_error("guest_fault").await;
-    assert!(
-        err["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Timeout"),
-        "{err}"
-    );
+    assert!(err["message"].as_str().unwrap_or_default().contains("Timeout"), "{err}");
     spinner.ping().await;
 }
 
@@ -116,10 +103,7 @@ async fn a_memory_bomb_hits_the_limit_not_the_host() {
     c.message(json!({"do": "alloc", "mb": 64})).await;
     let err = c.expect_error("guest_fault").await;
     assert!(
-        err["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("OutOfMemory"),
+        err["message"].as_str().unwrap_or_default().contains("OutOfMemory"),
         "{err}"
     );
     c.join("faulty", "bomb", "b").await;
@@ -179,10 +163,7 @@ async fn the_guest_sees_only_the_hosts_clock() {
     c.join("faulty", "clock", "t").await;
     c.message(json!({"do": "time"})).await;
     let t = c.event().await;
-    assert_eq!(
-        t["host_ms"], t["wasi_ms"],
-        "WASI's clock is the room's clock: {t}"
-    );
+    assert_eq!(t["host_ms"], t["wasi_ms"], "WASI's clock is the room's clock: {t}");
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -209,11 +190,7 @@ async fn an_empty_room_closes_after_its_linger_and_a_new_one_starts_fresh() {
     c.expect("left").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     c.join("faulty", "brief", "p").await;
-    assert_eq!(
-        count(&mut c).await,
-        1,
-        "the lingering room closed; this is a new one"
-    );
+    assert_eq!(count(&mut c).await, 1, "the lingering room closed; this is a new one");
     assert!(host.log().contains("room closed: empty"));
 }
 
@@ -235,10 +212,7 @@ async fn limits_on_players_and_connections_are_clear_refusals() {
 
     let mut d = Client::tcp(host.tcp).await;
     d.expect_error("server_full").await;
-    assert!(
-        d.try_recv().await.is_none(),
-        "refused connections are closed"
-    );
+    assert!(d.try_recv().await.is_none(), "refused connections are closed");
     drop(a);
     // The freed place is reusable once the host has seen the disconnect.
     let mut welcomed = false;
@@ -260,8 +234,7 @@ async fn a_game_that_refuses_to_start_a_room_is_a_clear_error() {
         ..HostOptions::default()
     });
     let mut c = host.client(Transport::Tcp).await;
-    c.send(json!({"type": "join", "game": "faulty", "name": "p"}))
-        .await;
+    c.send(json!({"type": "join", "game": "faulty", "name": "p"})).await;
     let err = c.expect_error("room_closed").await;
     assert!(
         err["message"]

@@ -1,0 +1,166 @@
+//! The operator API behind `respawn status`, `rollback`, `promote`, `pin`
+//! and `unpin`: HTTP+JSON on loopback, every request carrying the bearer
+//! token from `<state>/admin.token` (created at first start, mode 0600).
+
+use crate::deploy::{DeployError, Deployer, Trigger};
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+/// What the handlers share.
+pub struct Admin {
+    /// The deployment path.
+    pub deployer: Arc<Deployer>,
+    /// The bearer token every request must carry.
+    pub token: String,
+}
+
+/// Name of the token file inside the state folder.
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// Reads the admin token, creating it (readable by its owner only) on
+/// first start.
+pub fn ensure_token(state_dir: &FsPath) -> std::io::Result<String> {
+    let path = state_dir.join(TOKEN_FILE);
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(&path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(file = %path.display(), "the admin token is readable by others; chmod 600 it");
+            }
+        }
+        return Ok(token.trim().to_owned());
+    }
+    let mut raw = [0u8; 32];
+    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut raw).map_err(std::io::Error::other)?;
+    let token = crate::modules::trust::hex(&raw);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    use std::io::Write;
+    options.open(&path)?.write_all(token.as_bytes())?;
+    Ok(token)
+}
+
+/// The API's routes.
+pub fn router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/games/{game}/rollback", post(rollback))
+        .route("/games/{game}/promote", post(promote))
+        .route("/games/{game}/pin", post(pin))
+        .route("/games/{game}/unpin", post(unpin))
+        .layer(axum::middleware::from_fn_with_state(admin.clone(), authorize))
+        .with_state(admin)
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authorize(State(admin): State<Arc<Admin>>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(t) if same(t.as_bytes(), admin.token.as_bytes()) => next.run(req).await,
+        _ => error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong admin token"),
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"error": code, "message": message}))).into_response()
+}
+
+fn deploy_error(e: &DeployError) -> Response {
+    let status = match e {
+        DeployError::Lookup(_) => StatusCode::NOT_FOUND,
+        DeployError::Aborted { .. } => StatusCode::CONFLICT,
+    };
+    error(status, e.code(), &e.to_string())
+}
+
+fn version(text: &str) -> Result<semver::Version, Response> {
+    text.parse()
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_version", &format!("`{text}`: {e}")))
+}
+
+async fn status(State(admin): State<Arc<Admin>>) -> Response {
+    Json(admin.deployer.status()).into_response()
+}
+
+/// Body of `rollback` and `pin`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MaybeVersion {
+    #[serde(default, alias = "to")]
+    version: Option<String>,
+}
+
+/// Body of `promote`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    version: String,
+}
+
+async fn rollback(
+    State(admin): State<Arc<Admin>>,
+    Path(game): Path<String>,
+    body: Option<Json<MaybeVersion>>,
+) -> Response {
+    let to = match body.and_then(|b| b.0.version).map(|v| version(&v)).transpose() {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match admin.deployer.rollback(&game, to).await {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => deploy_error(&e),
+    }
+}
+
+async fn promote(State(admin): State<Arc<Admin>>, Path(game): Path<String>, Json(body): Json<Target>) -> Response {
+    let v = match version(&body.version) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match admin.deployer.promote(&game, &v, Trigger::Promote).await {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => deploy_error(&e),
+    }
+}
+
+async fn pin(State(admin): State<Arc<Admin>>, Path(game): Path<String>, body: Option<Json<MaybeVersion>>) -> Response {
+    let v = match body.and_then(|b| b.0.version).map(|v| version(&v)).transpose() {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match admin.deployer.pin(&game, v).await {
+        Ok(p) => Json(json!({"pinned": true, "promotion": p})).into_response(),
+        Err(e) => deploy_error(&e),
+    }
+}
+
+async fn unpin(State(admin): State<Arc<Admin>>, Path(game): Path<String>) -> Response {
+    match admin.deployer.unpin(&game) {
+        Ok(()) => Json(json!({"pinned": false})).into_response(),
+        Err(e) => deploy_error(&e),
+    }
+}

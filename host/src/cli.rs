@@ -1,0 +1,270 @@
+//! The operator commands of the `respawn` binary: keys, signing,
+//! inspection, and the admin API client.
+
+use crate::admin::TOKEN_FILE;
+use crate::config::Config;
+use anyhow::{Context, bail};
+use respawn_signing::{Manifest, PublicKey, SecretKey};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `respawn keygen`: writes `<out>.key` (secret, mode 0600, wasmsign2
+/// format) and `<out>.pub` (OpenSSH line).
+pub fn keygen(out: &Path, comment: &str) -> anyhow::Result<()> {
+    let key = SecretKey::generate()?;
+    let secret = out.with_extension("key");
+    let public = out.with_extension("pub");
+    if secret.exists() {
+        bail!("{} exists; not overwriting a key", secret.display());
+    }
+    if let Some(dir) = secret.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    use std::io::Write;
+    options
+        .open(&secret)
+        .with_context(|| format!("writing {}", secret.display()))?
+        .write_all(&key.to_bytes())?;
+    std::fs::write(&public, format!("{}\n", key.public().to_openssh(comment)))?;
+    println!("secret key: {}", secret.display());
+    println!("public key: {} ({})", public.display(), key.public().fingerprint());
+    Ok(())
+}
+
+/// What `respawn sign` is asked to write.
+pub struct SignRequest<'a> {
+    /// Core module or component.
+    pub input: &'a Path,
+    /// Secret key file.
+    pub key: &'a Path,
+    /// Game name.
+    pub name: &'a str,
+    /// Semantic version.
+    pub version: &'a str,
+    /// Author; defaults to the key's fingerprint.
+    pub author: Option<&'a str>,
+    /// Free text.
+    pub notes: Option<&'a str>,
+    /// Output file; defaults to the input.
+    pub output: Option<&'a Path>,
+}
+
+/// `respawn sign`: componentizes a core module, embeds the manifest, signs.
+pub fn sign(req: &SignRequest<'_>) -> anyhow::Result<()> {
+    let bytes = std::fs::read(req.input).with_context(|| format!("reading {}", req.input.display()))?;
+    let key_bytes = std::fs::read(req.key).with_context(|| format!("reading {}", req.key.display()))?;
+    let key =
+        SecretKey::from_bytes(&key_bytes).with_context(|| format!("{} is not a secret key", req.key.display()))?;
+    let was_core = respawn_signing::kind(&bytes)? == respawn_signing::Kind::Module;
+    let component = crate::modules::componentize::componentize(&bytes)?;
+    let manifest = Manifest {
+        name: req.name.to_owned(),
+        version: req
+            .version
+            .parse()
+            .with_context(|| format!("`{}` is not a semantic version", req.version))?,
+        author: req.author.map_or_else(|| key.public().fingerprint(), str::to_owned),
+        built_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        notes: req.notes.map(str::to_owned),
+    };
+    let signed = respawn_signing::sign(&respawn_signing::embed_manifest(&component, &manifest)?, &key)?;
+    let output = req.output.unwrap_or(req.input);
+    crate::modules::store::write_atomic(output, &signed).with_context(|| format!("writing {}", output.display()))?;
+    println!(
+        "{}: {} {} signed by {}{}, {} bytes",
+        output.display(),
+        manifest.name,
+        manifest.version,
+        key.public().fingerprint(),
+        if was_core {
+            ", componentized from a core module"
+        } else {
+            ""
+        },
+        signed.len()
+    );
+    Ok(())
+}
+
+fn read_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<PublicKey>> {
+    let mut keys = Vec::new();
+    for p in paths {
+        let files: Vec<PathBuf> = if p.is_dir() {
+            std::fs::read_dir(p)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "pub"))
+                .collect()
+        } else {
+            vec![p.clone()]
+        };
+        for f in files {
+            let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+            keys.push(PublicKey::parse(&bytes).with_context(|| format!("{}", f.display()))?);
+        }
+    }
+    Ok(keys)
+}
+
+/// `respawn verify`: exits non-zero unless a trusted key signed the file.
+pub fn verify(file: &Path, trust: &[PathBuf]) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let keys = read_keys(trust)?;
+    match respawn_signing::verify(&bytes, &keys) {
+        Ok(key) => {
+            let manifest = respawn_signing::read_manifest(&bytes)?;
+            match manifest {
+                Some(m) => println!(
+                    "{}: OK, {} {} signed by {}",
+                    file.display(),
+                    m.name,
+                    m.version,
+                    key.fingerprint()
+                ),
+                None => println!(
+                    "{}: OK, signed by {} (no respawn manifest)",
+                    file.display(),
+                    key.fingerprint()
+                ),
+            }
+            Ok(())
+        }
+        Err(e) => bail!("{}: REJECTED ({}): {e}", file.display(), e.code()),
+    }
+}
+
+/// `respawn inspect`: what a file is, without trusting it.
+pub fn inspect(file: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let kind = respawn_signing::kind(&bytes)?;
+    let digest = crate::modules::trust::hex(&sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        &bytes,
+    )));
+    let mut out = json!({
+        "file": file.display().to_string(),
+        "kind": format!("{kind:?}").to_lowercase(),
+        "bytes": bytes.len(),
+        "sha256": digest,
+    });
+    out["manifest"] = match respawn_signing::read_manifest(&bytes) {
+        Ok(m) => serde_json::to_value(m)?,
+        Err(e) => json!({"error": e.to_string()}),
+    };
+    out["signature"] = match respawn_signing::signature_info(&bytes) {
+        Ok(Some(info)) => json!({
+            "hash_sets": info.hash_sets.iter().map(|(h, s)| json!({"hashes": h, "signatures": s})).collect::<Vec<_>>(),
+            "key_ids": info.key_ids.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect::<Vec<_>>(),
+        }),
+        Ok(None) => Value::Null,
+        Err(e) => json!({"error": e.to_string()}),
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// A client of a running host's admin API.
+pub struct AdminClient {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl AdminClient {
+    /// Finds the API and its token from the host's config, unless given.
+    pub fn new(config: &Config, url: Option<String>, token_file: Option<PathBuf>) -> anyhow::Result<Self> {
+        let base = match url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => match config.admin.listen {
+                Some(addr) => format!("http://{addr}"),
+                None => bail!("the admin API is off in this config (admin.listen = \"off\")"),
+            },
+        };
+        let token_file = token_file.unwrap_or_else(|| config.state.dir.join(TOKEN_FILE));
+        let token = std::fs::read_to_string(&token_file)
+            .with_context(|| {
+                format!(
+                    "reading the admin token {} (is the host running with this config?)",
+                    token_file.display()
+                )
+            })?
+            .trim()
+            .to_owned();
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        Ok(Self { base, token, agent })
+    }
+
+    fn finish(&self, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> anyhow::Result<Value> {
+        let mut response = response.with_context(|| format!("cannot reach the host at {}", self.base))?;
+        let ok = response.status().is_success();
+        let body: Value = response.body_mut().read_json().context("the host sent no JSON")?;
+        if !ok {
+            let code = body["error"].as_str().unwrap_or("error");
+            let message = body["message"].as_str().unwrap_or("");
+            bail!("{code}: {message}");
+        }
+        Ok(body)
+    }
+
+    /// GET a path.
+    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call();
+        self.finish(r)
+    }
+
+    /// POST JSON to a path.
+    pub fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let r = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .send_json(body);
+        self.finish(r)
+    }
+}
+
+/// Prints `status` as a table.
+pub fn print_status(status: &Value) {
+    println!(
+        "{:<14} {:<12} {:<7} {:<6} {:<10} SIGNER",
+        "GAME", "VERSION", "ACTIVE", "ROOMS", "DIGEST"
+    );
+    for game in status["games"].as_array().into_iter().flatten() {
+        let name = game["name"].as_str().unwrap_or("?");
+        let active = game["active"].as_str().unwrap_or("");
+        let pinned = game["pinned"].as_bool().unwrap_or(false);
+        for v in game["versions"].as_array().into_iter().flatten() {
+            let version = v["version"].as_str().unwrap_or("?");
+            let mark = match (version == active, pinned) {
+                (true, true) => "pinned",
+                (true, false) => "*",
+                _ => "",
+            };
+            println!(
+                "{:<14} {:<12} {:<7} {:<6} {:<10} {}",
+                name,
+                version,
+                mark,
+                v["rooms"].as_u64().unwrap_or(0),
+                v["digest"].as_str().unwrap_or("").get(..10).unwrap_or(""),
+                v["signer"].as_str().unwrap_or("UNSIGNED"),
+            );
+        }
+    }
+    println!("rooms: {}", status["rooms"]);
+    println!("counters: {}", status["counters"]);
+}

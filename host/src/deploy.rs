@@ -1,0 +1,458 @@
+//! Deployments: the path from a signed file to live rooms, and back.
+//!
+//! verify → admit (no downgrade, no conflicting bytes) → compile → slot →
+//! promote (flip the active pointer, migrate every live room, all or none).
+//! Rollback is a promotion to a version already compiled. Every decision is
+//! logged, counted and audited.
+
+use crate::modules::audit::{AuditEntry, AuditLog};
+use crate::modules::games::{GameStatus, LookupError};
+use crate::modules::store::{GameState, SlotStore};
+use crate::modules::{GameModule, Games, Rejection, TrustStore, VerifiedModule, loader};
+use crate::room::Rooms;
+use crate::sandbox::Sandbox;
+use semver::Version;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Why a promotion, rollback or pin did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// No such game or version.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// A room could not take the new version; nothing changed.
+    #[error("promotion aborted, every room stays on {kept}: {}", reasons.join("; "))]
+    Aborted {
+        /// The version that stays active.
+        kept: String,
+        /// What went wrong, per room.
+        reasons: Vec<String>,
+    },
+}
+
+impl DeployError {
+    /// Stable code for the admin API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DeployError::Lookup(LookupError::Game(_)) => "unknown_game",
+            DeployError::Lookup(LookupError::Version(..)) => "unknown_version",
+            DeployError::Lookup(LookupError::NoPrevious(_)) => "no_previous_version",
+            DeployError::Aborted { .. } => "migration_failed",
+        }
+    }
+}
+
+/// What a promotion did, with its timings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Promotion {
+    /// The game.
+    pub game: String,
+    /// The version active before.
+    pub from: Option<String>,
+    /// The version active now.
+    pub to: String,
+    /// Time to move the active pointer, in microseconds.
+    pub flip_us: f64,
+    /// Time to migrate every live room, in milliseconds.
+    pub migrate_ms: f64,
+    /// Rooms migrated.
+    pub rooms: usize,
+}
+
+/// What happened to a file offered by the watcher.
+#[derive(Debug, Clone, Serialize)]
+pub struct Loaded {
+    /// The game.
+    pub game: String,
+    /// The version loaded.
+    pub version: String,
+    /// Verification time, milliseconds.
+    pub verify_ms: f64,
+    /// Compilation time, milliseconds.
+    pub compile_ms: f64,
+    /// The promotion, unless the game is pinned or it was aborted.
+    pub promotion: Option<Promotion>,
+}
+
+/// Counters of deployment events, served by `status` (and, later, as
+/// metrics).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    /// Versions loaded into slots.
+    pub loaded: u64,
+    /// Successful promotions (updates and explicit promotions).
+    pub promotions: u64,
+    /// Successful rollbacks.
+    pub rollbacks: u64,
+    /// Promotions aborted because a room could not migrate.
+    pub aborted: u64,
+    /// Rejected modules by reason code.
+    pub rejections: BTreeMap<String, u64>,
+}
+
+/// The host's status, for `respawn status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Every game and its versions.
+    pub games: Vec<GameStatus>,
+    /// Live rooms.
+    pub rooms: usize,
+    /// Deployment counters.
+    pub counters: Counters,
+}
+
+/// Why a promotion happens, for the audit log.
+#[derive(Debug, Clone, Copy)]
+pub enum Trigger {
+    /// A new version arrived in the modules folder.
+    Update,
+    /// An operator asked for this version.
+    Promote,
+    /// An operator asked to go back.
+    Rollback,
+}
+
+impl Trigger {
+    fn event(self) -> &'static str {
+        match self {
+            Trigger::Update | Trigger::Promote => "promote",
+            Trigger::Rollback => "rollback",
+        }
+    }
+}
+
+/// Owns the deployment path.
+pub struct Deployer {
+    sandbox: Arc<Sandbox>,
+    trust: TrustStore,
+    games: Arc<Games>,
+    rooms: Arc<Rooms>,
+    store: SlotStore,
+    audit: AuditLog,
+    counters: Mutex<Counters>,
+}
+
+impl Deployer {
+    /// Wires the deployment path.
+    pub fn new(
+        sandbox: Arc<Sandbox>,
+        trust: TrustStore,
+        games: Arc<Games>,
+        rooms: Arc<Rooms>,
+        store: SlotStore,
+        audit: AuditLog,
+    ) -> Self {
+        Self {
+            sandbox,
+            trust,
+            games,
+            rooms,
+            store,
+            audit,
+            counters: Mutex::new(Counters::default()),
+        }
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Counters)) {
+        f(&mut self.counters.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn reject(&self, file: &Path, module: Option<&VerifiedModule>, why: &Rejection) {
+        let code = why.code();
+        tracing::error!(file = %file.display(), reason = code, "module rejected: {why}");
+        self.count(|c| *c.rejections.entry(code.to_owned()).or_default() += 1);
+        let manifest = module.map(VerifiedModule::manifest);
+        self.audit.record(AuditEntry {
+            event: "reject",
+            game: manifest.map(|m| m.name.clone()),
+            version: manifest.map(|m| m.version.to_string()),
+            digest: module.map(|m| m.digest().to_owned()),
+            signer: module.and_then(|m| m.signer().map(str::to_owned)),
+            reason: Some(code.to_owned()),
+            detail: Some(why.to_string()),
+            file: Some(file.display().to_string()),
+            ..AuditEntry::default()
+        });
+    }
+
+    fn accept(&self, file: &Path, module: GameModule) -> Arc<GameModule> {
+        let module = Arc::new(module);
+        if let Err(e) = self.store.save(&module) {
+            tracing::error!(game = %module.name, "cannot store version {} in the slot store: {e}", module.version);
+        }
+        for old in self.games.insert(module.clone()) {
+            self.store.remove(&module.name, &old);
+        }
+        tracing::info!(game = %module.name, version = %module.version, signer = module.source.signer().unwrap_or("UNSIGNED"), "version loaded");
+        self.count(|c| c.loaded += 1);
+        self.audit.record(AuditEntry {
+            event: "load",
+            game: Some(module.name.clone()),
+            version: Some(module.version.to_string()),
+            digest: Some(module.digest().to_owned()),
+            signer: module.source.signer().map(str::to_owned),
+            file: Some(file.display().to_string()),
+            ..AuditEntry::default()
+        });
+        module
+    }
+
+    /// Start-up: loads the slot store, then the modules folder, verifying
+    /// everything, and activates each game's persisted version (or its
+    /// newest). Bad files are rejected and skipped.
+    pub fn load_startup(&self, modules_dir: &Path) {
+        let stored = self.store.files().len();
+        let mut files = self.store.files();
+        match std::fs::read_dir(modules_dir) {
+            Ok(entries) => {
+                let mut found: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| crate::modules::watcher::is_candidate(p) && p.is_file())
+                    .collect();
+                found.sort();
+                files.extend(found);
+            }
+            Err(e) => tracing::error!(dir = %modules_dir.display(), "cannot read the modules folder: {e}"),
+        }
+        // Versions that arrived in the modules folder while the host was
+        // down are updates, promoted like a hot reload would have.
+        let mut fresh: BTreeMap<String, Version> = BTreeMap::new();
+        for (i, file) in files.into_iter().enumerate() {
+            let verified = match loader::read_verified(&self.trust, &file) {
+                Ok(v) => v,
+                Err(why) => {
+                    self.reject(&file, None, &why);
+                    continue;
+                }
+            };
+            match self.games.admit(&verified, false) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(why) => {
+                    self.reject(&file, Some(&verified), &why);
+                    continue;
+                }
+            }
+            match loader::compile(&self.sandbox, verified.clone()) {
+                Ok(m) => {
+                    let m = self.accept(&file, m);
+                    if i >= stored {
+                        let newest = fresh.entry(m.name.clone()).or_insert_with(|| m.version.clone());
+                        if m.version > *newest {
+                            *newest = m.version.clone();
+                        }
+                    }
+                }
+                Err(why) => self.reject(&file, Some(&verified), &why),
+            }
+        }
+        for game in self.games.status(|_, _| 0).into_iter().map(|g| g.name) {
+            let state = self.store.load_state(&game);
+            let persisted = state.active.filter(|v| self.games.get(&game, v).is_ok());
+            let update = fresh
+                .get(&game)
+                .filter(|v| !state.pinned && persisted.as_ref().is_none_or(|p| *v > p));
+            let version = update.cloned().or(persisted).or_else(|| self.games.newest(&game));
+            if let Some(v) = version {
+                let _ = self.games.activate(&game, &v);
+                tracing::info!(game = %game, version = %v, pinned = state.pinned, "game active");
+            }
+            let _ = self.games.set_pinned(&game, state.pinned);
+            self.persist(&game);
+        }
+    }
+
+    /// Hot reload: a complete file appeared in the modules folder.
+    pub async fn offer(&self, file: &Path) -> Result<Option<Loaded>, Rejection> {
+        let t0 = Instant::now();
+        // Reading and hashing a module takes milliseconds: fine on the one
+        // task that handles deployments.
+        let verified = match loader::read_verified(&self.trust, file) {
+            Ok(v) => v,
+            Err(why) => {
+                self.reject(file, None, &why);
+                return Err(why);
+            }
+        };
+        let verify_ms = ms(t0);
+        match self.games.admit(&verified, true) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(file = %file.display(), "already loaded");
+                return Ok(None);
+            }
+            Err(why) => {
+                self.reject(file, Some(&verified), &why);
+                return Err(why);
+            }
+        }
+        let t1 = Instant::now();
+        let compiled = {
+            let (sandbox, v) = (self.sandbox.clone(), verified.clone());
+            tokio::task::spawn_blocking(move || loader::compile(&sandbox, v))
+                .await
+                .unwrap_or_else(|e| Err(Rejection::Read(std::io::Error::other(e))))
+        };
+        let module = match compiled {
+            Ok(m) => self.accept(file, m),
+            Err(why) => {
+                self.reject(file, Some(&verified), &why);
+                return Err(why);
+            }
+        };
+        let compile_ms = ms(t1);
+        let mut loaded = Loaded {
+            game: module.name.clone(),
+            version: module.version.to_string(),
+            verify_ms,
+            compile_ms,
+            promotion: None,
+        };
+        if self.games.pinned(&module.name) {
+            tracing::info!(game = %module.name, version = %module.version, "loaded, not promoted: the game is pinned");
+            return Ok(Some(loaded));
+        }
+        match self.promote(&module.name, &module.version, Trigger::Update).await {
+            Ok(p) => loaded.promotion = Some(p),
+            Err(e) => tracing::error!(game = %module.name, "update not promoted: {e}"),
+        }
+        Ok(Some(loaded))
+    }
+
+    /// Makes `version` active and migrates every live room to it, or
+    /// changes nothing.
+    pub async fn promote(&self, game: &str, version: &Version, trigger: Trigger) -> Result<Promotion, DeployError> {
+        let lock = self
+            .games
+            .swap_lock(game)
+            .ok_or_else(|| LookupError::Game(game.into()))?;
+        let _migrating = lock.write().await;
+        let target = self.games.get(game, version)?;
+        let t0 = Instant::now();
+        let before = self.games.activate(game, version)?;
+        let flip_us = t0.elapsed().as_secs_f64() * 1e6;
+        let t1 = Instant::now();
+        let migrated = self.rooms.migrate(game, &target).await;
+        let migrate_ms = ms(t1);
+        let from = before.as_ref().map(|m| m.version.to_string());
+        match migrated {
+            Ok(rooms) => {
+                self.persist(game);
+                tracing::info!(game, from = ?from, to = %version, rooms, flip_us, migrate_ms, "{} done", trigger.event());
+                self.count(|c| match trigger {
+                    Trigger::Rollback => c.rollbacks += 1,
+                    _ => c.promotions += 1,
+                });
+                self.audit.record(AuditEntry {
+                    event: trigger.event(),
+                    game: Some(game.to_owned()),
+                    version: Some(version.to_string()),
+                    from: from.clone(),
+                    digest: Some(target.digest().to_owned()),
+                    signer: target.source.signer().map(str::to_owned),
+                    reason: Some(format!("{trigger:?}").to_lowercase()),
+                    detail: Some(format!("{rooms} rooms migrated")),
+                    ..AuditEntry::default()
+                });
+                Ok(Promotion {
+                    game: game.to_owned(),
+                    from,
+                    to: version.to_string(),
+                    flip_us,
+                    migrate_ms,
+                    rooms,
+                })
+            }
+            Err(reasons) => {
+                if let Some(b) = &before {
+                    let _ = self.games.activate(game, &b.version);
+                }
+                let kept = from.clone().unwrap_or_default();
+                tracing::error!(game, to = %version, "promotion aborted, staying on {kept}: {}", reasons.join("; "));
+                self.count(|c| c.aborted += 1);
+                self.audit.record(AuditEntry {
+                    event: "promotion_aborted",
+                    game: Some(game.to_owned()),
+                    version: Some(version.to_string()),
+                    from,
+                    digest: Some(target.digest().to_owned()),
+                    reason: Some("restore_failed".into()),
+                    detail: Some(reasons.join("; ")),
+                    ..AuditEntry::default()
+                });
+                Err(DeployError::Aborted { kept, reasons })
+            }
+        }
+    }
+
+    /// Goes back to `to`, or to the newest version below the active one.
+    pub async fn rollback(&self, game: &str, to: Option<Version>) -> Result<Promotion, DeployError> {
+        let to = match to {
+            Some(v) => v,
+            None => self.games.previous(game)?,
+        };
+        self.promote(game, &to, Trigger::Rollback).await
+    }
+
+    /// Pins a game (updates load but wait), first promoting `version` if
+    /// given.
+    pub async fn pin(&self, game: &str, version: Option<Version>) -> Result<Option<Promotion>, DeployError> {
+        let promotion = match version {
+            Some(v) => Some(self.promote(game, &v, Trigger::Promote).await?),
+            None => None,
+        };
+        self.games.set_pinned(game, true)?;
+        self.persist(game);
+        self.audit.record(AuditEntry {
+            event: "pin",
+            game: Some(game.to_owned()),
+            version: self.games.active(game).map(|m| m.version.to_string()),
+            ..AuditEntry::default()
+        });
+        Ok(promotion)
+    }
+
+    /// Unpins a game: later updates are promoted again.
+    pub fn unpin(&self, game: &str) -> Result<(), DeployError> {
+        self.games.set_pinned(game, false)?;
+        self.persist(game);
+        self.audit.record(AuditEntry {
+            event: "unpin",
+            game: Some(game.to_owned()),
+            ..AuditEntry::default()
+        });
+        Ok(())
+    }
+
+    fn persist(&self, game: &str) {
+        let state = GameState {
+            active: self.games.active(game).map(|m| m.version.clone()),
+            pinned: self.games.pinned(game),
+        };
+        if let Err(e) = self.store.save_state(game, &state) {
+            tracing::error!(game, "cannot persist the active version: {e}");
+        }
+    }
+
+    /// Games, versions, rooms per version, counters.
+    pub fn status(&self) -> Status {
+        Status {
+            games: self.games.status(|g, d| self.rooms.count_running(g, d)),
+            rooms: self.rooms.count(),
+            counters: self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+
+    /// The game registry.
+    pub fn games(&self) -> &Arc<Games> {
+        &self.games
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
