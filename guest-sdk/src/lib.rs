@@ -190,7 +190,7 @@ macro_rules! export_game {
                 }
             }
 
-            $crate::bindings::__export_room_world!(__RespawnGuest with_types_in $crate::bindings);
+    $crate::bindings::__export_room_world!(__RespawnGuest with_types_in $crate::bindings);
         };
     };
 }
