@@ -8,6 +8,11 @@
 //!   instantiation) with the pooling allocator and with on-demand
 //!   allocation, and with the game's `init` call.
 //!
+//! - `deploy/*`: the hot-reload path split into its steps: verifying a
+//!   signed ~280 KB component, compiling it, the whole offer of a dropped
+//!   file (verify, compile, slot, promote), the rollback flip (moving the
+//!   active pointer), and migrating 1000 live rooms.
+//!
 //! Needs `just guests` first (it reads target/guests/*.wasm).
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -33,8 +38,19 @@ fn sandbox(pooling: bool) -> Sandbox {
     Sandbox::new(&cfg).expect("sandbox")
 }
 
+fn bench_key() -> &'static respawn_signing::SecretKey {
+    static KEY: std::sync::OnceLock<respawn_signing::SecretKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| respawn_signing::SecretKey::generate().expect("key"))
+}
+
+/// A guest signed with the bench key as `name` 1.0.0, verified and compiled.
 fn compile(sb: &Sandbox, name: &str) -> GameCode {
-    sb.compile(&guest(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    let key = bench_key();
+    let trust = respawn::modules::TrustStore::load(&[key.public().to_openssh("")], None, false).expect("trust");
+    let module = trust
+        .verify(signed(&guest(name), key, name, "1.0.0"), std::path::Path::new(name))
+        .expect("verified");
+    sb.compile(&module).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -206,5 +222,145 @@ fn sync_calls(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, calls, sync_calls, instantiation);
+fn signed(bytes: &[u8], key: &respawn_signing::SecretKey, name: &str, version: &str) -> Vec<u8> {
+    let manifest = respawn_signing::Manifest {
+        name: name.into(),
+        version: version.parse().expect("version"),
+        author: "bench".into(),
+        built_at: 0,
+        notes: None,
+    };
+    respawn_signing::sign(&respawn_signing::embed_manifest(bytes, &manifest).expect("manifest"), key).expect("sign")
+}
+
+fn deploy(c: &mut Criterion) {
+    use respawn::config::Config;
+    use respawn::modules::{Games, TrustStore, loader};
+    use respawn::room::Rooms;
+    use std::sync::Arc;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let key = respawn_signing::SecretKey::generate().expect("key");
+    let pk = key.public();
+    let component = guest("tictactoe");
+    let v1 = signed(&component, &key, "tictactoe", "1.0.0");
+    let v2 = signed(&component, &key, "tictactoe", "2.0.0");
+    let trust = TrustStore::load(&[pk.to_openssh("")], None, false).expect("trust");
+    let origin = std::path::Path::new("tictactoe.wasm");
+
+    let mut config = Config::default();
+    config.sandbox.max_instances = 2200;
+    config.net.outbound_queue = 1 << 16;
+    let config = Arc::new(config);
+    let sandbox = Arc::new(Sandbox::new(&config.sandbox).expect("sandbox"));
+
+    let mut group = c.benchmark_group("deploy");
+    group.sample_size(10);
+    group.bench_function(format!("verify_signature/{}KB", v1.len() / 1024), |b| {
+        b.iter(|| black_box(respawn_signing::verify(black_box(&v1), &[pk]).expect("valid")))
+    });
+    let verified = trust.verify(v1.clone(), origin).expect("verified");
+    group.bench_function(format!("compile/{}KB", v1.len() / 1024), |b| {
+        b.iter(|| black_box(sandbox.compile(&verified).expect("compiles")))
+    });
+
+    let games = Arc::new(Games::new(5));
+    for bytes in [&v1, &v2] {
+        let m = loader::compile(&sandbox, trust.verify(bytes.clone(), origin).expect("verified")).expect("compile");
+        games.insert(Arc::new(m));
+    }
+    let (one, two): (semver::Version, semver::Version) = ("1.0.0".parse().expect("v"), "2.0.0".parse().expect("v"));
+    games.activate("tictactoe", &one).expect("activate");
+    let mut flip = false;
+    group.bench_function("rollback_flip", |b| {
+        b.iter(|| {
+            flip = !flip;
+            games.activate("tictactoe", if flip { &two } else { &one }).expect("flip")
+        })
+    });
+
+    let rooms = Rooms::new(sandbox.clone(), games.clone(), config.clone());
+    let mut queues = Vec::new();
+    rt.block_on(async {
+        for i in 0..1000u64 {
+            let (_, _, rx) = rooms.join("tictactoe", &format!("r{i}"), i, "p").await.expect("join");
+            queues.push(rx);
+        }
+    });
+    assert_eq!(rooms.count(), 1000);
+    let modules = [games.get("tictactoe", &two).expect("v2"), games.get("tictactoe", &one).expect("v1")];
+    let mut next = 0;
+    group.bench_function("migrate_1000_rooms", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let module = &modules[next % 2];
+                next += 1;
+                let start = Instant::now();
+                let moved = rt.block_on(rooms.migrate("tictactoe", module)).expect("migrated");
+                total += start.elapsed();
+                assert_eq!(moved, 1000);
+            }
+            total
+        })
+    });
+    drop(queues);
+    group.finish();
+}
+
+/// The whole offer of a dropped file through the deployer: read, verify,
+/// admit, compile, store, promote (no live rooms).
+fn offer(c: &mut Criterion) {
+    use respawn::deploy::Deployer;
+    use respawn::modules::audit::AuditLog;
+    use respawn::modules::store::SlotStore;
+    use respawn::modules::{Games, TrustStore};
+    use respawn::room::Rooms;
+    use std::sync::Arc;
+
+    let rt = runtime();
+    let _guard = rt.enter();
+    let key = respawn_signing::SecretKey::generate().expect("key");
+    let component = guest("tictactoe");
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = Arc::new(respawn::config::Config::default());
+    let sandbox = Arc::new(Sandbox::new(&config.sandbox).expect("sandbox"));
+    let games = Arc::new(Games::new(3));
+    let rooms = Rooms::new(sandbox.clone(), games.clone(), config);
+    let trust = TrustStore::load(&[key.public().to_openssh("")], None, false).expect("trust");
+    let deployer = Deployer::new(
+        sandbox,
+        trust,
+        games,
+        rooms,
+        SlotStore::open(dir.path()).expect("store"),
+        AuditLog::open(&dir.path().join("audit.log")).expect("audit"),
+    );
+    let mut n = 0;
+    let mut group = c.benchmark_group("deploy");
+    group.sample_size(10);
+    group.bench_function(format!("drop_to_live/{}KB", component.len() / 1024), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                n += 1;
+                let file = dir.path().join(format!("t{n}.wasm"));
+                std::fs::write(&file, signed(&component, &key, "tictactoe", &format!("1.0.{n}"))).expect("write");
+                let start = Instant::now();
+                let loaded = rt.block_on(deployer.offer(&file)).expect("offer").expect("loaded");
+                total += start.elapsed();
+                assert!(loaded.promotion.is_some());
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, calls, sync_calls, instantiation, deploy, offer);
 criterion_main!(benches);

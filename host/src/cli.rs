@@ -147,10 +147,7 @@ pub fn verify(file: &Path, trust: &[PathBuf]) -> anyhow::Result<()> {
 pub fn inspect(file: &Path) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let kind = respawn_signing::kind(&bytes)?;
-    let digest = crate::modules::trust::hex(&sha2::Digest::finalize(sha2::Digest::chain_update(
-        <sha2::Sha256 as sha2::Digest>::new(),
-        &bytes,
-    )));
+    let digest = crate::modules::trust::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     let mut out = json!({
         "file": file.display().to_string(),
         "kind": format!("{kind:?}").to_lowercase(),

@@ -238,7 +238,8 @@ pub struct SandboxConfig {
     /// Pre-allocate instance slots (wasmtime's pooling allocator) for fast
     /// room creation; off uses on-demand allocation.
     pub pooling: bool,
-    /// Room instances that can exist at once (the pool's size).
+    /// Instances that can exist at once (the pool's size). Rooms may use
+    /// half: a hot swap briefly needs a second instance per room.
     pub max_instances: u32,
     /// Linear memory one instance may grow to, in MiB.
     pub memory_mib: u32,
@@ -251,7 +252,7 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             pooling: true,
-            max_instances: 1000,
+            max_instances: 2000,
             memory_mib: 64,
             call_timeout_ms: 100,
         }
@@ -310,7 +311,7 @@ impl Config {
         range("rooms.max_players", self.rooms.max_players, 1, 1 << 20)?;
         range("rooms.min_tick_ms", self.rooms.min_tick_ms, 1, 60_000)?;
         range("rooms.linger_ms", self.rooms.linger_ms, 0, 86_400_000)?;
-        range("sandbox.max_instances", self.sandbox.max_instances, 1, 100_000)?;
+        range("sandbox.max_instances", self.sandbox.max_instances, 2, 100_000)?;
         range("sandbox.memory_mib", self.sandbox.memory_mib, 1, 4096)?;
         range("sandbox.call_timeout_ms", self.sandbox.call_timeout_ms, 1, 60_000)?;
         if self.net.ws.is_none() && self.net.tcp.is_none() {

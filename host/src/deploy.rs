@@ -10,7 +10,7 @@ use crate::modules::games::{GameStatus, LookupError};
 use crate::modules::store::{GameState, SlotStore};
 use crate::modules::{GameModule, Games, Rejection, TrustStore, VerifiedModule, loader};
 use crate::room::Rooms;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{CompileError, Sandbox};
 use semver::Version;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -295,7 +295,7 @@ impl Deployer {
             let (sandbox, v) = (self.sandbox.clone(), verified.clone());
             tokio::task::spawn_blocking(move || loader::compile(&sandbox, v))
                 .await
-                .unwrap_or_else(|e| Err(Rejection::Read(std::io::Error::other(e))))
+                .unwrap_or_else(|e| Err(Rejection::Compile(CompileError::Invalid(format!("the compiler failed: {e}")))))
         };
         let module = match compiled {
             Ok(m) => self.accept(file, m),

@@ -299,14 +299,18 @@ impl Host {
         serde_json::from_str(&stdout).expect("status JSON")
     }
 
-    /// The active version of a game, per `status`.
-    pub fn active(&self, game: &str) -> Option<String> {
+    /// A game's entry in `status` (`Null` if unknown).
+    pub fn game(&self, game: &str) -> Value {
         let status = self.status();
         status["games"]
-            .as_array()?
-            .iter()
-            .find(|g| g["name"] == game)
-            .and_then(|g| g["active"].as_str().map(str::to_owned))
+            .as_array()
+            .and_then(|games| games.iter().find(|g| g["name"] == game).cloned())
+            .unwrap_or_default()
+    }
+
+    /// The active version of a game, per `status`.
+    pub fn active(&self, game: &str) -> Option<String> {
+        self.game(game)["active"].as_str().map(str::to_owned)
     }
 
     /// The audit log's records.

@@ -1,12 +1,14 @@
 //! Watches the modules folder and reports files once they are complete.
 //!
-//! A file is reported after it has had no events for the debounce period
+//! A file renamed into place is reported at once: that is how to publish
+//! (write `.game.wasm.part`, then rename it to `game.wasm`; names starting
+//! with `.` and names not ending in `.wasm` are ignored). A file written in
+//! place is reported after it has had no events for the debounce period
 //! and its size is the same on two looks, so a file still being copied is
-//! not read half-written. Names starting with `.` and names not ending in
-//! `.wasm` are ignored: write to `.game.wasm.part` and rename it to
-//! `game.wasm` to publish atomically.
+//! not read half-written.
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::{ModifyKind, RenameMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,16 +26,22 @@ pub fn is_candidate(path: &Path) -> bool {
 /// Starts watching `dir`. Complete files arrive on the returned channel;
 /// keep the watcher alive as long as events are wanted.
 pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatcher, mpsc::Receiver<PathBuf>)> {
-    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<PathBuf>();
+    // (path, complete): a file renamed into place is complete at once.
+    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<(PathBuf, bool)>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(event) = res
-            && !event.kind.is_remove()
-            && !event.kind.is_access()
-        {
-            for path in event.paths {
-                if is_candidate(&path) {
-                    let _ = raw_tx.send(path);
-                }
+        let Ok(event) = res else { return };
+        if event.kind.is_remove() || event.kind.is_access() {
+            return;
+        }
+        let renamed = matches!(
+            event.kind,
+            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+        );
+        // For a rename seen as one event, the destination is the last path.
+        let paths = if renamed { event.paths.last().cloned().into_iter().collect() } else { event.paths };
+        for path in paths {
+            if is_candidate(&path) {
+                let _ = raw_tx.send((path, renamed));
             }
         }
     })?;
@@ -50,13 +58,19 @@ pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatch
             } else {
                 match tokio::time::timeout(step, raw_rx.recv()).await {
                     Ok(p) => p,
-                    Err(_) => Some(PathBuf::new()),
+                    Err(_) => Some((PathBuf::new(), false)),
                 }
             };
             match next {
                 None => return,
-                Some(p) if p.as_os_str().is_empty() => {}
-                Some(p) => {
+                Some((p, _)) if p.as_os_str().is_empty() => {}
+                Some((p, true)) => {
+                    pending.remove(&p);
+                    if ready_tx.send(p).await.is_err() {
+                        return;
+                    }
+                }
+                Some((p, false)) => {
                     let size = pending.get(&p).and_then(|(_, s)| *s);
                     pending.insert(p, (Instant::now(), size));
                 }
@@ -115,6 +129,14 @@ mod tests {
         assert_eq!(got, Some(path));
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(rx.try_recv().is_err(), "reported once, hidden files ignored");
+
+        // Renamed into place: reported without waiting out the (here very
+        // long) debounce period.
+        let (_w2, mut rx2) = watch(&dir, Duration::from_secs(60)).unwrap();
+        std::fs::write(dir.join(".next.wasm.part"), b"complete").unwrap();
+        std::fs::rename(dir.join(".next.wasm.part"), dir.join("next.wasm")).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(20), rx2.recv()).await;
+        assert_eq!(got.ok().flatten(), Some(dir.join("next.wasm")), "a renamed file needs no debounce");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -105,6 +105,11 @@ impl Rooms {
         if let Some(h) = live.get(&key).filter(|h| !h.tx.is_closed()) {
             return Ok(h.clone());
         }
+        // A migration needs a second instance per room for a moment: rooms
+        // may use half the instance pool, so a hot swap always fits.
+        if live.len() >= self.max_rooms() {
+            return Err(JoinError::NoCapacity);
+        }
         let module = self.games.active(game).ok_or_else(|| JoinError::UnknownGame {
             game: game.to_owned(),
             loaded: self.games.names().join(", "),
@@ -137,6 +142,11 @@ impl Rooms {
         if live.get(key).is_some_and(|h| h.id == id) {
             live.remove(key);
         }
+    }
+
+    /// Rooms that may exist at once: half the instance pool.
+    pub fn max_rooms(&self) -> usize {
+        (self.config.sandbox.max_instances as usize / 2).max(1)
     }
 
     /// Live rooms right now.

@@ -88,7 +88,13 @@ impl Sandbox {
                 .max_tables_per_component(8)
                 .max_memory_size(memory_bytes)
                 .table_elements(table_elements)
-                .total_stacks(n);
+                .total_stacks(n)
+                // Reset the first pages of a freed slot with memset instead
+                // of returning them to the kernel, and batch the rest: room
+                // creation and hot swaps reuse slots constantly.
+                .linear_memory_keep_resident(64 << 10)
+                .table_keep_resident(64 << 10)
+                .decommit_batch_size(32);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config)?;

@@ -115,17 +115,7 @@ async fn every_bad_update_is_rejected_with_its_reason_and_changes_nothing() {
             "{name} changed nothing"
         );
     }
-    let status = host.status();
-    let faulty = &status["games"]
-        .as_array()
-        .expect("games")
-        .iter()
-        .find(|g| g["name"] == "faulty")
-        .cloned();
-    assert_eq!(
-        faulty.as_ref().map(|g| g["versions"].as_array().map(Vec::len)),
-        Some(Some(1))
-    );
+    assert_eq!(host.game("faulty")["versions"].as_array().map(Vec::len), Some(1), "nothing was loaded");
     assert_eq!(count(&mut p).await, 2, "the live room never noticed");
 }
 
@@ -206,14 +196,7 @@ async fn rollback_brings_back_the_old_behaviour_with_the_state() {
         table.lines().any(|l| l.starts_with("faulty") && l.contains("2.0.0")),
         "{table}"
     );
-    let status = host.status();
-    let faulty = status["games"]
-        .as_array()
-        .expect("games")
-        .iter()
-        .find(|g| g["name"] == "faulty")
-        .cloned();
-    let versions = faulty.map(|g| g["versions"].clone()).unwrap_or_default();
+    let versions = host.game("faulty")["versions"].clone();
     assert_eq!(versions[0]["rooms"], 1, "the room runs 1.0.0: {versions}");
     assert_eq!(versions[1]["rooms"], 0);
 
@@ -338,15 +321,9 @@ async fn slots_and_the_active_version_survive_a_restart() {
         Some("1.0.0"),
         "the rollback survived the restart"
     );
-    let status = host.status();
-    let faulty = status["games"]
+    let versions: Vec<String> = host.game("faulty")["versions"]
         .as_array()
-        .expect("games")
-        .iter()
-        .find(|g| g["name"] == "faulty")
-        .cloned();
-    let versions: Vec<String> = faulty
-        .and_then(|g| g["versions"].as_array().cloned())
+        .cloned()
         .unwrap_or_default()
         .iter()
         .map(|v| v["version"].as_str().unwrap_or_default().to_owned())
@@ -446,4 +423,24 @@ async fn unsigned_code_runs_only_with_the_development_flag_and_warns_each_time()
         ),
     );
     host.wait_for_audit("reject", Some("untrusted_signer")).await;
+}
+
+#[tokio::test]
+async fn a_file_still_being_copied_is_not_read_half_written() {
+    let host = faulty_host();
+    let bytes = signed("faulty-v2", "faulty", "2.0.0");
+    let path = host.modules_dir().join("faulty-slow.wasm");
+    // Written in place in pieces, slower than a disk copy but each pause
+    // shorter than the host's 50 ms debounce.
+    let mut file = std::fs::File::create(&path).expect("create");
+    for chunk in bytes.chunks(bytes.len() / 8 + 1) {
+        std::io::Write::write_all(&mut file, chunk).expect("write");
+        std::io::Write::flush(&mut file).expect("flush");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(file);
+    host.wait_until("2.0.0 is active", |h| h.active("faulty").as_deref() == Some("2.0.0"))
+        .await;
+    let status = host.status();
+    assert_eq!(status["counters"]["rejections"], json!({}), "no half-written read: {status}");
 }
