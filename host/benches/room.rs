@@ -230,7 +230,11 @@ fn signed(bytes: &[u8], key: &respawn_signing::SecretKey, name: &str, version: &
         built_at: 0,
         notes: None,
     };
-    respawn_signing::sign(&respawn_signing::embed_manifest(bytes, &manifest).expect("manifest"), key).expect("sign")
+    respawn_signing::sign(
+        &respawn_signing::embed_manifest(bytes, &manifest).expect("manifest"),
+        key,
+    )
+    .expect("sign")
 }
 
 fn deploy(c: &mut Criterion) {
@@ -280,7 +284,9 @@ fn deploy(c: &mut Criterion) {
     group.bench_function("rollback_flip", |b| {
         b.iter(|| {
             flip = !flip;
-            games.activate("tictactoe", if flip { &two } else { &one }).expect("flip")
+            games
+                .activate("tictactoe", if flip { &two } else { &one })
+                .expect("flip")
         })
     });
 
@@ -293,7 +299,10 @@ fn deploy(c: &mut Criterion) {
         }
     });
     assert_eq!(rooms.count(), 1000);
-    let modules = [games.get("tictactoe", &two).expect("v2"), games.get("tictactoe", &one).expect("v1")];
+    let modules = [
+        games.get("tictactoe", &two).expect("v2"),
+        games.get("tictactoe", &one).expect("v1"),
+    ];
     let mut next = 0;
     group.bench_function("migrate_1000_rooms", |b| {
         b.iter_custom(|iters| {

@@ -2,7 +2,7 @@
 //! and `unpin`: HTTP+JSON on loopback, every request carrying the bearer
 //! token from `<state>/admin.token` (created at first start, mode 0600).
 
-use crate::deploy::{DeployError, Deployer, Trigger};
+use crate::deploy::{DeployError, Deployer, Status, Trigger};
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -81,32 +81,60 @@ async fn authorize(State(admin): State<Arc<Admin>>, req: Request, next: Next) ->
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(t) if same(t.as_bytes(), admin.token.as_bytes()) => next.run(req).await,
-        _ => error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong admin token"),
+        _ => ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "missing or wrong admin token".into(),
+        }
+        .into_response(),
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": code, "message": message}))).into_response()
+/// An API error: an HTTP status and a stable code the CLI prints.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
 }
 
-fn deploy_error(e: &DeployError) -> Response {
-    let status = match e {
-        DeployError::Lookup(_) => StatusCode::NOT_FOUND,
-        DeployError::Aborted { .. } => StatusCode::CONFLICT,
-    };
-    error(status, e.code(), &e.to_string())
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": self.code, "message": self.message}))).into_response()
+    }
 }
 
-fn version(text: &str) -> Result<semver::Version, Response> {
-    text.parse()
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_version", &format!("`{text}`: {e}")))
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> Self {
+        let status = match e {
+            DeployError::Lookup(_) => StatusCode::NOT_FOUND,
+            DeployError::Aborted { .. } => StatusCode::CONFLICT,
+        };
+        Self {
+            status,
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
 }
 
-async fn status(State(admin): State<Arc<Admin>>) -> Response {
-    Json(admin.deployer.status()).into_response()
+fn version(text: Option<String>) -> Result<Option<semver::Version>, ApiError> {
+    text.map(|t| {
+        t.parse().map_err(|e| ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_version",
+            message: format!("`{t}`: {e}"),
+        })
+    })
+    .transpose()
 }
 
-/// Body of `rollback` and `pin`.
+type ApiResult = Result<Response, ApiError>;
+
+async fn status(State(admin): State<Arc<Admin>>) -> Json<Status> {
+    Json(admin.deployer.status())
+}
+
+/// Body of `rollback`, `promote` and `pin`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct MaybeVersion {
@@ -114,53 +142,35 @@ struct MaybeVersion {
     version: Option<String>,
 }
 
-/// Body of `promote`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Target {
-    version: String,
-}
-
 async fn rollback(
     State(admin): State<Arc<Admin>>,
     Path(game): Path<String>,
     body: Option<Json<MaybeVersion>>,
-) -> Response {
-    let to = match body.and_then(|b| b.0.version).map(|v| version(&v)).transpose() {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    match admin.deployer.rollback(&game, to).await {
-        Ok(p) => Json(p).into_response(),
-        Err(e) => deploy_error(&e),
-    }
+) -> ApiResult {
+    let to = version(body.and_then(|b| b.0.version))?;
+    Ok(Json(admin.deployer.rollback(&game, to).await?).into_response())
 }
 
-async fn promote(State(admin): State<Arc<Admin>>, Path(game): Path<String>, Json(body): Json<Target>) -> Response {
-    let v = match version(&body.version) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    match admin.deployer.promote(&game, &v, Trigger::Promote).await {
-        Ok(p) => Json(p).into_response(),
-        Err(e) => deploy_error(&e),
-    }
+async fn promote(
+    State(admin): State<Arc<Admin>>,
+    Path(game): Path<String>,
+    Json(body): Json<MaybeVersion>,
+) -> ApiResult {
+    let v = version(body.version)?.ok_or(ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "bad_version",
+        message: "`version` is required".into(),
+    })?;
+    Ok(Json(admin.deployer.promote(&game, &v, Trigger::Promote).await?).into_response())
 }
 
-async fn pin(State(admin): State<Arc<Admin>>, Path(game): Path<String>, body: Option<Json<MaybeVersion>>) -> Response {
-    let v = match body.and_then(|b| b.0.version).map(|v| version(&v)).transpose() {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    match admin.deployer.pin(&game, v).await {
-        Ok(p) => Json(json!({"pinned": true, "promotion": p})).into_response(),
-        Err(e) => deploy_error(&e),
-    }
+async fn pin(State(admin): State<Arc<Admin>>, Path(game): Path<String>, body: Option<Json<MaybeVersion>>) -> ApiResult {
+    let v = version(body.and_then(|b| b.0.version))?;
+    let promotion = admin.deployer.pin(&game, v).await?;
+    Ok(Json(json!({"pinned": true, "promotion": promotion})).into_response())
 }
 
-async fn unpin(State(admin): State<Arc<Admin>>, Path(game): Path<String>) -> Response {
-    match admin.deployer.unpin(&game) {
-        Ok(()) => Json(json!({"pinned": false})).into_response(),
-        Err(e) => deploy_error(&e),
-    }
+async fn unpin(State(admin): State<Arc<Admin>>, Path(game): Path<String>) -> ApiResult {
+    admin.deployer.unpin(&game)?;
+    Ok(Json(json!({"pinned": false})).into_response())
 }

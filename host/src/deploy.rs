@@ -181,6 +181,9 @@ impl Deployer {
 
     fn accept(&self, file: &Path, module: GameModule) -> Arc<GameModule> {
         let module = Arc::new(module);
+        if module.source.signer().is_none() {
+            tracing::warn!(file = %file.display(), game = %module.name, "loading UNSIGNED code: trust.allow_unsigned is on (development only)");
+        }
         if let Err(e) = self.store.save(&module) {
             tracing::error!(game = %module.name, "cannot store version {} in the slot store: {e}", module.version);
         }
@@ -295,7 +298,11 @@ impl Deployer {
             let (sandbox, v) = (self.sandbox.clone(), verified.clone());
             tokio::task::spawn_blocking(move || loader::compile(&sandbox, v))
                 .await
-                .unwrap_or_else(|e| Err(Rejection::Compile(CompileError::Invalid(format!("the compiler failed: {e}")))))
+                .unwrap_or_else(|e| {
+                    Err(Rejection::Compile(CompileError::Invalid(format!(
+                        "the compiler failed: {e}"
+                    ))))
+                })
         };
         let module = match compiled {
             Ok(m) => self.accept(file, m),

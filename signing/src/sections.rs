@@ -174,10 +174,7 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].custom(), Some(("hello", &b"data"[..])));
         assert_eq!((s[1].id, s[1].payload), (1, &[0xaa, 0xbb][..]));
-        assert_eq!(
-            parse(&m[..m.len() - 1]).unwrap_err(),
-            FormatError::Truncated(s[1].start)
-        );
+        assert_eq!(parse(&m[..m.len() - 1]).unwrap_err(), FormatError::Truncated(s[0].end));
         assert_eq!(parse(b"\0asm\x02\0\0\0").unwrap_err(), FormatError::NotWasm);
     }
 }

@@ -38,7 +38,11 @@ pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatch
             EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
         );
         // For a rename seen as one event, the destination is the last path.
-        let paths = if renamed { event.paths.last().cloned().into_iter().collect() } else { event.paths };
+        let paths = if renamed {
+            event.paths.last().cloned().into_iter().collect()
+        } else {
+            event.paths
+        };
         for path in paths {
             if is_candidate(&path) {
                 let _ = raw_tx.send((path, renamed));
@@ -51,6 +55,19 @@ pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatch
     tokio::spawn(async move {
         // path -> (last event, size at the last look)
         let mut pending: HashMap<PathBuf, (Instant, Option<u64>)> = HashMap::new();
+        // What was last reported per path, so the several events one
+        // publication raises (rename, then create or close) report it once.
+        let mut reported: HashMap<PathBuf, Stamp> = HashMap::new();
+        let report = async |path: PathBuf, reported: &mut HashMap<PathBuf, Stamp>| -> bool {
+            let now = stamp(&path);
+            if now.is_none() || reported.get(&path) == now.as_ref() {
+                return true;
+            }
+            if let Some(s) = now {
+                reported.insert(path.clone(), s);
+            }
+            ready_tx.send(path).await.is_ok()
+        };
         let step = (debounce / 2).max(Duration::from_millis(5));
         loop {
             let next = if pending.is_empty() {
@@ -66,7 +83,7 @@ pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatch
                 Some((p, _)) if p.as_os_str().is_empty() => {}
                 Some((p, true)) => {
                     pending.remove(&p);
-                    if ready_tx.send(p).await.is_err() {
+                    if !report(p, &mut reported).await {
                         return;
                     }
                 }
@@ -81,7 +98,7 @@ pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatch
                 if now.duration_since(*last) < debounce {
                     continue;
                 }
-                let current = std::fs::metadata(&*path).ok().map(|m| m.len());
+                let current = std::fs::metadata(path.as_path()).ok().map(|m| m.len());
                 if current.is_none() || current == *size {
                     ready.push(path.clone());
                 } else {
@@ -91,13 +108,21 @@ pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatch
             }
             for path in ready {
                 pending.remove(&path);
-                if path.exists() && ready_tx.send(path).await.is_err() {
+                if !report(path, &mut reported).await {
                     return;
                 }
             }
         }
     });
     Ok((watcher, ready_rx))
+}
+
+/// A file's identity for change detection: modification time and size.
+type Stamp = (std::time::SystemTime, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 #[cfg(test)]
@@ -136,7 +161,11 @@ mod tests {
         std::fs::write(dir.join(".next.wasm.part"), b"complete").unwrap();
         std::fs::rename(dir.join(".next.wasm.part"), dir.join("next.wasm")).unwrap();
         let got = tokio::time::timeout(Duration::from_secs(20), rx2.recv()).await;
-        assert_eq!(got.ok().flatten(), Some(dir.join("next.wasm")), "a renamed file needs no debounce");
+        assert_eq!(
+            got.ok().flatten(),
+            Some(dir.join("next.wasm")),
+            "a renamed file needs no debounce"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -12,4 +12,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use respawn::game::types::{Level, Player, Rejection};
+// `self::` keeps the generated `respawn` module apart from this crate's name.
+pub use self::respawn::game::types::{Level, Player, Rejection};

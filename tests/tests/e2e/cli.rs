@@ -24,11 +24,17 @@ async fn keygen_sign_verify_inspect_and_serve_what_was_signed() {
     assert!(ok, "{err}");
     assert!(out.contains("SHA256:"), "{out}");
     let (ok, _, err) = respawn(&["keygen", "--out", path(&key)]);
-    assert!(!ok && err.contains("not overwriting"), "keygen never overwrites a key: {err}");
+    assert!(
+        !ok && err.contains("not overwriting"),
+        "keygen never overwrites a key: {err}"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(key.with_extension("key")).expect("key").permissions().mode();
+        let mode = std::fs::metadata(key.with_extension("key"))
+            .expect("key")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     let public = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
@@ -38,8 +44,18 @@ async fn keygen_sign_verify_inspect_and_serve_what_was_signed() {
     let core = workspace().join("target/wasm/wasm32-wasip1/guest/echo.wasm");
     let signed = dir.path().join("echo-signed.wasm");
     let (ok, out, err) = respawn(&[
-        "sign", path(&core), "--key", path(&key.with_extension("key")), "--name", "parrot", "--version", "2.1.0",
-        "--notes", "first release", "-o", path(&signed),
+        "sign",
+        path(&core),
+        "--key",
+        path(&key.with_extension("key")),
+        "--name",
+        "parrot",
+        "--version",
+        "2.1.0",
+        "--notes",
+        "first release",
+        "-o",
+        path(&signed),
     ]);
     assert!(ok, "{err}");
     assert!(out.contains("parrot 2.1.0") && out.contains("componentized"), "{out}");
@@ -51,7 +67,12 @@ async fn keygen_sign_verify_inspect_and_serve_what_was_signed() {
     respawn(&["keygen", "--out", path(&other)]);
     let (ok, _, err) = respawn(&["verify", path(&signed), "--trust", path(&other.with_extension("pub"))]);
     assert!(!ok && err.contains("untrusted_signer"), "{err}");
-    let (ok, _, err) = respawn(&["verify", path(&guest("echo")), "--trust", path(&key.with_extension("pub"))]);
+    let (ok, _, err) = respawn(&[
+        "verify",
+        path(&guest("echo")),
+        "--trust",
+        path(&key.with_extension("pub")),
+    ]);
     assert!(!ok && err.contains("unsigned"), "{err}");
 
     let (ok, out, err) = respawn(&["inspect", path(&signed)]);

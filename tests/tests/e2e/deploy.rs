@@ -115,7 +115,11 @@ async fn every_bad_update_is_rejected_with_its_reason_and_changes_nothing() {
             "{name} changed nothing"
         );
     }
-    assert_eq!(host.game("faulty")["versions"].as_array().map(Vec::len), Some(1), "nothing was loaded");
+    assert_eq!(
+        host.game("faulty")["versions"].as_array().map(Vec::len),
+        Some(1),
+        "nothing was loaded"
+    );
     assert_eq!(count(&mut p).await, 2, "the live room never noticed");
 }
 
@@ -442,5 +446,9 @@ async fn a_file_still_being_copied_is_not_read_half_written() {
     host.wait_until("2.0.0 is active", |h| h.active("faulty").as_deref() == Some("2.0.0"))
         .await;
     let status = host.status();
-    assert_eq!(status["counters"]["rejections"], json!({}), "no half-written read: {status}");
+    assert_eq!(
+        status["counters"]["rejections"],
+        json!({}),
+        "no half-written read: {status}"
+    );
 }
