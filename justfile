@@ -80,7 +80,14 @@ guests: toolchain host devkey
 
 # Run all tests: unit tests, guests natively, end-to-end against a real host.
 test: guests
-    cargo test --workspace --no-fail-fast
+    #!/usr/bin/env bash
+    set -uo pipefail
+    cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log
+    status=${PIPESTATUS[0]}
+    # One closing line for the whole run (cargo prints one per test binary).
+    grep -E '^test result:' target/test.log \
+        | awk '{p += $4; f += $6; s += $8} END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, s}'
+    exit "$status"
 
 # Formatting and lints, as CI wants them.
 lint:

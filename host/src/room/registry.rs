@@ -29,6 +29,11 @@ pub struct Rooms {
     seeds: Mutex<rand::rngs::ChaCha8Rng>,
 }
 
+/// How long a migration waits for every room to be ready before aborting.
+/// Each room prepares between two inputs, and guest calls are bounded by
+/// their deadline, so this is only reached by a wedged room.
+const MIGRATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How often a join retries a room that closed under it.
 const JOIN_ATTEMPTS: usize = 3;
 
@@ -189,11 +194,16 @@ impl Rooms {
             }
         }
         let mut failures = Vec::new();
-        for (ready, _) in &mut pending {
-            // A room that closed meanwhile has nothing left to migrate.
-            if let Ok(Err(why)) = ready.await {
-                failures.push(why);
+        let collect = async {
+            for (ready, _) in &mut pending {
+                // A room that closed meanwhile has nothing left to migrate.
+                if let Ok(Err(why)) = ready.await {
+                    failures.push(why);
+                }
             }
+        };
+        if tokio::time::timeout(MIGRATION_TIMEOUT, collect).await.is_err() {
+            failures.push(format!("rooms did not get ready within {MIGRATION_TIMEOUT:?}"));
         }
         let commit = failures.is_empty();
         let switched = pending.len();
