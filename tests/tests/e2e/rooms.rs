@@ -228,6 +228,27 @@ async fn limits_on_players_and_connections_are_clear_refusals() {
 }
 
 #[tokio::test]
+async fn rooms_may_use_half_the_instance_pool_so_a_swap_always_fits() {
+    let host = Host::start_with(HostOptions {
+        config: "[sandbox]\nmax_instances = 4\n",
+        ..HostOptions::default()
+    });
+    let mut a = host.client(Transport::Tcp).await;
+    let mut b = host.client(Transport::Tcp).await;
+    let mut c = host.client(Transport::Tcp).await;
+    a.join("faulty", "one", "a").await;
+    b.join("faulty", "two", "b").await;
+    c.send(json!({"type": "join", "game": "faulty", "room": "three", "name": "c"})).await;
+    c.expect_error("server_full").await;
+    // Both rooms can still move to a new version: the pool has room for it.
+    host.drop_module("faulty-2.wasm", &respawn_e2e::signed("faulty-v2", "faulty", "2.0.0"));
+    for p in [&mut a, &mut b] {
+        assert_eq!(p.recv().await["type"], "swapped");
+        assert_eq!(count(p).await, 10);
+    }
+}
+
+#[tokio::test]
 async fn a_game_that_refuses_to_start_a_room_is_a_clear_error() {
     let host = Host::start_with(HostOptions {
         config: "[games.faulty.config]\nfail_init = true\n",
