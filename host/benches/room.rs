@@ -273,9 +273,23 @@ fn deploy(c: &mut Criterion) {
         b.iter(|| black_box(sandbox.compile(&verified).expect("compiles")))
     });
 
+    let cache_dir = tempfile::tempdir().expect("tmp");
+    let cache = respawn::modules::cache::CodeCache::open(cache_dir.path(), sandbox.engine()).expect("cache");
+    sandbox
+        .compile_cached(&verified, Some(&cache))
+        .expect("fills the cache");
+    group.bench_function(format!("compile_from_cache/{}KB", v1.len() / 1024), |b| {
+        b.iter(|| {
+            let (code, hit) = sandbox.compile_cached(&verified, Some(&cache)).expect("compiles");
+            assert!(hit);
+            black_box(code)
+        })
+    });
+
     let games = Arc::new(Games::new(5));
     for bytes in [&v1, &v2] {
-        let m = loader::compile(&sandbox, trust.verify(bytes.clone(), origin).expect("verified")).expect("compile");
+        let m =
+            loader::compile(&sandbox, trust.verify(bytes.clone(), origin).expect("verified"), None).expect("compile");
         games.insert(Arc::new(m));
     }
     let (one, two): (semver::Version, semver::Version) = ("1.0.0".parse().expect("v"), "2.0.0".parse().expect("v"));

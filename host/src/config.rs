@@ -91,12 +91,17 @@ impl Default for TrustConfig {
 pub struct StateConfig {
     /// The folder (created if missing).
     pub dir: PathBuf,
+    /// Keep compiled code of the slots in `<dir>/cache`, so a restart does
+    /// not recompile every version (artifacts are authenticated with a key
+    /// only this host knows).
+    pub code_cache: bool,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from(".respawn"),
+            code_cache: true,
         }
     }
 }

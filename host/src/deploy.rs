@@ -6,6 +6,7 @@
 //! logged, counted and audited.
 
 use crate::modules::audit::{AuditEntry, AuditLog};
+use crate::modules::cache::CodeCache;
 use crate::modules::games::{GameStatus, LookupError};
 use crate::modules::store::{GameState, SlotStore};
 use crate::modules::{GameModule, Games, Rejection, TrustStore, VerifiedModule, loader};
@@ -132,6 +133,7 @@ pub struct Deployer {
     games: Arc<Games>,
     rooms: Arc<Rooms>,
     store: SlotStore,
+    cache: Option<Arc<CodeCache>>,
     audit: AuditLog,
     counters: Mutex<Counters>,
 }
@@ -152,9 +154,16 @@ impl Deployer {
             games,
             rooms,
             store,
+            cache: None,
             audit,
             counters: Mutex::new(Counters::default()),
         }
+    }
+
+    /// Uses `cache` for compiled code.
+    pub fn with_cache(mut self, cache: CodeCache) -> Self {
+        self.cache = Some(Arc::new(cache));
+        self
     }
 
     fn count(&self, f: impl FnOnce(&mut Counters)) {
@@ -187,8 +196,11 @@ impl Deployer {
         if let Err(e) = self.store.save(&module) {
             tracing::error!(game = %module.name, "cannot store version {} in the slot store: {e}", module.version);
         }
-        for old in self.games.insert(module.clone()) {
+        for (old, digest) in self.games.insert(module.clone()) {
             self.store.remove(&module.name, &old);
+            if let Some(cache) = &self.cache {
+                cache.remove(&digest);
+            }
         }
         tracing::info!(game = %module.name, version = %module.version, signer = module.source.signer().unwrap_or("UNSIGNED"), "version loaded");
         self.count(|c| c.loaded += 1);
@@ -240,7 +252,7 @@ impl Deployer {
                     continue;
                 }
             }
-            match loader::compile(&self.sandbox, verified.clone()) {
+            match loader::compile(&self.sandbox, verified.clone(), self.cache.as_deref()) {
                 Ok(m) => {
                     let m = self.accept(&file, m);
                     if i >= stored {
@@ -295,8 +307,8 @@ impl Deployer {
         }
         let t1 = Instant::now();
         let compiled = {
-            let (sandbox, v) = (self.sandbox.clone(), verified.clone());
-            tokio::task::spawn_blocking(move || loader::compile(&sandbox, v))
+            let (sandbox, v, cache) = (self.sandbox.clone(), verified.clone(), self.cache.clone());
+            tokio::task::spawn_blocking(move || loader::compile(&sandbox, v, cache.as_deref()))
                 .await
                 .unwrap_or_else(|e| {
                     Err(Rejection::Compile(CompileError::Invalid(format!(

@@ -5,6 +5,7 @@ use crate::admin;
 use crate::config::Config;
 use crate::deploy::Deployer;
 use crate::modules::audit::AuditLog;
+use crate::modules::cache::CodeCache;
 use crate::modules::store::SlotStore;
 use crate::modules::{self, Games, TrustStore};
 use crate::net::tcp::TcpTransport;
@@ -60,14 +61,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let sandbox = Arc::new(Sandbox::new(&config.sandbox).context("creating the WebAssembly engine")?);
     let games = Arc::new(Games::new(config.slots.keep));
     let rooms = Rooms::new(sandbox.clone(), games.clone(), config.clone());
-    let deployer = Arc::new(Deployer::new(
-        sandbox,
+    let mut deployer = Deployer::new(
+        sandbox.clone(),
         trust,
         games.clone(),
         rooms.clone(),
         SlotStore::open(state_dir).context("opening the slot store")?,
         AuditLog::open(&state_dir.join("audit.log")).context("opening the audit log")?,
-    ));
+    );
+    if config.state.code_cache {
+        deployer = deployer.with_cache(CodeCache::open(state_dir, sandbox.engine()).context("opening the code cache")?);
+    }
+    let deployer = Arc::new(deployer);
     {
         let (deployer, dir) = (deployer.clone(), config.modules.dir.clone());
         tokio::task::spawn_blocking(move || deployer.load_startup(&dir)).await?;

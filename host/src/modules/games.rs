@@ -182,8 +182,9 @@ impl Games {
         }
     }
 
-    /// Adds a compiled version (not active yet); returns evicted versions.
-    pub fn insert(&self, module: Arc<GameModule>) -> Vec<Version> {
+    /// Adds a compiled version (not active yet); returns the evicted
+    /// versions with their digests.
+    pub fn insert(&self, module: Arc<GameModule>) -> Vec<(Version, String)> {
         let mut games = self.write();
         let entry = games.entry(module.name.clone()).or_insert_with(|| Entry {
             slots: Slots::new(self.keep),

@@ -1,5 +1,6 @@
 //! Reads module files and turns verified modules into compiled game code.
 
+use super::cache::CodeCache;
 use super::{GameModule, Rejection, TrustStore, VerifiedModule};
 use crate::sandbox::Sandbox;
 use std::path::Path;
@@ -18,10 +19,14 @@ pub fn read_verified(trust: &TrustStore, path: &Path) -> Result<VerifiedModule, 
     trust.verify(bytes, path)
 }
 
-/// Compiles verified code and checks it implements our world. CPU-heavy:
-/// call it off the async runtime's worker threads.
-pub fn compile(sandbox: &Sandbox, module: VerifiedModule) -> Result<GameModule, Rejection> {
-    let code = sandbox.compile(&module).map_err(Rejection::Compile)?;
+/// Compiles verified code (or takes it from `cache`) and checks it
+/// implements our world. CPU-heavy: call it off the async runtime's worker
+/// threads.
+pub fn compile(sandbox: &Sandbox, module: VerifiedModule, cache: Option<&CodeCache>) -> Result<GameModule, Rejection> {
+    let (code, cached) = sandbox.compile_cached(&module, cache).map_err(Rejection::Compile)?;
+    if cached {
+        tracing::debug!(game = %module.manifest().name, version = %module.manifest().version, "compiled code from the cache");
+    }
     Ok(GameModule {
         name: module.manifest().name.clone(),
         version: module.manifest().version.clone(),

@@ -6,6 +6,7 @@
 //! decision, and `watcher` notices files dropped into the modules folder.
 
 pub mod audit;
+pub mod cache;
 pub mod componentize;
 pub mod games;
 pub mod loader;

@@ -64,17 +64,18 @@ impl<T> Slots<T> {
         }
     }
 
-    /// Adds a version; returns the versions evicted to stay within `keep`.
-    /// The active version is never evicted.
-    pub fn insert(&mut self, version: Version, digest: String, module: Arc<T>) -> Vec<Version> {
+    /// Adds a version; returns the versions (and digests) evicted to stay
+    /// within `keep`. The active version is never evicted.
+    pub fn insert(&mut self, version: Version, digest: String, module: Arc<T>) -> Vec<(Version, String)> {
         self.versions.insert(version, (digest, module));
         let mut evicted = Vec::new();
         while self.versions.len() > self.keep {
             let oldest = self.versions.keys().find(|v| Some(*v) != self.active.as_ref()).cloned();
             match oldest {
                 Some(v) => {
-                    self.versions.remove(&v);
-                    evicted.push(v);
+                    if let Some((digest, _)) = self.versions.remove(&v) {
+                        evicted.push((v, digest));
+                    }
                 }
                 None => break,
             }
@@ -178,7 +179,10 @@ mod tests {
         }
         let kept: Vec<String> = s.versions().map(|(v, _)| v.to_string()).collect();
         assert_eq!(kept, ["1.0.0", "3.0.0", "4.0.0"], "the active 1.0.0 survives");
-        assert_eq!(s.insert(v("5.0.0"), "5".into(), Arc::new(())), vec![v("3.0.0")]);
+        assert_eq!(
+            s.insert(v("5.0.0"), "5".into(), Arc::new(())),
+            vec![(v("3.0.0"), "3.0.0".to_owned())]
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub use instance::{CallResult, Effect, FaultKind, GuestFault, GuestInstance, Roo
 
 use crate::config::SandboxConfig;
 use crate::modules::VerifiedModule;
+use crate::modules::cache::CodeCache;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -138,17 +139,38 @@ impl Sandbox {
     /// Only verified modules compile: unverified bytes have no way in.
     /// CPU-heavy: call it off the async runtime's worker threads.
     pub fn compile(&self, module: &VerifiedModule) -> Result<GameCode, CompileError> {
+        self.compile_cached(module, None).map(|(code, _)| code)
+    }
+
+    /// [`Sandbox::compile`], using and filling `cache`; also says whether
+    /// the code came from the cache.
+    pub fn compile_cached(
+        &self,
+        module: &VerifiedModule,
+        cache: Option<&CodeCache>,
+    ) -> Result<(GameCode, bool), CompileError> {
         let bytes = module.bytes();
         if !wasmparser::Parser::is_component(bytes) {
             return Err(CompileError::NotAComponent);
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        let cached = cache.and_then(|c| c.get(&self.engine, module.digest()));
+        let hit = cached.is_some();
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                let c = Component::new(&self.engine, bytes).map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+                if let Some(cache) = cache {
+                    cache.put(module.digest(), &c);
+                }
+                c
+            }
+        };
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| CompileError::WrongWorld(format!("{e:#}")))?;
         let pre = bindings::RoomPre::new(instance_pre).map_err(|e| CompileError::WrongWorld(format!("{e:#}")))?;
-        Ok(GameCode { pre })
+        Ok((GameCode { pre }, hit))
     }
 }
 

@@ -452,3 +452,33 @@ async fn a_file_still_being_copied_is_not_read_half_written() {
         "no half-written read: {status}"
     );
 }
+
+#[tokio::test]
+async fn a_restart_takes_compiled_code_from_the_cache_and_ignores_forged_artifacts() {
+    let host = faulty_host();
+    let host = host.restart();
+    let log = host.log();
+    assert!(log.contains("compiled code from the cache"), "{log}");
+    let mut p = host.client(Transport::Tcp).await;
+    p.join("faulty", "r", "p").await;
+    assert_eq!(count(&mut p).await, 1);
+
+    // Forge every artifact: the host must not run them, and recompiles.
+    let cache = host.state_dir().join("cache");
+    let mut forged = 0;
+    for entry in std::fs::read_dir(&cache).expect("cache dir") {
+        let path = entry.expect("entry").path();
+        let mut bytes = std::fs::read(&path).expect("artifact");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, bytes).expect("forge");
+        forged += 1;
+    }
+    assert!(forged >= 2, "faulty and echo are cached");
+    drop(p);
+    let host = host.restart();
+    assert!(host.log().contains("ignoring a cached artifact"));
+    let mut p = host.client(Transport::Ws).await;
+    p.join("faulty", "r", "p").await;
+    assert_eq!(count(&mut p).await, 1);
+}

@@ -238,7 +238,8 @@ async fn rooms_may_use_half_the_instance_pool_so_a_swap_always_fits() {
     let mut c = host.client(Transport::Tcp).await;
     a.join("faulty", "one", "a").await;
     b.join("faulty", "two", "b").await;
-    c.send(json!({"type": "join", "game": "faulty", "room": "three", "name": "c"})).await;
+    c.send(json!({"type": "join", "game": "faulty", "room": "three", "name": "c"}))
+        .await;
     c.expect_error("server_full").await;
     // Both rooms can still move to a new version: the pool has room for it.
     host.drop_module("faulty-2.wasm", &respawn_e2e::signed("faulty-v2", "faulty", "2.0.0"));
