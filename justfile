@@ -68,11 +68,14 @@ guests: toolchain host devkey
         "${cargo[@]}" -p faulty --features "$feature"
         target/debug/respawn component target/wasm/wasm32-wasip1/guest/faulty.wasm -o "target/guests/faulty-$feature.wasm"
     done
-    # Example games are signed with the development key, versioned as their crate.
+    # Example games are signed with the development key when they changed,
+    # as `<crate version>-dev.<unix time>`: every rebuild is a newer version,
+    # so a running `just run` hot-swaps it and a restart never meets the same
+    # version with other bytes.
     for g in {{example_games}}; do
         if [ "target/guests/$g.wasm" -nt "modules/$g.wasm" ] \
             || ! target/debug/respawn verify "modules/$g.wasm" --trust .respawn/trust >/dev/null 2>&1; then
-            version=$(cargo pkgid -p "$g" | sed 's/.*[@#]//')
+            version="$(cargo pkgid -p "$g" | sed 's/.*[@#]//')-dev.$(date +%s)"
             target/debug/respawn sign "target/guests/$g.wasm" --key .respawn/dev.key \
                 --name "$g" --version "$version" --author "respawn examples" -o "modules/$g.wasm"
         fi

@@ -93,6 +93,12 @@ mod wasm {
     }
 
     pub fn init<G: Game>(g: &mut G, room: &str, config: &[u8]) -> Result<(), String> {
+        // A panic's message goes to the host's log, tagged with the room,
+        // instead of a stderr nobody reads; the trap that follows is the
+        // host's to handle.
+        std::panic::set_hook(Box::new(|info| {
+            host::log(types::Level::Error, &format!("guest panicked: {info}"))
+        }));
         dispatch_init(g, &mut Wit, room, config)
     }
     pub fn on_join<G: Game>(g: &mut G, id: PlayerId, name: String) -> Result<(), Reject> {

@@ -236,11 +236,19 @@ impl AdminClient {
 
 /// Prints `status` as a table.
 pub fn print_status(status: &Value) {
+    let games: Vec<&Value> = status["games"].as_array().into_iter().flatten().collect();
+    let width = games
+        .iter()
+        .flat_map(|g| g["versions"].as_array().into_iter().flatten())
+        .filter_map(|v| v["version"].as_str().map(str::len))
+        .max()
+        .unwrap_or(0)
+        .max(7);
     println!(
-        "{:<14} {:<12} {:<7} {:<6} {:<10} SIGNER",
+        "{:<14} {:<width$} {:<7} {:<6} {:<10} SIGNER",
         "GAME", "VERSION", "ACTIVE", "ROOMS", "DIGEST"
     );
-    for game in status["games"].as_array().into_iter().flatten() {
+    for game in games {
         let name = game["name"].as_str().unwrap_or("?");
         let active = game["active"].as_str().unwrap_or("");
         let pinned = game["pinned"].as_bool().unwrap_or(false);
@@ -252,7 +260,7 @@ pub fn print_status(status: &Value) {
                 _ => "",
             };
             println!(
-                "{:<14} {:<12} {:<7} {:<6} {:<10} {}",
+                "{:<14} {:<width$} {:<7} {:<6} {:<10} {}",
                 name,
                 version,
                 mark,

@@ -67,7 +67,12 @@ async fn a_trapping_guest_closes_only_its_room() {
     // Joining again starts a fresh room.
     p1.join("faulty", "doomed", "p1").await;
     assert_eq!(count(&mut p1).await, 1);
-    assert!(host.log().contains("guest fault"), "the fault is logged");
+    let log = host.log();
+    assert!(log.contains("guest fault"), "the fault is logged");
+    assert!(
+        log.contains("guest panicked") && log.contains("panic on request"),
+        "with the guest's panic message"
+    );
 }
 
 #[tokio::test]
