@@ -2,11 +2,12 @@
 //! tool-conventions signature format: both directions, live, plus a vector
 //! made by wasmsign2 and committed (so the format cannot drift silently).
 
-use respawn_signing::{Manifest, PublicKey, SecretKey, embed_manifest, sign, verify};
+use respawn_signing::{PublicKey, SecretKey, sign, verify};
 use std::io::Cursor;
 
 /// A component (empty, with a Respawn manifest) signed by wasmsign2 0.2.8
-/// with the key in `vector.key`; see `vector_is_what_wasmsign2_produces`.
+/// with the key in `vector.key`, written by `cargo run -p respawn-signing
+/// --example wasmsign2_vector`; see `vector_is_what_wasmsign2_produces`.
 const VECTOR: &[u8] = include_bytes!("vectors/signed-by-wasmsign2.wasm");
 const VECTOR_KEY: &[u8] = include_bytes!("vectors/vector.key");
 const VECTOR_PUB: &[u8] = include_bytes!("vectors/vector.pub");
@@ -64,35 +65,4 @@ fn vector_is_what_wasmsign2_produces() {
     assert_eq!(key.public(), PublicKey::parse(VECTOR_PUB).unwrap());
     assert_eq!(wasmsign2_sign(VECTOR_INPUT, &key), VECTOR);
     assert_eq!(sign(VECTOR_INPUT, &key).unwrap(), VECTOR);
-}
-
-/// Writes the vector files. Run once by hand with
-/// `cargo test -p respawn-signing --test wasmsign2 -- --ignored`.
-#[test]
-#[ignore]
-fn regenerate_vector() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors");
-    let key = SecretKey::from_bytes(
-        &[
-            &[0x81u8][..],
-            &[7u8; 32],
-            ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
-                .verifying_key()
-                .as_bytes(),
-        ]
-        .concat(),
-    )
-    .unwrap();
-    let manifest = Manifest {
-        name: "vector".into(),
-        version: "1.0.0".parse().unwrap(),
-        author: "respawn tests".into(),
-        built_at: 1_764_000_000,
-        notes: None,
-    };
-    let input = embed_manifest(b"\0asm\x0d\x00\x01\x00", &manifest).unwrap();
-    std::fs::write(format!("{dir}/unsigned.wasm"), &input).unwrap();
-    std::fs::write(format!("{dir}/vector.key"), key.to_bytes()).unwrap();
-    std::fs::write(format!("{dir}/vector.pub"), key.public().to_bytes()).unwrap();
-    std::fs::write(format!("{dir}/signed-by-wasmsign2.wasm"), wasmsign2_sign(&input, &key)).unwrap();
 }
