@@ -34,6 +34,8 @@
 //!
 //! Game logic is tested natively, without wasm, with [`testing::TestRoom`].
 
+#![warn(missing_docs)]
+
 // The generated bindings name this crate by its absolute path, which must
 // also resolve inside the crate itself.
 extern crate self as respawn_guest_sdk;

@@ -33,13 +33,33 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// `Ctx::send`.
-    Send { to: PlayerId, msg: Value },
+    Send {
+        /// Recipient.
+        to: PlayerId,
+        /// The message.
+        msg: Value,
+    },
     /// `Ctx::broadcast` and `Ctx::broadcast_except`.
-    Broadcast { msg: Value, except: Option<PlayerId> },
+    Broadcast {
+        /// The message.
+        msg: Value,
+        /// The player left out, if any.
+        except: Option<PlayerId>,
+    },
     /// `Ctx::kick`.
-    Kick { player: PlayerId, reason: String },
+    Kick {
+        /// Who.
+        player: PlayerId,
+        /// Why, as the player is told.
+        reason: String,
+    },
     /// `Ctx::log`.
-    Log { level: Level, message: String },
+    Log {
+        /// Severity.
+        level: Level,
+        /// The line.
+        message: String,
+    },
     /// `Ctx::set_tick_interval`.
     TickInterval(u32),
 }

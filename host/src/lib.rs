@@ -7,6 +7,8 @@
 //! (verification, slots) and goes live through [`deploy`]; operators drive
 //! it through [`admin`].
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod cli;
 pub mod config;

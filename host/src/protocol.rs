@@ -247,11 +247,13 @@ pub enum ServerMsg<'a> {
         player: u64,
         /// The version of the game the room runs.
         version: &'a str,
+        /// The request's `ref`, echoed.
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a RawValue>,
     },
     /// The player left the room.
     Left {
+        /// The request's `ref`, echoed.
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a RawValue>,
     },
@@ -270,11 +272,13 @@ pub enum ServerMsg<'a> {
     },
     /// The message with this `ref` was accepted by the game.
     Ack {
+        /// The message's `ref`, echoed.
         #[serde(rename = "ref")]
         reference: &'a RawValue,
     },
     /// Answer to `ping`.
     Pong {
+        /// The request's `ref`, echoed.
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a RawValue>,
     },
@@ -288,6 +292,7 @@ pub enum ServerMsg<'a> {
         /// The game's own code, for `join_refused` and `rejected`.
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<&'a str>,
+        /// The request's `ref`, echoed.
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a RawValue>,
     },

@@ -12,6 +12,8 @@
 //!   [`PublicKey`] reads wasmsign2 public keys and OpenSSH `ssh-ed25519`
 //!   lines.
 
+#![warn(missing_docs)]
+
 mod keys;
 mod manifest;
 mod sections;

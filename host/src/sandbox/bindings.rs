@@ -1,6 +1,8 @@
 //! Host-side bindings of the `respawn:game/room` world, generated from
 //! `wit/` at compile time.
 
+#![allow(missing_docs)]
+
 wasmtime::component::bindgen!({
     world: "room",
     path: "../wit",
