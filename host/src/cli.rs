@@ -4,7 +4,7 @@
 use crate::admin::TOKEN_FILE;
 use crate::config::Config;
 use anyhow::{Context, bail};
-use respawn_signing::{Manifest, PublicKey, SecretKey};
+use respawn_signing::{Manifest, SecretKey};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -97,29 +97,10 @@ pub fn sign(req: &SignRequest<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<PublicKey>> {
-    let mut keys = Vec::new();
-    for p in paths {
-        let files: Vec<PathBuf> = if p.is_dir() {
-            std::fs::read_dir(p)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "pub"))
-                .collect()
-        } else {
-            vec![p.clone()]
-        };
-        for f in files {
-            let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
-            keys.push(PublicKey::parse(&bytes).with_context(|| format!("{}", f.display()))?);
-        }
-    }
-    Ok(keys)
-}
-
 /// `respawn verify`: exits non-zero unless a trusted key signed the file.
 pub fn verify(file: &Path, trust: &[PathBuf]) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let keys = read_keys(trust)?;
+    let keys = crate::modules::trust::read_key_files(trust)?;
     match respawn_signing::verify(&bytes, &keys) {
         Ok(key) => {
             let manifest = respawn_signing::read_manifest(&bytes)?;

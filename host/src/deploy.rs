@@ -220,8 +220,8 @@ impl Deployer {
     /// everything, and activates each game's persisted version (or its
     /// newest). Bad files are rejected and skipped.
     pub fn load_startup(&self, modules_dir: &Path) {
-        let stored = self.store.files().len();
         let mut files = self.store.files();
+        let stored = files.len();
         match std::fs::read_dir(modules_dir) {
             Ok(entries) => {
                 let mut found: Vec<PathBuf> = entries

@@ -68,28 +68,8 @@ impl TrustStore {
                 reason: e.to_string(),
             })?);
         }
-        if let Some(dir) = dir
-            && dir.is_dir()
-        {
-            let mut files: Vec<_> = std::fs::read_dir(dir)
-                .map_err(|e| TrustError {
-                    origin: dir.display().to_string(),
-                    reason: e.to_string(),
-                })?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "pub"))
-                .collect();
-            files.sort();
-            for path in files {
-                let bytes = std::fs::read(&path).map_err(|e| TrustError {
-                    origin: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-                keys.push(PublicKey::parse(&bytes).map_err(|e| TrustError {
-                    origin: path.display().to_string(),
-                    reason: e.to_string(),
-                })?);
-            }
+        if let Some(dir) = dir.filter(|d| d.is_dir()) {
+            keys.extend(read_key_files(&[dir.to_owned()])?);
         }
         Ok(Self { keys, allow_unsigned })
     }
@@ -122,6 +102,33 @@ impl TrustStore {
             signer,
         })
     }
+}
+
+/// Public keys from files, and from every `*.pub` file of the folders among
+/// `paths`, in name order.
+pub fn read_key_files(paths: &[std::path::PathBuf]) -> Result<Vec<PublicKey>, TrustError> {
+    let fail = |origin: &Path, reason: String| TrustError {
+        origin: origin.display().to_string(),
+        reason,
+    };
+    let mut keys = Vec::new();
+    for path in paths {
+        let mut files = if path.is_dir() {
+            std::fs::read_dir(path)
+                .map_err(|e| fail(path, e.to_string()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+                .collect()
+        } else {
+            vec![path.clone()]
+        };
+        files.sort();
+        for file in files {
+            let bytes = std::fs::read(&file).map_err(|e| fail(&file, e.to_string()))?;
+            keys.push(PublicKey::parse(&bytes).map_err(|e| fail(&file, e.to_string()))?);
+        }
+    }
+    Ok(keys)
 }
 
 /// An unsigned development module without a manifest is named after its
