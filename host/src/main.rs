@@ -157,8 +157,19 @@ fn client(t: &Target) -> anyhow::Result<AdminClient> {
     AdminClient::new(&load_config(t.config.as_ref())?, t.admin.clone(), t.token_file.clone())
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole chain of causes; no backtrace for
+            // what is an operator's mistake, not a crash.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
