@@ -41,18 +41,8 @@ pub fn ensure_token(state_dir: &FsPath) -> std::io::Result<String> {
         }
         return Ok(token.trim().to_owned());
     }
-    let mut raw = [0u8; 32];
-    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut raw).map_err(std::io::Error::other)?;
-    let token = crate::modules::trust::hex(&raw);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    use std::io::Write;
-    options.open(&path)?.write_all(token.as_bytes())?;
+    let token = crate::modules::trust::hex(&crate::modules::store::random_secret()?);
+    crate::modules::store::write_private(&path, token.as_bytes())?;
     Ok(token)
 }
 

@@ -21,18 +21,8 @@ pub fn keygen(out: &Path, comment: &str) -> anyhow::Result<()> {
     if let Some(dir) = secret.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    use std::io::Write;
-    options
-        .open(&secret)
-        .with_context(|| format!("writing {}", secret.display()))?
-        .write_all(&key.to_bytes())?;
+    crate::modules::store::write_private(&secret, &key.to_bytes())
+        .with_context(|| format!("writing {}", secret.display()))?;
     std::fs::write(&public, format!("{}\n", key.public().to_openssh(comment)))?;
     println!("secret key: {}", secret.display());
     println!("public key: {} ({})", public.display(), key.public().fingerprint());

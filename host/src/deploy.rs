@@ -265,7 +265,7 @@ impl Deployer {
                 Err(why) => self.reject(&file, Some(&verified), &why),
             }
         }
-        for game in self.games.status(|_, _| 0).into_iter().map(|g| g.name) {
+        for game in self.games.loaded_names() {
             let state = self.store.load_state(&game);
             let persisted = state.active.filter(|v| self.games.get(&game, v).is_ok());
             let update = fresh

@@ -35,16 +35,10 @@ impl CodeCache {
                 key
             }
             _ => {
-                let mut key = [0u8; 32];
-                rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut key).map_err(std::io::Error::other)?;
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create(true).truncate(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    options.mode(0o600);
-                }
-                std::io::Write::write_all(&mut options.open(&key_path)?, &key)?;
+                // A missing or damaged key: every artifact becomes invalid.
+                let _ = std::fs::remove_file(&key_path);
+                let key = super::store::random_secret()?;
+                super::store::write_private(&key_path, &key)?;
                 key
             }
         };

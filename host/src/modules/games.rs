@@ -142,6 +142,11 @@ impl Games {
             .collect()
     }
 
+    /// Names of every game with a loaded version, active or not.
+    pub fn loaded_names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
     /// The game's swap lock (see [`Entry`]).
     pub fn swap_lock(&self, game: &str) -> Option<Arc<tokio::sync::RwLock<()>>> {
         self.read().get(game).map(|e| e.swap.clone())

@@ -82,13 +82,13 @@ impl TrustStore {
     /// Checks the signature and reads the manifest. Nothing is compiled
     /// or instantiated before this succeeds.
     pub fn verify(&self, bytes: Vec<u8>, origin: &Path) -> Result<VerifiedModule, Rejection> {
-        let digest = hex(&Sha256::digest(&bytes));
         let signer = match respawn_signing::verify(&bytes, &self.keys) {
             Ok(key) => Some(key.fingerprint()),
             // Admitted, and warned about by the deployer on every load.
             Err(respawn_signing::VerifyError::Unsigned) if self.allow_unsigned => None,
             Err(e) => return Err(Rejection::Signature(e)),
         };
+        let digest = hex(&Sha256::digest(&bytes));
         let manifest = match respawn_signing::read_manifest(&bytes) {
             Ok(Some(m)) => m,
             Ok(None) if signer.is_none() => dev_manifest(origin, &digest)?,

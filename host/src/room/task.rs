@@ -226,33 +226,15 @@ impl RoomTask {
                 return Err(Stop::Fault(fault));
             }
         };
-        let mut next = match self.instantiate(&module, now).await {
+        let next = match self.prepare(&module, now, &state).await {
             Ok(next) => next,
-            Err(e) => {
-                let why = match e {
-                    StartError::NoCapacity => "no instance slot free".to_owned(),
-                    StartError::Failed(why) => why,
-                };
+            Err(why) => {
+                tracing::warn!(room = %self.label, "cannot move to {}: {why}", module.version);
                 let _ = ready.send(Err(format!("{}: {why}", self.label)));
                 let _ = decision.await;
                 return Ok(());
             }
         };
-        let restored = match next.restore(now, &state).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(why)) => Err(format!("{}: {} refused the state: {why}", self.label, module.version)),
-            Err(fault) => Err(format!(
-                "{}: restore trapped on {} ({:?})",
-                self.label, module.version, fault.kind
-            )),
-        };
-        if let Err(why) = restored {
-            tracing::warn!(room = %self.label, "cannot move to {}: {why}", module.version);
-            let _ = ready.send(Err(why));
-            let _ = decision.await;
-            return Ok(());
-        }
-        next.take_effects().for_each(drop);
         if ready.send(Ok(())).is_err() {
             return Ok(());
         }
@@ -277,6 +259,21 @@ impl RoomTask {
             m.offer(ToSession::Frame(frame.clone()));
         }
         self.settle(guest).await
+    }
+
+    /// An instance of `module` holding `state`, or why there cannot be one.
+    async fn prepare(&self, module: &GameModule, now: u64, state: &[u8]) -> Result<GuestInstance, String> {
+        let mut next = self.instantiate(module, now).await.map_err(|e| match e {
+            StartError::NoCapacity => "no instance slot free".to_owned(),
+            StartError::Failed(why) => why,
+        })?;
+        match next.restore(now, state).await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(format!("{} refused the state: {why}", module.version)),
+            Err(fault) => return Err(format!("restore trapped on {} ({:?})", module.version, fault.kind)),
+        }
+        next.take_effects().for_each(drop);
+        Ok(next)
     }
 
     async fn handle(&mut self, guest: &mut GuestInstance, cmd: RoomCmd) -> Result<(), Stop> {
