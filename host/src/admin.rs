@@ -2,7 +2,8 @@
 //! and `unpin`: HTTP+JSON on loopback, every request carrying the bearer
 //! token from `<state>/admin.token` (created at first start, mode 0600).
 
-use crate::deploy::{DeployError, Deployer, Status, Trigger};
+use crate::deploy::{DeployError, Deployer, Trigger};
+use crate::health::{Gauges, Health};
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -20,6 +21,10 @@ pub struct Admin {
     pub deployer: Arc<Deployer>,
     /// The bearer token every request must carry.
     pub token: String,
+    /// Liveness and readiness.
+    pub health: Arc<Health>,
+    /// Runtime figures for `/status`.
+    pub gauges: Gauges,
 }
 
 /// Name of the token file inside the state folder.
@@ -46,16 +51,38 @@ pub fn ensure_token(state_dir: &FsPath) -> std::io::Result<String> {
     Ok(token)
 }
 
-/// The API's routes.
+/// The API's routes. `/healthz` and `/readyz` need no token: they tell
+/// nothing but up or down, and probes should not hold secrets.
 pub fn router(admin: Arc<Admin>) -> Router {
-    Router::new()
+    let operator = Router::new()
         .route("/status", get(status))
         .route("/games/{game}/rollback", post(rollback))
         .route("/games/{game}/promote", post(promote))
         .route("/games/{game}/pin", post(pin))
         .route("/games/{game}/unpin", post(unpin))
-        .layer(axum::middleware::from_fn_with_state(admin.clone(), authorize))
+        .layer(axum::middleware::from_fn_with_state(admin.clone(), authorize));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(operator)
         .with_state(admin)
+}
+
+/// Alive: the runtime answers.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready for players: listeners up, games loaded, not draining.
+async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
+    match admin.health.readiness() {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "reasons": why})),
+        )
+            .into_response(),
+    }
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte.
@@ -120,8 +147,12 @@ fn version(text: Option<String>) -> Result<Option<semver::Version>, ApiError> {
 
 type ApiResult = Result<Response, ApiError>;
 
-async fn status(State(admin): State<Arc<Admin>>) -> Json<Status> {
-    Json(admin.deployer.status())
+async fn status(State(admin): State<Arc<Admin>>) -> Response {
+    let mut body = serde_json::to_value(admin.deployer.status()).unwrap_or_default();
+    if let Some(map) = body.as_object_mut() {
+        map.insert("runtime".into(), json!(admin.gauges.read()));
+    }
+    Json(body).into_response()
 }
 
 /// Body of `rollback`, `promote` and `pin`.

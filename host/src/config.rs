@@ -59,6 +59,76 @@ pub struct Config {
     pub slots: SlotsConfig,
     /// The operator API used by the `respawn` CLI.
     pub admin: AdminConfig,
+    /// Restarting rooms whose game failed.
+    pub supervision: SupervisionConfig,
+    /// Watching a newly promoted version, and rolling it back on its own.
+    pub probation: ProbationConfig,
+    /// Stopping the host.
+    pub shutdown: ShutdownConfig,
+}
+
+/// Restarting rooms whose game failed, in the spirit of Erlang/OTP
+/// supervisors: a failed instance is replaced and brought back to the
+/// room's last good state; too many failures in a window close the room.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// Restarts a room may have within `window_ms`; one more closes it.
+    pub max_restarts: u32,
+    /// The window for `max_restarts`, in milliseconds.
+    pub window_ms: u64,
+    /// Inputs between two checkpoints of a room's state. A restart
+    /// replays at most this many inputs.
+    pub checkpoint_every: u32,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        Self {
+            max_restarts: 5,
+            window_ms: 30_000,
+            checkpoint_every: 64,
+        }
+    }
+}
+
+/// After a promotion the new version is on probation: if its calls fail
+/// too often, or a room of it restarts too often, the host rolls back.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbationConfig {
+    /// How long a new version is watched, in milliseconds (0: never).
+    pub window_ms: u64,
+    /// Failed calls (traps, timeouts, memory) over calls that trigger a
+    /// rollback.
+    pub max_error_rate: f64,
+    /// Calls needed before the rate counts.
+    pub min_calls: u64,
+}
+
+impl Default for ProbationConfig {
+    fn default() -> Self {
+        Self {
+            window_ms: 60_000,
+            max_error_rate: 0.05,
+            min_calls: 20,
+        }
+    }
+}
+
+/// Stopping the host on SIGTERM or Ctrl-C.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// The host exits within this many milliseconds of the signal, whether
+    /// or not every room has checkpointed and every player has been told.
+    pub timeout_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { timeout_ms: 10_000 }
+    }
 }
 
 /// Which keys may sign game code.
@@ -155,6 +225,25 @@ pub struct NetConfig {
     pub outbound_queue: usize,
     /// Open player connections beyond which new ones are refused.
     pub max_connections: usize,
+    /// A connection that sent nothing for this long is closed, in
+    /// milliseconds.
+    pub idle_timeout_ms: u64,
+    /// The host pings a connection it has not heard from for this long
+    /// (WebSocket ping, or a `ping` line on TCP), in milliseconds.
+    pub heartbeat_ms: u64,
+    /// A write to a player that does not complete within this many
+    /// milliseconds closes the connection (`slow_consumer`).
+    pub write_timeout_ms: u64,
+    /// Frames a connection may send per second, on average.
+    pub rate_per_sec: u32,
+    /// Frames a connection may send in a burst above the average.
+    pub rate_burst: u32,
+    /// How long a dropped player's seat is kept for `resume`, in
+    /// milliseconds (0: a drop leaves the room at once).
+    pub resume_grace_ms: u64,
+    /// The demo site's listen address, or `"off"`.
+    #[serde(deserialize_with = "listen_addr")]
+    pub web: Option<SocketAddr>,
 }
 
 fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
@@ -175,6 +264,13 @@ impl Default for NetConfig {
             max_message_bytes: 64 * 1024,
             outbound_queue: 256,
             max_connections: 10_000,
+            idle_timeout_ms: 60_000,
+            heartbeat_ms: 15_000,
+            write_timeout_ms: 10_000,
+            rate_per_sec: 100,
+            rate_burst: 200,
+            resume_grace_ms: 30_000,
+            web: Some(SocketAddr::from(([127, 0, 0, 1], 7703))),
         }
     }
 }
@@ -226,6 +322,25 @@ impl Default for RoomsConfig {
             max_players: 256,
             min_tick_ms: 10,
         }
+    }
+}
+
+impl NetConfig {
+    /// `idle_timeout_ms` as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+    /// `heartbeat_ms` as a duration.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+    /// `write_timeout_ms` as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+    /// `resume_grace_ms` as a duration.
+    pub fn resume_grace(&self) -> Duration {
+        Duration::from_millis(self.resume_grace_ms)
     }
 }
 
@@ -312,6 +427,19 @@ impl Config {
         range("net.max_message_bytes", self.net.max_message_bytes, 256, 16 << 20)?;
         range("net.outbound_queue", self.net.outbound_queue, 1, 1 << 20)?;
         range("net.max_connections", self.net.max_connections, 1, 1 << 24)?;
+        range("net.idle_timeout_ms", self.net.idle_timeout_ms, 100, 86_400_000)?;
+        range("net.heartbeat_ms", self.net.heartbeat_ms, 50, self.net.idle_timeout_ms)?;
+        range("net.write_timeout_ms", self.net.write_timeout_ms, 10, 600_000)?;
+        range("net.rate_per_sec", self.net.rate_per_sec, 1, 1_000_000)?;
+        range("net.rate_burst", self.net.rate_burst, 1, 1_000_000)?;
+        range("net.resume_grace_ms", self.net.resume_grace_ms, 0, 3_600_000)?;
+        range("supervision.max_restarts", self.supervision.max_restarts, 0, 10_000)?;
+        range("supervision.window_ms", self.supervision.window_ms, 1, 86_400_000)?;
+        range("supervision.checkpoint_every", self.supervision.checkpoint_every, 1, 1_000_000)?;
+        range("probation.window_ms", self.probation.window_ms, 0, 86_400_000)?;
+        range("probation.max_error_rate", self.probation.max_error_rate, 0.0, 1.0)?;
+        range("probation.min_calls", self.probation.min_calls, 1, 1 << 40)?;
+        range("shutdown.timeout_ms", self.shutdown.timeout_ms, 100, 600_000)?;
         range("rooms.inbox", self.rooms.inbox, 1, 1 << 20)?;
         range("rooms.max_players", self.rooms.max_players, 1, 1 << 20)?;
         range("rooms.min_tick_ms", self.rooms.min_tick_ms, 1, 60_000)?;

@@ -60,6 +60,16 @@ pub enum ErrorCode {
     ServerFull,
     /// The player fell too far behind reading; the connection closes.
     SlowConsumer,
+    /// Over `net.rate_per_sec` (with `net.rate_burst`): the frame was
+    /// dropped; the connection lives on.
+    RateLimited,
+    /// Nothing arrived for `net.idle_timeout_ms`; the connection closes.
+    IdleTimeout,
+    /// `resume` with a token that is unknown or whose grace period ended;
+    /// join again.
+    ResumeFailed,
+    /// Another connection resumed this player's seat; this one closes.
+    Superseded,
     /// A bug in the host; it has been logged.
     Internal,
 }
@@ -115,6 +125,15 @@ pub enum Request<'a> {
         /// Echoed in the reply.
         reference: Option<&'a RawValue>,
     },
+    /// Answer to the host's `ping` (TCP heartbeats); nothing is sent back.
+    Pong,
+    /// Take back the seat of a dropped connection.
+    Resume {
+        /// The `resume` token of the earlier connection.
+        token: String,
+        /// Echoed in the reply.
+        reference: Option<&'a RawValue>,
+    },
 }
 
 impl Request<'_> {
@@ -124,7 +143,9 @@ impl Request<'_> {
             Request::Join { reference, .. }
             | Request::Message { reference, .. }
             | Request::Leave { reference }
-            | Request::Ping { reference } => *reference,
+            | Request::Ping { reference }
+            | Request::Resume { reference, .. } => *reference,
+            Request::Pong => None,
         }
     }
 }
@@ -140,6 +161,8 @@ struct Wire<'a> {
     room: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
     #[serde(default, borrow, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     #[serde(rename = "ref", default, borrow, deserialize_with = "present")]
@@ -193,9 +216,14 @@ pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, ProtocolError> {
         }
         "leave" => Ok(Request::Leave { reference }),
         "ping" => Ok(Request::Ping { reference }),
+        "pong" => Ok(Request::Pong),
+        "resume" => Ok(Request::Resume {
+            token: need(wire.token.clone(), "token")?,
+            reference,
+        }),
         other => Err(ProtocolError::new(
             ErrorCode::BadRequest,
-            format!("unknown request type `{other}` (expected join, message, leave or ping)"),
+            format!("unknown request type `{other}` (expected join, message, leave, ping, pong or resume)"),
         )),
     }
 }
@@ -236,7 +264,47 @@ pub enum ServerMsg<'a> {
         server: &'a str,
         /// This connection's player id.
         player: u64,
+        /// Token to `resume` this player's seat from a new connection if
+        /// this one drops.
+        resume: &'a str,
+        /// The host closes a connection silent for this long; send `ping`.
+        idle_timeout_ms: u64,
+        /// How long a dropped player's seat is kept for `resume`.
+        resume_grace_ms: u64,
     },
+    /// A dropped player is back in its seat; frames queued meanwhile
+    /// follow.
+    Resumed {
+        /// The player's id (the earlier connection's).
+        player: u64,
+        /// The game.
+        game: &'a str,
+        /// The room.
+        room: &'a str,
+        /// The version of the game the room runs.
+        version: &'a str,
+        /// The token to use from now on.
+        resume: &'a str,
+        /// The request's `ref`, echoed.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a RawValue>,
+    },
+    /// The room's game failed and was restarted from its last good state;
+    /// the input that failed was dropped.
+    Restarted {
+        /// The version the room runs.
+        version: &'a str,
+        /// What failed (`trap`, `timeout`, `out_of_memory`, `effect_flood`).
+        reason: &'a str,
+    },
+    /// The host is shutting down; the connection closes next. Reconnect
+    /// later.
+    Shutdown {
+        /// For people.
+        message: &'a str,
+    },
+    /// Heartbeat from the host on TCP; answer with `pong`.
+    Ping,
     /// The player is in the room.
     Joined {
         /// The game.

@@ -12,21 +12,22 @@ use crate::net::tcp::TcpTransport;
 use crate::net::ws::WsTransport;
 use crate::net::{ConnectionLimit, Transport};
 use crate::protocol::{self, ErrorCode, ProtocolError};
+use crate::health::{Gauges, Health};
 use crate::room::Rooms;
 use crate::sandbox::Sandbox;
+use crate::session::{Session, Sessions};
+use crate::{systemd, web};
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 /// What the listeners share.
 struct Shared {
-    rooms: Arc<Rooms>,
+    sessions: Arc<Sessions>,
     limit: Arc<ConnectionLimit>,
-    next_player: AtomicU64,
-    max_message_bytes: usize,
 }
 
 /// Which transport a listener speaks.
@@ -45,8 +46,10 @@ impl Kind {
     }
 }
 
-/// Runs the host until `shutdown` resolves. Prints one `listening <kind>
-/// <addr>` line per listener (`ws`, `tcp`, `admin`) on stdout once it
+/// Runs the host until `shutdown` resolves, then shuts down gracefully:
+/// no new connections, every room saves its state, every player is told,
+/// all within `shutdown.timeout_ms`. Prints one `listening <kind> <addr>`
+/// line per listener (`ws`, `tcp`, `web`, `admin`) on stdout once it
 /// accepts connections.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let config = Arc::new(config);
@@ -86,22 +89,44 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         None
     };
 
+    let sessions = Sessions::new(rooms.clone(), config.net.clone());
     let shared = Arc::new(Shared {
-        rooms,
+        sessions: sessions.clone(),
         limit: ConnectionLimit::new(config.net.max_connections),
-        next_player: AtomicU64::new(1),
-        max_message_bytes: config.net.max_message_bytes,
     });
-    let mut tasks = Vec::new();
+    let health = Health::new(games.clone());
+    let mut accepting = Vec::new();
+    let mut ws_port = None;
     for (kind, addr) in [(Kind::Ws, config.net.ws), (Kind::Tcp, config.net.tcp)] {
         let Some(addr) = addr else { continue };
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the {} listener to {addr}", kind.name()))?;
         let local = listener.local_addr()?;
+        if matches!(kind, Kind::Ws) {
+            ws_port = Some(local.port());
+        }
         tracing::info!("{} players on {local}", kind.name());
         println!("listening {} {local}", kind.name());
-        tasks.push(tokio::spawn(accept_loop(kind, listener, shared.clone())));
+        accepting.push(tokio::spawn(accept_loop(kind, listener, shared.clone())));
+    }
+    let mut services = Vec::new();
+    if let Some(addr) = config.net.web {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the demo site to {addr}"))?;
+        let local = listener.local_addr()?;
+        tracing::info!("demo site on http://{local}/");
+        println!("listening web {local}");
+        let app = web::router(Arc::new(web::Site {
+            ws_port,
+            games: games.clone(),
+        }));
+        services.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("demo site stopped: {e}");
+            }
+        }));
     }
     if let Some(addr) = config.admin.listen {
         let token = admin::ensure_token(state_dir).context("creating the admin token")?;
@@ -114,16 +139,45 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
         tracing::info!("admin API on http://{local}");
         println!("listening admin {local}");
-        let app = admin::router(Arc::new(admin::Admin { deployer, token }));
-        tasks.push(tokio::spawn(async move {
+        let gauges = Gauges {
+            rooms: rooms.clone(),
+            sandbox: sandbox.clone(),
+            connections: shared.limit.clone(),
+            resumes: sessions.resumes.clone(),
+        };
+        let app = admin::router(Arc::new(admin::Admin {
+            deployer,
+            token,
+            health: health.clone(),
+            gauges,
+        }));
+        services.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!("admin API stopped: {e}");
             }
         }));
     }
+    health.set_listening();
+    systemd::ready();
+    systemd::spawn_watchdog();
+
     shutdown.await;
-    tracing::info!("shutting down");
-    for t in tasks {
+    let timeout = Duration::from_millis(config.shutdown.timeout_ms);
+    let deadline = tokio::time::Instant::now() + timeout;
+    tracing::info!(timeout_ms = config.shutdown.timeout_ms, "shutting down: no new players, saving rooms");
+    health.set_draining();
+    systemd::stopping();
+    for t in accepting {
+        t.abort();
+    }
+    let saved = rooms.shutdown(timeout).await;
+    sessions.shutdown.cancel();
+    while shared.limit.open() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::info!(rooms_saved = saved, connections_left = shared.limit.open(), "stopped");
+    println!("stopped rooms_saved={saved} connections_left={}", shared.limit.open());
+    for t in services {
         t.abort();
     }
     Ok(())
@@ -170,7 +224,7 @@ async fn accept_loop(kind: Kind, listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn serve_connection(kind: Kind, stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let max = shared.max_message_bytes;
+    let max = shared.sessions.net.max_message_bytes;
     match kind {
         Kind::Ws => match WsTransport::accept(stream, max).await {
             Ok(t) => serve(t, peer, &shared).await,
@@ -190,10 +244,9 @@ async fn serve<T: Transport>(mut transport: T, peer: SocketAddr, shared: &Shared
         transport.close().await;
         return;
     };
-    let player = shared.next_player.fetch_add(1, Ordering::Relaxed);
+    let session = Session::new(transport, shared.sessions.clone());
+    let player = session.player();
     tracing::debug!(%peer, player, "player connected");
-    crate::session::Session::new(transport, player, shared.rooms.clone(), shared.max_message_bytes)
-        .run()
-        .await;
+    session.run().await;
     tracing::debug!(%peer, player, "player disconnected");
 }

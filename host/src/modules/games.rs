@@ -22,6 +22,8 @@ pub struct GameModule {
     pub code: GameCode,
     /// The verified bytes and manifest it was compiled from.
     pub source: VerifiedModule,
+    /// How it behaves in its rooms.
+    pub health: super::health::VersionHealth,
 }
 
 impl GameModule {

@@ -33,5 +33,6 @@ pub fn compile(sandbox: &Sandbox, module: VerifiedModule, cache: Option<&CodeCac
         loaded_at: SystemTime::now(),
         code,
         source: module,
+        health: Default::default(),
     })
 }

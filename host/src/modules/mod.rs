@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cache;
 pub mod componentize;
 pub mod games;
+pub mod health;
 pub mod loader;
 pub mod slots;
 pub mod store;

@@ -22,6 +22,8 @@ pub enum Inbound {
         /// How many bytes it had (at least).
         len: usize,
     },
+    /// A sign of life with nothing to handle (a WebSocket ping or pong).
+    Heartbeat,
 }
 
 /// A player connection as the session sees it.
@@ -31,6 +33,9 @@ pub trait Transport: Send {
     fn recv(&mut self) -> impl Future<Output = Option<io::Result<Inbound>>> + Send;
     /// Writes one frame.
     fn send(&mut self, frame: Utf8Bytes) -> impl Future<Output = io::Result<()>> + Send;
+    /// Asks the player for a sign of life: a WebSocket ping, or a `ping`
+    /// line over TCP (answered with `pong`).
+    fn heartbeat(&mut self) -> impl Future<Output = io::Result<()>> + Send;
     /// Closes the connection politely.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
 }

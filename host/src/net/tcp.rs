@@ -113,6 +113,10 @@ impl Transport for TcpTransport {
         self.writer.flush().await
     }
 
+    async fn heartbeat(&mut self) -> io::Result<()> {
+        self.send(crate::protocol::ServerMsg::Ping.encode()).await
+    }
+
     async fn close(&mut self) {
         let _ = self.writer.shutdown().await;
     }
@@ -143,6 +147,7 @@ mod tests {
         match f {
             Inbound::Data(b) => String::from_utf8_lossy(&b).into_owned(),
             Inbound::TooLarge { len } => format!("<too large {len}>"),
+            Inbound::Heartbeat => "<heartbeat>".into(),
         }
     }
 

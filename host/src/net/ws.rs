@@ -1,5 +1,6 @@
 //! WebSocket players (browsers). Text and binary messages both carry JSON
-//! envelopes; pings are answered by tungstenite.
+//! envelopes; pings are answered by tungstenite,
+//! and pings and pongs count as signs of life.
 
 use super::{Inbound, Transport};
 use bytes::Bytes;
@@ -45,7 +46,8 @@ impl Transport for WsTransport {
             return match self.ws.next().await? {
                 Ok(Message::Text(text)) => Some(Ok(Inbound::Data(Bytes::from(text)))),
                 Ok(Message::Binary(data)) => Some(Ok(Inbound::Data(data))),
-                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+                Ok(Message::Ping(_) | Message::Pong(_)) => Some(Ok(Inbound::Heartbeat)),
+                Ok(Message::Frame(_)) => continue,
                 Ok(Message::Close(_)) => None,
                 Err(e) => Some(Err(to_io(e))),
             };
@@ -54,6 +56,10 @@ impl Transport for WsTransport {
 
     async fn send(&mut self, frame: Utf8Bytes) -> io::Result<()> {
         self.ws.send(Message::Text(frame)).await.map_err(to_io)
+    }
+
+    async fn heartbeat(&mut self) -> io::Result<()> {
+        self.ws.send(Message::Ping(Bytes::new())).await.map_err(to_io)
     }
 
     async fn close(&mut self) {

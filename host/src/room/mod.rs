@@ -4,6 +4,9 @@
 //! room talks back only through each player's bounded outbound queue, so a
 //! room never waits on a socket and a socket never touches a Store.
 
+mod crash;
+mod journal;
+mod persist;
 mod registry;
 mod task;
 
@@ -28,6 +31,8 @@ pub enum ToSession {
     /// A last frame: the player is no longer in the room (kicked, or the
     /// room closed).
     Removed(Utf8Bytes),
+    /// The host is shutting down; the room has checkpointed and closed.
+    Shutdown,
 }
 
 /// A request to a room.
@@ -53,6 +58,8 @@ pub(crate) enum RoomCmd {
         ready: oneshot::Sender<Result<(), String>>,
         decision: oneshot::Receiver<bool>,
     },
+    /// Save the state for the next start, tell the players, close.
+    Shutdown { done: oneshot::Sender<()> },
 }
 
 /// A successful join.
@@ -90,6 +97,9 @@ pub enum JoinError {
     /// No instance slot is free.
     #[error("the host is at its room limit; try again later")]
     NoCapacity,
+    /// The game failed on the join; the room restarted without it.
+    #[error("{0}")]
+    Fault(String),
 }
 
 impl JoinError {
@@ -101,6 +111,7 @@ impl JoinError {
             JoinError::Refused { .. } => ErrorCode::JoinRefused,
             JoinError::Closed(_) => ErrorCode::RoomClosed,
             JoinError::NoCapacity => ErrorCode::ServerFull,
+            JoinError::Fault(_) => ErrorCode::GuestFault,
         };
         let reason = match self {
             JoinError::Refused { code, .. } => Some(code.as_str()),
@@ -115,8 +126,8 @@ impl JoinError {
 pub struct RoomHandle {
     id: u64,
     tx: mpsc::Sender<RoomCmd>,
-    /// Digest of the version the room runs, updated by the room on swap.
-    running: Arc<Mutex<String>>,
+    /// The version the room runs, updated by the room on swap.
+    running: Arc<Mutex<Arc<GameModule>>>,
 }
 
 /// The room is gone; the command was not delivered.
@@ -125,6 +136,11 @@ pub struct RoomHandle {
 pub struct RoomGone;
 
 impl RoomHandle {
+    /// The version of the game the room runs now.
+    pub fn version(&self) -> String {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).version.to_string()
+    }
+
     /// Hands a player's message to the room, waiting if its inbox is full.
     pub async fn message(
         &self,

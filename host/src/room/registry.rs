@@ -127,7 +127,7 @@ impl Rooms {
             .try_next_u64()
             .unwrap_or(id);
         let (tx, rx) = mpsc::channel(self.config.rooms.inbox);
-        let running = Arc::new(Mutex::new(module.digest().to_owned()));
+        let running = Arc::new(Mutex::new(module.clone()));
         let handle = RoomHandle {
             id,
             tx,
@@ -163,8 +163,37 @@ impl Rooms {
     pub fn count_running(&self, game: &str, digest: &str) -> usize {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         live.iter()
-            .filter(|(k, h)| k.game == game && *h.running.lock().unwrap_or_else(|p| p.into_inner()) == digest)
+            .filter(|(k, h)| k.game == game && h.running.lock().unwrap_or_else(|p| p.into_inner()).digest() == digest)
             .count()
+    }
+
+    /// Host shutdown: every room saves its state and closes; waits up to
+    /// `timeout`. Returns how many rooms confirmed.
+    pub async fn shutdown(&self, timeout: std::time::Duration) -> usize {
+        let handles: Vec<RoomHandle> = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut waiting = Vec::with_capacity(handles.len());
+        for h in handles {
+            let (done, rx) = oneshot::channel();
+            if h.tx.send(RoomCmd::Shutdown { done }).await.is_ok() {
+                waiting.push(rx);
+            }
+        }
+        let mut confirmed = 0;
+        let _ = tokio::time::timeout(timeout, async {
+            for rx in waiting {
+                if rx.await.is_ok() {
+                    confirmed += 1;
+                }
+            }
+        })
+        .await;
+        confirmed
     }
 
     /// Moves every live room of `game` to `module`, all or none: each room

@@ -1,13 +1,18 @@
-//! The room's task: applies one input at a time to the guest and delivers
-//! the guest's effects to players.
+//! The room's task: applies one input at a time to the guest, journals it,
+//! delivers the guest's effects to players, and supervises the guest: a
+//! guest that fails is replaced by a fresh instance brought back to the
+//! last good state (checkpoint plus journal, minus the failing input).
 
+use super::crash::{self, CrashReport};
+use super::journal::{Checkpoint, Entry, Input, Journal};
+use super::persist::{self, SavedRoom};
 use super::registry::RoomKey;
 use super::{JoinError, Joined, PlayerId, RoomCmd, Rooms, ToSession};
 use crate::modules::GameModule;
 use crate::protocol::{self, ErrorCode, ProtocolError, ServerMsg};
-use crate::sandbox::{Effect, GuestFault, GuestInstance};
-use std::collections::HashMap;
-use std::sync::Arc;
+use crate::sandbox::{CallResult, Effect, GuestFault, GuestInstance, Rejection};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -37,20 +42,31 @@ pub(super) struct RoomTask {
     key: RoomKey,
     id: u64,
     module: Arc<GameModule>,
-    running: Arc<std::sync::Mutex<String>>,
+    running: Arc<Mutex<Arc<GameModule>>>,
     seed: u64,
     label: String,
     players: HashMap<PlayerId, Member>,
     last_now: u64,
     tick: Option<Interval>,
     empty_deadline: Option<Instant>,
+    journal: Journal,
+    restarts: VecDeque<Instant>,
+}
+
+/// A room that had to close because its guest could not be kept alive.
+struct Crash {
+    reason: &'static str,
+    fault: GuestFault,
+    restart_error: Option<String>,
+    failed: Option<Entry>,
 }
 
 /// Why the room loop stopped.
 enum Stop {
     Empty,
-    Fault(GuestFault),
     InboxClosed,
+    Crashed(Box<Crash>),
+    Shutdown(oneshot::Sender<()>),
 }
 
 impl RoomTask {
@@ -60,9 +76,10 @@ impl RoomTask {
         id: u64,
         module: Arc<GameModule>,
         seed: u64,
-        running: Arc<std::sync::Mutex<String>>,
+        running: Arc<Mutex<Arc<GameModule>>>,
     ) -> Self {
         let label = format!("{}/{}#{id}", key.game, key.room);
+        let every = rooms.config.supervision.checkpoint_every as usize;
         Self {
             rooms,
             key,
@@ -75,6 +92,14 @@ impl RoomTask {
             last_now: 0,
             tick: None,
             empty_deadline: None,
+            journal: Journal::new(
+                Checkpoint {
+                    state: Vec::new(),
+                    entropy: Default::default(),
+                },
+                every,
+            ),
+            restarts: VecDeque::new(),
         }
     }
 
@@ -113,23 +138,24 @@ impl RoomTask {
                     None => std::future::pending().await,
                 }
             };
-            let input = tokio::select! {
+            let wake = tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(cmd) => Input::Cmd(cmd),
+                    Some(cmd) => Wake::Cmd(cmd),
                     None => break Stop::InboxClosed,
                 },
-                _ = tick => Input::Tick,
+                _ = tick => Wake::Tick,
                 () = linger => break Stop::Empty,
             };
-            let step = match input {
-                Input::Cmd(cmd) => self.handle(&mut guest, cmd).await,
-                Input::Tick => {
-                    let now = self.now();
-                    match guest.on_tick(now).await {
-                        Ok(()) => self.settle(&mut guest).await,
-                        Err(fault) => Err(Stop::Fault(fault)),
-                    }
-                }
+            let step = match wake {
+                Wake::Cmd(cmd) => self.handle(&mut guest, cmd).await,
+                Wake::Tick => match self.apply(&mut guest, Input::Tick).await {
+                    Ok(_) => self.settle(&mut guest).await,
+                    Err(stop) => Err(stop),
+                },
+            };
+            let step = match step {
+                Ok(()) if self.journal.due() => self.checkpoint(&mut guest).await,
+                other => other,
             };
             if let Err(stop) = step {
                 break stop;
@@ -137,16 +163,24 @@ impl RoomTask {
         };
 
         self.rooms.retire(&self.key, self.id);
+        let mut done = None;
         let closing = match stop {
             Stop::Empty | Stop::InboxClosed => {
                 tracing::info!(room = %self.label, "room closed: empty");
                 JoinError::Closed("the room closed".into())
             }
-            Stop::Fault(fault) => {
-                tracing::error!(room = %self.label, version = %self.module.version, kind = ?fault.kind, "guest fault, room closed: {}", fault.detail);
+            Stop::Shutdown(tx) => {
+                done = Some(tx);
+                JoinError::Closed("the host is shutting down".into())
+            }
+            Stop::Crashed(crash) => {
+                self.report(&crash);
                 let err = ProtocolError::new(
                     ErrorCode::GuestFault,
-                    format!("the game failed ({:?}) and the room closed", fault.kind),
+                    format!(
+                        "the game failed ({}) and could not be kept running; the room closed",
+                        crash.fault.kind.code()
+                    ),
                 );
                 let frame = protocol::error_frame(&err, None, None);
                 for (_, m) in self.players.drain() {
@@ -155,49 +189,244 @@ impl RoomTask {
                 JoinError::Closed("the room's game failed; try again".into())
             }
         };
+        drop(guest);
         drain(&mut rx, &closing).await;
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
     }
 
+    /// The room's first instance, with the state saved at the last
+    /// shutdown if there is one, and its first checkpoint.
     async fn start(&mut self) -> Result<GuestInstance, JoinError> {
         let now = self.now();
         let module = self.module.clone();
-        let mut guest = self.instantiate(&module, now).await.map_err(|e| match e {
-            StartError::NoCapacity => JoinError::NoCapacity,
-            StartError::Failed(why) => JoinError::Closed(format!("the room could not start: {why}")),
-        })?;
+        let mut guest = self.instantiate(&module, now).await?;
+        if let Some(saved) = persist::take(&self.rooms.config.state.dir, &self.key) {
+            guest = self.restore_saved(guest, saved, now).await?;
+        }
         self.apply_tick_request(&mut guest);
+        self.module.health.call();
+        match checkpoint_of(&mut guest, now).await {
+            Ok(cp) => self.journal.reset(cp),
+            Err(fault) => {
+                self.module.health.fault();
+                tracing::error!(room = %self.label, version = %module.version, "snapshot failed at start: {fault}");
+                return Err(JoinError::Closed("the game's snapshot failed; the room could not start".into()));
+            }
+        }
+        Ok(guest)
+    }
+
+    /// Puts back the state a graceful shutdown saved; the players of then
+    /// are gone, so the game is told they left. If the game cannot take
+    /// the state, the room starts fresh.
+    async fn restore_saved(
+        &mut self,
+        mut guest: GuestInstance,
+        saved: SavedRoom,
+        now: u64,
+    ) -> Result<GuestInstance, JoinError> {
+        let restored = match guest.restore(now, &saved.state).await {
+            Ok(Ok(())) => true,
+            Ok(Err(why)) => {
+                tracing::warn!(room = %self.label, "the saved state was refused, starting fresh: {why}");
+                false
+            }
+            Err(fault) => {
+                tracing::warn!(room = %self.label, "restoring the saved state trapped, starting fresh: {fault}");
+                let module = self.module.clone();
+                return self.instantiate(&module, now).await;
+            }
+        };
+        if restored {
+            for player in saved.players {
+                if let Err(fault) = guest.on_leave(now, player).await {
+                    tracing::warn!(room = %self.label, "on-leave of a player of the saved room trapped, starting fresh: {fault}");
+                    let module = self.module.clone();
+                    return self.instantiate(&module, now).await;
+                }
+            }
+            tracing::info!(room = %self.label, "room state restored from the last shutdown");
+        }
+        guest.take_effects().for_each(drop);
         Ok(guest)
     }
 
     /// A new instance of `module` for this room, initialised. Effects of
     /// `init` have no audience and are dropped; a tick request is kept for
     /// the caller to apply.
-    async fn instantiate(&self, module: &GameModule, now: u64) -> Result<GuestInstance, StartError> {
+    async fn instantiate(&self, module: &GameModule, now: u64) -> Result<GuestInstance, JoinError> {
         let rooms = &self.rooms;
         let mut guest = GuestInstance::new(&rooms.sandbox, &module.code, self.label.clone(), self.seed)
             .await
             .map_err(|e| {
                 tracing::warn!(room = %self.label, version = %module.version, "cannot instantiate: {e:#}");
                 if format!("{e:#}").contains("limit") {
-                    StartError::NoCapacity
+                    JoinError::NoCapacity
                 } else {
-                    StartError::Failed(format!("{e:#}"))
+                    JoinError::Closed(format!("the room could not start: {e:#}"))
                 }
             })?;
         let config = rooms.config.game_init_config(&self.key.game);
+        module.health.call();
         match guest.init(now, &self.key.room, &config).await {
             Ok(Ok(())) => {}
             Ok(Err(why)) => {
                 tracing::warn!(room = %self.label, version = %module.version, "init refused: {why}");
-                return Err(StartError::Failed(format!("the game's init refused: {why}")));
+                return Err(JoinError::Closed(format!("the game's init refused: {why}")));
             }
             Err(fault) => {
+                module.health.fault();
                 tracing::error!(room = %self.label, version = %module.version, kind = ?fault.kind, "guest fault in init: {}", fault.detail);
-                return Err(StartError::Failed(format!("the game's init failed ({:?})", fault.kind)));
+                return Err(JoinError::Closed(format!(
+                    "the game's init failed ({})",
+                    fault.kind.code()
+                )));
             }
         }
         guest.take_effects().for_each(drop);
         Ok(guest)
+    }
+
+    /// Applies one input. `Some(answer)` if the guest took it (it is
+    /// journaled); `None` if the guest failed on it and was restarted
+    /// without it.
+    async fn apply(&mut self, guest: &mut GuestInstance, input: Input) -> Result<Option<Result<(), Rejection>>, Stop> {
+        let now = self.now();
+        self.module.health.call();
+        match call(guest, now, &input).await {
+            Ok(answer) => {
+                self.journal.record(now, input);
+                Ok(Some(answer))
+            }
+            Err(fault) => {
+                self.restart(guest, fault, Some(Entry { now, input })).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Takes a new checkpoint; the journal starts over.
+    async fn checkpoint(&mut self, guest: &mut GuestInstance) -> Result<(), Stop> {
+        let now = self.now();
+        self.module.health.call();
+        match checkpoint_of(guest, now).await {
+            Ok(cp) => {
+                self.journal.reset(cp);
+                Ok(())
+            }
+            Err(fault) => self.restart(guest, fault, None).await,
+        }
+    }
+
+    /// The guest failed: replace it with a fresh instance at the last good
+    /// state and tell the players, unless the room restarts too often.
+    async fn restart(&mut self, guest: &mut GuestInstance, fault: GuestFault, failed: Option<Entry>) -> Result<(), Stop> {
+        self.module.health.fault();
+        let sup = &self.rooms.config.supervision;
+        let window = Duration::from_millis(sup.window_ms);
+        let now = Instant::now();
+        while self.restarts.front().is_some_and(|t| now.duration_since(*t) > window) {
+            self.restarts.pop_front();
+        }
+        if self.restarts.len() >= sup.max_restarts as usize {
+            return Err(Stop::Crashed(Box::new(Crash {
+                reason: "restart_intensity",
+                fault,
+                restart_error: None,
+                failed,
+            })));
+        }
+        self.restarts.push_back(now);
+        tracing::warn!(room = %self.label, version = %self.module.version, kind = fault.kind.code(), "guest fault, restarting the room: {}", fault.detail);
+        match self.rebuild().await {
+            Ok(fresh) => *guest = fresh,
+            Err(why) => {
+                return Err(Stop::Crashed(Box::new(Crash {
+                    reason: "restart_failed",
+                    fault,
+                    restart_error: Some(why),
+                    failed,
+                })));
+            }
+        }
+        self.module.health.restart();
+        tracing::info!(room = %self.label, replayed = self.journal.entries().len(), "room restarted from its checkpoint");
+        let frame = ServerMsg::Restarted {
+            version: &self.module.version.to_string(),
+            reason: fault.kind.code(),
+        }
+        .encode();
+        for m in self.players.values_mut() {
+            m.offer(ToSession::Frame(frame.clone()));
+        }
+        Ok(())
+    }
+
+    /// A fresh instance at the checkpoint, with the journal replayed.
+    /// Effects of the replay were delivered the first time and are dropped.
+    async fn rebuild(&mut self) -> Result<GuestInstance, String> {
+        let now = self.now();
+        let module = self.module.clone();
+        let mut fresh = self.instantiate(&module, now).await.map_err(|e| e.to_string())?;
+        let cp = self.journal.checkpoint();
+        match fresh.restore(now, &cp.state).await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(format!("restore refused the checkpoint: {why}")),
+            Err(fault) => return Err(format!("restore trapped: {fault}")),
+        }
+        fresh.seek_entropy(cp.entropy);
+        for entry in self.journal.entries() {
+            if let Err(fault) = call(&mut fresh, entry.now, &entry.input).await {
+                return Err(format!("replaying an input of {} trapped: {fault}", entry.now));
+            }
+            fresh.take_effects().for_each(drop);
+        }
+        fresh.take_effects().for_each(drop);
+        fresh.take_tick_request();
+        Ok(fresh)
+    }
+
+    /// Logs, counts and writes a crash report.
+    fn report(&self, crash: &Crash) {
+        self.module.health.crash();
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let cp = self.journal.checkpoint();
+        let report = CrashReport {
+            game: &self.key.game,
+            room: &self.key.room,
+            version: self.module.version.to_string(),
+            digest: self.module.digest(),
+            seed: self.seed,
+            at_ms,
+            reason: crash.reason,
+            fault_kind: crash.fault.kind.code(),
+            fault: &crash.fault.detail,
+            restart_error: crash.restart_error.as_deref(),
+            restarts_in_window: self.restarts.len(),
+            failed_input: crash.failed.as_ref(),
+            checkpoint_hex: crate::modules::trust::hex(&cp.state),
+            checkpoint_entropy: cp.entropy,
+            inputs_since_checkpoint: self.journal.entries(),
+        };
+        let written = crash::write(&self.rooms.config.state.dir, &self.key, &report);
+        let file = match &written {
+            Ok(path) => path.display().to_string(),
+            Err(e) => format!("(not written: {e})"),
+        };
+        tracing::error!(
+            room = %self.label,
+            version = %self.module.version,
+            reason = crash.reason,
+            kind = crash.fault.kind.code(),
+            restart_error = crash.restart_error.as_deref(),
+            report = %file,
+            "room crashed and closed: {}", crash.fault.detail
+        );
     }
 
     /// Hot swap, between two inputs: snapshot the state, restore it into an
@@ -216,6 +445,7 @@ impl RoomTask {
             return Ok(());
         }
         let now = self.now();
+        self.module.health.call();
         let state = match guest.snapshot(now).await {
             Ok(state) => state,
             Err(fault) => {
@@ -223,7 +453,7 @@ impl RoomTask {
                     "{}: snapshot trapped on {}",
                     self.label, self.module.version
                 )));
-                return Err(Stop::Fault(fault));
+                return self.restart(guest, fault, None).await;
             }
         };
         let next = match self.prepare(&module, now, &state).await {
@@ -247,7 +477,11 @@ impl RoomTask {
         }
         let from = std::mem::replace(&mut self.module, module);
         *guest = next;
-        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = self.module.digest().to_owned();
+        self.journal.reset(Checkpoint {
+            state,
+            entropy: guest.entropy_position(),
+        });
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = self.module.clone();
         self.apply_tick_request(guest);
         tracing::info!(room = %self.label, from = %from.version, to = %self.module.version, "room migrated");
         let frame = ServerMsg::Swapped {
@@ -264,16 +498,43 @@ impl RoomTask {
     /// An instance of `module` holding `state`, or why there cannot be one.
     async fn prepare(&self, module: &GameModule, now: u64, state: &[u8]) -> Result<GuestInstance, String> {
         let mut next = self.instantiate(module, now).await.map_err(|e| match e {
-            StartError::NoCapacity => "no instance slot free".to_owned(),
-            StartError::Failed(why) => why,
+            JoinError::NoCapacity => "no instance slot free".to_owned(),
+            other => other.to_string(),
         })?;
+        module.health.call();
         match next.restore(now, state).await {
             Ok(Ok(())) => {}
             Ok(Err(why)) => return Err(format!("{} refused the state: {why}", module.version)),
-            Err(fault) => return Err(format!("restore trapped on {} ({:?})", module.version, fault.kind)),
+            Err(fault) => {
+                module.health.fault();
+                return Err(format!("restore trapped on {} ({})", module.version, fault.kind.code()));
+            }
         }
         next.take_effects().for_each(drop);
         Ok(next)
+    }
+
+    /// The host is stopping: save the state for the next start, tell the
+    /// players, close. The game does not see the players leave.
+    async fn shutdown(&mut self, guest: &mut GuestInstance, done: oneshot::Sender<()>) -> Result<(), Stop> {
+        let now = self.now();
+        match guest.snapshot(now).await {
+            Ok(state) => {
+                let saved = SavedRoom {
+                    players: self.players.keys().copied().collect(),
+                    state,
+                };
+                match persist::save(&self.rooms.config.state.dir, &self.key, &saved) {
+                    Ok(()) => tracing::info!(room = %self.label, "room state saved for the next start"),
+                    Err(e) => tracing::error!(room = %self.label, "cannot save the room state: {e}"),
+                }
+            }
+            Err(fault) => tracing::error!(room = %self.label, "snapshot at shutdown failed, state not saved: {fault}"),
+        }
+        for m in self.players.values_mut() {
+            m.offer(ToSession::Shutdown);
+        }
+        Err(Stop::Shutdown(done))
     }
 
     async fn handle(&mut self, guest: &mut GuestInstance, cmd: RoomCmd) -> Result<(), Stop> {
@@ -289,10 +550,8 @@ impl RoomTask {
                     let _ = reply.send(Err(JoinError::Full(max)));
                     return Ok(());
                 }
-                let now = self.now();
-                let answer = guest.on_join(now, player, &name).await.map_err(Stop::Fault)?;
-                let result = match answer {
-                    Ok(()) => {
+                let result = match self.apply(guest, Input::Join { player, name }).await? {
+                    Some(Ok(())) => {
                         self.players.insert(
                             player,
                             Member {
@@ -305,10 +564,13 @@ impl RoomTask {
                             version: self.module.version.to_string(),
                         })
                     }
-                    Err(rejection) => Err(JoinError::Refused {
+                    Some(Err(rejection)) => Err(JoinError::Refused {
                         code: rejection.code,
                         message: rejection.message,
                     }),
+                    None => Err(JoinError::Fault(
+                        "the game failed on your join and restarted without it".into(),
+                    )),
                 };
                 self.settle(guest).await?;
                 if reply.send(result).is_err() {
@@ -325,15 +587,22 @@ impl RoomTask {
                     // Kicked or dropped while the message was queued.
                     return Ok(());
                 }
-                let now = self.now();
-                let answer = guest.on_message(now, player, &payload).await.map_err(Stop::Fault)?;
+                let answer = self.apply(guest, Input::Message { player, payload }).await?;
                 self.deliver(guest);
                 let reply = match (&answer, &reference) {
-                    (Ok(()), Some(r)) => Some(ServerMsg::Ack { reference: r }.encode()),
-                    (Ok(()), None) => None,
-                    (Err(rej), r) => Some(protocol::error_frame(
+                    (Some(Ok(())), Some(r)) => Some(ServerMsg::Ack { reference: r }.encode()),
+                    (Some(Ok(())), None) => None,
+                    (Some(Err(rej)), r) => Some(protocol::error_frame(
                         &ProtocolError::new(ErrorCode::Rejected, rej.message.clone()),
                         Some(&rej.code),
+                        r.as_deref(),
+                    )),
+                    (None, r) => Some(protocol::error_frame(
+                        &ProtocolError::new(
+                            ErrorCode::GuestFault,
+                            "the game failed on this message; the room restarted without it",
+                        ),
+                        None,
                         r.as_deref(),
                     )),
                 };
@@ -350,6 +619,7 @@ impl RoomTask {
                 ready,
                 decision,
             } => self.swap(guest, module, ready, decision).await?,
+            RoomCmd::Shutdown { done } => self.shutdown(guest, done).await?,
         }
         Ok(())
     }
@@ -371,8 +641,7 @@ impl RoomTask {
         while let Some(player) = self.players.iter().find(|(_, m)| m.leaving).map(|(id, _)| *id) {
             self.players.remove(&player);
             tracing::debug!(room = %self.label, player, "player left the room");
-            let now = self.now();
-            guest.on_leave(now, player).await.map_err(Stop::Fault)?;
+            self.apply(guest, Input::Leave { player }).await?;
             self.deliver(guest);
         }
         if self.players.is_empty() && self.empty_deadline.is_none() {
@@ -423,14 +692,28 @@ impl RoomTask {
     }
 }
 
-/// Why an instance could not be made.
-enum StartError {
-    NoCapacity,
-    Failed(String),
+/// Hands one input to the guest.
+async fn call(guest: &mut GuestInstance, now: u64, input: &Input) -> CallResult<Result<(), Rejection>> {
+    match input {
+        Input::Join { player, name } => guest.on_join(now, *player, name).await,
+        Input::Leave { player } => guest.on_leave(now, *player).await.map(Ok),
+        Input::Message { player, payload } => guest.on_message(now, *player, payload).await,
+        Input::Tick => guest.on_tick(now).await.map(Ok),
+    }
+}
+
+/// The guest's state and random positions now.
+async fn checkpoint_of(guest: &mut GuestInstance, now: u64) -> CallResult<Checkpoint> {
+    let state = guest.snapshot(now).await?;
+    guest.take_effects().for_each(drop);
+    Ok(Checkpoint {
+        state,
+        entropy: guest.entropy_position(),
+    })
 }
 
 /// What woke the room.
-enum Input {
+enum Wake {
     Cmd(RoomCmd),
     Tick,
 }
@@ -440,8 +723,14 @@ enum Input {
 async fn drain(rx: &mut mpsc::Receiver<RoomCmd>, why: &JoinError) {
     rx.close();
     while let Some(cmd) = rx.recv().await {
-        if let RoomCmd::Join { reply, .. } = cmd {
-            let _ = reply.send(Err(why.clone()));
+        match cmd {
+            RoomCmd::Join { reply, .. } => {
+                let _ = reply.send(Err(why.clone()));
+            }
+            RoomCmd::Shutdown { done } => {
+                let _ = done.send(());
+            }
+            _ => {}
         }
     }
 }

@@ -2,9 +2,10 @@
 //! imports and through WASI, so every value it reads can be journaled and
 //! replayed.
 
-use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
-use std::sync::Arc;
+use rand::{Rng, SeedableRng, TryRng};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
@@ -44,6 +45,39 @@ impl HostMonotonicClock for RoomClock {
     }
 }
 
+/// A generator WASI owns while the room can still read and move its
+/// position (to restart a guest where its checkpoint left off).
+#[derive(Clone)]
+pub struct SharedRng(Arc<Mutex<ChaCha8Rng>>);
+
+impl SharedRng {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ChaCha8Rng> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Words drawn so far.
+    pub fn position(&self) -> u128 {
+        self.lock().get_word_pos()
+    }
+    /// Moves to a position read earlier.
+    pub fn seek(&self, position: u128) {
+        self.lock().set_word_pos(position);
+    }
+}
+
+impl TryRng for SharedRng {
+    type Error = Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        Ok(self.lock().next_u32())
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        Ok(self.lock().next_u64())
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        self.lock().fill_bytes(dst);
+        Ok(())
+    }
+}
+
 /// Independent, reproducible generators derived from one room seed: the
 /// `random-u64` import, WASI's secure and insecure random, and WASI's
 /// insecure seed each get their own stream.
@@ -51,11 +85,23 @@ pub struct Entropy {
     /// For the `random-u64` import.
     pub host: ChaCha8Rng,
     /// For WASI `random`.
-    pub wasi_secure: ChaCha8Rng,
+    pub wasi_secure: SharedRng,
     /// For WASI `insecure-random`.
-    pub wasi_insecure: ChaCha8Rng,
+    pub wasi_insecure: SharedRng,
     /// For WASI `insecure-seed`.
     pub wasi_seed: u128,
+}
+
+/// Where a room's random streams stand: with the seed, all a fresh
+/// instance needs to draw the same numbers again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EntropyPosition {
+    /// Of the `random-u64` stream.
+    pub host: u128,
+    /// Of WASI `random`.
+    pub wasi_secure: u128,
+    /// Of WASI `insecure-random`.
+    pub wasi_insecure: u128,
 }
 
 impl Entropy {
@@ -68,8 +114,8 @@ impl Entropy {
         };
         Self {
             host: stream(0),
-            wasi_secure: stream(1),
-            wasi_insecure: stream(2),
+            wasi_secure: SharedRng(Arc::new(Mutex::new(stream(1)))),
+            wasi_insecure: SharedRng(Arc::new(Mutex::new(stream(2)))),
             wasi_seed: u128::from(seed) << 64 | u128::from(seed.rotate_left(17)),
         }
     }
@@ -88,6 +134,18 @@ mod tests {
         let ys: Vec<u64> = (0..4).map(|_| b.host.next_u64()).collect();
         assert_eq!(xs, ys);
         assert_ne!(a.wasi_secure.next_u64(), a.wasi_insecure.next_u64());
+    }
+
+    #[test]
+    fn a_stream_can_be_put_back_where_it_was() {
+        let mut a = Entropy::from_seed(7);
+        a.wasi_secure.next_u64();
+        let at = a.wasi_secure.position();
+        let expected: Vec<u64> = (0..3).map(|_| a.wasi_secure.next_u64()).collect();
+        let mut b = Entropy::from_seed(7);
+        b.wasi_secure.seek(at);
+        let again: Vec<u64> = (0..3).map(|_| b.wasi_secure.next_u64()).collect();
+        assert_eq!(expected, again);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! it calls, and the limits it runs under.
 
 use super::bindings::{self, Level, Player, Rejection, Room};
-use super::determinism::{Entropy, RoomClock};
+use super::determinism::{Entropy, EntropyPosition, RoomClock, SharedRng};
 use super::{GameCode, Sandbox};
 use rand::Rng;
 use std::fmt;
@@ -64,6 +64,18 @@ pub struct GuestFault {
     pub kind: FaultKind,
     /// wasmtime's full error, including the guest backtrace when known.
     pub detail: String,
+}
+
+impl FaultKind {
+    /// Stable code for players, logs and crash reports.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FaultKind::Timeout => "timeout",
+            FaultKind::OutOfMemory => "out_of_memory",
+            FaultKind::EffectFlood => "effect_flood",
+            FaultKind::Trap => "trap",
+        }
+    }
 }
 
 impl fmt::Display for GuestFault {
@@ -155,6 +167,7 @@ pub struct RoomData {
     limits: Limits,
     clock: RoomClock,
     rng: rand::rngs::ChaCha8Rng,
+    wasi_rngs: [SharedRng; 2],
     effects: Vec<Effect>,
     effect_bytes: usize,
     tick_request: Option<u32>,
@@ -242,6 +255,16 @@ impl bindings::respawn::game::host::Host for RoomData {
 pub struct GuestInstance {
     store: Store<RoomData>,
     room: Room,
+    _live: LiveInstance,
+}
+
+/// Counts an instance among the sandbox's live ones while it exists.
+struct LiveInstance(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for LiveInstance {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What a call returned, or why it failed.
@@ -253,6 +276,7 @@ impl GuestInstance {
     pub async fn new(sandbox: &Sandbox, code: &GameCode, label: String, seed: u64) -> anyhow::Result<Self> {
         let clock = RoomClock::default();
         let entropy = Entropy::from_seed(seed);
+        let wasi_rngs = [entropy.wasi_secure.clone(), entropy.wasi_insecure.clone()];
         let wasi = WasiCtxBuilder::new()
             .wall_clock(clock.clone())
             .monotonic_clock(clock.clone())
@@ -272,6 +296,7 @@ impl GuestInstance {
             },
             clock,
             rng: entropy.host,
+            wasi_rngs,
             effects: Vec::new(),
             effect_bytes: 0,
             tick_request: None,
@@ -293,7 +318,12 @@ impl GuestInstance {
         });
         store.set_epoch_deadline(1);
         let room = code.pre.instantiate_async(&mut store).await?;
-        Ok(Self { store, room })
+        sandbox.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Self {
+            store,
+            room,
+            _live: LiveInstance(sandbox.live.clone()),
+        })
     }
 
     fn begin(&mut self, now_ms: u64) {
@@ -384,6 +414,25 @@ impl GuestInstance {
     /// The effects of the last call, in the order the guest produced them.
     pub fn take_effects(&mut self) -> std::vec::Drain<'_, Effect> {
         self.store.data_mut().effects.drain(..)
+    }
+
+    /// Where the instance's random streams stand.
+    pub fn entropy_position(&self) -> EntropyPosition {
+        let data = self.store.data();
+        EntropyPosition {
+            host: data.rng.get_word_pos(),
+            wasi_secure: data.wasi_rngs[0].position(),
+            wasi_insecure: data.wasi_rngs[1].position(),
+        }
+    }
+
+    /// Puts the instance's random streams where `at` says, so it draws
+    /// what an earlier instance of the same room drew from there.
+    pub fn seek_entropy(&mut self, at: EntropyPosition) {
+        let data = self.store.data_mut();
+        data.rng.set_word_pos(at.host);
+        data.wasi_rngs[0].seek(at.wasi_secure);
+        data.wasi_rngs[1].seek(at.wasi_insecure);
     }
 
     /// The tick interval the guest asked for during the last calls, if any.

@@ -12,7 +12,7 @@ use crate::config::SandboxConfig;
 use crate::modules::VerifiedModule;
 use crate::modules::cache::CodeCache;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -64,6 +64,7 @@ pub struct Sandbox {
     linker: Linker<RoomData>,
     limits: InstanceLimits,
     ticker_stop: Arc<AtomicBool>,
+    live: Arc<AtomicUsize>,
 }
 
 impl Sandbox {
@@ -127,7 +128,13 @@ impl Sandbox {
                 call_timeout_ms: cfg.call_timeout_ms,
             },
             ticker_stop,
+            live: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// Guest instances alive now.
+    pub fn live_instances(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     /// The engine, for code that needs it directly (benchmarks, caches).

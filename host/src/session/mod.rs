@@ -1,0 +1,442 @@
+//! One player connection: reads requests, talks to at most one room at a
+//! time, writes the room's frames back, and keeps the connection honest
+//! (heartbeats, idle timeout, rate limit, write timeout). Transport-agnostic.
+
+mod rate;
+mod resume;
+
+pub use rate::TokenBucket;
+pub use resume::Resumes;
+
+use crate::config::NetConfig;
+use crate::net::{Inbound, Transport};
+use crate::protocol::{self, ErrorCode, ProtocolError, Request, ServerMsg};
+use crate::room::{PlayerId, RoomHandle, Rooms, ToSession};
+use bytes::Bytes;
+use resume::Takeover;
+use serde_json::value::RawValue;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+/// How long `leave` waits for the room to flush frames already queued for
+/// the player before answering `left` anyway.
+const LEAVE_FLUSH: Duration = Duration::from_secs(5);
+
+const SHUTDOWN_MESSAGE: &str = "the host is shutting down; reconnect later";
+
+/// The `server` string of `welcome`.
+pub const SERVER: &str = concat!("respawn/", env!("CARGO_PKG_VERSION"));
+
+/// What every session shares.
+pub struct Sessions {
+    /// The rooms players join.
+    pub rooms: Arc<Rooms>,
+    /// Seats kept for dropped players.
+    pub resumes: Arc<Resumes>,
+    /// Limits and timeouts of connections.
+    pub net: NetConfig,
+    /// Cancelled when the host shuts down: every session says goodbye.
+    pub shutdown: CancellationToken,
+    next_player: AtomicU64,
+}
+
+impl Sessions {
+    /// Shared state for the sessions of one host.
+    pub fn new(rooms: Arc<Rooms>, net: NetConfig) -> Arc<Self> {
+        Arc::new(Self {
+            resumes: Resumes::new(net.resume_grace()),
+            rooms,
+            net,
+            shutdown: CancellationToken::new(),
+            next_player: AtomicU64::new(1),
+        })
+    }
+}
+
+/// A player's place in a room, as its session holds it. It survives the
+/// connection for the resume grace period.
+pub(crate) struct Seat {
+    room: RoomHandle,
+    frames: mpsc::Receiver<ToSession>,
+    game: String,
+    room_name: String,
+}
+
+impl Seat {
+    /// Tells the room the player left.
+    pub(crate) async fn leave(self, player: PlayerId) {
+        let _ = self.room.leave(player).await;
+    }
+}
+
+/// Whether the connection goes on after a step, and why not.
+enum Flow {
+    Continue,
+    Close(End),
+}
+
+/// Why a connection ended, which decides what happens to its seat.
+enum End {
+    /// Lost or timed out: the seat is kept for a resume.
+    Dropped,
+    /// The player or the host ended it: the seat is given up.
+    Done,
+    /// Another connection took the seat.
+    Superseded,
+}
+
+/// A player's connection and its place in a room.
+pub struct Session<T: Transport> {
+    transport: T,
+    hub: Arc<Sessions>,
+    player: PlayerId,
+    token: String,
+    takeover_tx: mpsc::Sender<Takeover>,
+    takeover_rx: mpsc::Receiver<Takeover>,
+    seat: Option<Seat>,
+    bucket: TokenBucket,
+    last_heard: Instant,
+    next_ping: Instant,
+}
+
+impl<T: Transport> Session<T> {
+    /// A session for a connected player, with a fresh player id.
+    pub fn new(transport: T, hub: Arc<Sessions>) -> Self {
+        let player = hub.next_player.fetch_add(1, Ordering::Relaxed);
+        let (takeover_tx, takeover_rx) = mpsc::channel(1);
+        let token = hub.resumes.register(player, takeover_tx.clone());
+        let now = Instant::now();
+        Self {
+            transport,
+            player,
+            token,
+            takeover_tx,
+            takeover_rx,
+            seat: None,
+            bucket: TokenBucket::new(hub.net.rate_per_sec, hub.net.rate_burst, now.into_std()),
+            last_heard: now,
+            next_ping: now + hub.net.heartbeat(),
+            hub,
+        }
+    }
+
+    /// This connection's player id.
+    pub fn player(&self) -> PlayerId {
+        self.player
+    }
+
+    /// Serves the player until they disconnect; then parks or gives up the
+    /// seat.
+    pub async fn run(mut self) {
+        let welcome = ServerMsg::Welcome {
+            protocol: protocol::PROTOCOL_VERSION,
+            server: SERVER,
+            player: self.player,
+            resume: &self.token,
+            idle_timeout_ms: self.hub.net.idle_timeout_ms,
+            resume_grace_ms: self.hub.net.resume_grace_ms,
+        }
+        .encode();
+        let end = match self.send(welcome).await {
+            Ok(()) => loop {
+                match self.step().await {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Close(end)) => break end,
+                    Err(e) => {
+                        tracing::debug!(player = self.player, "connection lost: {e}");
+                        break End::Dropped;
+                    }
+                }
+            },
+            Err(_) => End::Dropped,
+        };
+        let resumes = self.hub.resumes.clone();
+        match (end, self.seat.take()) {
+            (End::Dropped, Some(seat)) if !self.hub.shutdown.is_cancelled() => {
+                resumes.park(&self.token, self.player, seat)
+            }
+            (_, Some(seat)) => {
+                resumes.forget(&self.token);
+                seat.leave(self.player).await;
+            }
+            (End::Superseded, None) => {}
+            (_, None) => resumes.forget(&self.token),
+        }
+        // Only now stop listening for take-overs: a resume racing with this
+        // end finds the seat parked.
+        self.takeover_rx.close();
+        self.transport.close().await;
+    }
+
+    /// Writes a frame, or fails if the player does not read it in time.
+    async fn send(&mut self, frame: Utf8Bytes) -> io::Result<()> {
+        match tokio::time::timeout(self.hub.net.write_timeout(), self.transport.send(frame)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "the player stopped reading")),
+        }
+    }
+
+    async fn step(&mut self) -> io::Result<Flow> {
+        let from_room = async {
+            match self.seat.as_mut() {
+                Some(seat) => seat.frames.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let idle_at = self.last_heard + self.hub.net.idle_timeout();
+        tokio::select! {
+            inbound = self.transport.recv() => match inbound {
+                Some(Ok(frame)) => {
+                    let now = Instant::now();
+                    self.last_heard = now;
+                    self.next_ping = now + self.hub.net.heartbeat();
+                    self.on_frame(frame, now).await
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(player = self.player, "connection error: {e}");
+                    Ok(Flow::Close(End::Dropped))
+                }
+                None => Ok(Flow::Close(End::Dropped)),
+            },
+            out = from_room => self.on_room_frame(out).await,
+            Some(takeover) = self.takeover_rx.recv() => {
+                let _ = takeover.send(self.seat.take());
+                let err = ProtocolError::new(ErrorCode::Superseded, "another connection resumed this seat");
+                let _ = self.reply_error(&err, None, None).await;
+                Ok(Flow::Close(End::Superseded))
+            }
+            () = tokio::time::sleep_until(self.next_ping) => {
+                self.next_ping = Instant::now() + self.hub.net.heartbeat();
+                match tokio::time::timeout(self.hub.net.write_timeout(), self.transport.heartbeat()).await {
+                    Ok(r) => r?,
+                    Err(_) => return Ok(Flow::Close(End::Dropped)),
+                }
+                Ok(Flow::Continue)
+            }
+            () = tokio::time::sleep_until(idle_at) => {
+                let err = ProtocolError::new(
+                    ErrorCode::IdleTimeout,
+                    format!("nothing received for {} ms; send `ping` to stay connected", self.hub.net.idle_timeout_ms),
+                );
+                let _ = self.reply_error(&err, None, None).await;
+                Ok(Flow::Close(End::Dropped))
+            }
+            () = self.hub.shutdown.cancelled() => {
+                let _ = self.send(ServerMsg::Shutdown { message: SHUTDOWN_MESSAGE }.encode()).await;
+                Ok(Flow::Close(End::Done))
+            }
+        }
+    }
+
+    async fn on_room_frame(&mut self, out: Option<ToSession>) -> io::Result<Flow> {
+        match out {
+            Some(ToSession::Frame(frame)) => self.send(frame).await?,
+            Some(ToSession::Removed(frame)) => {
+                self.seat = None;
+                self.send(frame).await?;
+            }
+            Some(ToSession::Shutdown) => {
+                // The room has checkpointed and closed; the seat is gone
+                // with it, without the game seeing the player leave.
+                self.seat = None;
+                let _ = self.send(ServerMsg::Shutdown { message: SHUTDOWN_MESSAGE }.encode()).await;
+                return Ok(Flow::Close(End::Done));
+            }
+            None => {
+                // The room dropped our queue without a last word: it was full.
+                self.seat = None;
+                let err = ProtocolError::new(
+                    ErrorCode::SlowConsumer,
+                    "too many undelivered frames; the connection is closed",
+                );
+                self.reply_error(&err, None, None).await?;
+                return Ok(Flow::Close(End::Done));
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn on_frame(&mut self, frame: Inbound, now: Instant) -> io::Result<Flow> {
+        let max = self.hub.net.max_message_bytes;
+        let bytes = match frame {
+            Inbound::Heartbeat => return Ok(Flow::Continue),
+            Inbound::Data(bytes) if bytes.len() <= max => bytes,
+            Inbound::Data(_) | Inbound::TooLarge { .. } => {
+                let err = ProtocolError::new(ErrorCode::MessageTooLarge, format!("messages are at most {max} bytes"));
+                self.reply_error(&err, None, None).await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        if !self.bucket.take(now.into_std()) {
+            let err = ProtocolError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} frames per second (burst {}); this one was dropped",
+                    self.hub.net.rate_per_sec, self.hub.net.rate_burst
+                ),
+            );
+            self.reply_error(&err, None, None).await?;
+            return Ok(Flow::Continue);
+        }
+        match protocol::parse_request(&bytes) {
+            Ok(request) => {
+                let reference = request.reference().map(RawValue::to_owned);
+                if let Err(refusal) = self.on_request(request, &bytes).await? {
+                    self.reply_error(&refusal.error, refusal.reason.as_deref(), reference.as_deref())
+                        .await?;
+                }
+            }
+            Err(err) => self.reply_error(&err, None, None).await?,
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn reply_error(&mut self, err: &ProtocolError, reason: Option<&str>, reference: Option<&RawValue>) -> io::Result<()> {
+        self.send(protocol::error_frame(err, reason, reference)).await
+    }
+
+    async fn on_request(&mut self, request: Request<'_>, frame: &Bytes) -> io::Result<Result<(), Refusal>> {
+        match request {
+            Request::Ping { reference } => {
+                self.send(ServerMsg::Pong { reference }.encode()).await?;
+            }
+            Request::Pong => {}
+            Request::Join {
+                game,
+                room,
+                name,
+                reference,
+            } => {
+                if self.seat.is_some() {
+                    return Ok(Err(Refusal::new(
+                        ErrorCode::AlreadyJoined,
+                        "already in a room; leave it first",
+                    )));
+                }
+                match self.hub.rooms.join(&game, &room, self.player, &name).await {
+                    Ok((handle, joined, frames)) => {
+                        let msg = ServerMsg::Joined {
+                            game: &game,
+                            room: &room,
+                            player: self.player,
+                            version: &joined.version,
+                            reference,
+                        }
+                        .encode();
+                        self.seat = Some(Seat {
+                            room: handle,
+                            frames,
+                            game,
+                            room_name: room,
+                        });
+                        self.send(msg).await?;
+                    }
+                    Err(e) => {
+                        let (error, reason) = e.to_protocol();
+                        return Ok(Err(Refusal {
+                            error,
+                            reason: reason.map(str::to_owned),
+                        }));
+                    }
+                }
+            }
+            Request::Resume { token, reference } => {
+                if self.seat.is_some() {
+                    return Ok(Err(Refusal::new(
+                        ErrorCode::AlreadyJoined,
+                        "already in a room; resume on a fresh connection",
+                    )));
+                }
+                let Some((player, seat)) = self.hub.resumes.claim(&token).await else {
+                    return Ok(Err(Refusal::new(
+                        ErrorCode::ResumeFailed,
+                        "no seat to resume: the token is unknown or its grace period is over; join again",
+                    )));
+                };
+                self.token = self.hub.resumes.rekey(&self.token, player, self.takeover_tx.clone());
+                tracing::debug!(player, was = self.player, "seat resumed");
+                self.player = player;
+                let msg = ServerMsg::Resumed {
+                    player,
+                    game: &seat.game,
+                    room: &seat.room_name,
+                    version: &seat.room.version(),
+                    resume: &self.token,
+                    reference,
+                }
+                .encode();
+                self.seat = Some(seat);
+                self.send(msg).await?;
+            }
+            Request::Message { data, reference } => {
+                let Some(seat) = &self.seat else {
+                    return Ok(Err(Refusal::new(ErrorCode::NotJoined, "join a room first")));
+                };
+                let payload = subslice(frame, data.get());
+                if seat
+                    .room
+                    .message(self.player, payload, reference.map(RawValue::to_owned))
+                    .await
+                    .is_err()
+                {
+                    self.seat = None;
+                    return Ok(Err(Refusal::new(ErrorCode::RoomClosed, "the room has closed")));
+                }
+            }
+            Request::Leave { reference } => {
+                let Some(mut seat) = self.seat.take() else {
+                    return Ok(Err(Refusal::new(ErrorCode::NotJoined, "not in a room")));
+                };
+                if seat.room.leave(self.player).await.is_ok() {
+                    // Frames the room queued before it saw the leave still
+                    // belong to the player; the queue ends once the room
+                    // has dropped it.
+                    let flush = async {
+                        while let Some(ToSession::Frame(f) | ToSession::Removed(f)) = seat.frames.recv().await {
+                            self.send(f).await?;
+                        }
+                        io::Result::Ok(())
+                    };
+                    if let Ok(r) = tokio::time::timeout(LEAVE_FLUSH, flush).await {
+                        r?;
+                    }
+                }
+                self.send(ServerMsg::Left { reference }.encode()).await?;
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// A request the session refused, as the player will see it.
+struct Refusal {
+    error: ProtocolError,
+    reason: Option<String>,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: &str) -> Self {
+        Self {
+            error: ProtocolError::new(code, message),
+            reason: None,
+        }
+    }
+}
+
+/// `part` as a zero-copy slice of `whole` when it lies inside it (as a
+/// parsed field of the frame does), else a copy.
+fn subslice(whole: &Bytes, part: &str) -> Bytes {
+    let (start, end) = (whole.as_ptr() as usize, whole.as_ptr() as usize + whole.len());
+    let p = part.as_ptr() as usize;
+    if p >= start && p + part.len() <= end {
+        whole.slice_ref(part.as_bytes())
+    } else {
+        Bytes::copy_from_slice(part.as_bytes())
+    }
+}

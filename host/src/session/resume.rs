@@ -1,0 +1,155 @@
+//! Seats kept for players whose connection dropped, and the hand-over of a
+//! seat to the connection that resumes it.
+//!
+//! Every connection registers a token. When it drops while in a room, its
+//! seat is parked under the token for the grace period; the room sees the
+//! player leave only when that ends. A `resume` with the token on a new
+//! connection takes the seat back, frames queued meanwhile included. If
+//! the old connection is still open (a half-open TCP connection the host
+//! has not noticed yet), it is asked to hand the seat over and closes.
+
+use super::Seat;
+use crate::room::PlayerId;
+use rand::{SeedableRng, TryRng};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// A request to a live session to give up its seat.
+pub(crate) type Takeover = oneshot::Sender<Option<Seat>>;
+
+/// How long a resume waits for a live session to hand its seat over.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
+
+enum Holder {
+    Live {
+        takeover: mpsc::Sender<Takeover>,
+    },
+    Parked {
+        seat: Seat,
+        id: u64,
+    },
+}
+
+/// Resume tokens of the host's players.
+pub struct Resumes {
+    entries: Mutex<HashMap<String, (PlayerId, Holder)>>,
+    grace: Duration,
+    parks: AtomicU64,
+    rng: Mutex<rand::rngs::ChaCha8Rng>,
+}
+
+impl Resumes {
+    /// Seats are kept `grace` after a drop.
+    pub fn new(grace: Duration) -> Arc<Self> {
+        let mut seed = [0u8; 32];
+        if rand::rngs::SysRng.try_fill_bytes(&mut seed).is_err() {
+            tracing::warn!("no OS randomness for resume tokens; seeding from the clock");
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            seed[..16].copy_from_slice(&t.to_le_bytes());
+        }
+        Arc::new(Self {
+            entries: Mutex::new(HashMap::new()),
+            grace,
+            parks: AtomicU64::new(0),
+            rng: Mutex::new(rand::rngs::ChaCha8Rng::from_seed(seed)),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (PlayerId, Holder)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn new_token(&self) -> String {
+        let mut bytes = [0u8; 16];
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = rng.try_fill_bytes(&mut bytes);
+        crate::modules::trust::hex(&bytes)
+    }
+
+    /// Registers a live connection of `player`; returns its token.
+    pub(crate) fn register(&self, player: PlayerId, takeover: mpsc::Sender<Takeover>) -> String {
+        let token = self.new_token();
+        self.lock().insert(token.clone(), (player, Holder::Live { takeover }));
+        token
+    }
+
+    /// The connection ended without a seat to keep.
+    pub(crate) fn forget(&self, token: &str) {
+        self.lock().remove(token);
+    }
+
+    /// The connection dropped while seated: keep the seat for the grace
+    /// period, then leave the room.
+    pub(crate) fn park(self: &Arc<Self>, token: &str, player: PlayerId, seat: Seat) {
+        if self.grace.is_zero() {
+            self.forget(token);
+            tokio::spawn(async move { seat.leave(player).await });
+            return;
+        }
+        let id = self.parks.fetch_add(1, Ordering::Relaxed);
+        self.lock()
+            .insert(token.to_owned(), (player, Holder::Parked { seat, id }));
+        let (this, token) = (self.clone(), token.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(this.grace).await;
+            let expired = {
+                let mut entries = this.lock();
+                match entries.get(&token) {
+                    Some((_, Holder::Parked { id: parked, .. })) if *parked == id => entries.remove(&token),
+                    _ => None,
+                }
+            };
+            if let Some((player, Holder::Parked { seat, .. })) = expired {
+                tracing::debug!(player, "resume grace period over; the player leaves the room");
+                seat.leave(player).await;
+            }
+        });
+    }
+
+    /// Takes the seat behind `token`, from the parking or from the live
+    /// connection holding it. `None` if the token is unknown, its grace
+    /// period ended, or it had no seat.
+    pub(crate) async fn claim(&self, token: &str) -> Option<(PlayerId, Seat)> {
+        let (player, holder) = self.lock().remove(token)?;
+        let takeover = match holder {
+            Holder::Parked { seat, .. } => return Some((player, seat)),
+            Holder::Live { takeover } => takeover,
+        };
+        let (tx, rx) = oneshot::channel();
+        if takeover.send(tx).await.is_ok()
+            && let Ok(Ok(seat)) = tokio::time::timeout(TAKEOVER_WAIT, rx).await
+        {
+            return seat.map(|seat| (player, seat));
+        }
+        // The connection was ending as we asked: it parks its seat before
+        // it stops listening for take-overs, so the seat is parked now.
+        let mut entries = self.lock();
+        if matches!(entries.get(token), Some((_, Holder::Parked { .. })))
+            && let Some((player, Holder::Parked { seat, .. })) = entries.remove(token)
+        {
+            return Some((player, seat));
+        }
+        None
+    }
+
+    /// After a resume: the connection now plays as `player`; its own token
+    /// is dropped and a new one is issued.
+    pub(crate) fn rekey(&self, old: &str, player: PlayerId, takeover: mpsc::Sender<Takeover>) -> String {
+        self.forget(old);
+        self.register(player, takeover)
+    }
+
+    /// Seats parked now.
+    pub fn parked(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|(_, h)| matches!(h, Holder::Parked { .. }))
+            .count()
+    }
+}
