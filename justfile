@@ -81,16 +81,33 @@ guests: toolchain host devkey
         fi
     done
 
-# Run all tests: unit tests, guests natively, end-to-end against a real host.
+# Run all tests: unit tests, guests natively, end-to-end against a real
+# host, and the browser tests (Debian's chromium; see `browser`).
 test: guests
     #!/usr/bin/env bash
     set -uo pipefail
     cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log
     status=${PIPESTATUS[0]}
-    # One closing line for the whole run (cargo prints one per test binary).
-    grep -E '^test result:' target/test.log \
-        | awk '{p += $4; f += $6; s += $8} END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, s}'
-    exit "$status"
+    just browser 2>&1 | tee target/browser.log
+    browser_status=${PIPESTATUS[0]}
+    # One closing line for the whole run (cargo prints one per test binary,
+    # node one for the browser suite).
+    { grep -E '^test result:' target/test.log | awk '{print $4, $6, $8}'
+      for k in pass fail skipped; do
+          grep -E "^(ℹ|#) $k [0-9]+" target/browser.log | tail -1 | awk '{print $3}' | grep . || echo 0
+      done | paste -sd' '
+    } | awk '{p += $1; f += $2; s += $3} END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, s}'
+    [ "$status" = 0 ] && [ "$browser_status" = 0 ]
+
+# The JS client's unit tests and the demo site in a real browser
+# (playwright-core driving /usr/bin/chromium; screenshots in
+# target/browser-artifacts/). Needs `just guests` first.
+browser:
+    cd tests/browser && npm ci --no-audit --no-fund --loglevel=error && npm test
+
+# A longer fault-injection soak (the short one runs in `just test`).
+soak secs="60" clients="200": guests
+    SOAK_SECS={{secs}} SOAK_CLIENTS={{clients}} cargo test -p respawn-e2e --test e2e soak -- --nocapture
 
 # Formatting and lints, as CI wants them.
 lint:

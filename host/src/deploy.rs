@@ -7,14 +7,16 @@
 
 use crate::modules::audit::{AuditEntry, AuditLog};
 use crate::modules::cache::CodeCache;
+use crate::config::ProbationConfig;
 use crate::modules::games::{GameStatus, LookupError};
+use crate::modules::health::HealthCounts;
 use crate::modules::store::{GameState, SlotStore};
 use crate::modules::{GameModule, Games, Rejection, TrustStore, VerifiedModule, loader};
 use crate::room::Rooms;
 use crate::sandbox::{CompileError, Sandbox};
 use semver::Version;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -87,8 +89,12 @@ pub struct Counters {
     pub loaded: u64,
     /// Successful promotions (updates and explicit promotions).
     pub promotions: u64,
-    /// Successful rollbacks.
+    /// Successful rollbacks (by an operator).
     pub rollbacks: u64,
+    /// Rollbacks the host made on its own after a failed probation.
+    pub auto_rollbacks: u64,
+    /// Probations passed.
+    pub probations_passed: u64,
     /// Promotions aborted because a room could not migrate.
     pub aborted: u64,
     /// Rejected modules by reason code.
@@ -115,6 +121,8 @@ pub enum Trigger {
     Promote,
     /// An operator asked to go back.
     Rollback,
+    /// The active version failed its probation.
+    AutoRollback,
 }
 
 impl Trigger {
@@ -122,8 +130,27 @@ impl Trigger {
         match self {
             Trigger::Update | Trigger::Promote => "promote",
             Trigger::Rollback => "rollback",
+            Trigger::AutoRollback => "auto_rollback",
         }
     }
+}
+
+/// A newly promoted version under watch.
+#[derive(Debug, Clone)]
+struct Probation {
+    version: Version,
+    previous: Version,
+    started: Instant,
+    baseline: HealthCounts,
+}
+
+/// What a probation check concluded.
+enum Verdict {
+    Watching,
+    Passed,
+    Failed(String),
+    /// Something else moved the game on; the probation no longer applies.
+    Moot,
 }
 
 /// Owns the deployment path.
@@ -136,6 +163,9 @@ pub struct Deployer {
     cache: Option<Arc<CodeCache>>,
     audit: AuditLog,
     counters: Mutex<Counters>,
+    probation: ProbationConfig,
+    probations: Mutex<BTreeMap<String, Probation>>,
+    bad: Mutex<BTreeMap<String, BTreeSet<Version>>>,
 }
 
 impl Deployer {
@@ -157,7 +187,23 @@ impl Deployer {
             cache: None,
             audit,
             counters: Mutex::new(Counters::default()),
+            probation: ProbationConfig {
+                window_ms: 0,
+                ..ProbationConfig::default()
+            },
+            probations: Mutex::new(BTreeMap::new()),
+            bad: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Watches promoted versions as `config` says (without this, never).
+    pub fn with_probation(mut self, config: ProbationConfig) -> Self {
+        self.probation = config;
+        self
+    }
+
+    fn is_bad(&self, game: &str, version: &Version) -> bool {
+        lock(&self.bad).get(game).is_some_and(|b| b.contains(version))
     }
 
     /// Uses `cache` for compiled code.
@@ -267,11 +313,16 @@ impl Deployer {
         }
         for game in self.games.loaded_names() {
             let state = self.store.load_state(&game);
+            lock(&self.bad).insert(game.clone(), state.bad.clone());
             let persisted = state.active.filter(|v| self.games.get(&game, v).is_ok());
-            let update = fresh
-                .get(&game)
-                .filter(|v| !state.pinned && persisted.as_ref().is_none_or(|p| *v > p));
-            let version = update.cloned().or(persisted).or_else(|| self.games.newest(&game));
+            let update = fresh.get(&game).filter(|v| {
+                !state.pinned && !state.bad.contains(*v) && persisted.as_ref().is_none_or(|p| *v > p)
+            });
+            let version = update
+                .cloned()
+                .or(persisted)
+                .or_else(|| self.games.newest_where(&game, |v| !state.bad.contains(v)))
+                .or_else(|| self.games.newest(&game));
             if let Some(v) = version {
                 let _ = self.games.activate(&game, &v);
                 tracing::info!(game = %game, version = %v, pinned = state.pinned, "game active");
@@ -335,6 +386,10 @@ impl Deployer {
             tracing::info!(game = %module.name, version = %module.version, "loaded, not promoted: the game is pinned");
             return Ok(Some(loaded));
         }
+        if self.is_bad(&module.name, &module.version) {
+            tracing::warn!(game = %module.name, version = %module.version, "loaded, not promoted: this version was rolled back automatically; promote it explicitly");
+            return Ok(Some(loaded));
+        }
         match self.promote(&module.name, &module.version, Trigger::Update).await {
             Ok(p) => loaded.promotion = Some(p),
             Err(e) => tracing::error!(game = %module.name, "update not promoted: {e}"),
@@ -345,11 +400,11 @@ impl Deployer {
     /// Makes `version` active and migrates every live room to it, or
     /// changes nothing.
     pub async fn promote(&self, game: &str, version: &Version, trigger: Trigger) -> Result<Promotion, DeployError> {
-        let lock = self
+        let swap = self
             .games
             .swap_lock(game)
             .ok_or_else(|| LookupError::Game(game.into()))?;
-        let _migrating = lock.write().await;
+        let _migrating = swap.write().await;
         let target = self.games.get(game, version)?;
         let t0 = Instant::now();
         let before = self.games.activate(game, version)?;
@@ -360,10 +415,31 @@ impl Deployer {
         let from = before.as_ref().map(|m| m.version.to_string());
         match migrated {
             Ok(rooms) => {
+                if matches!(trigger, Trigger::Promote) && lock(&self.bad).get_mut(game).is_some_and(|b| b.remove(version)) {
+                    tracing::warn!(game, version = %version, "an operator promoted a version that was rolled back automatically");
+                }
+                let watch = matches!(trigger, Trigger::Update | Trigger::Promote) && self.probation.window_ms > 0;
+                match (&before, watch) {
+                    (Some(b), true) if b.version != *version => {
+                        lock(&self.probations).insert(
+                            game.to_owned(),
+                            Probation {
+                                version: version.clone(),
+                                previous: b.version.clone(),
+                                started: Instant::now(),
+                                baseline: target.health.read(),
+                            },
+                        );
+                    }
+                    _ => {
+                        lock(&self.probations).remove(game);
+                    }
+                }
                 self.persist(game);
                 tracing::info!(game, from = ?from, to = %version, rooms, flip_us, migrate_ms, "{} done", trigger.event());
                 self.count(|c| match trigger {
                     Trigger::Rollback => c.rollbacks += 1,
+                    Trigger::AutoRollback => c.auto_rollbacks += 1,
                     _ => c.promotions += 1,
                 });
                 self.audit.record(AuditEntry {
@@ -451,6 +527,7 @@ impl Deployer {
         let state = GameState {
             active: self.games.active(game).map(|m| m.version.clone()),
             pinned: self.games.pinned(game),
+            bad: lock(&self.bad).get(game).cloned().unwrap_or_default(),
         };
         if let Err(e) = self.store.save_state(game, &state) {
             tracing::error!(game, "cannot persist the active version: {e}");
@@ -459,10 +536,100 @@ impl Deployer {
 
     /// Games, versions, rooms per version, counters.
     pub fn status(&self) -> Status {
+        let mut games = self.games.status(|g, d| self.rooms.count_running(g, d));
+        for g in &mut games {
+            for v in &mut g.versions {
+                v.bad = v.version.parse().is_ok_and(|v| self.is_bad(&g.name, &v));
+            }
+            g.probation = lock(&self.probations).get(&g.name).map(|p| p.version.to_string());
+        }
         Status {
-            games: self.games.status(|g, d| self.rooms.count_running(g, d)),
+            games,
             rooms: self.rooms.count(),
             counters: self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+
+    /// Checks every version on probation every `every` until the process
+    /// ends; rolls back the ones that fail.
+    pub async fn watch_probations(self: Arc<Self>, every: std::time::Duration) {
+        let mut interval = tokio::time::interval(every);
+        loop {
+            interval.tick().await;
+            self.check_probations().await;
+        }
+    }
+
+    /// One round of probation checks.
+    pub async fn check_probations(&self) {
+        let watched: Vec<(String, Probation)> =
+            lock(&self.probations).iter().map(|(g, p)| (g.clone(), p.clone())).collect();
+        for (game, p) in watched {
+            match self.verdict(&game, &p) {
+                Verdict::Watching => {}
+                Verdict::Moot => {
+                    lock(&self.probations).remove(&game);
+                }
+                Verdict::Passed => {
+                    lock(&self.probations).remove(&game);
+                    tracing::info!(game, version = %p.version, "probation passed");
+                    self.count(|c| c.probations_passed += 1);
+                    self.audit.record(AuditEntry {
+                        event: "probation_passed",
+                        game: Some(game.clone()),
+                        version: Some(p.version.to_string()),
+                        ..AuditEntry::default()
+                    });
+                }
+                Verdict::Failed(why) => {
+                    lock(&self.probations).remove(&game);
+                    self.fail_probation(&game, &p, &why).await;
+                }
+            }
+        }
+    }
+
+    fn verdict(&self, game: &str, p: &Probation) -> Verdict {
+        let Some(active) = self.games.active(game).filter(|m| m.version == p.version) else {
+            return Verdict::Moot;
+        };
+        let seen = active.health.read().since(p.baseline);
+        if seen.crashes > 0 {
+            return Verdict::Failed(format!(
+                "{} room(s) restarted too often and closed ({} restarts, {} failed calls of {})",
+                seen.crashes, seen.restarts, seen.faults, seen.calls
+            ));
+        }
+        if seen.calls >= self.probation.min_calls && seen.error_rate() > self.probation.max_error_rate {
+            return Verdict::Failed(format!(
+                "{} of {} calls failed ({:.1}%, above {:.1}%)",
+                seen.faults,
+                seen.calls,
+                seen.error_rate() * 100.0,
+                self.probation.max_error_rate * 100.0
+            ));
+        }
+        if p.started.elapsed().as_millis() as u64 >= self.probation.window_ms {
+            return Verdict::Passed;
+        }
+        Verdict::Watching
+    }
+
+    /// Marks the version bad and goes back to the one before it.
+    async fn fail_probation(&self, game: &str, p: &Probation, why: &str) {
+        tracing::error!(game, version = %p.version, back_to = %p.previous, "probation failed, rolling back: {why}");
+        lock(&self.bad).entry(game.to_owned()).or_default().insert(p.version.clone());
+        self.persist(game);
+        self.audit.record(AuditEntry {
+            event: "probation_failed",
+            game: Some(game.to_owned()),
+            version: Some(p.version.to_string()),
+            reason: Some("error_rate".into()),
+            detail: Some(why.to_owned()),
+            ..AuditEntry::default()
+        });
+        if let Err(e) = self.promote(game, &p.previous, Trigger::AutoRollback).await {
+            tracing::error!(game, version = %p.version, "automatic rollback failed, the version stays active: {e}");
         }
     }
 
@@ -470,6 +637,10 @@ impl Deployer {
     pub fn games(&self) -> &Arc<Games> {
         &self.games
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn ms(since: Instant) -> f64 {

@@ -51,9 +51,12 @@ pub enum ErrorCode {
     JoinRefused,
     /// The game refused the message (`reason` has the game's code).
     Rejected,
-    /// The game's code failed (trap, timeout, memory limit); the room
-    /// closed.
+    /// The game's code failed (trap, timeout, memory limit) and could not
+    /// be kept running: the room closed and the player is out of it.
     GuestFault,
+    /// The game's code failed on this request; the room restarted from its
+    /// last good state without it. The player is still in the room.
+    GuestRestarted,
     /// The room closed or could not start.
     RoomClosed,
     /// The host cannot take more connections or rooms right now.

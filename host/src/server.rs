@@ -72,6 +72,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         SlotStore::open(state_dir).context("opening the slot store")?,
         AuditLog::open(&state_dir.join("audit.log")).context("opening the audit log")?,
     );
+    deployer = deployer.with_probation(config.probation.clone());
     if config.state.code_cache {
         deployer = deployer.with_cache(CodeCache::open(state_dir, sandbox.engine()).context("opening the code cache")?);
     }
@@ -83,6 +84,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if games.names().is_empty() {
         tracing::warn!(dir = %config.modules.dir.display(), "no games loaded; build and sign some with `just guests`");
     }
+    tokio::spawn(deployer.clone().watch_probations(Duration::from_millis(100)));
     let _watcher = if config.modules.watch {
         Some(watch_modules(&config, deployer.clone())?)
     } else {
@@ -110,6 +112,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         println!("listening {} {local}", kind.name());
         accepting.push(tokio::spawn(accept_loop(kind, listener, shared.clone())));
     }
+    // Players can connect from here on.
+    health.set_listening();
     let mut services = Vec::new();
     if let Some(addr) = config.net.web {
         let listener = TcpListener::bind(addr)
@@ -157,7 +161,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             }
         }));
     }
-    health.set_listening();
     systemd::ready();
     systemd::spawn_watchdog();
 
@@ -240,8 +243,12 @@ async fn serve<T: Transport>(mut transport: T, peer: SocketAddr, shared: &Shared
             ErrorCode::ServerFull,
             "the host is at its connection limit; try again later",
         );
-        let _ = transport.send(protocol::error_frame(&err, None, None)).await;
-        transport.close().await;
+        // Bounded: a refused client that does not read must not hold a task.
+        let bye = async {
+            let _ = transport.send(protocol::error_frame(&err, None, None)).await;
+            transport.close().await;
+        };
+        let _ = tokio::time::timeout(shared.sessions.net.write_timeout(), bye).await;
         return;
     };
     let session = Session::new(transport, shared.sessions.clone());

@@ -23,12 +23,21 @@ fn notify(states: &[NotifyState<'_>]) {
     }
 }
 
+/// The watchdog period systemd asked for, as sd_watchdog_enabled(3)
+/// reads it: `WATCHDOG_USEC`, for this process if `WATCHDOG_PID` names one.
+fn watchdog_usec() -> Option<u64> {
+    let usec = std::env::var("WATCHDOG_USEC").ok()?.parse().ok().filter(|u| *u > 0)?;
+    match std::env::var("WATCHDOG_PID") {
+        Ok(pid) if pid.parse() != Ok(std::process::id()) => None,
+        _ => Some(usec),
+    }
+}
+
 /// Starts the watchdog pings if systemd asked for them.
 pub fn spawn_watchdog() {
-    let mut usec = 0;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+    let Some(usec) = watchdog_usec() else {
         return;
-    }
+    };
     let every = Duration::from_micros(usec / 2);
     tracing::info!(every_ms = every.as_millis() as u64, "systemd watchdog on");
     tokio::spawn(async move {

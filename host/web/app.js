@@ -235,8 +235,15 @@ $("#send").addEventListener("submit", (ev) => {
 
 // --- room lifecycle ---------------------------------------------------------
 
+/** Keeps the picker's "game version" label in step with what the room runs. */
+function labelGame(game, version) {
+  const opt = [...ui.game.options].find((o) => o.value === game);
+  if (opt && version) opt.textContent = `${game} ${version}`;
+}
+
 function showRoom(info) {
   view.game = info.game;
+  labelGame(info.game, info.version);
   const panel = info.game in ui.panels && info.game !== "raw" ? info.game : "raw";
   for (const [name, el] of Object.entries(ui.panels)) el.hidden = name !== panel;
   ui.idle.hidden = true;
@@ -347,6 +354,7 @@ client.on("seatlost", (s) => {
 });
 client.on("swapped", (s) => {
   ui.version.textContent = s.version;
+  labelGame(view.game, s.version);
   log(`hot swap: ${s.from} → ${s.version}, state kept`, "good");
 });
 client.on("restarted", (r) => {

@@ -90,7 +90,11 @@ pub struct Host {
     pub tcp: SocketAddr,
     /// The admin API.
     pub admin: SocketAddr,
+    /// The demo site.
+    pub web: Option<SocketAddr>,
     dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    stdout: std::sync::mpsc::Receiver<String>,
 }
 
 /// Options for [`Host::start_with`].
@@ -102,6 +106,8 @@ pub struct HostOptions<'a> {
     pub config: &'a str,
     /// Extra files for the modules folder: (file name, bytes).
     pub extra_modules: Vec<(&'a str, Vec<u8>)>,
+    /// Extra environment variables of the host process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for HostOptions<'_> {
@@ -110,6 +116,7 @@ impl Default for HostOptions<'_> {
             games: &["echo", "chat", "tictactoe", "faulty"],
             config: "",
             extra_modules: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -160,6 +167,7 @@ impl Host {
             [net]
             ws = "127.0.0.1:0"
             tcp = "127.0.0.1:0"
+            web = "127.0.0.1:0"
             [modules]
             dir = {modules:?}
             debounce_ms = 50
@@ -179,7 +187,7 @@ impl Host {
         merge(&mut config, toml::from_str(opts.config).expect("test config is TOML"));
         let config_path = dir.path().join("respawn.toml");
         std::fs::write(&config_path, toml::to_string(&config).expect("config")).expect("write config");
-        Self::spawn(dir)
+        Self::spawn(dir, opts.env)
     }
 
     /// Stops the process and starts a new one on the same folders (config,
@@ -187,7 +195,7 @@ impl Host {
     pub fn restart(mut self) -> Host {
         self.stop();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
-        match Self::spawn(dir) {
+        match Self::spawn(dir, std::mem::take(&mut self.env)) {
             Ok(host) => host,
             Err((msg, log)) => panic!("host did not restart: {msg}\n--- host log ---\n{log}"),
         }
@@ -198,7 +206,65 @@ impl Host {
         let _ = self.child.wait();
     }
 
-    fn spawn(dir: tempfile::TempDir) -> Result<Host, (String, String)> {
+    /// Sends SIGTERM and waits (up to 30 s) for the process to exit; returns
+    /// whether it exited successfully and what it printed on stdout since
+    /// it started listening.
+    pub fn terminate(&mut self) -> (bool, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // The reader thread ends at the pipe's end: collect up to there.
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(5)) {
+            lines.push(line);
+        }
+        (status.is_some_and(|s| s.success()), lines)
+    }
+
+    /// `GET` on the admin port without a token: (status code, body).
+    pub fn probe(&self, path: &str) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.admin).expect("admin connect");
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("request");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        (code, serde_json::from_str(body).unwrap_or_default())
+    }
+
+    /// The `runtime` figures of `status`.
+    pub fn runtime(&self) -> Value {
+        self.status()["runtime"].clone()
+    }
+
+    /// A client of the `respawn-client` crate (reconnects and resumes).
+    pub async fn reconnecting_client(&self, transport: Transport) -> respawn_client::Client {
+        let endpoint = match transport {
+            Transport::Ws => respawn_client::Endpoint::Ws(format!("ws://{}/", self.ws)),
+            Transport::Tcp => respawn_client::Endpoint::Tcp(self.tcp),
+        };
+        let options = respawn_client::Options {
+            backoff: respawn_client::Backoff {
+                base: Duration::from_millis(20),
+                max: Duration::from_millis(200),
+            },
+            ..Default::default()
+        };
+        respawn_client::Client::connect(endpoint, options).await.expect("connect")
+    }
+
+    fn spawn(dir: tempfile::TempDir, env: Vec<(String, String)>) -> Result<Host, (String, String)> {
         let config_path = dir.path().join("respawn.toml");
         let log_path = dir.path().join("host.log");
         let log = std::fs::OpenOptions::new()
@@ -211,6 +277,7 @@ impl Host {
             .arg(&config_path)
             .env("RUST_LOG", "info,respawn=debug")
             .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -224,8 +291,8 @@ impl Host {
                 }
             }
         });
-        let (mut ws, mut tcp, mut admin) = (None, None, None);
-        while ws.is_none() || tcp.is_none() || admin.is_none() {
+        let (mut ws, mut tcp, mut admin, mut web) = (None, None, None, None);
+        while ws.is_none() || tcp.is_none() || admin.is_none() || web.is_none() {
             let line = match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(line) => line,
                 Err(_) => {
@@ -243,6 +310,7 @@ impl Host {
                     Some("ws") => ws = addr,
                     Some("tcp") => tcp = addr,
                     Some("admin") => admin = addr,
+                    Some("web") => web = addr,
                     _ => {}
                 }
             }
@@ -252,7 +320,10 @@ impl Host {
             ws: ws.unwrap_or_else(|| unreachable!()),
             tcp: tcp.unwrap_or_else(|| unreachable!()),
             admin: admin.unwrap_or_else(|| unreachable!()),
+            web,
             dir,
+            env,
+            stdout: rx,
         })
     }
 

@@ -4,9 +4,12 @@
 //! Messages: `{"do": "count"}` replies with a per-room counter;
 //! `{"do": "reject"}` returns a rejection; `{"do": "panic"}` traps;
 //! `{"do": "loop"}` spins forever; `{"do": "alloc", "mb": N}` grabs memory;
-//! `{"do": "kick"}` kicks the sender; `{"do": "tick", "ms": N}` starts
-//! ticking (each tick broadcasts the room clock); `{"do": "time"}` replies
-//! with the host clock and the WASI clock the guest sees.
+//! `{"do": "kick"}` kicks the sender; `{"do": "tick", "ms": N, "spin": M}`
+//! starts ticking (each tick spins M million rounds, then broadcasts the
+//! room clock); `{"do": "time"}` replies with the host clock and the WASI
+//! clock the guest sees; `{"do": "add", "n": N}` adds to the counter and
+//! `{"do": "get"}` reads it; `{"do": "poison"}` makes the next `restore` of
+//! this state trap.
 
 use respawn_guest_sdk::{Ctx, Game, Player, PlayerId, Reject, export_game};
 use serde::{Deserialize, Serialize};
@@ -19,8 +22,22 @@ use serde_json::{Value, json};
 pub struct Faulty {
     /// The counter `count` messages advance (by 1, or by 10 in `v2`).
     pub count: u64,
+    /// Restoring a state with this set traps.
+    #[serde(default, deserialize_with = "poison")]
+    pub poisoned: bool,
+    /// Rounds (in millions) each tick spins.
+    #[serde(default)]
+    pub spin: u32,
     #[serde(skip)]
     hoard: Vec<Vec<u8>>,
+}
+
+fn poison<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let poisoned = bool::deserialize(d)?;
+    if poisoned {
+        panic!("restore of a poisoned state");
+    }
+    Ok(false)
 }
 
 #[cfg(feature = "strict")]
@@ -38,7 +55,7 @@ impl TryFrom<Unchecked> for Faulty {
         }
         Ok(Faulty {
             count: u.count,
-            hoard: Vec::new(),
+            ..Faulty::default()
         })
     }
 }
@@ -61,8 +78,19 @@ pub enum Order {
     Alloc { mb: u32 },
     /// Kick the sender.
     Kick,
-    /// Tick every `ms` milliseconds (0 stops).
-    Tick { ms: u32 },
+    /// Tick every `ms` milliseconds (0 stops), spinning `spin` million
+    /// rounds in each tick.
+    Tick {
+        ms: u32,
+        #[serde(default)]
+        spin: u32,
+    },
+    /// Add `n` to the counter and reply with it.
+    Add { n: u64 },
+    /// Reply with the counter.
+    Get,
+    /// Make `restore` of the state trap from now on.
+    Poison,
     /// Reply with `ctx.now_ms()` and `SystemTime::now()` as WASI gives it.
     Time,
 }
@@ -105,9 +133,19 @@ impl Game for Faulty {
                 ctx.send(from, &json!({"allocated_mb": mb}));
             }
             Order::Kick => ctx.kick(from, "kicked on request"),
-            Order::Tick { ms } => {
+            Order::Tick { ms, spin } => {
+                self.spin = spin;
                 ctx.set_tick_interval(ms);
                 ctx.send(from, &json!({"ticking": ms}));
+            }
+            Order::Add { n } => {
+                self.count += n;
+                ctx.send(from, &json!({"count": self.count}));
+            }
+            Order::Get => ctx.send(from, &json!({"count": self.count})),
+            Order::Poison => {
+                self.poisoned = true;
+                ctx.send(from, &json!({"poisoned": true}));
             }
             Order::Time => {
                 let wasi_ms = std::time::SystemTime::now()
@@ -123,6 +161,10 @@ impl Game for Faulty {
     }
 
     fn on_tick(&mut self, ctx: &mut Ctx) {
+        let mut i: u64 = 0;
+        for _ in 0..u64::from(self.spin) * 1_000_000 {
+            i = std::hint::black_box(i.wrapping_add(1));
+        }
         let now = ctx.now_ms();
         ctx.broadcast(&json!({"tick": now}));
     }

@@ -44,6 +44,8 @@ pub struct GameStatus {
     pub pinned: bool,
     /// Loaded versions, oldest first.
     pub versions: Vec<VersionStatus>,
+    /// The version on probation, if one is (filled in by the caller).
+    pub probation: Option<String>,
 }
 
 /// One loaded version in `status`.
@@ -61,6 +63,10 @@ pub struct VersionStatus {
     pub notes: Option<String>,
     /// Live rooms running it (filled in by the caller).
     pub rooms: usize,
+    /// Calls, failures, restarts and crashes of its rooms since it loaded.
+    pub health: super::health::HealthCounts,
+    /// Rolled back automatically; promoted again only by an operator.
+    pub bad: bool,
 }
 
 struct Entry {
@@ -220,6 +226,13 @@ impl Games {
         self.read().get(game)?.slots.newest().cloned()
     }
 
+    /// The newest loaded version of a game that `ok` accepts.
+    pub fn newest_where(&self, game: &str, ok: impl Fn(&Version) -> bool) -> Option<Version> {
+        let games = self.read();
+        let entry = games.get(game)?;
+        entry.slots.versions().map(|(v, _)| v).filter(|v| ok(v)).max().cloned()
+    }
+
     /// Every game with its versions; `rooms` counts live rooms per
     /// `(game, digest)`.
     pub fn status(&self, rooms: impl Fn(&str, &str) -> usize) -> Vec<GameStatus> {
@@ -229,6 +242,7 @@ impl Games {
                 name: name.clone(),
                 active: e.slots.active().map(|(v, _)| v.to_string()),
                 pinned: e.slots.pinned(),
+                probation: None,
                 versions: e
                     .slots
                     .versions()
@@ -240,6 +254,8 @@ impl Games {
                         author: m.source.manifest().author.clone(),
                         notes: m.source.manifest().notes.clone(),
                         rooms: rooms(name, m.digest()),
+                        health: m.health.read(),
+                        bad: false,
                     })
                     .collect(),
             })

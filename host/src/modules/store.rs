@@ -15,6 +15,10 @@ pub struct GameState {
     /// Whether updates wait for an explicit promotion.
     #[serde(default)]
     pub pinned: bool,
+    /// Versions rolled back automatically: never promoted again without
+    /// an operator asking.
+    #[serde(default)]
+    pub bad: std::collections::BTreeSet<semver::Version>,
 }
 
 /// `<state>/slots/<game>/<version>.wasm` and `<state>/slots/<game>/state.json`.

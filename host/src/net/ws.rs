@@ -48,7 +48,12 @@ impl Transport for WsTransport {
                 Ok(Message::Binary(data)) => Some(Ok(Inbound::Data(data))),
                 Ok(Message::Ping(_) | Message::Pong(_)) => Some(Ok(Inbound::Heartbeat)),
                 Ok(Message::Frame(_)) => continue,
-                Ok(Message::Close(_)) => None,
+                Ok(Message::Close(_)) => {
+                    // Sends tungstenite's queued reply, so the client sees
+                    // a clean close.
+                    let _ = self.ws.flush().await;
+                    None
+                }
                 Err(e) => Some(Err(to_io(e))),
             };
         }

@@ -111,7 +111,7 @@ impl JoinError {
             JoinError::Refused { .. } => ErrorCode::JoinRefused,
             JoinError::Closed(_) => ErrorCode::RoomClosed,
             JoinError::NoCapacity => ErrorCode::ServerFull,
-            JoinError::Fault(_) => ErrorCode::GuestFault,
+            JoinError::Fault(_) => ErrorCode::GuestRestarted,
         };
         let reason = match self {
             JoinError::Refused { code, .. } => Some(code.as_str()),

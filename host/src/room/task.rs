@@ -599,7 +599,7 @@ impl RoomTask {
                     )),
                     (None, r) => Some(protocol::error_frame(
                         &ProtocolError::new(
-                            ErrorCode::GuestFault,
+                            ErrorCode::GuestRestarted,
                             "the game failed on this message; the room restarted without it",
                         ),
                         None,

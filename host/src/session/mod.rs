@@ -171,7 +171,9 @@ impl<T: Transport> Session<T> {
         // Only now stop listening for take-overs: a resume racing with this
         // end finds the seat parked.
         self.takeover_rx.close();
-        self.transport.close().await;
+        // Closing flushes; a player who stopped reading gets no longer
+        // than any other write.
+        let _ = tokio::time::timeout(self.hub.net.write_timeout(), self.transport.close()).await;
     }
 
     /// Writes a frame, or fails if the player does not read it in time.

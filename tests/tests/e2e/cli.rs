@@ -88,6 +88,7 @@ async fn keygen_sign_verify_inspect_and_serve_what_was_signed() {
         games: &[],
         config: &format!("[trust]\nkeys = [{:?}]\n", public.trim()),
         extra_modules: vec![("anything.wasm", std::fs::read(&signed).expect("signed"))],
+        ..HostOptions::default()
     });
     let mut c = host.client(Transport::Tcp).await;
     assert_eq!(c.join("parrot", "r", "p").await["version"], "2.1.0");
@@ -114,7 +115,7 @@ fn a_bad_trusted_key_stops_start_up() {
     let result = Host::try_start(HostOptions {
         games: &[],
         config: "[trust]\nkeys = [\"ssh-ed25519 not-base64!\"]\n",
-        extra_modules: Vec::new(),
+        ..HostOptions::default()
     });
     let Err((_, log)) = result else {
         panic!("the host started with a broken trusted key");

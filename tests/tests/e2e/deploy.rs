@@ -269,7 +269,12 @@ async fn a_failing_restore_in_one_room_aborts_the_promotion_everywhere() {
 
 #[tokio::test]
 async fn a_swap_during_a_steady_stream_of_messages_loses_none() {
-    let host = faulty_host();
+    // 200 messages a second, above the default rate limit.
+    let host = Host::start_with(HostOptions {
+        games: &["faulty"],
+        config: "[net]\nrate_per_sec = 1000\nrate_burst = 1000\n",
+        ..HostOptions::default()
+    });
     let mut p = host.client(Transport::Tcp).await;
     p.join("faulty", "stream", "p").await;
     const N: u64 = 400;
@@ -400,6 +405,7 @@ async fn unsigned_code_runs_only_with_the_development_flag_and_warns_each_time()
         games: &[],
         config: "[trust]\nallow_unsigned = true\n",
         extra_modules: vec![("echo.wasm", std::fs::read(guest("echo")).expect("echo"))],
+        ..HostOptions::default()
     });
     let mut c = host.client(Transport::Tcp).await;
     assert!(

@@ -7,3 +7,7 @@ mod deploy;
 mod modules;
 mod play;
 mod rooms;
+mod supervision;
+mod connections;
+mod lifecycle;
+mod soak;

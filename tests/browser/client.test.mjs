@@ -1,0 +1,356 @@
+// Unit tests of clients/js/respawn.js against a scripted fake WebSocket: no
+// host, no browser.
+import {test, describe} from "node:test";
+import assert from "node:assert/strict";
+import {RespawnClient, backoffDelay} from "../../clients/js/respawn.js";
+
+describe("backoffDelay", () => {
+  const opts = {baseMs: 250, maxMs: 10000};
+
+  test("is random() times the capped exponential", () => {
+    assert.equal(backoffDelay(0, opts, () => 0.5), 125);
+    assert.equal(backoffDelay(1, opts, () => 0.5), 250);
+    assert.equal(backoffDelay(3, opts, () => 1), 2000);
+  });
+
+  test("never exceeds maxMs, even for huge attempts", () => {
+    assert.equal(backoffDelay(6, opts, () => 1), 10000);
+    assert.equal(backoffDelay(5000, opts, () => 1), 10000);
+    assert.equal(backoffDelay(5000, opts, () => 0.25), 2500);
+  });
+
+  test("full jitter: random() = 0 gives no wait at all", () => {
+    assert.equal(backoffDelay(10, opts, () => 0), 0);
+  });
+
+  test("defaults to 250 ms base, 10 s cap", () => {
+    assert.equal(backoffDelay(2, undefined, () => 1), 1000);
+    assert.equal(backoffDelay(20, {}, () => 1), 10000);
+  });
+});
+
+/** A WebSocket whose far end the test plays by hand. */
+class FakeSocket {
+  static all = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    this.closedByClient = false;
+    FakeSocket.all.push(this);
+    queueMicrotask(() => {
+      if (this.readyState !== 0) return;
+      this.readyState = 1;
+      this.onopen?.({});
+    });
+  }
+  send(text) {
+    if (this.readyState !== 1) throw new Error("not open");
+    this.sent.push(JSON.parse(text));
+  }
+  close() {
+    this.closedByClient = true;
+    this.readyState = 3;
+    queueMicrotask(() => this.onclose?.({code: 1000}));
+  }
+  // --- the host's side ---
+  push(frame) {
+    this.onmessage?.({data: JSON.stringify(frame)});
+  }
+  drop() {
+    this.readyState = 3;
+    this.onclose?.({code: 1006});
+  }
+  last(type) {
+    return this.sent.filter((f) => f.type === type).at(-1);
+  }
+}
+
+const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
+
+async function until(pred, what, ms = 2000) {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await tick(2);
+  }
+}
+
+function welcome(player, token, extra = {}) {
+  return {type: "welcome", protocol: 1, server: "respawn/test", player, resume: token, idle_timeout_ms: 60000, resume_grace_ms: 30000, ...extra};
+}
+
+function makeClient(opts = {}) {
+  FakeSocket.all = [];
+  const client = new RespawnClient("ws://test/", {WebSocket: FakeSocket, random: () => 0, ...opts});
+  const seen = [];
+  for (const type of ["state", "welcome", "joined", "resumed", "seatlost", "event", "swapped", "restarted", "kicked", "error", "retry"]) {
+    client.on(type, (arg) => seen.push([type, arg]));
+  }
+  const states = () => seen.filter(([t]) => t === "state").map(([, s]) => s);
+  return {client, seen, states};
+}
+
+async function joinedClient(opts) {
+  const c = makeClient(opts);
+  const joining = c.client.join("tictactoe", "r1", "ann");
+  await until(() => FakeSocket.all[0]?.readyState === 1, "socket open");
+  const ws = FakeSocket.all[0];
+  ws.push(welcome(7, "tok-7"));
+  const join = ws.last("join");
+  assert.deepEqual(join, {type: "join", game: "tictactoe", room: "r1", name: "ann", ref: join.ref});
+  ws.push({type: "joined", game: "tictactoe", room: "r1", player: 7, version: "1.0.0", ref: join.ref});
+  const joined = await joining;
+  assert.equal(joined.version, "1.0.0");
+  return {...c, ws};
+}
+
+describe("RespawnClient", () => {
+  test("connects, joins, sends, and reports game events", async () => {
+    const {client, seen, states, ws} = await joinedClient();
+    assert.deepEqual(states(), ["connecting", "connected"]);
+    assert.deepEqual(client.room, {game: "tictactoe", room: "r1", version: "1.0.0"});
+    client.send({action: "move", cell: 4});
+    assert.deepEqual(ws.sent.at(-1), {type: "message", data: {action: "move", cell: 4}});
+    ws.push({type: "event", data: {type: "state", board: []}});
+    assert.deepEqual(seen.filter(([t]) => t === "event").map(([, d]) => d), [{type: "state", board: []}]);
+    client.close();
+    assert.equal(client.state, "closed");
+  });
+
+  test("request resolves on ack and rejects with code and reason", async () => {
+    const {client, ws} = await joinedClient();
+    const ok = client.request({action: "move", cell: 0});
+    const bad = client.request({action: "move", cell: 0});
+    const [m1, m2] = ws.sent.filter((f) => f.type === "message");
+    ws.push({type: "ack", ref: m1.ref});
+    ws.push({type: "error", code: "rejected", reason: "cell-taken", message: "cell 0 is already taken", ref: m2.ref});
+    assert.equal((await ok).type, "ack");
+    await assert.rejects(bad, (e) => e.code === "rejected" && e.reason === "cell-taken" && /taken/.test(e.message));
+    client.close();
+  });
+
+  test("a refused join rejects and the client stays usable", async () => {
+    const {client} = makeClient();
+    const joining = client.join("nope", "r1", "ann");
+    await until(() => FakeSocket.all[0]?.readyState === 1, "socket open");
+    const ws = FakeSocket.all[0];
+    ws.push(welcome(1, "t1"));
+    ws.push({type: "error", code: "unknown_game", message: "no game nope", ref: ws.last("join").ref});
+    await assert.rejects(joining, (e) => e.code === "unknown_game");
+    assert.equal(client.room, null);
+    const again = client.join("tictactoe", "r1", "ann");
+    ws.push({type: "joined", game: "tictactoe", room: "r1", player: 1, version: "1", ref: ws.last("join").ref});
+    assert.equal((await again).game, "tictactoe");
+    client.close();
+  });
+
+  test("after a drop it reconnects, resumes its seat, and sends what waited", async () => {
+    const {client, seen, states, ws} = await joinedClient();
+    ws.drop();
+    assert.equal(client.state, "reconnecting");
+    client.send({action: "move", cell: 8});
+    await until(() => FakeSocket.all.length === 2 && FakeSocket.all[1].readyState === 1, "second socket");
+    const ws2 = FakeSocket.all[1];
+    ws2.push(welcome(8, "tok-8"));
+    assert.deepEqual(ws2.sent, [{type: "resume", token: "tok-7"}], "resumes before anything else");
+    assert.equal(client.state, "reconnecting", "not connected until the seat is back");
+    ws2.push({type: "resumed", player: 7, game: "tictactoe", room: "r1", version: "1.1.0", resume: "tok-7b"});
+    assert.equal(client.state, "connected");
+    assert.equal(client.player, 7);
+    assert.equal(client.room.version, "1.1.0");
+    assert.deepEqual(ws2.sent.at(-1), {type: "message", data: {action: "move", cell: 8}});
+    assert.deepEqual(states(), ["connecting", "connected", "reconnecting", "connected"]);
+    assert.equal(seen.filter(([t]) => t === "resumed").length, 1);
+    assert.equal(seen.filter(([t]) => t === "seatlost").length, 0);
+
+    // The next resume uses the token from `resumed`.
+    ws2.drop();
+    await until(() => FakeSocket.all[2]?.readyState === 1, "third socket");
+    FakeSocket.all[2].push(welcome(9, "tok-9"));
+    assert.deepEqual(FakeSocket.all[2].sent, [{type: "resume", token: "tok-7b"}]);
+    client.close();
+  });
+
+  test("when the resume fails it rejoins the same room and reports the lost seat", async () => {
+    const {client, seen, ws} = await joinedClient();
+    const waiting = client.request({action: "move", cell: 1});
+    ws.drop();
+    await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
+    const ws2 = FakeSocket.all[1];
+    ws2.push(welcome(12, "tok-12"));
+    ws2.push({type: "error", code: "resume_failed", message: "grace period over"});
+    await assert.rejects(waiting, (e) => e.code === "seat_lost");
+    const lost = seen.filter(([t]) => t === "seatlost").map(([, s]) => s);
+    assert.deepEqual(lost, [{game: "tictactoe", room: "r1", code: "resume_failed", message: "grace period over"}]);
+    const join = ws2.last("join");
+    assert.deepEqual(join, {type: "join", game: "tictactoe", room: "r1", name: "ann", ref: join.ref});
+    assert.equal(client.player, 12);
+    ws2.push({type: "joined", game: "tictactoe", room: "r1", player: 12, version: "1.0.0", ref: join.ref});
+    assert.equal(client.room.room, "r1");
+    assert.equal(seen.filter(([t]) => t === "error").length, 0, "resume_failed is handled, not an app error");
+
+    // The new seat's token is the one resumed next time.
+    ws2.drop();
+    await until(() => FakeSocket.all[2]?.readyState === 1, "third socket");
+    FakeSocket.all[2].push(welcome(13, "tok-13"));
+    assert.deepEqual(FakeSocket.all[2].sent, [{type: "resume", token: "tok-12"}]);
+    client.close();
+  });
+
+  test("without a room, a reconnect does not resume", async () => {
+    const {client} = makeClient();
+    client.connect();
+    await until(() => FakeSocket.all[0]?.readyState === 1, "socket open");
+    FakeSocket.all[0].push(welcome(1, "t1"));
+    FakeSocket.all[0].drop();
+    await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
+    FakeSocket.all[1].push(welcome(2, "t2"));
+    assert.deepEqual(FakeSocket.all[1].sent, []);
+    assert.equal(client.player, 2);
+    assert.equal(client.state, "connected");
+    client.close();
+  });
+
+  test("close() stops reconnecting; kicked leaves the room but keeps the connection", async () => {
+    const {client, ws, seen} = await joinedClient();
+    ws.push({type: "kicked", reason: "afk"});
+    assert.equal(client.room, null);
+    assert.equal(client.state, "connected");
+    assert.equal(seen.filter(([t]) => t === "kicked").length, 1);
+    client.close();
+    assert.ok(ws.closedByClient);
+    await tick(20);
+    assert.equal(FakeSocket.all.length, 1, "no reconnect after close()");
+    assert.equal(client.state, "closed");
+  });
+
+  test("superseded reconnects at once, without waiting for the close", async () => {
+    const {client, ws} = await joinedClient();
+    ws.push({type: "error", code: "superseded", message: "another connection resumed this seat"});
+    assert.equal(client.state, "reconnecting");
+    await until(() => FakeSocket.all.length === 2, "second socket");
+    client.close();
+  });
+
+  test("backoff grows while connections fail and resets after a welcome", async () => {
+    const {client, seen} = makeClient({random: () => 1, backoff: {baseMs: 4, maxMs: 16}});
+    client.connect();
+    for (let i = 0; i < 4; i++) {
+      await until(() => FakeSocket.all[i]?.readyState === 1, `socket ${i}`);
+      FakeSocket.all[i].drop();
+    }
+    const delays = () => seen.filter(([t]) => t === "retry").map(([, r]) => r.delayMs);
+    assert.deepEqual(delays(), [4, 8, 16, 16]);
+    await until(() => FakeSocket.all[4]?.readyState === 1, "socket 4");
+    FakeSocket.all[4].push(welcome(1, "t"));
+    FakeSocket.all[4].drop();
+    assert.equal(delays().at(-1), 4, "reset after a successful connection");
+    client.close();
+  });
+
+  test("pings every idle/3 and gives up a silent connection after idle_timeout_ms", async () => {
+    const {client, seen} = makeClient();
+    client.connect();
+    await until(() => FakeSocket.all[0]?.readyState === 1, "socket open");
+    const ws = FakeSocket.all[0];
+    ws.push(welcome(1, "t1", {idle_timeout_ms: 150}));
+    await until(() => ws.sent.some((f) => f.type === "ping"), "a ping", 1000);
+    // The host answers nothing: the connection counts as dead.
+    await until(() => FakeSocket.all.length === 2, "a reconnect", 1000);
+    assert.ok(ws.closedByClient);
+    assert.ok(seen.some(([t, s]) => t === "state" && s === "reconnecting"));
+    client.close();
+  });
+
+  test("a connection that answers pings stays up", async () => {
+    const {client} = makeClient();
+    client.connect();
+    await until(() => FakeSocket.all[0]?.readyState === 1, "socket open");
+    const ws = FakeSocket.all[0];
+    const answer = setInterval(() => {
+      for (const f of ws.sent.splice(0)) if (f.type === "ping") ws.push({type: "pong"});
+    }, 5);
+    ws.push(welcome(1, "t1", {idle_timeout_ms: 150}));
+    await tick(500);
+    clearInterval(answer);
+    assert.equal(FakeSocket.all.length, 1);
+    assert.equal(client.state, "connected");
+    client.close();
+  });
+
+  test("swapped and restarted update the room's version", async () => {
+    const {client, ws, seen} = await joinedClient();
+    ws.push({type: "swapped", from: "1.0.0", version: "1.1.0"});
+    assert.equal(client.room.version, "1.1.0");
+    ws.push({type: "restarted", version: "1.1.1", reason: "trap"});
+    assert.equal(client.room.version, "1.1.1");
+    assert.deepEqual(seen.filter(([t]) => t === "swapped" || t === "restarted").map(([t]) => t), ["swapped", "restarted"]);
+    client.close();
+  });
+
+  test("guest_restarted fails the message but keeps the room", async () => {
+    const {client, ws, seen} = await joinedClient();
+    const failing = client.request({do: "panic"});
+    ws.push({type: "restarted", version: "1.0.0", reason: "trap"});
+    ws.push({type: "error", code: "guest_restarted", message: "the room restarted without it", ref: ws.last("message").ref});
+    await assert.rejects(failing, (e) => e.code === "guest_restarted");
+    assert.equal(client.room?.room, "r1");
+    assert.equal(seen.filter(([t]) => t === "error").length, 0);
+    client.close();
+  });
+
+  test("guest_fault without a restart means the room closed", async () => {
+    const {client, ws, seen} = await joinedClient();
+    ws.push({type: "event", data: {}});
+    ws.push({type: "error", code: "guest_fault", message: "the room closed"});
+    assert.equal(client.room, null);
+    assert.equal(client.joining, false);
+    assert.equal(seen.filter(([t]) => t === "error")[0][1].code, "guest_fault");
+    ws.drop();
+    await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
+    FakeSocket.all[1].push(welcome(2, "t2"));
+    assert.deepEqual(FakeSocket.all[1].sent, [], "nothing to resume or rejoin");
+    client.close();
+  });
+
+  test("leave sends leave and resolves on left; the next drop does not resume", async () => {
+    const {client, ws} = await joinedClient();
+    const leaving = client.leave();
+    const leave = ws.last("leave");
+    ws.push({type: "left", ref: leave.ref});
+    await leaving;
+    assert.equal(client.room, null);
+    ws.drop();
+    await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
+    FakeSocket.all[1].push(welcome(3, "t3"));
+    assert.deepEqual(FakeSocket.all[1].sent, []);
+    client.close();
+  });
+});
+
+describe("RespawnClient leave", () => {
+  test("a leave made while disconnected resumes the seat only to leave it", async () => {
+    const {client, ws, seen} = await joinedClient();
+    ws.drop();
+    const leaving = client.leave();
+    await assert.rejects(client.join("tictactoe", "r2", "ann"), (e) => e.code === "leaving");
+    await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
+    const ws2 = FakeSocket.all[1];
+    ws2.push(welcome(8, "tok-8"));
+    assert.deepEqual(ws2.sent, [{type: "resume", token: "tok-7"}]);
+    ws2.push({type: "resumed", player: 7, game: "tictactoe", room: "r1", version: "1.0.0", resume: "tok-7b"});
+    const leave = ws2.last("leave");
+    assert.ok(leave, "leave sent after the resume");
+    assert.equal(client.room, null);
+    assert.equal(seen.filter(([t]) => t === "resumed").length, 0, "the app left; no resumed for it");
+    ws2.push({type: "left", ref: leave.ref});
+    await leaving;
+    const joining = client.join("tictactoe", "r2", "ann");
+    const join = ws2.last("join");
+    assert.equal(join.room, "r2");
+    ws2.push({type: "joined", game: "tictactoe", room: "r2", player: 7, version: "1.0.0", ref: join.ref});
+    assert.equal((await joining).room, "r2");
+    client.close();
+  });
+});

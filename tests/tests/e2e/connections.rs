@@ -1,0 +1,211 @@
+//! Issue 4: player connections — heartbeats and idle timeout, rate limit,
+//! slow consumers, resume tokens with a grace period, take-over.
+
+use respawn_e2e::{Client, Host, HostOptions, Transport};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn host(config: &str) -> Host {
+    Host::start_with(HostOptions {
+        config,
+        ..HostOptions::default()
+    })
+}
+
+#[tokio::test]
+async fn silent_connections_are_pinged_then_closed_and_answering_keeps_them() {
+    let host = host("[net]\nheartbeat_ms = 100\nidle_timeout_ms = 500\n");
+    // A TCP client that never answers: pinged, then told, then closed.
+    let mut mute = Client::tcp(host.tcp).await;
+    let welcome = mute.expect("welcome").await;
+    assert_eq!(welcome["idle_timeout_ms"], 500);
+    let mut pings = 0;
+    let reason = loop {
+        match mute.try_recv().await {
+            Some(f) if f["type"] == "ping" => pings += 1,
+            Some(f) => break f,
+            None => panic!("closed without a reason"),
+        }
+    };
+    assert!(pings >= 2, "{pings} pings");
+    assert_eq!(reason["code"], "idle_timeout", "{reason}");
+    assert!(mute.try_recv().await.is_none(), "the connection closes");
+
+    // The reconnecting client answers pings: alive after 3 idle timeouts.
+    let mut tcp = host.reconnecting_client(Transport::Tcp).await;
+    // A WebSocket client answers the host's WebSocket pings while reading.
+    let mut ws = host.client(Transport::Ws).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), async {
+        tokio::join!(tcp.recv(), ws.try_recv())
+    })
+    .await;
+    assert!(quiet.is_err(), "nothing but heartbeats arrive: {quiet:?}");
+    tcp.send(json!({"type": "ping", "ref": 1})).await.unwrap();
+    assert_eq!(tcp.recv().await.unwrap()["type"], "pong");
+    assert_eq!(tcp.reconnects(), (0, 0), "no reconnect was needed");
+    ws.ping().await;
+}
+
+#[tokio::test]
+async fn a_flood_is_rate_limited_and_the_connection_lives_on() {
+    let host = host("[net]\nrate_per_sec = 5\nrate_burst = 5\n");
+    for transport in [Transport::Tcp, Transport::Ws] {
+        let mut c = host.client(transport).await;
+        for i in 0..20 {
+            c.send(json!({"type": "ping", "ref": i})).await;
+        }
+        let (mut pongs, mut limited) = (0, 0);
+        for _ in 0..20 {
+            let f = c.recv().await;
+            match f["type"].as_str() {
+                Some("pong") => pongs += 1,
+                _ if f["code"] == "rate_limited" => limited += 1,
+                _ => panic!("unexpected {f}"),
+            }
+        }
+        // The burst passes (the bucket refills at 5/s while the flood
+        // is read); the rest is refused, one error each.
+        assert!((5..=7).contains(&pongs), "{pongs} pongs");
+        assert_eq!(pongs + limited, 20);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        c.ping().await;
+    }
+}
+
+#[tokio::test]
+async fn a_player_who_stops_reading_is_disconnected_not_buffered() {
+    let host = host("[net]\noutbound_queue = 8\nwrite_timeout_ms = 300\nrate_per_sec = 100000\nrate_burst = 100000\n");
+    let mut reader = host.client(Transport::Tcp).await;
+    reader.join("chat", "flood", "slow").await;
+    let mut talker = host.client(Transport::Tcp).await;
+    talker.join("chat", "flood", "fast").await;
+    // Lines of 500 bytes until the slow player, who never reads, is
+    // dropped: socket buffers hold a few MB, then the queue of 8 fills.
+    let text = "x".repeat(500);
+    let mut sent = 0;
+    'talk: loop {
+        assert!(sent < 100_000, "the slow player was never dropped");
+        talker.message(json!({"say": text})).await;
+        sent += 1;
+        loop {
+            let data = talker.event().await;
+            if data["type"] == "left" {
+                assert_eq!(data["name"], "slow");
+                break 'talk;
+            }
+            if data["type"] == "said" {
+                break;
+            }
+        }
+    }
+    println!("the slow player was dropped after {sent} lines");
+    host.wait_until("the slow connection is closed", |h| h.runtime()["connections"] == 1)
+        .await;
+}
+
+/// Plays tictactoe moves until the state event shows `cells` marks.
+async fn board_after(c: &mut Client, cells: usize) -> Value {
+    loop {
+        let data = c.event().await;
+        if data["type"] == "state" && data["board"].as_array().unwrap().iter().filter(|v| !v.is_null()).count() == cells {
+            return data;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_player_resumes_its_seat_and_gets_what_it_missed() {
+    let host = host("[net]\nresume_grace_ms = 5000\n");
+    let mut x = Client::tcp(host.tcp).await;
+    let welcome = x.expect("welcome").await;
+    let token = welcome["resume"].as_str().unwrap().to_owned();
+    let x_id = welcome["player"].clone();
+    x.join("tictactoe", "resume", "xena").await;
+    let mut o = host.client(Transport::Ws).await;
+    o.join("tictactoe", "resume", "otto").await;
+    x.message(json!({"action": "move", "cell": 4})).await;
+    board_after(&mut o, 1).await;
+    // X's connection drops; O moves while X is away.
+    drop(x);
+    o.message(json!({"action": "move", "cell": 0})).await;
+    board_after(&mut o, 2).await;
+    // X comes back on a new connection with the token.
+    let mut x = host.client(Transport::Ws).await;
+    x.send(json!({"type": "resume", "token": token, "ref": "r"})).await;
+    let resumed = x.expect("resumed").await;
+    assert_eq!(resumed["player"], x_id);
+    assert_eq!((resumed["game"].as_str(), resumed["room"].as_str()), (Some("tictactoe"), Some("resume")));
+    assert_eq!(resumed["ref"], "r");
+    let new_token = resumed["resume"].as_str().unwrap().to_owned();
+    assert_ne!(new_token, token, "the token is rotated");
+    // The frames queued while away arrive: O's move is on X's board.
+    let board = board_after(&mut x, 2).await;
+    assert_eq!(board["board"][0], "O");
+    assert_eq!(board["players"]["X"]["name"], "xena", "X kept the seat");
+    // And X plays on.
+    x.message(json!({"action": "move", "cell": 1})).await;
+    board_after(&mut o, 3).await;
+    // The old token is spent.
+    let mut thief = host.client(Transport::Tcp).await;
+    thief.send(json!({"type": "resume", "token": token})).await;
+    thief.expect_error("resume_failed").await;
+}
+
+#[tokio::test]
+async fn after_the_grace_period_the_seat_is_gone_and_the_game_saw_the_player_leave() {
+    let host = host("[net]\nresume_grace_ms = 200\n");
+    let mut x = Client::tcp(host.tcp).await;
+    let token = x.expect("welcome").await["resume"].as_str().unwrap().to_owned();
+    x.join("tictactoe", "grace", "xena").await;
+    let mut o = host.client(Transport::Tcp).await;
+    o.join("tictactoe", "grace", "otto").await;
+    drop(x);
+    // The game sees X leave only when the grace period ends.
+    loop {
+        let data = o.event().await;
+        if data["type"] == "state" && data["players"]["X"].is_null() {
+            break;
+        }
+    }
+    let mut late = host.client(Transport::Tcp).await;
+    late.send(json!({"type": "resume", "token": token})).await;
+    late.expect_error("resume_failed").await;
+    host.wait_until("no seat is parked", |h| h.runtime()["parked_seats"] == 0).await;
+}
+
+#[tokio::test]
+async fn resuming_a_seat_whose_connection_still_looks_alive_takes_it_over() {
+    let host = host("");
+    let mut old = Client::tcp(host.tcp).await;
+    let token = old.expect("welcome").await["resume"].as_str().unwrap().to_owned();
+    old.join("faulty", "takeover", "t").await;
+    let mut new = host.client(Transport::Tcp).await;
+    new.send(json!({"type": "resume", "token": token})).await;
+    new.expect("resumed").await;
+    old.expect_error("superseded").await;
+    assert!(old.try_recv().await.is_none(), "the old connection is closed");
+    new.send(json!({"type": "message", "data": {"do": "count"}, "ref": 1})).await;
+    assert_eq!(new.event().await["count"], 1);
+}
+
+#[tokio::test]
+async fn the_rust_client_reconnects_with_backoff_and_resumes() {
+    let host = host("");
+    for transport in [Transport::Tcp, Transport::Ws] {
+        let mut c = host.reconnecting_client(transport).await;
+        let room = format!("rc-{transport:?}");
+        c.join("faulty", &room, "bot").await.unwrap();
+        let player = c.player();
+        c.send(json!({"type": "message", "data": {"do": "add", "n": 5}})).await.unwrap();
+        assert_eq!(c.recv().await.unwrap()["data"]["count"], 5);
+        c.drop_connection().await;
+        // The next send reconnects and resumes first.
+        c.send(json!({"type": "message", "data": {"do": "add", "n": 1}})).await.unwrap();
+        assert_eq!(c.recv().await.unwrap()["data"]["count"], 6);
+        assert_eq!(c.player(), player);
+        assert_eq!(c.reconnects(), (1, 1));
+        // A drop noticed while reading: recv says so, then goes on.
+        c.drop_connection().await;
+        assert_eq!(c.recv().await.unwrap(), json!({"type": "reconnected", "resumed": true}));
+    }
+}
