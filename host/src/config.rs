@@ -435,7 +435,12 @@ impl Config {
         range("net.resume_grace_ms", self.net.resume_grace_ms, 0, 3_600_000)?;
         range("supervision.max_restarts", self.supervision.max_restarts, 0, 10_000)?;
         range("supervision.window_ms", self.supervision.window_ms, 1, 86_400_000)?;
-        range("supervision.checkpoint_every", self.supervision.checkpoint_every, 1, 1_000_000)?;
+        range(
+            "supervision.checkpoint_every",
+            self.supervision.checkpoint_every,
+            1,
+            1_000_000,
+        )?;
         range("probation.window_ms", self.probation.window_ms, 0, 86_400_000)?;
         range("probation.max_error_rate", self.probation.max_error_rate, 0.0, 1.0)?;
         range("probation.min_calls", self.probation.min_calls, 1, 1 << 40)?;

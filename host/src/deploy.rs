@@ -5,9 +5,9 @@
 //! Rollback is a promotion to a version already compiled. Every decision is
 //! logged, counted and audited.
 
+use crate::config::ProbationConfig;
 use crate::modules::audit::{AuditEntry, AuditLog};
 use crate::modules::cache::CodeCache;
-use crate::config::ProbationConfig;
 use crate::modules::games::{GameStatus, LookupError};
 use crate::modules::health::HealthCounts;
 use crate::modules::store::{GameState, SlotStore};
@@ -315,9 +315,9 @@ impl Deployer {
             let state = self.store.load_state(&game);
             lock(&self.bad).insert(game.clone(), state.bad.clone());
             let persisted = state.active.filter(|v| self.games.get(&game, v).is_ok());
-            let update = fresh.get(&game).filter(|v| {
-                !state.pinned && !state.bad.contains(*v) && persisted.as_ref().is_none_or(|p| *v > p)
-            });
+            let update = fresh
+                .get(&game)
+                .filter(|v| !state.pinned && !state.bad.contains(*v) && persisted.as_ref().is_none_or(|p| *v > p));
             let version = update
                 .cloned()
                 .or(persisted)
@@ -415,7 +415,9 @@ impl Deployer {
         let from = before.as_ref().map(|m| m.version.to_string());
         match migrated {
             Ok(rooms) => {
-                if matches!(trigger, Trigger::Promote) && lock(&self.bad).get_mut(game).is_some_and(|b| b.remove(version)) {
+                if matches!(trigger, Trigger::Promote)
+                    && lock(&self.bad).get_mut(game).is_some_and(|b| b.remove(version))
+                {
                     tracing::warn!(game, version = %version, "an operator promoted a version that was rolled back automatically");
                 }
                 let watch = matches!(trigger, Trigger::Update | Trigger::Promote) && self.probation.window_ms > 0;
@@ -562,8 +564,10 @@ impl Deployer {
 
     /// One round of probation checks.
     pub async fn check_probations(&self) {
-        let watched: Vec<(String, Probation)> =
-            lock(&self.probations).iter().map(|(g, p)| (g.clone(), p.clone())).collect();
+        let watched: Vec<(String, Probation)> = lock(&self.probations)
+            .iter()
+            .map(|(g, p)| (g.clone(), p.clone()))
+            .collect();
         for (game, p) in watched {
             match self.verdict(&game, &p) {
                 Verdict::Watching => {}
@@ -618,7 +622,10 @@ impl Deployer {
     /// Marks the version bad and goes back to the one before it.
     async fn fail_probation(&self, game: &str, p: &Probation, why: &str) {
         tracing::error!(game, version = %p.version, back_to = %p.previous, "probation failed, rolling back: {why}");
-        lock(&self.bad).entry(game.to_owned()).or_default().insert(p.version.clone());
+        lock(&self.bad)
+            .entry(game.to_owned())
+            .or_default()
+            .insert(p.version.clone());
         self.persist(game);
         self.audit.record(AuditEntry {
             event: "probation_failed",

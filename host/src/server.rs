@@ -4,6 +4,7 @@
 use crate::admin;
 use crate::config::Config;
 use crate::deploy::Deployer;
+use crate::health::{Gauges, Health};
 use crate::modules::audit::AuditLog;
 use crate::modules::cache::CodeCache;
 use crate::modules::store::SlotStore;
@@ -12,7 +13,6 @@ use crate::net::tcp::TcpTransport;
 use crate::net::ws::WsTransport;
 use crate::net::{ConnectionLimit, Transport};
 use crate::protocol::{self, ErrorCode, ProtocolError};
-use crate::health::{Gauges, Health};
 use crate::room::Rooms;
 use crate::sandbox::Sandbox;
 use crate::session::{Session, Sessions};
@@ -167,7 +167,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     shutdown.await;
     let timeout = Duration::from_millis(config.shutdown.timeout_ms);
     let deadline = tokio::time::Instant::now() + timeout;
-    tracing::info!(timeout_ms = config.shutdown.timeout_ms, "shutting down: no new players, saving rooms");
+    tracing::info!(
+        timeout_ms = config.shutdown.timeout_ms,
+        "shutting down: no new players, saving rooms"
+    );
     health.set_draining();
     systemd::stopping();
     for t in accepting {

@@ -35,17 +35,29 @@ fn file(built_in: &'static str, path: &'static str, kind: &'static str) -> impl 
     let body = std::env::var_os(DEV_ROOT_ENV)
         .and_then(|root| std::fs::read_to_string(std::path::Path::new(&root).join(path)).ok())
         .map_or(std::borrow::Cow::Borrowed(built_in), std::borrow::Cow::Owned);
-    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], body)
+    (
+        [(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")],
+        body,
+    )
 }
 
 /// The site's routes.
 pub fn router(site: Arc<Site>) -> Router {
     const JS: &str = "text/javascript; charset=utf-8";
     Router::new()
-        .route("/", get(|| async { file(INDEX, "host/web/index.html", "text/html; charset=utf-8") }))
+        .route(
+            "/",
+            get(|| async { file(INDEX, "host/web/index.html", "text/html; charset=utf-8") }),
+        )
         .route("/app.js", get(|| async { file(APP, "host/web/app.js", JS) }))
-        .route("/respawn.js", get(|| async { file(CLIENT, "clients/js/respawn.js", JS) }))
-        .route("/style.css", get(|| async { file(STYLE, "host/web/style.css", "text/css; charset=utf-8") }))
+        .route(
+            "/respawn.js",
+            get(|| async { file(CLIENT, "clients/js/respawn.js", JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { file(STYLE, "host/web/style.css", "text/css; charset=utf-8") }),
+        )
         .route("/config.json", get(config))
         .with_state(site)
 }

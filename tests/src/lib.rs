@@ -261,7 +261,9 @@ impl Host {
             },
             ..Default::default()
         };
-        respawn_client::Client::connect(endpoint, options).await.expect("connect")
+        respawn_client::Client::connect(endpoint, options)
+            .await
+            .expect("connect")
     }
 
     fn spawn(dir: tempfile::TempDir, env: Vec<(String, String)>) -> Result<Host, (String, String)> {

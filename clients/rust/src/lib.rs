@@ -213,7 +213,11 @@ impl Client {
                 self.adopt(conn, &welcome);
                 return Ok(json!({"type": "reconnected", "resumed": false}));
             };
-            if conn.send(&json!({"type": "resume", "token": self.token})).await.is_err() {
+            if conn
+                .send(&json!({"type": "resume", "token": self.token}))
+                .await
+                .is_err()
+            {
                 continue;
             }
             match conn.expect_within(timeout, "resumed").await {

@@ -59,7 +59,9 @@ pub(crate) enum RoomCmd {
         decision: oneshot::Receiver<bool>,
     },
     /// Save the state for the next start, tell the players, close.
-    Shutdown { done: oneshot::Sender<()> },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// A successful join.
@@ -138,7 +140,11 @@ pub struct RoomGone;
 impl RoomHandle {
     /// The version of the game the room runs now.
     pub fn version(&self) -> String {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).version.to_string()
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .version
+            .to_string()
     }
 
     /// Hands a player's message to the room, waiting if its inbox is full.

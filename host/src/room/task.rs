@@ -212,7 +212,9 @@ impl RoomTask {
             Err(fault) => {
                 self.module.health.fault();
                 tracing::error!(room = %self.label, version = %module.version, "snapshot failed at start: {fault}");
-                return Err(JoinError::Closed("the game's snapshot failed; the room could not start".into()));
+                return Err(JoinError::Closed(
+                    "the game's snapshot failed; the room could not start".into(),
+                ));
             }
         }
         Ok(guest)
@@ -322,7 +324,12 @@ impl RoomTask {
 
     /// The guest failed: replace it with a fresh instance at the last good
     /// state and tell the players, unless the room restarts too often.
-    async fn restart(&mut self, guest: &mut GuestInstance, fault: GuestFault, failed: Option<Entry>) -> Result<(), Stop> {
+    async fn restart(
+        &mut self,
+        guest: &mut GuestInstance,
+        fault: GuestFault,
+        failed: Option<Entry>,
+    ) -> Result<(), Stop> {
         self.module.health.fault();
         let sup = &self.rooms.config.supervision;
         let window = Duration::from_millis(sup.window_ms);

@@ -247,7 +247,14 @@ impl<T: Transport> Session<T> {
                 // The room has checkpointed and closed; the seat is gone
                 // with it, without the game seeing the player leave.
                 self.seat = None;
-                let _ = self.send(ServerMsg::Shutdown { message: SHUTDOWN_MESSAGE }.encode()).await;
+                let _ = self
+                    .send(
+                        ServerMsg::Shutdown {
+                            message: SHUTDOWN_MESSAGE,
+                        }
+                        .encode(),
+                    )
+                    .await;
                 return Ok(Flow::Close(End::Done));
             }
             None => {
@@ -299,7 +306,12 @@ impl<T: Transport> Session<T> {
         Ok(Flow::Continue)
     }
 
-    async fn reply_error(&mut self, err: &ProtocolError, reason: Option<&str>, reference: Option<&RawValue>) -> io::Result<()> {
+    async fn reply_error(
+        &mut self,
+        err: &ProtocolError,
+        reason: Option<&str>,
+        reference: Option<&RawValue>,
+    ) -> io::Result<()> {
         self.send(protocol::error_frame(err, reason, reference)).await
     }
 

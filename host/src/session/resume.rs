@@ -24,13 +24,8 @@ pub(crate) type Takeover = oneshot::Sender<Option<Seat>>;
 const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
 
 enum Holder {
-    Live {
-        takeover: mpsc::Sender<Takeover>,
-    },
-    Parked {
-        seat: Seat,
-        id: u64,
-    },
+    Live { takeover: mpsc::Sender<Takeover> },
+    Parked { seat: Seat, id: u64 },
 }
 
 /// Resume tokens of the host's players.

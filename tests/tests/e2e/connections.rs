@@ -107,7 +107,15 @@ async fn a_player_who_stops_reading_is_disconnected_not_buffered() {
 async fn board_after(c: &mut Client, cells: usize) -> Value {
     loop {
         let data = c.event().await;
-        if data["type"] == "state" && data["board"].as_array().unwrap().iter().filter(|v| !v.is_null()).count() == cells {
+        if data["type"] == "state"
+            && data["board"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| !v.is_null())
+                .count()
+                == cells
+        {
             return data;
         }
     }
@@ -134,7 +142,10 @@ async fn a_dropped_player_resumes_its_seat_and_gets_what_it_missed() {
     x.send(json!({"type": "resume", "token": token, "ref": "r"})).await;
     let resumed = x.expect("resumed").await;
     assert_eq!(resumed["player"], x_id);
-    assert_eq!((resumed["game"].as_str(), resumed["room"].as_str()), (Some("tictactoe"), Some("resume")));
+    assert_eq!(
+        (resumed["game"].as_str(), resumed["room"].as_str()),
+        (Some("tictactoe"), Some("resume"))
+    );
     assert_eq!(resumed["ref"], "r");
     let new_token = resumed["resume"].as_str().unwrap().to_owned();
     assert_ne!(new_token, token, "the token is rotated");
@@ -170,7 +181,8 @@ async fn after_the_grace_period_the_seat_is_gone_and_the_game_saw_the_player_lea
     let mut late = host.client(Transport::Tcp).await;
     late.send(json!({"type": "resume", "token": token})).await;
     late.expect_error("resume_failed").await;
-    host.wait_until("no seat is parked", |h| h.runtime()["parked_seats"] == 0).await;
+    host.wait_until("no seat is parked", |h| h.runtime()["parked_seats"] == 0)
+        .await;
 }
 
 #[tokio::test]
@@ -184,7 +196,8 @@ async fn resuming_a_seat_whose_connection_still_looks_alive_takes_it_over() {
     new.expect("resumed").await;
     old.expect_error("superseded").await;
     assert!(old.try_recv().await.is_none(), "the old connection is closed");
-    new.send(json!({"type": "message", "data": {"do": "count"}, "ref": 1})).await;
+    new.send(json!({"type": "message", "data": {"do": "count"}, "ref": 1}))
+        .await;
     assert_eq!(new.event().await["count"], 1);
 }
 
@@ -196,11 +209,15 @@ async fn the_rust_client_reconnects_with_backoff_and_resumes() {
         let room = format!("rc-{transport:?}");
         c.join("faulty", &room, "bot").await.unwrap();
         let player = c.player();
-        c.send(json!({"type": "message", "data": {"do": "add", "n": 5}})).await.unwrap();
+        c.send(json!({"type": "message", "data": {"do": "add", "n": 5}}))
+            .await
+            .unwrap();
         assert_eq!(c.recv().await.unwrap()["data"]["count"], 5);
         c.drop_connection().await;
         // The next send reconnects and resumes first.
-        c.send(json!({"type": "message", "data": {"do": "add", "n": 1}})).await.unwrap();
+        c.send(json!({"type": "message", "data": {"do": "add", "n": 1}}))
+            .await
+            .unwrap();
         assert_eq!(c.recv().await.unwrap()["data"]["count"], 6);
         assert_eq!(c.player(), player);
         assert_eq!(c.reconnects(), (1, 1));

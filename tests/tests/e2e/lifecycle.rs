@@ -38,7 +38,10 @@ async fn sigterm_tells_players_saves_rooms_and_exits_cleanly() {
 
     let (ok, stdout) = host.terminate();
     assert!(ok, "exit status; stdout: {stdout:?}\n{}", host.log());
-    assert!(stdout.iter().any(|l| l == "stopped rooms_saved=1 connections_left=0"), "{stdout:?}");
+    assert!(
+        stdout.iter().any(|l| l == "stopped rooms_saved=1 connections_left=0"),
+        "{stdout:?}"
+    );
     for c in [&mut seated, &mut lobby] {
         let bye = c.expect("shutdown").await;
         assert!(bye["message"].as_str().unwrap().contains("shutting down"), "{bye}");
@@ -100,9 +103,18 @@ async fn the_demo_site_and_the_js_client_are_served() {
     assert!(index.starts_with("HTTP/1.1 200"), "{index}");
     assert!(index.contains("text/html"));
     let client = get("/respawn.js");
-    assert!(client.contains("text/javascript") && client.contains("RespawnClient"), "{client}");
+    assert!(
+        client.contains("text/javascript") && client.contains("RespawnClient"),
+        "{client}"
+    );
     let config = get("/config.json");
     let body: serde_json::Value = serde_json::from_str(config.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(body["ws_port"], host.ws.port());
-    assert!(body["games"].as_array().unwrap().iter().any(|g| g["name"] == "tictactoe" && g["version"] == "1.0.0"));
+    assert!(
+        body["games"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "tictactoe" && g["version"] == "1.0.0")
+    );
 }

@@ -3,11 +3,11 @@
 
 mod bad_input;
 mod cli;
+mod connections;
 mod deploy;
+mod lifecycle;
 mod modules;
 mod play;
 mod rooms;
-mod supervision;
-mod connections;
-mod lifecycle;
 mod soak;
+mod supervision;

@@ -150,7 +150,12 @@ async fn soak_with_traps_and_cut_connections() {
         assert_eq!(room_count(&host, room).await, expected, "room soak-{room}");
     }
     let sum = |f: fn(&Tally) -> u64| tallies.iter().map(f).sum::<u64>();
-    let (adds, traps, cuts, unanswered) = (sum(|t| t.adds), sum(|t| t.traps), sum(|t| t.cuts), sum(|t| t.unanswered));
+    let (adds, traps, cuts, unanswered) = (
+        sum(|t| t.adds),
+        sum(|t| t.traps),
+        sum(|t| t.cuts),
+        sum(|t| t.unanswered),
+    );
     let (reconnects, resumes) = held
         .iter()
         .map(|c| c.reconnects())

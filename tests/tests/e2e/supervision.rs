@@ -70,7 +70,12 @@ async fn a_spinning_room_does_not_hold_up_other_rooms() {
     let frames = request(&mut spinner, json!({"do": "count"}), "after").await;
     let reply = frames.iter().find(|f| f["ref"] == "spin").expect("the spin's reply");
     assert_eq!(reply["code"], "guest_restarted", "{frames:?}");
-    assert!(frames.iter().any(|f| f["type"] == "restarted" && f["reason"] == "timeout"), "{frames:?}");
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["type"] == "restarted" && f["reason"] == "timeout"),
+        "{frames:?}"
+    );
     let median = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
@@ -256,7 +261,12 @@ async fn a_version_that_fails_its_probation_is_rolled_back_and_never_promoted_ag
     host.wait_for_audit("auto_rollback", None).await;
     let game = host.game("faulty");
     assert_eq!(game["active"], "1.0.0");
-    let v110 = game["versions"].as_array().unwrap().iter().find(|v| v["version"] == "1.1.0").cloned();
+    let v110 = game["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["version"] == "1.1.0")
+        .cloned();
     assert_eq!(v110.unwrap()["bad"], true, "{game}");
     // A restart does not promote the newest version: it is marked bad.
     drop(a);
