@@ -109,6 +109,11 @@ browser:
 soak secs="60" clients="200": guests
     SOAK_SECS={{secs}} SOAK_CLIENTS={{clients}} cargo test -p respawn-e2e --test e2e soak -- --nocapture
 
+# Chat bots against a running host (`just run` in another terminal):
+# transport, address, bots, seconds, lines per second per bot.
+load kind="tcp" addr="127.0.0.1:7701" bots="50" secs="10" rate="5":
+    cargo run -q --release -p respawn-client --example bots -- {{kind}} {{addr}} {{bots}} {{secs}} {{rate}}
+
 # Formatting and lints, as CI wants them.
 lint:
     cargo fmt --all -- --check

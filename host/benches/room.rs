@@ -13,6 +13,12 @@
 //!   file (verify, compile, slot, promote), the rollback flip (moving the
 //!   active pointer), and migrating 1000 live rooms.
 //!
+//! - `supervision/*`: what the room journal costs. `checkpoint` is the
+//!   snapshot a room takes every `checkpoint_every` inputs (tictactoe
+//!   mid-game); `restart/N_inputs` rebuilds a room the way supervision
+//!   does (new instance, `init`, `restore` of the checkpoint, entropy put
+//!   back, N journaled inputs replayed), for an empty and a full journal.
+//!
 //! Needs `just guests` first (it reads target/guests/*.wasm).
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -385,5 +391,66 @@ fn offer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, calls, sync_calls, instantiation, deploy, offer);
+fn supervision(c: &mut Criterion) {
+    let rt = runtime();
+    let sb = sandbox(true);
+    let mut group = c.benchmark_group("supervision");
+    // A checkpoint of a tictactoe room with two players and four moves.
+    let ttt = compile(&sb, "tictactoe");
+    let mut room = rt
+        .block_on(GuestInstance::new(&sb, &ttt, "bench".into(), 7))
+        .expect("instance");
+    rt.block_on(async {
+        room.init(1, "bench", b"{}").await.expect("init").expect("init ok");
+        for p in [1, 2] {
+            room.on_join(1, p, "p").await.expect("join").expect("join ok");
+        }
+        for (p, cell) in [(1, 0), (2, 4), (1, 1), (2, 8)] {
+            let mv = format!(r#"{{"action":"move","cell":{cell}}}"#);
+            room.on_message(2, p, mv.as_bytes()).await.expect("move").expect("legal");
+        }
+    });
+    room.take_effects().for_each(drop);
+    group.bench_function("checkpoint/tictactoe", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let state = room.snapshot(3).await.expect("snapshot");
+                black_box((state, room.entropy_position()))
+            })
+        })
+    });
+    // Restarts of a faulty room (a counter), with 0 and 64 inputs to replay.
+    let faulty = compile(&sb, "faulty");
+    let mut origin = rt
+        .block_on(GuestInstance::new(&sb, &faulty, "bench".into(), 7))
+        .expect("instance");
+    let (checkpoint, entropy) = rt.block_on(async {
+        origin.init(1, "bench", b"{}").await.expect("init").expect("init ok");
+        origin.on_join(1, 1, "p").await.expect("join").expect("join ok");
+        (origin.snapshot(1).await.expect("snapshot"), origin.entropy_position())
+    });
+    const ADD: &[u8] = br#"{"do":"add","n":3}"#;
+    for replayed in [0, 64] {
+        group.bench_function(format!("restart/{replayed}_inputs"), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let mut fresh = GuestInstance::new(&sb, &faulty, "bench".into(), 7)
+                        .await
+                        .expect("instance");
+                    fresh.init(2, "bench", b"{}").await.expect("init").expect("init ok");
+                    fresh.restore(2, &checkpoint).await.expect("restore").expect("restored");
+                    fresh.seek_entropy(entropy);
+                    for i in 0..replayed {
+                        fresh.on_message(2 + i, 1, ADD).await.expect("replay").expect("ok");
+                        fresh.take_effects().for_each(drop);
+                    }
+                    black_box(fresh)
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, calls, sync_calls, instantiation, deploy, offer, supervision);
 criterion_main!(benches);

@@ -106,3 +106,18 @@ fn rss_bytes() -> u64 {
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * 4096)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_listening_with_games_and_not_draining() {
+        let health = Health::new(Arc::new(Games::new(5)));
+        assert_eq!(health.readiness(), Err(vec!["listeners_down", "no_games_loaded"]));
+        health.set_listening();
+        assert_eq!(health.readiness(), Err(vec!["no_games_loaded"]));
+        health.set_draining();
+        assert_eq!(health.readiness(), Err(vec!["no_games_loaded", "draining"]));
+    }
+}

@@ -295,3 +295,23 @@ async fn a_healthy_version_passes_its_probation() {
     assert_eq!(passed["version"], "1.1.0");
     assert_eq!(host.active("faulty").as_deref(), Some("1.1.0"));
 }
+
+#[tokio::test]
+async fn a_room_crash_during_probation_rolls_back_even_with_few_calls() {
+    let host = Host::start_with(HostOptions {
+        games: &["faulty"],
+        config: "[probation]\nwindow_ms = 60000\nmin_calls = 1000\n[supervision]\nmax_restarts = 1\n",
+        ..HostOptions::default()
+    });
+    let mut a = faulty_room(&host, "crashy").await;
+    host.drop_module("faulty-1.1.0.wasm", &signed("faulty", "faulty", "1.1.0"));
+    a.expect("swapped").await;
+    request(&mut a, json!({"do": "panic"}), "p1").await;
+    a.send(json!({"type": "message", "data": {"do": "panic"}, "ref": "p2"}))
+        .await;
+    a.expect_error("guest_fault").await;
+    let failed = host.wait_for_audit("probation_failed", None).await;
+    assert!(failed["detail"].as_str().unwrap().contains("restarted too often"), "{failed}");
+    host.wait_until("1.0.0 is active again", |h| h.active("faulty").as_deref() == Some("1.0.0"))
+        .await;
+}
