@@ -407,7 +407,10 @@ fn supervision(c: &mut Criterion) {
         }
         for (p, cell) in [(1, 0), (2, 4), (1, 1), (2, 8)] {
             let mv = format!(r#"{{"action":"move","cell":{cell}}}"#);
-            room.on_message(2, p, mv.as_bytes()).await.expect("move").expect("legal");
+            room.on_message(2, p, mv.as_bytes())
+                .await
+                .expect("move")
+                .expect("legal");
         }
     });
     room.take_effects().for_each(drop);

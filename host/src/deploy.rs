@@ -27,6 +27,9 @@ pub enum DeployError {
     /// No such game or version.
     #[error(transparent)]
     Lookup(#[from] LookupError),
+    /// The game's active version changed while this waited; nothing done.
+    #[error("the active version of {0} changed meanwhile; nothing done")]
+    Moved(String),
     /// A room could not take the new version; nothing changed.
     #[error("promotion aborted, every room stays on {kept}: {}", reasons.join("; "))]
     Aborted {
@@ -45,6 +48,7 @@ impl DeployError {
             DeployError::Lookup(LookupError::Version(..)) => "unknown_version",
             DeployError::Lookup(LookupError::NoPrevious(_)) => "no_previous_version",
             DeployError::Aborted { .. } => "migration_failed",
+            DeployError::Moved(_) => "active_version_moved",
         }
     }
 }
@@ -148,7 +152,7 @@ struct Probation {
 enum Verdict {
     Watching,
     Passed,
-    Failed(String),
+    Failed(&'static str, String),
     /// Something else moved the game on; the probation no longer applies.
     Moot,
 }
@@ -400,11 +404,28 @@ impl Deployer {
     /// Makes `version` active and migrates every live room to it, or
     /// changes nothing.
     pub async fn promote(&self, game: &str, version: &Version, trigger: Trigger) -> Result<Promotion, DeployError> {
+        self.promote_if(game, version, trigger, None).await
+    }
+
+    /// [`Deployer::promote`], only if `expected` is still the active version
+    /// once the game's swap lock is held.
+    async fn promote_if(
+        &self,
+        game: &str,
+        version: &Version,
+        trigger: Trigger,
+        expected: Option<&Version>,
+    ) -> Result<Promotion, DeployError> {
         let swap = self
             .games
             .swap_lock(game)
             .ok_or_else(|| LookupError::Game(game.into()))?;
         let _migrating = swap.write().await;
+        if let Some(expected) = expected
+            && self.games.active(game).is_none_or(|m| m.version != *expected)
+        {
+            return Err(DeployError::Moved(game.to_owned()));
+        }
         let target = self.games.get(game, version)?;
         let t0 = Instant::now();
         let before = self.games.activate(game, version)?;
@@ -423,11 +444,18 @@ impl Deployer {
                 let watch = matches!(trigger, Trigger::Update | Trigger::Promote) && self.probation.window_ms > 0;
                 match (&before, watch) {
                     (Some(b), true) if b.version != *version => {
-                        lock(&self.probations).insert(
+                        let mut probations = lock(&self.probations);
+                        // Replacing a version still on probation: the way
+                        // back is the last version that passed, not it.
+                        let previous = probations
+                            .get(game)
+                            .filter(|p| p.version == b.version)
+                            .map_or_else(|| b.version.clone(), |p| p.previous.clone());
+                        probations.insert(
                             game.to_owned(),
                             Probation {
                                 version: version.clone(),
-                                previous: b.version.clone(),
+                                previous,
                                 started: Instant::now(),
                                 baseline: target.health.read(),
                             },
@@ -585,9 +613,9 @@ impl Deployer {
                         ..AuditEntry::default()
                     });
                 }
-                Verdict::Failed(why) => {
+                Verdict::Failed(reason, why) => {
                     lock(&self.probations).remove(&game);
-                    self.fail_probation(&game, &p, &why).await;
+                    self.fail_probation(&game, &p, reason, &why).await;
                 }
             }
         }
@@ -599,19 +627,25 @@ impl Deployer {
         };
         let seen = active.health.read().since(p.baseline);
         if seen.crashes > 0 {
-            return Verdict::Failed(format!(
-                "{} room(s) restarted too often and closed ({} restarts, {} failed calls of {})",
-                seen.crashes, seen.restarts, seen.faults, seen.calls
-            ));
+            return Verdict::Failed(
+                "room_crashed",
+                format!(
+                    "{} room(s) restarted too often and closed ({} restarts, {} failed calls of {})",
+                    seen.crashes, seen.restarts, seen.faults, seen.calls
+                ),
+            );
         }
         if seen.calls >= self.probation.min_calls && seen.error_rate() > self.probation.max_error_rate {
-            return Verdict::Failed(format!(
-                "{} of {} calls failed ({:.1}%, above {:.1}%)",
-                seen.faults,
-                seen.calls,
-                seen.error_rate() * 100.0,
-                self.probation.max_error_rate * 100.0
-            ));
+            return Verdict::Failed(
+                "error_rate",
+                format!(
+                    "{} of {} calls failed ({:.1}%, above {:.1}%)",
+                    seen.faults,
+                    seen.calls,
+                    seen.error_rate() * 100.0,
+                    self.probation.max_error_rate * 100.0
+                ),
+            );
         }
         if p.started.elapsed().as_millis() as u64 >= self.probation.window_ms {
             return Verdict::Passed;
@@ -620,7 +654,7 @@ impl Deployer {
     }
 
     /// Marks the version bad and goes back to the one before it.
-    async fn fail_probation(&self, game: &str, p: &Probation, why: &str) {
+    async fn fail_probation(&self, game: &str, p: &Probation, reason: &'static str, why: &str) {
         tracing::error!(game, version = %p.version, back_to = %p.previous, "probation failed, rolling back: {why}");
         lock(&self.bad)
             .entry(game.to_owned())
@@ -631,12 +665,28 @@ impl Deployer {
             event: "probation_failed",
             game: Some(game.to_owned()),
             version: Some(p.version.to_string()),
-            reason: Some("error_rate".into()),
+            reason: Some(reason.into()),
             detail: Some(why.to_owned()),
             ..AuditEntry::default()
         });
-        if let Err(e) = self.promote(game, &p.previous, Trigger::AutoRollback).await {
-            tracing::error!(game, version = %p.version, "automatic rollback failed, the version stays active: {e}");
+        match self
+            .promote_if(game, &p.previous, Trigger::AutoRollback, Some(&p.version))
+            .await
+        {
+            Ok(_) => {}
+            Err(DeployError::Moved(_)) => {
+                tracing::warn!(game, version = %p.version, "no automatic rollback: another version became active meanwhile");
+            }
+            Err(e) => {
+                tracing::error!(game, version = %p.version, "automatic rollback failed, the version stays active: {e}");
+                self.audit.record(AuditEntry {
+                    event: "auto_rollback_failed",
+                    game: Some(game.to_owned()),
+                    version: Some(p.version.to_string()),
+                    detail: Some(e.to_string()),
+                    ..AuditEntry::default()
+                });
+            }
         }
     }
 

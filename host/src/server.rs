@@ -11,7 +11,7 @@ use crate::modules::store::SlotStore;
 use crate::modules::{self, Games, TrustStore};
 use crate::net::tcp::TcpTransport;
 use crate::net::ws::WsTransport;
-use crate::net::{ConnectionLimit, Transport};
+use crate::net::{ConnectionLimit, ConnectionPermit, Transport};
 use crate::protocol::{self, ErrorCode, ProtocolError};
 use crate::room::Rooms;
 use crate::sandbox::Sandbox;
@@ -229,19 +229,26 @@ async fn accept_loop(kind: Kind, listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// A WebSocket handshake must complete within this long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn serve_connection(kind: Kind, stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    // The place is taken before the handshake, so connections that never
+    // finish one count against the limit too.
+    let permit = shared.limit.try_acquire();
     let max = shared.sessions.net.max_message_bytes;
     match kind {
-        Kind::Ws => match WsTransport::accept(stream, max).await {
-            Ok(t) => serve(t, peer, &shared).await,
-            Err(e) => tracing::debug!(%peer, "websocket handshake failed: {e}"),
+        Kind::Ws => match tokio::time::timeout(HANDSHAKE_TIMEOUT, WsTransport::accept(stream, max)).await {
+            Ok(Ok(t)) => serve(t, peer, permit, &shared).await,
+            Ok(Err(e)) => tracing::debug!(%peer, "websocket handshake failed: {e}"),
+            Err(_) => tracing::debug!(%peer, "websocket handshake timed out"),
         },
-        Kind::Tcp => serve(TcpTransport::new(stream, max), peer, &shared).await,
+        Kind::Tcp => serve(TcpTransport::new(stream, max), peer, permit, &shared).await,
     }
 }
 
-async fn serve<T: Transport>(mut transport: T, peer: SocketAddr, shared: &Shared) {
-    let Some(_permit) = shared.limit.try_acquire() else {
+async fn serve<T: Transport>(mut transport: T, peer: SocketAddr, permit: Option<ConnectionPermit>, shared: &Shared) {
+    let Some(_permit) = permit else {
         let err = ProtocolError::new(
             ErrorCode::ServerFull,
             "the host is at its connection limit; try again later",

@@ -38,7 +38,7 @@ pub fn spawn_watchdog() {
     let Some(usec) = watchdog_usec() else {
         return;
     };
-    let every = Duration::from_micros(usec / 2);
+    let every = Duration::from_micros(usec / 2).max(Duration::from_millis(1));
     tracing::info!(every_ms = every.as_millis() as u64, "systemd watchdog on");
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(every);

@@ -14,7 +14,14 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_owned());
     let kind = arg(0, "tcp");
-    let addr = arg(1, if kind == "ws" { "127.0.0.1:7700" } else { "127.0.0.1:7701" });
+    let addr = arg(
+        1,
+        if kind == "ws" {
+            "127.0.0.1:7700"
+        } else {
+            "127.0.0.1:7701"
+        },
+    );
     let number = |i: usize, default: &str| -> u64 {
         arg(i, default).parse().unwrap_or_else(|_| {
             eprintln!("argument {} must be a number", i + 1);

@@ -157,7 +157,9 @@ impl Client {
         if self.conn.send(&request).await.is_ok() {
             return Ok(());
         }
-        self.reconnect().await?;
+        let reconnected = self.reconnect().await?;
+        // `recv` reports the reconnect before anything else.
+        self.pending.push_front(reconnected);
         self.conn.send(&request).await.map_err(ClientError::Io)
     }
 
@@ -176,7 +178,9 @@ impl Client {
                     let _ = self.conn.send(&json!({"type": "pong"})).await;
                 }
                 Some(Ok(frame)) => {
-                    if frame["type"] == "kicked" || frame["type"] == "left" {
+                    let room_gone = matches!(frame["type"].as_str(), Some("kicked" | "left" | "shutdown"))
+                        || (frame["type"] == "error" && frame["code"] == "guest_fault");
+                    if room_gone {
                         self.seat = None;
                     }
                     return Ok(frame);
@@ -192,8 +196,20 @@ impl Client {
         self.conn.abort().await;
     }
 
-    /// Leaves the room and closes the connection.
+    /// Leaves the room (at once, no grace period) and closes the
+    /// connection.
     pub async fn close(mut self) {
+        if self.seat.is_some() && self.conn.send(&json!({"type": "leave"})).await.is_ok() {
+            let timeout = self.options.handshake_timeout;
+            let _ = tokio::time::timeout(timeout, async {
+                while let Some(Ok(frame)) = self.conn.recv().await {
+                    if frame["type"] == "left" {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
         self.conn.close().await;
     }
 

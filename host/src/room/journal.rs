@@ -44,6 +44,9 @@ pub(crate) struct Entry {
 pub(crate) struct Checkpoint {
     pub state: Vec<u8>,
     pub entropy: EntropyPosition,
+    /// The room time it was taken at; a rebuild runs `init` and `restore`
+    /// at this time, as the original did.
+    pub now: u64,
 }
 
 /// A checkpoint and the inputs since.
@@ -100,6 +103,7 @@ mod tests {
         let cp = |s: &[u8]| Checkpoint {
             state: s.to_vec(),
             entropy: EntropyPosition::default(),
+            now: 0,
         };
         let mut j = Journal::new(cp(b"0"), 2);
         j.record(1, Input::Tick);

@@ -8,7 +8,7 @@ use crate::modules::{GameModule, Games};
 use crate::sandbox::Sandbox;
 use rand::{SeedableRng, TryRng};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,6 +27,8 @@ pub struct Rooms {
     pub(crate) config: Arc<Config>,
     next_id: AtomicU64,
     seeds: Mutex<rand::rngs::ChaCha8Rng>,
+    /// Set at shutdown: no room is created any more.
+    closing: AtomicBool,
 }
 
 /// How long a migration waits for every room to be ready before aborting.
@@ -54,6 +56,7 @@ impl Rooms {
             config,
             next_id: AtomicU64::new(1),
             seeds: Mutex::new(rand::rngs::ChaCha8Rng::seed_from_u64(seed)),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -92,8 +95,11 @@ impl Rooms {
             match answer.await {
                 Ok(Ok(joined)) => return Ok((handle, joined, frames)),
                 // The room was closing when the join arrived: a fresh one
-                // is created on the next attempt.
-                Ok(Err(JoinError::Closed(why))) => last = JoinError::Closed(why),
+                // is created on the next attempt, unless the host is
+                // shutting down.
+                Ok(Err(JoinError::Closed(why))) if !self.closing.load(Ordering::Acquire) => {
+                    last = JoinError::Closed(why)
+                }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {}
             }
@@ -109,6 +115,9 @@ impl Rooms {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(h) = live.get(&key).filter(|h| !h.tx.is_closed()) {
             return Ok(h.clone());
+        }
+        if self.closing.load(Ordering::Acquire) {
+            return Err(JoinError::Closed("the host is shutting down".into()));
         }
         // A migration needs a second instance per room for a moment: rooms
         // may use half the instance pool, so a hot swap always fits.
@@ -149,6 +158,11 @@ impl Rooms {
         }
     }
 
+    /// Whether the host is shutting down (no room is created any more).
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
     /// Rooms that may exist at once: half the instance pool.
     pub fn max_rooms(&self) -> usize {
         (self.config.sandbox.max_instances as usize / 2).max(1)
@@ -167,25 +181,26 @@ impl Rooms {
             .count()
     }
 
-    /// Host shutdown: every room saves its state and closes; waits up to
-    /// `timeout`. Returns how many rooms confirmed.
+    /// Host shutdown: no room is created any more; every room saves its
+    /// state and closes. Waits up to `timeout`, sending included. Returns
+    /// how many rooms confirmed.
     pub async fn shutdown(&self, timeout: std::time::Duration) -> usize {
-        let handles: Vec<RoomHandle> = self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        let mut waiting = Vec::with_capacity(handles.len());
-        for h in handles {
-            let (done, rx) = oneshot::channel();
-            if h.tx.send(RoomCmd::Shutdown { done }).await.is_ok() {
-                waiting.push(rx);
-            }
-        }
+        let handles: Vec<RoomHandle> = {
+            // Under the registry's lock: a room created after this sees
+            // the flag; one created before is in the list.
+            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            self.closing.store(true, Ordering::Release);
+            live.values().cloned().collect()
+        };
         let mut confirmed = 0;
         let _ = tokio::time::timeout(timeout, async {
+            let mut waiting = Vec::with_capacity(handles.len());
+            for h in handles {
+                let (done, rx) = oneshot::channel();
+                if h.tx.send(RoomCmd::Shutdown { done }).await.is_ok() {
+                    waiting.push(rx);
+                }
+            }
             for rx in waiting {
                 if rx.await.is_ok() {
                     confirmed += 1;
@@ -209,7 +224,9 @@ impl Rooms {
                 .map(|(_, h)| h.clone())
                 .collect()
         };
+        let deadline = tokio::time::Instant::now() + MIGRATION_TIMEOUT;
         let mut pending = Vec::with_capacity(handles.len());
+        let mut failures = Vec::new();
         for h in &handles {
             let (ready_tx, ready_rx) = oneshot::channel();
             let (decide_tx, decide_rx) = oneshot::channel();
@@ -218,24 +235,32 @@ impl Rooms {
                 ready: ready_tx,
                 decision: decide_rx,
             };
-            if h.tx.send(cmd).await.is_ok() {
-                pending.push((ready_rx, decide_tx));
+            match tokio::time::timeout_at(deadline, h.tx.send(cmd)).await {
+                Ok(Ok(())) => pending.push((ready_rx, decide_tx)),
+                // A room that closed meanwhile has nothing left to migrate.
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    failures.push(format!("a room's inbox stayed full for {MIGRATION_TIMEOUT:?}"));
+                    break;
+                }
             }
         }
-        let mut failures = Vec::new();
+        let mut switched = 0;
         let collect = async {
             for (ready, _) in &mut pending {
-                // A room that closed meanwhile has nothing left to migrate.
-                if let Ok(Err(why)) = ready.await {
-                    failures.push(why);
+                match ready.await {
+                    Ok(Ok(())) => switched += 1,
+                    Ok(Err(why)) => failures.push(why),
+                    Err(_) => {}
                 }
             }
         };
-        if tokio::time::timeout(MIGRATION_TIMEOUT, collect).await.is_err() {
+        if tokio::time::timeout_at(deadline, collect).await.is_err() {
             failures.push(format!("rooms did not get ready within {MIGRATION_TIMEOUT:?}"));
         }
         let commit = failures.is_empty();
-        let switched = pending.len();
+        // A room that is ready waits for this decision, however long the
+        // others took; dropping the sender would abort it.
         for (_, decide) in pending {
             let _ = decide.send(commit);
         }

@@ -10,7 +10,8 @@ use super::registry::RoomKey;
 use super::{JoinError, Joined, PlayerId, RoomCmd, Rooms, ToSession};
 use crate::modules::GameModule;
 use crate::protocol::{self, ErrorCode, ProtocolError, ServerMsg};
-use crate::sandbox::{CallResult, Effect, GuestFault, GuestInstance, Rejection};
+use crate::sandbox::{CallResult, Effect, FaultKind, GuestFault, GuestInstance, Rejection};
+use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,10 +33,6 @@ impl Member {
         }
     }
 }
-
-/// How long a prepared room waits for the commit-or-abort decision before
-/// aborting on its own.
-const SWAP_DECISION_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) struct RoomTask {
     rooms: Arc<Rooms>,
@@ -96,6 +93,7 @@ impl RoomTask {
                 Checkpoint {
                     state: Vec::new(),
                     entropy: Default::default(),
+                    now: 0,
                 },
                 every,
             ),
@@ -374,8 +372,8 @@ impl RoomTask {
     /// A fresh instance at the checkpoint, with the journal replayed.
     /// Effects of the replay were delivered the first time and are dropped.
     async fn rebuild(&mut self) -> Result<GuestInstance, String> {
-        let now = self.now();
         let module = self.module.clone();
+        let now = self.journal.checkpoint().now;
         let mut fresh = self.instantiate(&module, now).await.map_err(|e| e.to_string())?;
         let cp = self.journal.checkpoint();
         match fresh.restore(now, &cp.state).await {
@@ -416,14 +414,14 @@ impl RoomTask {
             restart_error: crash.restart_error.as_deref(),
             restarts_in_window: self.restarts.len(),
             failed_input: crash.failed.as_ref(),
-            checkpoint_hex: crate::modules::trust::hex(&cp.state),
+            checkpoint_hex: if cp.state.len() <= crash::MAX_CHECKPOINT_BYTES {
+                crate::modules::trust::hex(&cp.state)
+            } else {
+                format!("(left out: {} bytes)", cp.state.len())
+            },
             checkpoint_entropy: cp.entropy,
+            checkpoint_now: cp.now,
             inputs_since_checkpoint: self.journal.entries(),
-        };
-        let written = crash::write(&self.rooms.config.state.dir, &self.key, &report);
-        let file = match &written {
-            Ok(path) => path.display().to_string(),
-            Err(e) => format!("(not written: {e})"),
         };
         tracing::error!(
             room = %self.label,
@@ -431,9 +429,23 @@ impl RoomTask {
             reason = crash.reason,
             kind = crash.fault.kind.code(),
             restart_error = crash.restart_error.as_deref(),
-            report = %file,
             "room crashed and closed: {}", crash.fault.detail
         );
+        let (file, text) = match crash::render(&self.rooms.config.state.dir, &self.key, &report) {
+            Ok(rendered) => rendered,
+            Err(e) => {
+                tracing::error!(room = %self.label, "cannot render the crash report: {e}");
+                return;
+            }
+        };
+        let label = self.label.clone();
+        tokio::task::spawn_blocking(move || match crash::write(&file, &text) {
+            Ok(true) => tracing::error!(room = %label, report = %file.display(), "crash report written"),
+            Ok(false) => {
+                tracing::warn!(room = %label, "crash report not written: {} reports are kept at most", crash::MAX_REPORTS)
+            }
+            Err(e) => tracing::error!(room = %label, "cannot write the crash report: {e}"),
+        });
     }
 
     /// Hot swap, between two inputs: snapshot the state, restore it into an
@@ -467,19 +479,29 @@ impl RoomTask {
             Ok(next) => next,
             Err(why) => {
                 tracing::warn!(room = %self.label, "cannot move to {}: {why}", module.version);
+                self.journal.reset(Checkpoint {
+                    state,
+                    entropy: guest.entropy_position(),
+                    now,
+                });
                 let _ = ready.send(Err(format!("{}: {why}", self.label)));
                 let _ = decision.await;
                 return Ok(());
             }
         };
+        // The snapshot is a good checkpoint whatever the decision: the
+        // journal stays exact even if the snapshot call moved anything.
+        let here = Checkpoint {
+            state: state.clone(),
+            entropy: guest.entropy_position(),
+            now,
+        };
+        self.journal.reset(here);
         if ready.send(Ok(())).is_err() {
             return Ok(());
         }
-        let commit = matches!(
-            tokio::time::timeout(SWAP_DECISION_TIMEOUT, decision).await,
-            Ok(Ok(true))
-        );
-        if !commit {
+        // The coordinator always decides (a dropped sender is an abort).
+        if !matches!(decision.await, Ok(true)) {
             return Ok(());
         }
         let from = std::mem::replace(&mut self.module, module);
@@ -487,6 +509,7 @@ impl RoomTask {
         self.journal.reset(Checkpoint {
             state,
             entropy: guest.entropy_position(),
+            now,
         });
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = self.module.clone();
         self.apply_tick_request(guest);
@@ -594,6 +617,9 @@ impl RoomTask {
                     // Kicked or dropped while the message was queued.
                     return Ok(());
                 }
+                // A copy: the frame's bytes share the connection's read
+                // buffer, which the journal must not keep alive.
+                let payload = Bytes::copy_from_slice(&payload);
                 let answer = self.apply(guest, Input::Message { player, payload }).await?;
                 self.deliver(guest);
                 let reply = match (&answer, &reference) {
@@ -648,7 +674,25 @@ impl RoomTask {
         while let Some(player) = self.players.iter().find(|(_, m)| m.leaving).map(|(id, _)| *id) {
             self.players.remove(&player);
             tracing::debug!(room = %self.label, player, "player left the room");
-            self.apply(guest, Input::Leave { player }).await?;
+            if self.apply(guest, Input::Leave { player }).await?.is_none() {
+                // The game failed on the leave and restarted without it, so
+                // it still counts the player: once more, or the room cannot
+                // go on consistently.
+                if self.apply(guest, Input::Leave { player }).await?.is_none() {
+                    return Err(Stop::Crashed(Box::new(Crash {
+                        reason: "leave_failed",
+                        fault: GuestFault {
+                            kind: FaultKind::Trap,
+                            detail: format!("on-leave of player {player} failed twice"),
+                        },
+                        restart_error: None,
+                        failed: Some(Entry {
+                            now: self.last_now,
+                            input: Input::Leave { player },
+                        }),
+                    })));
+                }
+            }
             self.deliver(guest);
         }
         if self.players.is_empty() && self.empty_deadline.is_none() {
@@ -716,6 +760,7 @@ async fn checkpoint_of(guest: &mut GuestInstance, now: u64) -> CallResult<Checkp
     Ok(Checkpoint {
         state,
         entropy: guest.entropy_position(),
+        now,
     })
 }
 

@@ -50,7 +50,9 @@ impl Sessions {
     /// Shared state for the sessions of one host.
     pub fn new(rooms: Arc<Rooms>, net: NetConfig) -> Arc<Self> {
         Arc::new(Self {
-            resumes: Resumes::new(net.resume_grace()),
+            // A resume waits for a live holder as long as one of its
+            // writes may take, and a little more.
+            resumes: Resumes::new(net.resume_grace(), net.write_timeout() + Duration::from_secs(1)),
             rooms,
             net,
             shutdown: CancellationToken::new(),
@@ -69,6 +71,13 @@ pub(crate) struct Seat {
 }
 
 impl Seat {
+    /// Whether the room still holds the seat. A room drops a player whose
+    /// queue overflowed (while parked, a busy room fills it), or closes;
+    /// such a seat cannot be resumed.
+    pub(crate) fn resumable(&self) -> bool {
+        !self.frames.is_closed()
+    }
+
     /// Tells the room the player left.
     pub(crate) async fn leave(self, player: PlayerId) {
         let _ = self.room.leave(player).await;
@@ -208,10 +217,24 @@ impl<T: Transport> Session<T> {
             },
             out = from_room => self.on_room_frame(out).await,
             Some(takeover) = self.takeover_rx.recv() => {
-                let _ = takeover.send(self.seat.take());
-                let err = ProtocolError::new(ErrorCode::Superseded, "another connection resumed this seat");
-                let _ = self.reply_error(&err, None, None).await;
-                Ok(Flow::Close(End::Superseded))
+                // Nothing to hand over: this connection goes on, the
+                // resume fails.
+                if self.seat.is_none() {
+                    let _ = takeover.send(None);
+                    return Ok(Flow::Continue);
+                }
+                match takeover.send(self.seat.take()) {
+                    Ok(()) => {
+                        let err = ProtocolError::new(ErrorCode::Superseded, "another connection resumed this seat");
+                        let _ = self.reply_error(&err, None, None).await;
+                        Ok(Flow::Close(End::Superseded))
+                    }
+                    // The resume gave up waiting: keep the seat.
+                    Err(seat) => {
+                        self.seat = seat;
+                        Ok(Flow::Continue)
+                    }
+                }
             }
             () = tokio::time::sleep_until(self.next_ping) => {
                 self.next_ping = Instant::now() + self.hub.net.heartbeat();
@@ -243,21 +266,18 @@ impl<T: Transport> Session<T> {
                 self.seat = None;
                 self.send(frame).await?;
             }
-            Some(ToSession::Shutdown) => {
-                // The room has checkpointed and closed; the seat is gone
-                // with it, without the game seeing the player leave.
+            // The room has saved its state and closed; the seat is gone
+            // with it, without the game seeing the player leave. (A full
+            // queue may have kept the last word from arriving.)
+            Some(ToSession::Shutdown) | None if self.hub.rooms.closing() => {
                 self.seat = None;
-                let _ = self
-                    .send(
-                        ServerMsg::Shutdown {
-                            message: SHUTDOWN_MESSAGE,
-                        }
-                        .encode(),
-                    )
-                    .await;
+                let bye = ServerMsg::Shutdown {
+                    message: SHUTDOWN_MESSAGE,
+                };
+                let _ = self.send(bye.encode()).await;
                 return Ok(Flow::Close(End::Done));
             }
-            None => {
+            Some(ToSession::Shutdown) | None => {
                 // The room dropped our queue without a last word: it was full.
                 self.seat = None;
                 let err = ProtocolError::new(

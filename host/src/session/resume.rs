@@ -20,9 +20,6 @@ use tokio::sync::{mpsc, oneshot};
 /// A request to a live session to give up its seat.
 pub(crate) type Takeover = oneshot::Sender<Option<Seat>>;
 
-/// How long a resume waits for a live session to hand its seat over.
-const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
-
 enum Holder {
     Live { takeover: mpsc::Sender<Takeover> },
     Parked { seat: Seat, id: u64 },
@@ -32,13 +29,15 @@ enum Holder {
 pub struct Resumes {
     entries: Mutex<HashMap<String, (PlayerId, Holder)>>,
     grace: Duration,
+    takeover_wait: Duration,
     parks: AtomicU64,
     rng: Mutex<rand::rngs::ChaCha8Rng>,
 }
 
 impl Resumes {
-    /// Seats are kept `grace` after a drop.
-    pub fn new(grace: Duration) -> Arc<Self> {
+    /// Seats are kept `grace` after a drop; a resume waits up to
+    /// `takeover_wait` for a live connection to hand its seat over.
+    pub fn new(grace: Duration, takeover_wait: Duration) -> Arc<Self> {
         let mut seed = [0u8; 32];
         if rand::rngs::SysRng.try_fill_bytes(&mut seed).is_err() {
             tracing::warn!("no OS randomness for resume tokens; seeding from the clock");
@@ -51,6 +50,7 @@ impl Resumes {
         Arc::new(Self {
             entries: Mutex::new(HashMap::new()),
             grace,
+            takeover_wait,
             parks: AtomicU64::new(0),
             rng: Mutex::new(rand::rngs::ChaCha8Rng::from_seed(seed)),
         })
@@ -113,12 +113,12 @@ impl Resumes {
     pub(crate) async fn claim(&self, token: &str) -> Option<(PlayerId, Seat)> {
         let (player, holder) = self.lock().remove(token)?;
         let takeover = match holder {
-            Holder::Parked { seat, .. } => return Some((player, seat)),
+            Holder::Parked { seat, .. } => return seat.resumable().then_some((player, seat)),
             Holder::Live { takeover } => takeover,
         };
         let (tx, rx) = oneshot::channel();
         if takeover.send(tx).await.is_ok()
-            && let Ok(Ok(seat)) = tokio::time::timeout(TAKEOVER_WAIT, rx).await
+            && let Ok(Ok(seat)) = tokio::time::timeout(self.takeover_wait, rx).await
         {
             return seat.map(|seat| (player, seat));
         }
@@ -128,7 +128,7 @@ impl Resumes {
         if matches!(entries.get(token), Some((_, Holder::Parked { .. })))
             && let Some((player, Holder::Parked { seat, .. })) = entries.remove(token)
         {
-            return Some((player, seat));
+            return seat.resumable().then_some((player, seat));
         }
         None
     }

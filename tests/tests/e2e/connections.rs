@@ -214,10 +214,11 @@ async fn the_rust_client_reconnects_with_backoff_and_resumes() {
             .unwrap();
         assert_eq!(c.recv().await.unwrap()["data"]["count"], 5);
         c.drop_connection().await;
-        // The next send reconnects and resumes first.
+        // The next send reconnects and resumes first, and says so.
         c.send(json!({"type": "message", "data": {"do": "add", "n": 1}}))
             .await
             .unwrap();
+        assert_eq!(c.recv().await.unwrap(), json!({"type": "reconnected", "resumed": true}));
         assert_eq!(c.recv().await.unwrap()["data"]["count"], 6);
         assert_eq!(c.player(), player);
         assert_eq!(c.reconnects(), (1, 1));
@@ -225,4 +226,24 @@ async fn the_rust_client_reconnects_with_backoff_and_resumes() {
         c.drop_connection().await;
         assert_eq!(c.recv().await.unwrap(), json!({"type": "reconnected", "resumed": true}));
     }
+}
+
+#[tokio::test]
+async fn a_parked_seat_whose_queue_overflows_is_given_up_and_cannot_be_resumed() {
+    let host = host("[net]\noutbound_queue = 4\nresume_grace_ms = 30000\n");
+    let mut x = Client::tcp(host.tcp).await;
+    let token = x.expect("welcome").await["resume"].as_str().unwrap().to_owned();
+    x.join("faulty", "busy", "x").await;
+    // Every 10 ms the room broadcasts a tick: a parked seat's queue of 4
+    // overflows long before the grace period ends.
+    x.message(json!({"do": "tick", "ms": 10})).await;
+    x.event().await;
+    drop(x);
+    host.wait_until("the room let the player go", |h| {
+        h.log().contains("player left the room")
+    })
+    .await;
+    let mut back = host.client(Transport::Tcp).await;
+    back.send(json!({"type": "resume", "token": token})).await;
+    back.expect_error("resume_failed").await;
 }

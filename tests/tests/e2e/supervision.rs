@@ -311,7 +311,12 @@ async fn a_room_crash_during_probation_rolls_back_even_with_few_calls() {
         .await;
     a.expect_error("guest_fault").await;
     let failed = host.wait_for_audit("probation_failed", None).await;
-    assert!(failed["detail"].as_str().unwrap().contains("restarted too often"), "{failed}");
-    host.wait_until("1.0.0 is active again", |h| h.active("faulty").as_deref() == Some("1.0.0"))
-        .await;
+    assert!(
+        failed["detail"].as_str().unwrap().contains("restarted too often"),
+        "{failed}"
+    );
+    host.wait_until("1.0.0 is active again", |h| {
+        h.active("faulty").as_deref() == Some("1.0.0")
+    })
+    .await;
 }
