@@ -6,7 +6,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 example_games := "echo chat tictactoe"
 all_guests := "echo chat tictactoe faulty null"
 
-# Build everything and serve the example games (ws 127.0.0.1:7700, tcp 127.0.0.1:7701).
+# Build everything and serve the example games (demo site http://127.0.0.1:7703/).
 run *args: guests
     cargo run -q -p respawn -- serve {{args}}
 
@@ -81,8 +81,8 @@ guests: toolchain host devkey
         fi
     done
 
-# Run all tests: unit tests, guests natively, end-to-end against a real
-# host, and the browser tests (Debian's chromium; see `browser`).
+# The browser tests run in Debian's chromium (see `browser`).
+# Run all tests: unit, guests natively, end to end, browser.
 test: guests
     #!/usr/bin/env bash
     set -uo pipefail
@@ -99,18 +99,36 @@ test: guests
     } | awk '{p += $1; f += $2; s += $3} END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, s}'
     [ "$status" = 0 ] && [ "$browser_status" = 0 ]
 
-# The JS client's unit tests and the demo site in a real browser
-# (playwright-core driving /usr/bin/chromium; screenshots in
-# target/browser-artifacts/). Needs `just guests` first.
-browser:
+# playwright-core drives /usr/bin/chromium; screenshots go to
+# target/browser-artifacts/. Needs `just guests` first.
+# The JS client's unit tests and the demo site in a real browser.
+browser: browser-deps
     cd tests/browser && npm ci --no-audit --no-fund --loglevel=error && npm test
+
+# The tests never download a browser. Root and Debian only.
+# Install Debian's chromium and Node.js for the browser tests if missing.
+browser-deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=()
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
+    [ ${#missing[@]} = 0 ] && exit 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing ${missing[*]} for the browser tests"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    else
+        echo "the browser tests need: ${missing[*]} (apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
 
 # A longer fault-injection soak (the short one runs in `just test`).
 soak secs="60" clients="200": guests
     SOAK_SECS={{secs}} SOAK_CLIENTS={{clients}} cargo test -p respawn-e2e --test e2e soak -- --nocapture
 
-# Chat bots against a running host (`just run` in another terminal):
-# transport, address, bots, seconds, lines per second per bot.
+# Arguments: transport, address, bots, seconds, lines per second per bot.
+# Chat bots against a running host (`just run` in another terminal).
 load kind="tcp" addr="127.0.0.1:7701" bots="50" secs="10" rate="5":
     cargo run -q --release -p respawn-client --example bots -- {{kind}} {{addr}} {{bots}} {{secs}} {{rate}}
 
