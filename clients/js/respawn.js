@@ -108,6 +108,8 @@ export class RespawnClient {
     this._lastTickAt = 0;
     this._welcomed = false;
     this._token = null;
+    /** `seq` of the last room frame received (room frames count from 1 per seat). */
+    this._lastSeq = 0;
     this._nextRef = 1;
     /** The room the app asked for: `{game, room, name}`; rejoined after a lost seat. */
     this._want = null;
@@ -442,6 +444,7 @@ export class RespawnClient {
       return;
     }
     if (!frame || typeof frame !== "object") return;
+    if (typeof frame.seq === "number") this._lastSeq = frame.seq;
     this._emit("frame", frame);
     const handler = HANDLERS[frame.type];
     if (handler) handler.call(this, frame);
@@ -460,7 +463,9 @@ const HANDLERS = {
     if (this._seatMaybe && this._token) {
       this._resuming = true;
       this._fresh = {player: f.player, token: f.resume};
-      this._write({type: "resume", token: this._token});
+      // The host resends the room frames after `last_seq` that the dead
+      // connection swallowed.
+      this._write({type: "resume", token: this._token, last_seq: this._lastSeq});
       return;
     }
     this.player = f.player;
@@ -500,6 +505,7 @@ const HANDLERS = {
     }
     this.room = {game: f.game, room: f.room, version: f.version};
     this.player = f.player ?? this.player;
+    this._lastSeq = 0;
     const w = this._joinWaiter;
     this._joinWaiter = null;
     this._emit("joined", f);

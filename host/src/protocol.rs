@@ -134,6 +134,9 @@ pub enum Request<'a> {
     Resume {
         /// The `resume` token of the earlier connection.
         token: String,
+        /// The `seq` of the last room frame the client got; the host
+        /// resends the ones after it that it still has.
+        last_seq: Option<u64>,
         /// Echoed in the reply.
         reference: Option<&'a RawValue>,
     },
@@ -166,6 +169,8 @@ struct Wire<'a> {
     name: Option<String>,
     #[serde(default)]
     token: Option<String>,
+    #[serde(default)]
+    last_seq: Option<u64>,
     #[serde(default, borrow, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     #[serde(rename = "ref", default, borrow, deserialize_with = "present")]
@@ -222,6 +227,7 @@ pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, ProtocolError> {
         "pong" => Ok(Request::Pong),
         "resume" => Ok(Request::Resume {
             token: need(wire.token.clone(), "token")?,
+            last_seq: wire.last_seq,
             reference,
         }),
         other => Err(ProtocolError::new(
@@ -288,6 +294,12 @@ pub enum ServerMsg<'a> {
         version: &'a str,
         /// The token to use from now on.
         resume: &'a str,
+        /// Room frames resent after this one because the client's
+        /// `last_seq` had not seen them.
+        replayed: usize,
+        /// Room frames after `last_seq` the host no longer had (it keeps
+        /// the last `net.outbound_queue`).
+        lost: u64,
         /// The request's `ref`, echoed.
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a RawValue>,

@@ -147,13 +147,15 @@ describe("RespawnClient", () => {
 
   test("after a drop it reconnects, resumes its seat, and sends what waited", async () => {
     const {client, seen, states, ws} = await joinedClient();
+    ws.push({seq: 1, type: "event", data: {board: []}});
+    ws.push({seq: 2, type: "event", data: {board: [1]}});
     ws.drop();
     assert.equal(client.state, "reconnecting");
     client.send({action: "move", cell: 8});
     await until(() => FakeSocket.all.length === 2 && FakeSocket.all[1].readyState === 1, "second socket");
     const ws2 = FakeSocket.all[1];
     ws2.push(welcome(8, "tok-8"));
-    assert.deepEqual(ws2.sent, [{type: "resume", token: "tok-7"}], "resumes before anything else");
+    assert.deepEqual(ws2.sent, [{type: "resume", token: "tok-7", last_seq: 2}], "resumes before anything else, from the last frame seen");
     assert.equal(client.state, "reconnecting", "not connected until the seat is back");
     ws2.push({type: "resumed", player: 7, game: "tictactoe", room: "r1", version: "1.1.0", resume: "tok-7b"});
     assert.equal(client.state, "connected");
@@ -168,7 +170,7 @@ describe("RespawnClient", () => {
     ws2.drop();
     await until(() => FakeSocket.all[2]?.readyState === 1, "third socket");
     FakeSocket.all[2].push(welcome(9, "tok-9"));
-    assert.deepEqual(FakeSocket.all[2].sent, [{type: "resume", token: "tok-7b"}]);
+    assert.deepEqual(FakeSocket.all[2].sent, [{type: "resume", token: "tok-7b", last_seq: 2}]);
     client.close();
   });
 
@@ -194,7 +196,7 @@ describe("RespawnClient", () => {
     ws2.drop();
     await until(() => FakeSocket.all[2]?.readyState === 1, "third socket");
     FakeSocket.all[2].push(welcome(13, "tok-13"));
-    assert.deepEqual(FakeSocket.all[2].sent, [{type: "resume", token: "tok-12"}]);
+    assert.deepEqual(FakeSocket.all[2].sent, [{type: "resume", token: "tok-12", last_seq: 0}]);
     client.close();
   });
 
@@ -338,7 +340,7 @@ describe("RespawnClient leave", () => {
     await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
     const ws2 = FakeSocket.all[1];
     ws2.push(welcome(8, "tok-8"));
-    assert.deepEqual(ws2.sent, [{type: "resume", token: "tok-7"}]);
+    assert.deepEqual(ws2.sent, [{type: "resume", token: "tok-7", last_seq: 0}]);
     ws2.push({type: "resumed", player: 7, game: "tictactoe", room: "r1", version: "1.0.0", resume: "tok-7b"});
     const leave = ws2.last("leave");
     assert.ok(leave, "leave sent after the resume");

@@ -100,6 +100,9 @@ pub struct Client {
     pending: VecDeque<Value>,
     reconnects: u64,
     resumes: u64,
+    /// The `seq` of the last room frame returned, for a resume to ask for
+    /// what a dropped connection swallowed.
+    last_seq: u64,
 }
 
 impl Client {
@@ -120,6 +123,7 @@ impl Client {
             pending: VecDeque::new(),
             reconnects: 0,
             resumes: 0,
+            last_seq: 0,
         })
     }
 
@@ -142,6 +146,7 @@ impl Client {
         };
         let joined = Self::join_on(&mut self.conn, &seat, self.options.handshake_timeout).await?;
         self.seat = Some(seat);
+        self.last_seq = 0;
         Ok(joined)
     }
 
@@ -178,6 +183,9 @@ impl Client {
                     let _ = self.conn.send(&json!({"type": "pong"})).await;
                 }
                 Some(Ok(frame)) => {
+                    if let Some(seq) = frame["seq"].as_u64() {
+                        self.last_seq = seq;
+                    }
                     let room_gone = matches!(frame["type"].as_str(), Some("kicked" | "left" | "shutdown"))
                         || (frame["type"] == "error" && frame["code"] == "guest_fault");
                     if room_gone {
@@ -230,7 +238,7 @@ impl Client {
                 return Ok(json!({"type": "reconnected", "resumed": false}));
             };
             if conn
-                .send(&json!({"type": "resume", "token": self.token}))
+                .send(&json!({"type": "resume", "token": self.token, "last_seq": self.last_seq}))
                 .await
                 .is_err()
             {
@@ -249,6 +257,7 @@ impl Client {
                     match Self::join_on(&mut conn, &seat, timeout).await {
                         Ok(joined) => {
                             self.adopt(conn, &welcome);
+                            self.last_seq = 0;
                             self.pending.push_back(joined);
                             return Ok(json!({"type": "reconnected", "resumed": false}));
                         }

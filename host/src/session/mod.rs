@@ -15,6 +15,7 @@ use crate::room::{PlayerId, RoomHandle, Rooms, ToSession};
 use bytes::Bytes;
 use resume::Takeover;
 use serde_json::value::RawValue;
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 /// How long `leave` waits for the room to flush frames already queued for
 /// the player before answering `left` anyway.
 const LEAVE_FLUSH: Duration = Duration::from_secs(5);
+
+/// How long a dead connection's last requests are looked for.
+const SALVAGE_TIME: Duration = Duration::from_millis(50);
 
 const SHUTDOWN_MESSAGE: &str = "the host is shutting down; reconnect later";
 
@@ -68,9 +72,54 @@ pub(crate) struct Seat {
     frames: mpsc::Receiver<ToSession>,
     game: String,
     room_name: String,
+    /// The `seq` of the last room frame written.
+    seq: u64,
+    /// The last room frames written, stamped, for a resume to replay what
+    /// a dying connection swallowed.
+    written: VecDeque<(u64, Utf8Bytes)>,
+    keep: usize,
 }
 
 impl Seat {
+    fn new(room: RoomHandle, frames: mpsc::Receiver<ToSession>, game: String, room_name: String, keep: usize) -> Self {
+        Self {
+            room,
+            frames,
+            game,
+            room_name,
+            seq: 0,
+            written: VecDeque::new(),
+            keep,
+        }
+    }
+
+    /// Numbers a room frame (`"seq"`, from 1 per seat) and remembers it.
+    fn stamp(&mut self, frame: &Utf8Bytes) -> Utf8Bytes {
+        self.seq += 1;
+        let stamped = stamp(frame, self.seq);
+        if self.written.len() == self.keep {
+            self.written.pop_front();
+        }
+        self.written.push_back((self.seq, stamped.clone()));
+        stamped
+    }
+
+    /// The remembered frames after `last_seq`, and how many after it are
+    /// no longer remembered.
+    fn since(&self, last_seq: u64) -> (Vec<Utf8Bytes>, u64) {
+        let oldest = self.written.front().map_or(self.seq + 1, |(seq, _)| *seq);
+        let lost = oldest
+            .saturating_sub(last_seq + 1)
+            .min(self.seq.saturating_sub(last_seq));
+        let frames = self
+            .written
+            .iter()
+            .filter(|(seq, _)| *seq > last_seq)
+            .map(|(_, f)| f.clone())
+            .collect();
+        (frames, lost)
+    }
+
     /// Whether the room still holds the seat. A room drops a player whose
     /// queue overflowed (while parked, a busy room fills it), or closes;
     /// such a seat cannot be resumed.
@@ -159,6 +208,7 @@ impl<T: Transport> Session<T> {
                     Ok(Flow::Close(end)) => break end,
                     Err(e) => {
                         tracing::debug!(player = self.player, "connection lost: {e}");
+                        self.salvage().await;
                         break End::Dropped;
                     }
                 }
@@ -183,6 +233,32 @@ impl<T: Transport> Session<T> {
         // Closing flushes; a player who stopped reading gets no longer
         // than any other write.
         let _ = tokio::time::timeout(self.hub.net.write_timeout(), self.transport.close()).await;
+    }
+
+    /// The connection is dead (a write failed) or given up (another
+    /// connection resumed its seat), but requests the player sent before
+    /// may still be readable. Messages among them go to the room (their
+    /// replies wait in the seat for the resume); nothing is written.
+    /// Bounded in frames and time.
+    async fn salvage(&mut self) {
+        let Some(seat) = &self.seat else {
+            return;
+        };
+        let until = Instant::now() + SALVAGE_TIME;
+        for _ in 0..self.hub.net.outbound_queue {
+            let frame = match tokio::time::timeout_at(until, self.transport.recv()).await {
+                Ok(Some(Ok(Inbound::Data(bytes)))) => bytes,
+                Ok(Some(Ok(_))) => continue,
+                _ => return,
+            };
+            if let Ok(Request::Message { data, reference }) = protocol::parse_request(&frame) {
+                let payload = subslice(&frame, data.get());
+                let reference = reference.map(RawValue::to_owned);
+                if seat.room.message(self.player, payload, reference).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 
     /// Writes a frame, or fails if the player does not read it in time.
@@ -223,6 +299,10 @@ impl<T: Transport> Session<T> {
                     let _ = takeover.send(None);
                     return Ok(Flow::Continue);
                 }
+                // What this connection got before it was given up still
+                // counts: a client that cut it and resumed at once has
+                // its last requests here.
+                self.salvage().await;
                 match takeover.send(self.seat.take()) {
                     Ok(()) => {
                         let err = ProtocolError::new(ErrorCode::Superseded, "another connection resumed this seat");
@@ -261,9 +341,18 @@ impl<T: Transport> Session<T> {
 
     async fn on_room_frame(&mut self, out: Option<ToSession>) -> io::Result<Flow> {
         match out {
-            Some(ToSession::Frame(frame)) => self.send(frame).await?,
+            Some(ToSession::Frame(frame)) => {
+                let frame = self
+                    .seat
+                    .as_mut()
+                    .map_or_else(|| frame.clone(), |seat| seat.stamp(&frame));
+                self.send(frame).await?
+            }
             Some(ToSession::Removed(frame)) => {
-                self.seat = None;
+                let frame = self
+                    .seat
+                    .take()
+                    .map_or_else(|| frame.clone(), |mut seat| seat.stamp(&frame));
                 self.send(frame).await?;
             }
             // The room has saved its state and closed; the seat is gone
@@ -363,12 +452,7 @@ impl<T: Transport> Session<T> {
                             reference,
                         }
                         .encode();
-                        self.seat = Some(Seat {
-                            room: handle,
-                            frames,
-                            game,
-                            room_name: room,
-                        });
+                        self.seat = Some(Seat::new(handle, frames, game, room, self.hub.net.outbound_queue));
                         self.send(msg).await?;
                     }
                     Err(e) => {
@@ -380,7 +464,11 @@ impl<T: Transport> Session<T> {
                     }
                 }
             }
-            Request::Resume { token, reference } => {
+            Request::Resume {
+                token,
+                last_seq,
+                reference,
+            } => {
                 if self.seat.is_some() {
                     return Ok(Err(Refusal::new(
                         ErrorCode::AlreadyJoined,
@@ -394,19 +482,25 @@ impl<T: Transport> Session<T> {
                     )));
                 };
                 self.token = self.hub.resumes.rekey(&self.token, player, self.takeover_tx.clone());
-                tracing::debug!(player, was = self.player, "seat resumed");
                 self.player = player;
+                let (replay, lost) = last_seq.map_or((Vec::new(), 0), |last| seat.since(last));
+                tracing::debug!(player, last_seq = ?last_seq, seq = seat.seq, replayed = replay.len(), lost, "seat resumed");
                 let msg = ServerMsg::Resumed {
                     player,
                     game: &seat.game,
                     room: &seat.room_name,
                     version: &seat.room.version(),
                     resume: &self.token,
+                    replayed: replay.len(),
+                    lost,
                     reference,
                 }
                 .encode();
                 self.seat = Some(seat);
                 self.send(msg).await?;
+                for frame in replay {
+                    self.send(frame).await?;
+                }
             }
             Request::Message { data, reference } => {
                 let Some(seat) = &self.seat else {
@@ -433,6 +527,7 @@ impl<T: Transport> Session<T> {
                     // has dropped it.
                     let flush = async {
                         while let Some(ToSession::Frame(f) | ToSession::Removed(f)) = seat.frames.recv().await {
+                            let f = seat.stamp(&f);
                             self.send(f).await?;
                         }
                         io::Result::Ok(())
@@ -463,6 +558,16 @@ impl Refusal {
     }
 }
 
+/// `frame` (a JSON object) with `"seq":seq` as its first member.
+fn stamp(frame: &Utf8Bytes, seq: u64) -> Utf8Bytes {
+    let text = frame.as_str();
+    let Some(rest) = text.strip_prefix('{') else {
+        return frame.clone();
+    };
+    let sep = if rest.trim_start().starts_with('}') { "" } else { "," };
+    Utf8Bytes::from(format!("{{\"seq\":{seq}{sep}{rest}"))
+}
+
 /// `part` as a zero-copy slice of `whole` when it lies inside it (as a
 /// parsed field of the frame does), else a copy.
 fn subslice(whole: &Bytes, part: &str) -> Bytes {
@@ -472,5 +577,18 @@ fn subslice(whole: &Bytes, part: &str) -> Bytes {
         whole.slice_ref(part.as_bytes())
     } else {
         Bytes::copy_from_slice(part.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_the_first_member_and_keep_the_json_valid() {
+        let stamped = stamp(&Utf8Bytes::from_static(r#"{"type":"event","data":1}"#), 7);
+        assert_eq!(stamped.as_str(), r#"{"seq":7,"type":"event","data":1}"#);
+        assert_eq!(stamp(&Utf8Bytes::from_static("{}"), 1).as_str(), r#"{"seq":1}"#);
+        assert_eq!(stamp(&Utf8Bytes::from_static("[]"), 1).as_str(), "[]");
     }
 }

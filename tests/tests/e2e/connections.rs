@@ -137,9 +137,12 @@ async fn a_dropped_player_resumes_its_seat_and_gets_what_it_missed() {
     drop(x);
     o.message(json!({"action": "move", "cell": 0})).await;
     board_after(&mut o, 2).await;
-    // X comes back on a new connection with the token.
+    // X comes back on a new connection with the token. It read no room
+    // frame before the drop (`last_seq` 0): those the dead connection had
+    // swallowed come again, then those queued while it was away.
     let mut x = host.client(Transport::Ws).await;
-    x.send(json!({"type": "resume", "token": token, "ref": "r"})).await;
+    x.send(json!({"type": "resume", "token": token, "last_seq": 0, "ref": "r"}))
+        .await;
     let resumed = x.expect("resumed").await;
     assert_eq!(resumed["player"], x_id);
     assert_eq!(
@@ -246,4 +249,51 @@ async fn a_parked_seat_whose_queue_overflows_is_given_up_and_cannot_be_resumed()
     let mut back = host.client(Transport::Tcp).await;
     back.send(json!({"type": "resume", "token": token})).await;
     back.expect_error("resume_failed").await;
+}
+
+#[tokio::test]
+async fn frames_a_dead_connection_swallowed_are_resent_after_last_seq() {
+    let host = host("");
+    let mut x = Client::tcp(host.tcp).await;
+    let token = x.expect("welcome").await["resume"].as_str().unwrap().to_owned();
+    x.join("faulty", "lossless", "x").await;
+    x.send(json!({"type": "message", "data": {"do": "add", "n": 5}, "ref": "a"}))
+        .await;
+    let event = x.expect("event").await;
+    assert_eq!(
+        (event["seq"].as_u64(), event["data"]["count"].as_u64()),
+        (Some(1), Some(5))
+    );
+    assert_eq!(x.expect("ack").await["seq"], 2);
+    // The host writes frames 3 and 4 into the socket; the player never
+    // reads them, and the connection dies.
+    x.send(json!({"type": "message", "data": {"do": "add", "n": 7}, "ref": "b"}))
+        .await;
+    let mut watcher = host.client(Transport::Tcp).await;
+    watcher.join("faulty", "lossless", "w").await;
+    loop {
+        watcher.send(json!({"type": "message", "data": {"do": "get"}})).await;
+        if watcher.event().await["count"] == 12 {
+            break;
+        }
+    }
+    drop(x);
+    let mut x = host.client(Transport::Tcp).await;
+    x.send(json!({"type": "resume", "token": token, "last_seq": 2})).await;
+    let resumed = x.expect("resumed").await;
+    assert_eq!(
+        (resumed["replayed"].as_u64(), resumed["lost"].as_u64()),
+        (Some(2), Some(0)),
+        "{resumed}"
+    );
+    let event = x.expect("event").await;
+    assert_eq!(
+        (event["seq"].as_u64(), event["data"]["count"].as_u64()),
+        (Some(3), Some(12))
+    );
+    let ack = x.expect("ack").await;
+    assert_eq!((ack["seq"].as_u64(), ack["ref"].as_str()), (Some(4), Some("b")));
+    // Numbering goes on.
+    x.send(json!({"type": "message", "data": {"do": "get"}})).await;
+    assert_eq!(x.expect("event").await["seq"], 5);
 }

@@ -3,7 +3,8 @@
 //! the guest and some of their connections are cut. At the end: the host
 //! is alive, every room's counter is exactly the sum of the additions it
 //! acknowledged (only trapping inputs were lost), every message got its
-//! reply or an error, and tasks, instances, rooms, connections and parked
+//! reply or an error (cuts with a reply in flight included: the reply
+//! comes after the resume), and tasks, instances, rooms, connections and parked
 //! seats are back to their baseline.
 //!
 //! Short by default (CI); `just soak` runs it longer:
@@ -26,6 +27,7 @@ struct Tally {
     adds: u64,
     traps: u64,
     cuts: u64,
+    in_flight_cuts: u64,
     unanswered: u64,
 }
 
@@ -61,7 +63,8 @@ async fn play(endpoint: Endpoint, i: usize, rooms: usize, until: Instant) -> (Ta
     let mut reference = 0u64;
     while Instant::now() < until {
         let roll = dice.roll(100);
-        if roll < 8 {
+        if roll < 4 {
+            // A cut between two messages.
             c.drop_connection().await;
             t.cuts += 1;
             continue;
@@ -76,6 +79,13 @@ async fn play(endpoint: Endpoint, i: usize, rooms: usize, until: Instant) -> (Ta
         c.send(json!({"type": "message", "data": data, "ref": reference}))
             .await
             .expect("send");
+        if dice.roll(100) < 5 {
+            // A cut with the reply in flight: it comes after the resume,
+            // from the seat's queue or resent after `last_seq`.
+            c.drop_connection().await;
+            t.cuts += 1;
+            t.in_flight_cuts += 1;
+        }
         let reply = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 let f = c.recv().await.expect("recv");
@@ -96,7 +106,10 @@ async fn play(endpoint: Endpoint, i: usize, rooms: usize, until: Instant) -> (Ta
                 assert_eq!(n, 0, "an addition failed: {f}");
                 t.traps += 1;
             }
-            Err(_) => t.unanswered += 1,
+            Err(_) => {
+                eprintln!("soak: player {} got no reply to {reference}", c.player());
+                t.unanswered += 1;
+            }
         }
     }
     (t, c)
@@ -145,9 +158,10 @@ async fn soak_with_traps_and_cut_connections() {
     let peak = host.runtime();
 
     // Every room holds exactly what it acknowledged.
+    let mut counts = Vec::new();
     for room in 0..rooms {
         let expected: u64 = tallies.iter().filter(|t| t.room == room).map(|t| t.acked_sum).sum();
-        assert_eq!(room_count(&host, room).await, expected, "room soak-{room}");
+        counts.push((room, room_count(&host, room).await, expected));
     }
     let sum = |f: fn(&Tally) -> u64| tallies.iter().map(f).sum::<u64>();
     let (adds, traps, cuts, unanswered) = (
@@ -156,12 +170,19 @@ async fn soak_with_traps_and_cut_connections() {
         sum(|t| t.cuts),
         sum(|t| t.unanswered),
     );
+    let in_flight = sum(|t| t.in_flight_cuts);
     let (reconnects, resumes) = held
         .iter()
         .map(|c| c.reconnects())
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    println!(
+        "soak: rooms (room, counter, acknowledged): {counts:?}; unanswered {unanswered}; reconnects {reconnects}, resumed {resumes}"
+    );
+    for (room, count, expected) in counts {
+        assert_eq!(count, expected, "room soak-{room}");
+    }
     assert_eq!(unanswered, 0, "every message got its reply or an error");
-    assert!(traps > 0 && cuts > 0 && resumes > 0, "faults were injected");
+    assert!(traps > 0 && in_flight > 0 && resumes > 0, "faults were injected");
 
     for c in held {
         c.close().await;
@@ -180,7 +201,7 @@ async fn soak_with_traps_and_cut_connections() {
     let mib = |v: &Value| v["rss_bytes"].as_u64().unwrap_or(0) as f64 / (1 << 20) as f64;
     println!(
         "soak: {clients} clients in {rooms} rooms for {:.1} s: {adds} additions, {traps} traps, {cuts} cuts \
-         ({reconnects} reconnects, {resumes} resumed), {:.0} messages/s; tasks {} -> {} -> {}; \
+         ({in_flight} with a reply in flight; {reconnects} reconnects, {resumes} resumed), {:.0} messages/s; tasks {} -> {} -> {}; \
          instances peak {}; RSS {:.1} -> {:.1} -> {:.1} MiB",
         elapsed.as_secs_f64(),
         (adds + traps) as f64 / elapsed.as_secs_f64(),
