@@ -103,6 +103,21 @@ async fn a_player_who_stops_reading_is_disconnected_not_buffered() {
         .await;
 }
 
+/// A raw TCP player seated in `game`/`room`, and its resume token.
+async fn seated(host: &Host, game: &str, room: &str, name: &str) -> (Client, String) {
+    let mut c = Client::tcp(host.tcp).await;
+    let token = c.expect("welcome").await["resume"].as_str().unwrap().to_owned();
+    c.join(game, room, name).await;
+    (c, token)
+}
+
+/// A resume with `token` on a new connection is refused.
+async fn resume_fails(host: &Host, token: &str) {
+    let mut c = host.client(Transport::Tcp).await;
+    c.send(json!({"type": "resume", "token": token})).await;
+    c.expect_error("resume_failed").await;
+}
+
 /// Plays tictactoe moves until the state event shows `cells` marks.
 async fn board_after(c: &mut Client, cells: usize) -> Value {
     loop {
@@ -160,17 +175,13 @@ async fn a_dropped_player_resumes_its_seat_and_gets_what_it_missed() {
     x.message(json!({"action": "move", "cell": 1})).await;
     board_after(&mut o, 3).await;
     // The old token is spent.
-    let mut thief = host.client(Transport::Tcp).await;
-    thief.send(json!({"type": "resume", "token": token})).await;
-    thief.expect_error("resume_failed").await;
+    resume_fails(&host, &token).await;
 }
 
 #[tokio::test]
 async fn after_the_grace_period_the_seat_is_gone_and_the_game_saw_the_player_leave() {
     let host = host("[net]\nresume_grace_ms = 200\n");
-    let mut x = Client::tcp(host.tcp).await;
-    let token = x.expect("welcome").await["resume"].as_str().unwrap().to_owned();
-    x.join("tictactoe", "grace", "xena").await;
+    let (x, token) = seated(&host, "tictactoe", "grace", "xena").await;
     let mut o = host.client(Transport::Tcp).await;
     o.join("tictactoe", "grace", "otto").await;
     drop(x);
@@ -181,9 +192,7 @@ async fn after_the_grace_period_the_seat_is_gone_and_the_game_saw_the_player_lea
             break;
         }
     }
-    let mut late = host.client(Transport::Tcp).await;
-    late.send(json!({"type": "resume", "token": token})).await;
-    late.expect_error("resume_failed").await;
+    resume_fails(&host, &token).await;
     host.wait_until("no seat is parked", |h| h.runtime()["parked_seats"] == 0)
         .await;
 }
@@ -191,9 +200,7 @@ async fn after_the_grace_period_the_seat_is_gone_and_the_game_saw_the_player_lea
 #[tokio::test]
 async fn resuming_a_seat_whose_connection_still_looks_alive_takes_it_over() {
     let host = host("");
-    let mut old = Client::tcp(host.tcp).await;
-    let token = old.expect("welcome").await["resume"].as_str().unwrap().to_owned();
-    old.join("faulty", "takeover", "t").await;
+    let (mut old, token) = seated(&host, "faulty", "takeover", "t").await;
     let mut new = host.client(Transport::Tcp).await;
     new.send(json!({"type": "resume", "token": token})).await;
     new.expect("resumed").await;
@@ -234,9 +241,7 @@ async fn the_rust_client_reconnects_with_backoff_and_resumes() {
 #[tokio::test]
 async fn a_parked_seat_whose_queue_overflows_is_given_up_and_cannot_be_resumed() {
     let host = host("[net]\noutbound_queue = 4\nresume_grace_ms = 30000\n");
-    let mut x = Client::tcp(host.tcp).await;
-    let token = x.expect("welcome").await["resume"].as_str().unwrap().to_owned();
-    x.join("faulty", "busy", "x").await;
+    let (mut x, token) = seated(&host, "faulty", "busy", "x").await;
     // Every 10 ms the room broadcasts a tick: a parked seat's queue of 4
     // overflows long before the grace period ends.
     x.message(json!({"do": "tick", "ms": 10})).await;
@@ -246,17 +251,13 @@ async fn a_parked_seat_whose_queue_overflows_is_given_up_and_cannot_be_resumed()
         h.log().contains("player left the room")
     })
     .await;
-    let mut back = host.client(Transport::Tcp).await;
-    back.send(json!({"type": "resume", "token": token})).await;
-    back.expect_error("resume_failed").await;
+    resume_fails(&host, &token).await;
 }
 
 #[tokio::test]
 async fn frames_a_dead_connection_swallowed_are_resent_after_last_seq() {
     let host = host("");
-    let mut x = Client::tcp(host.tcp).await;
-    let token = x.expect("welcome").await["resume"].as_str().unwrap().to_owned();
-    x.join("faulty", "lossless", "x").await;
+    let (mut x, token) = seated(&host, "faulty", "lossless", "x").await;
     x.send(json!({"type": "message", "data": {"do": "add", "n": 5}, "ref": "a"}))
         .await;
     let event = x.expect("event").await;

@@ -158,6 +158,22 @@ async fn too_many_restarts_close_the_room_with_a_crash_report() {
     assert_eq!(faulty["versions"][0]["health"]["crashes"], 1, "{faulty}");
 }
 
+/// A host serving only `faulty` with `config`, a player in `room`, and
+/// version 1.1.0 just promoted over 1.0.0 (the room has migrated).
+async fn promoted(config: &str, room: &str, before: impl AsyncFnOnce(&mut Client)) -> (Host, Client) {
+    let host = Host::start_with(HostOptions {
+        games: &["faulty"],
+        config,
+        ..HostOptions::default()
+    });
+    let mut a = faulty_room(&host, room).await;
+    before(&mut a).await;
+    host.drop_module("faulty-1.1.0.wasm", &signed("faulty", "faulty", "1.1.0"));
+    let swapped = a.expect("swapped").await;
+    assert_eq!(swapped["version"], "1.1.0");
+    (host, a)
+}
+
 async fn crash_report(host: &Host) -> Value {
     let dir = host.state_dir().join("crashes");
     let mut found = None;
@@ -228,16 +244,8 @@ async fn a_slow_tick_is_cut_at_its_deadline_and_the_room_is_supervised() {
 
 #[tokio::test]
 async fn a_version_that_fails_its_probation_is_rolled_back_and_never_promoted_again() {
-    let host = Host::start_with(HostOptions {
-        games: &["faulty"],
-        config: "[probation]\nwindow_ms = 60000\nmin_calls = 10\nmax_error_rate = 0.05\n",
-        ..HostOptions::default()
-    });
-    let mut a = faulty_room(&host, "probe").await;
-    add(&mut a, 7).await;
-    host.drop_module("faulty-1.1.0.wasm", &signed("faulty", "faulty", "1.1.0"));
-    let swapped = a.expect("swapped").await;
-    assert_eq!(swapped["version"], "1.1.0");
+    let config = "[probation]\nwindow_ms = 60000\nmin_calls = 10\nmax_error_rate = 0.05\n";
+    let (host, mut a) = promoted(config, "probe", async |a| add(a, 7).await).await;
     // 10 good calls and 2 failing ones: 2 of 12+ calls is above 5%.
     for _ in 0..10 {
         add(&mut a, 1).await;
@@ -280,14 +288,7 @@ async fn a_version_that_fails_its_probation_is_rolled_back_and_never_promoted_ag
 
 #[tokio::test]
 async fn a_healthy_version_passes_its_probation() {
-    let host = Host::start_with(HostOptions {
-        games: &["faulty"],
-        config: "[probation]\nwindow_ms = 300\nmin_calls = 5\n",
-        ..HostOptions::default()
-    });
-    let mut a = faulty_room(&host, "fine").await;
-    host.drop_module("faulty-1.1.0.wasm", &signed("faulty", "faulty", "1.1.0"));
-    a.expect("swapped").await;
+    let (host, mut a) = promoted("[probation]\nwindow_ms = 300\nmin_calls = 5\n", "fine", async |_| {}).await;
     for _ in 0..10 {
         add(&mut a, 1).await;
     }
@@ -298,14 +299,8 @@ async fn a_healthy_version_passes_its_probation() {
 
 #[tokio::test]
 async fn a_room_crash_during_probation_rolls_back_even_with_few_calls() {
-    let host = Host::start_with(HostOptions {
-        games: &["faulty"],
-        config: "[probation]\nwindow_ms = 60000\nmin_calls = 1000\n[supervision]\nmax_restarts = 1\n",
-        ..HostOptions::default()
-    });
-    let mut a = faulty_room(&host, "crashy").await;
-    host.drop_module("faulty-1.1.0.wasm", &signed("faulty", "faulty", "1.1.0"));
-    a.expect("swapped").await;
+    let config = "[probation]\nwindow_ms = 60000\nmin_calls = 1000\n[supervision]\nmax_restarts = 1\n";
+    let (host, mut a) = promoted(config, "crashy", async |_| {}).await;
     request(&mut a, json!({"do": "panic"}), "p1").await;
     a.send(json!({"type": "message", "data": {"do": "panic"}, "ref": "p2"}))
         .await;
