@@ -413,6 +413,8 @@ export class RespawnClient {
     const ref = this._nextRef++;
     this._joinRef = ref;
     this._seatMaybe = true;
+    // A new seat numbers its frames from 1.
+    this._lastSeq = 0;
     this._write({type: "join", ...this._want, ref});
   }
 

@@ -172,7 +172,7 @@ impl Client {
     /// returned. When the connection drops, the client reconnects, resumes
     /// its seat (or joins its room again) and returns a synthetic
     /// `{"type": "reconnected", "resumed": bool}` frame before anything
-    /// else.
+    /// else (with the host's `replayed` and `lost` counts after a resume).
     pub async fn recv(&mut self) -> Result<Value, ClientError> {
         if let Some(frame) = self.pending.pop_front() {
             return Ok(frame);
@@ -251,7 +251,12 @@ impl Client {
                     self.token = resumed["resume"].as_str().unwrap_or_default().to_owned();
                     self.reconnects += 1;
                     self.resumes += 1;
-                    return Ok(json!({"type": "reconnected", "resumed": true}));
+                    return Ok(json!({
+                        "type": "reconnected",
+                        "resumed": true,
+                        "replayed": resumed["replayed"],
+                        "lost": resumed["lost"],
+                    }));
                 }
                 Err(ClientError::Refused { code, .. }) if code == "resume_failed" => {
                     match Self::join_on(&mut conn, &seat, timeout).await {

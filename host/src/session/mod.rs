@@ -4,6 +4,7 @@
 
 mod rate;
 mod resume;
+mod seat;
 
 pub use rate::TokenBucket;
 pub use resume::Resumes;
@@ -11,11 +12,11 @@ pub use resume::Resumes;
 use crate::config::NetConfig;
 use crate::net::{Inbound, Transport};
 use crate::protocol::{self, ErrorCode, ProtocolError, Request, ServerMsg};
-use crate::room::{PlayerId, RoomHandle, Rooms, ToSession};
+use crate::room::{PlayerId, Rooms, ToSession};
 use bytes::Bytes;
 use resume::Takeover;
+pub(crate) use seat::Seat;
 use serde_json::value::RawValue;
-use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,74 +63,6 @@ impl Sessions {
             shutdown: CancellationToken::new(),
             next_player: AtomicU64::new(1),
         })
-    }
-}
-
-/// A player's place in a room, as its session holds it. It survives the
-/// connection for the resume grace period.
-pub(crate) struct Seat {
-    room: RoomHandle,
-    frames: mpsc::Receiver<ToSession>,
-    game: String,
-    room_name: String,
-    /// The `seq` of the last room frame written.
-    seq: u64,
-    /// The last room frames written, stamped, for a resume to replay what
-    /// a dying connection swallowed.
-    written: VecDeque<(u64, Utf8Bytes)>,
-    keep: usize,
-}
-
-impl Seat {
-    fn new(room: RoomHandle, frames: mpsc::Receiver<ToSession>, game: String, room_name: String, keep: usize) -> Self {
-        Self {
-            room,
-            frames,
-            game,
-            room_name,
-            seq: 0,
-            written: VecDeque::new(),
-            keep,
-        }
-    }
-
-    /// Numbers a room frame (`"seq"`, from 1 per seat) and remembers it.
-    fn stamp(&mut self, frame: &Utf8Bytes) -> Utf8Bytes {
-        self.seq += 1;
-        let stamped = stamp(frame, self.seq);
-        if self.written.len() == self.keep {
-            self.written.pop_front();
-        }
-        self.written.push_back((self.seq, stamped.clone()));
-        stamped
-    }
-
-    /// The remembered frames after `last_seq`, and how many after it are
-    /// no longer remembered.
-    fn since(&self, last_seq: u64) -> (Vec<Utf8Bytes>, u64) {
-        let oldest = self.written.front().map_or(self.seq + 1, |(seq, _)| *seq);
-        let lost = oldest
-            .saturating_sub(last_seq + 1)
-            .min(self.seq.saturating_sub(last_seq));
-        let frames = self
-            .written
-            .iter()
-            .filter(|(seq, _)| *seq > last_seq)
-            .map(|(_, f)| f.clone())
-            .collect();
-        (frames, lost)
-    }
-
-    /// Whether the room still holds the seat. A room drops a player whose
-    /// queue overflowed (while parked, a busy room fills it), or closes;
-    /// such a seat cannot be resumed.
-    pub(crate) fn resumable(&self) -> bool {
-        !self.frames.is_closed()
-    }
-
-    /// Tells the room the player left.
-    pub(crate) async fn leave(self, player: PlayerId) {
-        let _ = self.room.leave(player).await;
     }
 }
 
@@ -230,6 +163,9 @@ impl<T: Transport> Session<T> {
         // Only now stop listening for take-overs: a resume racing with this
         // end finds the seat parked.
         self.takeover_rx.close();
+        // Requests that came in meanwhile are dropped unanswered, so the
+        // resume behind each looks for the parked seat at once.
+        while self.takeover_rx.try_recv().is_ok() {}
         // Closing flushes; a player who stopped reading gets no longer
         // than any other write.
         let _ = tokio::time::timeout(self.hub.net.write_timeout(), self.transport.close()).await;
@@ -241,9 +177,9 @@ impl<T: Transport> Session<T> {
     /// replies wait in the seat for the resume); nothing is written.
     /// Bounded in frames and time.
     async fn salvage(&mut self) {
-        let Some(seat) = &self.seat else {
+        if self.seat.is_none() {
             return;
-        };
+        }
         let until = Instant::now() + SALVAGE_TIME;
         for _ in 0..self.hub.net.outbound_queue {
             let frame = match tokio::time::timeout_at(until, self.transport.recv()).await {
@@ -251,12 +187,29 @@ impl<T: Transport> Session<T> {
                 Ok(Some(Ok(_))) => continue,
                 _ => return,
             };
-            if let Ok(Request::Message { data, reference }) = protocol::parse_request(&frame) {
-                let payload = subslice(&frame, data.get());
-                let reference = reference.map(RawValue::to_owned);
-                if seat.room.message(self.player, payload, reference).await.is_err() {
+            // The same limits as a live connection's frames.
+            if frame.len() > self.hub.net.max_message_bytes || !self.bucket.take(Instant::now().into_std()) {
+                continue;
+            }
+            let Some(seat) = &self.seat else {
+                return;
+            };
+            match protocol::parse_request(&frame) {
+                Ok(Request::Message { data, reference }) => {
+                    let payload = subslice(&frame, data.get());
+                    let reference = reference.map(RawValue::to_owned);
+                    let forwarded = tokio::time::timeout_at(until, seat.room.message(self.player, payload, reference));
+                    if !matches!(forwarded.await, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+                Ok(Request::Leave { .. }) => {
+                    if let Some(seat) = self.seat.take() {
+                        let _ = tokio::time::timeout_at(until, seat.leave(self.player)).await;
+                    }
                     return;
                 }
+                _ => {}
             }
         }
     }
@@ -272,7 +225,7 @@ impl<T: Transport> Session<T> {
     async fn step(&mut self) -> io::Result<Flow> {
         let from_room = async {
             match self.seat.as_mut() {
-                Some(seat) => seat.frames.recv().await,
+                Some(seat) => seat.next().await,
                 None => std::future::pending().await,
             }
         };
@@ -320,7 +273,7 @@ impl<T: Transport> Session<T> {
                 self.next_ping = Instant::now() + self.hub.net.heartbeat();
                 match tokio::time::timeout(self.hub.net.write_timeout(), self.transport.heartbeat()).await {
                     Ok(r) => r?,
-                    Err(_) => return Ok(Flow::Close(End::Dropped)),
+                    Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "the player stopped reading")),
                 }
                 Ok(Flow::Continue)
             }
@@ -345,14 +298,14 @@ impl<T: Transport> Session<T> {
                 let frame = self
                     .seat
                     .as_mut()
-                    .map_or_else(|| frame.clone(), |seat| seat.stamp(&frame));
+                    .map_or_else(|| frame.clone(), |seat| seat.replay.stamp(&frame));
                 self.send(frame).await?
             }
             Some(ToSession::Removed(frame)) => {
                 let frame = self
                     .seat
                     .take()
-                    .map_or_else(|| frame.clone(), |mut seat| seat.stamp(&frame));
+                    .map_or_else(|| frame.clone(), |mut seat| seat.replay.stamp(&frame));
                 self.send(frame).await?;
             }
             // The room has saved its state and closed; the seat is gone
@@ -483,8 +436,8 @@ impl<T: Transport> Session<T> {
                 };
                 self.token = self.hub.resumes.rekey(&self.token, player, self.takeover_tx.clone());
                 self.player = player;
-                let (replay, lost) = last_seq.map_or((Vec::new(), 0), |last| seat.since(last));
-                tracing::debug!(player, last_seq = ?last_seq, seq = seat.seq, replayed = replay.len(), lost, "seat resumed");
+                let (replay, lost) = last_seq.map_or((Vec::new(), 0), |last| seat.replay.since(last));
+                tracing::debug!(player, last_seq = ?last_seq, seq = seat.replay.seq(), replayed = replay.len(), lost, "seat resumed");
                 let msg = ServerMsg::Resumed {
                     player,
                     game: &seat.game,
@@ -526,8 +479,8 @@ impl<T: Transport> Session<T> {
                     // belong to the player; the queue ends once the room
                     // has dropped it.
                     let flush = async {
-                        while let Some(ToSession::Frame(f) | ToSession::Removed(f)) = seat.frames.recv().await {
-                            let f = seat.stamp(&f);
+                        while let Some(ToSession::Frame(f) | ToSession::Removed(f)) = seat.next().await {
+                            let f = seat.replay.stamp(&f);
                             self.send(f).await?;
                         }
                         io::Result::Ok(())
@@ -558,16 +511,6 @@ impl Refusal {
     }
 }
 
-/// `frame` (a JSON object) with `"seq":seq` as its first member.
-fn stamp(frame: &Utf8Bytes, seq: u64) -> Utf8Bytes {
-    let text = frame.as_str();
-    let Some(rest) = text.strip_prefix('{') else {
-        return frame.clone();
-    };
-    let sep = if rest.trim_start().starts_with('}') { "" } else { "," };
-    Utf8Bytes::from(format!("{{\"seq\":{seq}{sep}{rest}"))
-}
-
 /// `part` as a zero-copy slice of `whole` when it lies inside it (as a
 /// parsed field of the frame does), else a copy.
 fn subslice(whole: &Bytes, part: &str) -> Bytes {
@@ -577,18 +520,5 @@ fn subslice(whole: &Bytes, part: &str) -> Bytes {
         whole.slice_ref(part.as_bytes())
     } else {
         Bytes::copy_from_slice(part.as_bytes())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stamps_are_the_first_member_and_keep_the_json_valid() {
-        let stamped = stamp(&Utf8Bytes::from_static(r#"{"type":"event","data":1}"#), 7);
-        assert_eq!(stamped.as_str(), r#"{"seq":7,"type":"event","data":1}"#);
-        assert_eq!(stamp(&Utf8Bytes::from_static("{}"), 1).as_str(), r#"{"seq":1}"#);
-        assert_eq!(stamp(&Utf8Bytes::from_static("[]"), 1).as_str(), "[]");
     }
 }

@@ -113,24 +113,44 @@ impl Resumes {
     pub(crate) async fn claim(&self, token: &str) -> Option<(PlayerId, Seat)> {
         let (player, holder) = self.lock().remove(token)?;
         let takeover = match holder {
-            Holder::Parked { seat, .. } => return seat.resumable().then_some((player, seat)),
+            Holder::Parked { mut seat, .. } => return seat.resumable().then_some((player, seat)),
             Holder::Live { takeover } => takeover,
         };
         let (tx, rx) = oneshot::channel();
         if takeover.send(tx).await.is_ok()
-            && let Ok(Ok(seat)) = tokio::time::timeout(self.takeover_wait, rx).await
+            && let Ok(Ok(answer)) = tokio::time::timeout(self.takeover_wait, rx).await
         {
-            return seat.map(|seat| (player, seat));
+            match answer {
+                Some(seat) => return Some((player, seat)),
+                // No seat there: the connection goes on and keeps its token.
+                None => {
+                    self.relist(token, player, takeover);
+                    return None;
+                }
+            }
         }
         // The connection was ending as we asked: it parks its seat before
-        // it stops listening for take-overs, so the seat is parked now.
+        // it stops listening for take-overs, so the seat is parked now...
         let mut entries = self.lock();
         if matches!(entries.get(token), Some((_, Holder::Parked { .. })))
-            && let Some((player, Holder::Parked { seat, .. })) = entries.remove(token)
+            && let Some((player, Holder::Parked { mut seat, .. })) = entries.remove(token)
         {
             return seat.resumable().then_some((player, seat));
         }
+        drop(entries);
+        // ...or it is busy and keeps its seat, and its token with it.
+        if !takeover.is_closed() {
+            self.relist(token, player, takeover);
+        }
         None
+    }
+
+    /// Puts a live connection's token back after a take-over that did not
+    /// happen, unless the token moved on meanwhile.
+    fn relist(&self, token: &str, player: PlayerId, takeover: mpsc::Sender<Takeover>) {
+        self.lock()
+            .entry(token.to_owned())
+            .or_insert((player, Holder::Live { takeover }));
     }
 
     /// After a resume: the connection now plays as `player`; its own token

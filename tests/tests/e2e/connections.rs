@@ -228,13 +228,14 @@ async fn the_rust_client_reconnects_with_backoff_and_resumes() {
         c.send(json!({"type": "message", "data": {"do": "add", "n": 1}}))
             .await
             .unwrap();
-        assert_eq!(c.recv().await.unwrap(), json!({"type": "reconnected", "resumed": true}));
+        let reconnected = json!({"type": "reconnected", "resumed": true, "replayed": 0, "lost": 0});
+        assert_eq!(c.recv().await.unwrap(), reconnected);
         assert_eq!(c.recv().await.unwrap()["data"]["count"], 6);
         assert_eq!(c.player(), player);
         assert_eq!(c.reconnects(), (1, 1));
         // A drop noticed while reading: recv says so, then goes on.
         c.drop_connection().await;
-        assert_eq!(c.recv().await.unwrap(), json!({"type": "reconnected", "resumed": true}));
+        assert_eq!(c.recv().await.unwrap(), reconnected);
     }
 }
 
@@ -297,4 +298,24 @@ async fn frames_a_dead_connection_swallowed_are_resent_after_last_seq() {
     // Numbering goes on.
     x.send(json!({"type": "message", "data": {"do": "get"}})).await;
     assert_eq!(x.expect("event").await["seq"], 5);
+}
+
+#[tokio::test]
+async fn a_room_that_closed_while_the_player_was_away_says_so_on_resume() {
+    let host = host("[supervision]\nmax_restarts = 0\n");
+    let (x, token) = seated(&host, "faulty", "gone", "x").await;
+    drop(x);
+    let mut y = host.client(Transport::Tcp).await;
+    y.join("faulty", "gone", "y").await;
+    // No restart allowed: the room closes, with a last word for both.
+    y.message(json!({"do": "panic"})).await;
+    y.expect_error("guest_fault").await;
+    let mut back = host.client(Transport::Tcp).await;
+    back.send(json!({"type": "resume", "token": token, "last_seq": 0}))
+        .await;
+    back.expect("resumed").await;
+    let closed = back.expect_error("guest_fault").await;
+    assert!(closed["message"].as_str().unwrap().contains("room closed"), "{closed}");
+    back.send(json!({"type": "message", "data": {"do": "get"}})).await;
+    back.expect_error("not_joined").await;
 }

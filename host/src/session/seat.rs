@@ -1,0 +1,185 @@
+//! A player's place in a room as its session holds it: the room, the queue
+//! of frames from it, and the last frames written, numbered, so a resume
+//! can replay what a dying connection swallowed. A seat outlives its
+//! connection for the resume grace period.
+
+use crate::room::{PlayerId, RoomHandle, ToSession};
+use std::collections::VecDeque;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Bytes of room frames a seat keeps for replay, whatever their count.
+pub(crate) const REPLAY_BYTES: usize = 1 << 20;
+
+pub(crate) struct Seat {
+    pub(crate) room: RoomHandle,
+    frames: mpsc::Receiver<ToSession>,
+    /// Frames taken out of a closed queue to look at its last word.
+    drained: VecDeque<ToSession>,
+    pub(crate) game: String,
+    pub(crate) room_name: String,
+    pub(crate) replay: Replay,
+}
+
+impl Seat {
+    pub(crate) fn new(
+        room: RoomHandle,
+        frames: mpsc::Receiver<ToSession>,
+        game: String,
+        room_name: String,
+        keep: usize,
+    ) -> Self {
+        Self {
+            room,
+            frames,
+            drained: VecDeque::new(),
+            game,
+            room_name,
+            replay: Replay::new(keep, REPLAY_BYTES),
+        }
+    }
+
+    /// The next frame from the room; `None` once the room dropped the
+    /// queue. Cancel-safe.
+    pub(crate) async fn next(&mut self) -> Option<ToSession> {
+        match self.drained.pop_front() {
+            Some(frame) => Some(frame),
+            None => self.frames.recv().await,
+        }
+    }
+
+    /// Whether a resume may take the seat. A room that dropped the player
+    /// for an overflowing queue (a busy room fills a parked seat's queue)
+    /// left no last word: that seat is gone. One that kicked the player or
+    /// closed left a last frame, which the resume delivers.
+    pub(crate) fn resumable(&mut self) -> bool {
+        if !self.frames.is_closed() {
+            return true;
+        }
+        while let Ok(frame) = self.frames.try_recv() {
+            self.drained.push_back(frame);
+        }
+        matches!(self.drained.back(), Some(ToSession::Removed(_) | ToSession::Shutdown))
+    }
+
+    /// Tells the room the player left.
+    pub(crate) async fn leave(self, player: PlayerId) {
+        let _ = self.room.leave(player).await;
+    }
+}
+
+/// The numbering of a seat's room frames and the last ones written.
+pub(crate) struct Replay {
+    seq: u64,
+    /// Unstamped frames (shared with the room's other recipients) by seq.
+    kept: VecDeque<(u64, Utf8Bytes)>,
+    bytes: usize,
+    max_frames: usize,
+    max_bytes: usize,
+}
+
+impl Replay {
+    pub(crate) fn new(max_frames: usize, max_bytes: usize) -> Self {
+        Self {
+            seq: 0,
+            kept: VecDeque::new(),
+            bytes: 0,
+            max_frames: max_frames.max(1),
+            max_bytes,
+        }
+    }
+
+    /// The `seq` of the last frame numbered.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Numbers a room frame (`"seq"`, from 1 per seat), keeps it, and
+    /// returns it stamped.
+    pub(crate) fn stamp(&mut self, frame: &Utf8Bytes) -> Utf8Bytes {
+        self.seq += 1;
+        self.kept.push_back((self.seq, frame.clone()));
+        self.bytes += frame.len();
+        while self.kept.len() > self.max_frames || (self.bytes > self.max_bytes && self.kept.len() > 1) {
+            if let Some((_, old)) = self.kept.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+        stamp(frame, self.seq)
+    }
+
+    /// The kept frames after `last_seq`, stamped, and how many after it
+    /// are no longer kept. A `last_seq` beyond the numbering (a client
+    /// confused about its seat) counts as 0: everything kept is replayed.
+    pub(crate) fn since(&self, last_seq: u64) -> (Vec<Utf8Bytes>, u64) {
+        let last = if last_seq > self.seq { 0 } else { last_seq };
+        let oldest = self.kept.front().map_or(self.seq + 1, |(seq, _)| *seq);
+        let lost = oldest.saturating_sub(last + 1).min(self.seq - last);
+        let frames = self
+            .kept
+            .iter()
+            .filter(|(seq, _)| *seq > last)
+            .map(|(seq, f)| stamp(f, *seq))
+            .collect();
+        (frames, lost)
+    }
+}
+
+/// `frame` (a JSON object) with `"seq":seq` as its first member.
+fn stamp(frame: &Utf8Bytes, seq: u64) -> Utf8Bytes {
+    let text = frame.as_str();
+    let Some(rest) = text.strip_prefix('{') else {
+        return frame.clone();
+    };
+    let sep = if rest.trim_start().starts_with('}') { "" } else { "," };
+    Utf8Bytes::from(format!("{{\"seq\":{seq}{sep}{rest}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u64) -> Utf8Bytes {
+        Utf8Bytes::from(format!(r#"{{"type":"event","data":{n}}}"#))
+    }
+
+    #[test]
+    fn stamps_are_the_first_member_and_keep_the_json_valid() {
+        let stamped = stamp(&Utf8Bytes::from_static(r#"{"type":"event","data":1}"#), 7);
+        assert_eq!(stamped.as_str(), r#"{"seq":7,"type":"event","data":1}"#);
+        assert_eq!(stamp(&Utf8Bytes::from_static("{}"), 1).as_str(), r#"{"seq":1}"#);
+        assert_eq!(stamp(&Utf8Bytes::from_static("[]"), 1).as_str(), "[]");
+    }
+
+    #[test]
+    fn replay_resends_what_follows_last_seq_and_counts_what_is_gone() {
+        let mut r = Replay::new(3, REPLAY_BYTES);
+        for n in 1..=5 {
+            assert!(r.stamp(&frame(n)).starts_with(&format!(r#"{{"seq":{n},"#)));
+        }
+        // Kept: 3, 4, 5.
+        let (frames, lost) = r.since(3);
+        assert_eq!(frames.len(), 2);
+        assert!(frames[0].starts_with(r#"{"seq":4,"#));
+        assert_eq!(lost, 0);
+        assert_eq!(r.since(5), (vec![], 0));
+        // 2 was not kept.
+        let (frames, lost) = r.since(1);
+        assert_eq!((frames.len(), lost), (3, 1));
+        // Beyond the numbering, or absurd: everything kept.
+        assert_eq!(r.since(99).0.len(), 3);
+        assert_eq!(r.since(u64::MAX).0.len(), 3);
+        assert_eq!(Replay::new(4, REPLAY_BYTES).since(0), (vec![], 0));
+    }
+
+    #[test]
+    fn replay_is_bounded_in_bytes_too() {
+        let mut r = Replay::new(100, 60);
+        for n in 1..=10 {
+            r.stamp(&frame(n));
+        }
+        let (frames, lost) = r.since(0);
+        assert!(frames.len() < 10 && !frames.is_empty(), "{}", frames.len());
+        assert_eq!(frames.len() as u64 + lost, 10);
+    }
+}
