@@ -6,6 +6,7 @@
 //! logged, counted and audited.
 
 use crate::config::ProbationConfig;
+use crate::lock;
 use crate::modules::audit::{AuditEntry, AuditLog};
 use crate::modules::cache::CodeCache;
 use crate::modules::games::{GameStatus, LookupError};
@@ -217,7 +218,7 @@ impl Deployer {
     }
 
     fn count(&self, f: impl FnOnce(&mut Counters)) {
-        f(&mut self.counters.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut lock(&self.counters));
     }
 
     fn reject(&self, file: &Path, module: Option<&VerifiedModule>, why: &Rejection) {
@@ -576,7 +577,7 @@ impl Deployer {
         Status {
             games,
             rooms: self.rooms.count(),
-            counters: self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            counters: lock(&self.counters).clone(),
         }
     }
 
@@ -694,10 +695,6 @@ impl Deployer {
     pub fn games(&self) -> &Arc<Games> {
         &self.games
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn ms(since: Instant) -> f64 {

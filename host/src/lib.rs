@@ -23,3 +23,18 @@ pub mod server;
 pub mod session;
 pub mod systemd;
 pub mod web;
+
+/// Locks `m`, taking the data even if a holder panicked: every lock in the
+/// host guards data that stays valid between statements, and the host must
+/// not panic because some other task did.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Wall-clock time in milliseconds since the Unix epoch (0 if the clock is
+/// before it).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

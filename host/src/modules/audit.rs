@@ -5,7 +5,6 @@ use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// One audit record.
 #[derive(Debug, Default, Serialize)]
@@ -56,15 +55,12 @@ impl AuditLog {
     /// Appends a record, stamping its time. Failing to write is logged: the
     /// decision it records has been taken either way.
     pub fn record(&self, mut entry: AuditEntry) {
-        entry.ts_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        entry.ts_ms = crate::unix_ms();
         let Ok(mut line) = serde_json::to_vec(&entry) else {
             return;
         };
         line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file = crate::lock(&self.file);
         if let Err(e) = file.write_all(&line) {
             tracing::error!("cannot write the audit log: {e}");
         }

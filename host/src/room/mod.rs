@@ -140,11 +140,7 @@ pub struct RoomGone;
 impl RoomHandle {
     /// The version of the game the room runs now.
     pub fn version(&self) -> String {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .version
-            .to_string()
+        crate::lock(&self.running).version.to_string()
     }
 
     /// Hands a player's message to the room, waiting if its inbox is full.

@@ -112,7 +112,7 @@ impl Rooms {
             game: game.to_owned(),
             room: room.to_owned(),
         };
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = crate::lock(&self.live);
         if let Some(h) = live.get(&key).filter(|h| !h.tx.is_closed()) {
             return Ok(h.clone());
         }
@@ -129,12 +129,7 @@ impl Rooms {
             loaded: self.games.names().join(", "),
         })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let seed = self
-            .seeds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_next_u64()
-            .unwrap_or(id);
+        let seed = crate::lock(&self.seeds).try_next_u64().unwrap_or(id);
         let (tx, rx) = mpsc::channel(self.config.rooms.inbox);
         let running = Arc::new(Mutex::new(module.clone()));
         let handle = RoomHandle {
@@ -152,7 +147,7 @@ impl Rooms {
     /// Forgets a room if the registry still points at this instance of it.
     /// After this no new command can reach it.
     pub(crate) fn retire(&self, key: &RoomKey, id: u64) {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = crate::lock(&self.live);
         if live.get(key).is_some_and(|h| h.id == id) {
             live.remove(key);
         }
@@ -170,14 +165,14 @@ impl Rooms {
 
     /// Live rooms right now.
     pub fn count(&self) -> usize {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+        crate::lock(&self.live).len()
     }
 
     /// Live rooms of `game` running the version with `digest`.
     pub fn count_running(&self, game: &str, digest: &str) -> usize {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let live = crate::lock(&self.live);
         live.iter()
-            .filter(|(k, h)| k.game == game && h.running.lock().unwrap_or_else(|p| p.into_inner()).digest() == digest)
+            .filter(|(k, h)| k.game == game && crate::lock(&h.running).digest() == digest)
             .count()
     }
 
@@ -188,7 +183,7 @@ impl Rooms {
         let handles: Vec<RoomHandle> = {
             // Under the registry's lock: a room created after this sees
             // the flag; one created before is in the list.
-            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            let live = crate::lock(&self.live);
             self.closing.store(true, Ordering::Release);
             live.values().cloned().collect()
         };
@@ -218,7 +213,7 @@ impl Rooms {
     /// Hold the game's swap lock for writing around this.
     pub async fn migrate(&self, game: &str, module: &Arc<GameModule>) -> Result<usize, Vec<String>> {
         let handles: Vec<RoomHandle> = {
-            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            let live = crate::lock(&self.live);
             live.iter()
                 .filter(|(k, _)| k.game == game)
                 .map(|(_, h)| h.clone())

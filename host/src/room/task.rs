@@ -14,7 +14,7 @@ use crate::sandbox::{CallResult, Effect, FaultKind, GuestFault, GuestInstance, R
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
@@ -103,11 +103,7 @@ impl RoomTask {
 
     /// The room's clock for the next input: wall time, never going back.
     fn now(&mut self) -> u64 {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        self.last_now = self.last_now.max(wall);
+        self.last_now = self.last_now.max(crate::unix_ms());
         self.last_now
     }
 
@@ -396,10 +392,7 @@ impl RoomTask {
     /// Logs, counts and writes a crash report.
     fn report(&self, crash: &Crash) {
         self.module.health.crash();
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let at_ms = crate::unix_ms();
         let cp = self.journal.checkpoint();
         let report = CrashReport {
             game: &self.key.game,
@@ -511,7 +504,7 @@ impl RoomTask {
             entropy: guest.entropy_position(),
             now,
         });
-        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = self.module.clone();
+        *crate::lock(&self.running) = self.module.clone();
         self.apply_tick_request(guest);
         tracing::info!(room = %self.label, from = %from.version, to = %self.module.version, "room migrated");
         let frame = ServerMsg::Swapped {

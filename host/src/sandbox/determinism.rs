@@ -52,7 +52,7 @@ pub struct SharedRng(Arc<Mutex<ChaCha8Rng>>);
 
 impl SharedRng {
     fn lock(&self) -> std::sync::MutexGuard<'_, ChaCha8Rng> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.0)
     }
     /// Words drawn so far.
     pub fn position(&self) -> u128 {

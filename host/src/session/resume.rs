@@ -57,12 +57,12 @@ impl Resumes {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (PlayerId, Holder)>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.entries)
     }
 
     fn new_token(&self) -> String {
         let mut bytes = [0u8; 16];
-        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rng = crate::lock(&self.rng);
         let _ = rng.try_fill_bytes(&mut bytes);
         crate::modules::trust::hex(&bytes)
     }
