@@ -442,30 +442,7 @@ impl Deployer {
                 {
                     tracing::warn!(game, version = %version, "an operator promoted a version that was rolled back automatically");
                 }
-                let watch = matches!(trigger, Trigger::Update | Trigger::Promote) && self.probation.window_ms > 0;
-                match (&before, watch) {
-                    (Some(b), true) if b.version != *version => {
-                        let mut probations = lock(&self.probations);
-                        // Replacing a version still on probation: the way
-                        // back is the last version that passed, not it.
-                        let previous = probations
-                            .get(game)
-                            .filter(|p| p.version == b.version)
-                            .map_or_else(|| b.version.clone(), |p| p.previous.clone());
-                        probations.insert(
-                            game.to_owned(),
-                            Probation {
-                                version: version.clone(),
-                                previous,
-                                started: Instant::now(),
-                                baseline: target.health.read(),
-                            },
-                        );
-                    }
-                    _ => {
-                        lock(&self.probations).remove(game);
-                    }
-                }
+                self.put_on_probation(game, before.as_deref(), &target, trigger);
                 self.persist(game);
                 tracing::info!(game, from = ?from, to = %version, rooms, flip_us, migrate_ms, "{} done", trigger.event());
                 self.count(|c| match trigger {
@@ -513,6 +490,32 @@ impl Deployer {
                 Err(DeployError::Aborted { kept, reasons })
             }
         }
+    }
+
+    /// After a promotion from `before` to `target`: an update or an
+    /// operator's promotion is watched; anything else ends the watch.
+    fn put_on_probation(&self, game: &str, before: Option<&GameModule>, target: &GameModule, trigger: Trigger) {
+        let mut probations = lock(&self.probations);
+        let watch = matches!(trigger, Trigger::Update | Trigger::Promote) && self.probation.window_ms > 0;
+        let Some(before) = before.filter(|b| watch && b.version != target.version) else {
+            probations.remove(game);
+            return;
+        };
+        // Replacing a version still on probation: the way back is the last
+        // version that passed, not it.
+        let previous = probations
+            .get(game)
+            .filter(|p| p.version == before.version)
+            .map_or_else(|| before.version.clone(), |p| p.previous.clone());
+        probations.insert(
+            game.to_owned(),
+            Probation {
+                version: target.version.clone(),
+                previous,
+                started: Instant::now(),
+                baseline: target.health.read(),
+            },
+        );
     }
 
     /// Goes back to `to`, or to the newest version below the active one.

@@ -101,48 +101,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut ws_port = None;
     for (kind, addr) in [(Kind::Ws, config.net.ws), (Kind::Tcp, config.net.tcp)] {
         let Some(addr) = addr else { continue };
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the {} listener to {addr}", kind.name()))?;
-        let local = listener.local_addr()?;
+        let (listener, local) = listen(kind.name(), addr).await?;
         if matches!(kind, Kind::Ws) {
             ws_port = Some(local.port());
         }
-        tracing::info!("{} players on {local}", kind.name());
-        println!("listening {} {local}", kind.name());
         accepting.push(tokio::spawn(accept_loop(kind, listener, shared.clone())));
     }
     // Players can connect from here on.
     health.set_listening();
     let mut services = Vec::new();
     if let Some(addr) = config.net.web {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the demo site to {addr}"))?;
-        let local = listener.local_addr()?;
-        tracing::info!("demo site on http://{local}/");
-        println!("listening web {local}");
+        let (listener, _) = listen("web", addr).await?;
         let app = web::router(Arc::new(web::Site {
             ws_port,
             games: games.clone(),
         }));
-        services.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!("demo site stopped: {e}");
-            }
-        }));
+        services.push(serve_http("web", listener, app));
     }
     if let Some(addr) = config.admin.listen {
         let token = admin::ensure_token(state_dir).context("creating the admin token")?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the admin listener to {addr}"))?;
-        let local = listener.local_addr()?;
+        let (listener, local) = listen("admin", addr).await?;
         if !local.ip().is_loopback() {
             tracing::warn!("the admin API listens on {local}, beyond loopback; it is protected by the token only");
         }
-        tracing::info!("admin API on http://{local}");
-        println!("listening admin {local}");
         let gauges = Gauges {
             rooms: rooms.clone(),
             sandbox: sandbox.clone(),
@@ -155,11 +136,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             health: health.clone(),
             gauges,
         }));
-        services.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!("admin API stopped: {e}");
-            }
-        }));
+        services.push(serve_http("admin", listener, app));
     }
     systemd::ready();
     systemd::spawn_watchdog();
@@ -187,6 +164,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         t.abort();
     }
     Ok(())
+}
+
+/// Binds the `kind` listener (`ws`, `tcp`, `web`, `admin`) and announces
+/// it on stdout as `listening <kind> <addr>`.
+async fn listen(kind: &str, addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {kind} listener to {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!("{kind} listener on {local}");
+    println!("listening {kind} {local}");
+    Ok((listener, local))
+}
+
+/// Serves an HTTP router on `listener` until the task is aborted.
+fn serve_http(kind: &'static str, listener: TcpListener, app: axum::Router) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the {kind} listener stopped: {e}");
+        }
+    })
 }
 
 /// Feeds complete files from the modules folder to the deployer, one at a

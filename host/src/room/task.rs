@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 struct Member {
     outbound: mpsc::Sender<ToSession>,
@@ -223,27 +224,24 @@ impl RoomTask {
         saved: SavedRoom,
         now: u64,
     ) -> Result<GuestInstance, JoinError> {
-        let restored = match guest.restore(now, &saved.state).await {
-            Ok(Ok(())) => true,
-            Ok(Err(why)) => {
-                tracing::warn!(room = %self.label, "the saved state was refused, starting fresh: {why}");
-                false
+        let put_back: CallResult<Result<(), String>> = async {
+            if let Err(why) = guest.restore(now, &saved.state).await? {
+                return Ok(Err(why));
             }
+            for player in saved.players {
+                guest.on_leave(now, player).await?;
+            }
+            Ok(Ok(()))
+        }
+        .await;
+        match put_back {
+            Ok(Ok(())) => tracing::info!(room = %self.label, "room state restored from the last shutdown"),
+            Ok(Err(why)) => tracing::warn!(room = %self.label, "the saved state was refused, starting fresh: {why}"),
             Err(fault) => {
-                tracing::warn!(room = %self.label, "restoring the saved state trapped, starting fresh: {fault}");
+                tracing::warn!(room = %self.label, "putting back the saved state trapped, starting fresh: {fault}");
                 let module = self.module.clone();
                 return self.instantiate(&module, now).await;
             }
-        };
-        if restored {
-            for player in saved.players {
-                if let Err(fault) = guest.on_leave(now, player).await {
-                    tracing::warn!(room = %self.label, "on-leave of a player of the saved room trapped, starting fresh: {fault}");
-                    let module = self.module.clone();
-                    return self.instantiate(&module, now).await;
-                }
-            }
-            tracing::info!(room = %self.label, "room state restored from the last shutdown");
         }
         guest.take_effects().for_each(drop);
         Ok(guest)
@@ -359,9 +357,7 @@ impl RoomTask {
             reason: fault.kind.code(),
         }
         .encode();
-        for m in self.players.values_mut() {
-            m.offer(ToSession::Frame(frame.clone()));
-        }
+        self.broadcast(frame, None);
         Ok(())
     }
 
@@ -378,11 +374,11 @@ impl RoomTask {
             Err(fault) => return Err(format!("restore trapped: {fault}")),
         }
         fresh.seek_entropy(cp.entropy);
+        // Each call starts with no effects; only the last call's are left.
         for entry in self.journal.entries() {
             if let Err(fault) = call(&mut fresh, entry.now, &entry.input).await {
                 return Err(format!("replaying an input of {} trapped: {fault}", entry.now));
             }
-            fresh.take_effects().for_each(drop);
         }
         fresh.take_effects().for_each(drop);
         fresh.take_tick_request();
@@ -468,41 +464,34 @@ impl RoomTask {
                 return self.restart(guest, fault, None).await;
             }
         };
-        let next = match self.prepare(&module, now, &state).await {
+        // The snapshot is a good checkpoint whatever happens next: the
+        // journal stays exact even if the snapshot call moved anything.
+        let here = Checkpoint {
+            state,
+            entropy: guest.entropy_position(),
+            now,
+        };
+        let next = match self.prepare(&module, now, &here.state).await {
             Ok(next) => next,
             Err(why) => {
                 tracing::warn!(room = %self.label, "cannot move to {}: {why}", module.version);
-                self.journal.reset(Checkpoint {
-                    state,
-                    entropy: guest.entropy_position(),
-                    now,
-                });
+                self.journal.reset(here);
                 let _ = ready.send(Err(format!("{}: {why}", self.label)));
                 let _ = decision.await;
                 return Ok(());
             }
         };
-        // The snapshot is a good checkpoint whatever the decision: the
-        // journal stays exact even if the snapshot call moved anything.
-        let here = Checkpoint {
-            state: state.clone(),
-            entropy: guest.entropy_position(),
-            now,
-        };
-        self.journal.reset(here);
-        if ready.send(Ok(())).is_err() {
-            return Ok(());
-        }
         // The coordinator always decides (a dropped sender is an abort).
-        if !matches!(decision.await, Ok(true)) {
+        let commit = ready.send(Ok(())).is_ok() && matches!(decision.await, Ok(true));
+        if !commit {
+            self.journal.reset(here);
             return Ok(());
         }
         let from = std::mem::replace(&mut self.module, module);
         *guest = next;
         self.journal.reset(Checkpoint {
-            state,
             entropy: guest.entropy_position(),
-            now,
+            ..here
         });
         *crate::lock(&self.running) = self.module.clone();
         self.apply_tick_request(guest);
@@ -512,9 +501,7 @@ impl RoomTask {
             version: &self.module.version.to_string(),
         }
         .encode();
-        for m in self.players.values_mut() {
-            m.offer(ToSession::Frame(frame.clone()));
-        }
+        self.broadcast(frame, None);
         self.settle(guest).await
     }
 
@@ -703,14 +690,7 @@ impl RoomTask {
                         m.offer(ToSession::Frame(protocol::event_frame(&payload)));
                     }
                 }
-                Effect::Broadcast { payload, except } => {
-                    let frame = protocol::event_frame(&payload);
-                    for (id, m) in &mut self.players {
-                        if Some(*id) != except {
-                            m.offer(ToSession::Frame(frame.clone()));
-                        }
-                    }
-                }
+                Effect::Broadcast { payload, except } => self.broadcast(protocol::event_frame(&payload), except),
                 Effect::Kick { player, reason } => {
                     if let Some(m) = self.players.get_mut(&player) {
                         m.offer(ToSession::Removed(ServerMsg::Kicked { reason: &reason }.encode()));
@@ -720,6 +700,15 @@ impl RoomTask {
             }
         }
         self.apply_tick_request(guest);
+    }
+
+    /// Queues one frame for every player but `except`.
+    fn broadcast(&mut self, frame: Utf8Bytes, except: Option<PlayerId>) {
+        for (id, m) in &mut self.players {
+            if Some(*id) != except {
+                m.offer(ToSession::Frame(frame.clone()));
+            }
+        }
     }
 
     fn apply_tick_request(&mut self, guest: &mut GuestInstance) {

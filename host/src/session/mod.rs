@@ -182,15 +182,14 @@ impl<T: Transport> Session<T> {
         }
         let until = Instant::now() + SALVAGE_TIME;
         for _ in 0..self.hub.net.outbound_queue {
-            let frame = match tokio::time::timeout_at(until, self.transport.recv()).await {
-                Ok(Some(Ok(Inbound::Data(bytes)))) => bytes,
-                Ok(Some(Ok(_))) => continue,
+            let inbound = match tokio::time::timeout_at(until, self.transport.recv()).await {
+                Ok(Some(Ok(inbound))) => inbound,
                 _ => return,
             };
             // The same limits as a live connection's frames.
-            if frame.len() > self.hub.net.max_message_bytes || !self.bucket.take(Instant::now().into_std()) {
+            let Ok(frame) = self.screen(inbound, Instant::now()) else {
                 continue;
-            }
+            };
             let Some(seat) = &self.seat else {
                 return;
             };
@@ -294,19 +293,18 @@ impl<T: Transport> Session<T> {
 
     async fn on_room_frame(&mut self, out: Option<ToSession>) -> io::Result<Flow> {
         match out {
+            // Room frames come only while seated (`step` reads them from
+            // the seat), so there is always a seat to number them.
             Some(ToSession::Frame(frame)) => {
-                let frame = self
-                    .seat
-                    .as_mut()
-                    .map_or_else(|| frame.clone(), |seat| seat.replay.stamp(&frame));
-                self.send(frame).await?
+                if let Some(seat) = self.seat.as_mut() {
+                    let frame = seat.replay.stamp(&frame);
+                    self.send(frame).await?;
+                }
             }
             Some(ToSession::Removed(frame)) => {
-                let frame = self
-                    .seat
-                    .take()
-                    .map_or_else(|| frame.clone(), |mut seat| seat.replay.stamp(&frame));
-                self.send(frame).await?;
+                if let Some(mut seat) = self.seat.take() {
+                    self.send(seat.replay.stamp(&frame)).await?;
+                }
             }
             // The room has saved its state and closed; the seat is gone
             // with it, without the game seeing the player leave. (A full
@@ -333,28 +331,42 @@ impl<T: Transport> Session<T> {
         Ok(Flow::Continue)
     }
 
-    async fn on_frame(&mut self, frame: Inbound, now: Instant) -> io::Result<Flow> {
+    /// A frame's bytes if it is within the size and rate limits, or the
+    /// error that refuses it (`None` for a heartbeat: nothing to do).
+    fn screen(&mut self, frame: Inbound, now: Instant) -> Result<Bytes, Option<ProtocolError>> {
         let max = self.hub.net.max_message_bytes;
         let bytes = match frame {
-            Inbound::Heartbeat => return Ok(Flow::Continue),
+            Inbound::Heartbeat => return Err(None),
             Inbound::Data(bytes) if bytes.len() <= max => bytes,
             Inbound::Data(_) | Inbound::TooLarge { .. } => {
-                let err = ProtocolError::new(ErrorCode::MessageTooLarge, format!("messages are at most {max} bytes"));
-                self.reply_error(&err, None, None).await?;
-                return Ok(Flow::Continue);
+                return Err(Some(ProtocolError::new(
+                    ErrorCode::MessageTooLarge,
+                    format!("messages are at most {max} bytes"),
+                )));
             }
         };
         if !self.bucket.take(now.into_std()) {
-            let err = ProtocolError::new(
+            return Err(Some(ProtocolError::new(
                 ErrorCode::RateLimited,
                 format!(
                     "more than {} frames per second (burst {}); this one was dropped",
                     self.hub.net.rate_per_sec, self.hub.net.rate_burst
                 ),
-            );
-            self.reply_error(&err, None, None).await?;
-            return Ok(Flow::Continue);
+            )));
         }
+        Ok(bytes)
+    }
+
+    async fn on_frame(&mut self, frame: Inbound, now: Instant) -> io::Result<Flow> {
+        let bytes = match self.screen(frame, now) {
+            Ok(bytes) => bytes,
+            Err(refusal) => {
+                if let Some(err) = refusal {
+                    self.reply_error(&err, None, None).await?;
+                }
+                return Ok(Flow::Continue);
+            }
+        };
         match protocol::parse_request(&bytes) {
             Ok(request) => {
                 let reference = request.reference().map(RawValue::to_owned);
