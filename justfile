@@ -34,6 +34,10 @@ toolchain:
         echo "note: no wasm32-wasip1 toolchain found; run 'rustup target add wasm32-wasip1'" >&2
     fi
 
+# Build the release host for production (target/release/respawn).
+release:
+    cargo build --release -p respawn
+
 # Build the host binary (dev profile; dependencies are optimised).
 host:
     cargo build -p respawn
@@ -140,3 +144,18 @@ lint:
 # Benchmarks (criterion, release build); see BENCHMARKS.md.
 bench: guests
     cargo bench -p respawn --bench room
+
+# Servers pinned to core 0, the harness to core 1; writes target/load-compare.md
+# and .json and puts the tables into BENCHMARKS.md. Extra flags go to
+# `respawn-load compare` (see tests/load/README.md), e.g. `--scenarios a,b`.
+# Load comparison on loopback: Respawn vs native tokio-tungstenite vs Colyseus.
+load-compare *args: guests
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p respawn -p respawn-load
+    if [ -f tests/load/colyseus/package.json ] && [ ! -d tests/load/colyseus/node_modules ] && command -v npm >/dev/null; then
+        (cd tests/load/colyseus && npm ci --silent) \
+            || echo "npm ci failed in tests/load/colyseus: Colyseus will be skipped" >&2
+    fi
+    pin=(); if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then pin=(taskset -c 1); fi
+    "${pin[@]}" target/release/respawn-load compare --idle-max 19000 --splice-into BENCHMARKS.md {{args}}

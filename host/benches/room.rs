@@ -203,10 +203,27 @@ mod sync_path {
 }
 
 fn sync_calls(c: &mut Criterion) {
-    let engine = wasmtime::Engine::default();
+    // wasmtime's default 4 GiB reservation per memory (loads and stores
+    // need no bounds checks), and the host's: a reservation of
+    // `memory_mib` with explicit bounds checks, which lets one host hold
+    // tens of thousands of room instances.
+    let unchecked = wasmtime::Engine::default();
+    let checked = {
+        let mut config = wasmtime::Config::new();
+        config
+            .memory_reservation(u64::from(SandboxConfig::default().memory_mib) << 20)
+            .memory_guard_size(64 << 10)
+            .guard_before_linear_memory(false)
+            .memory_reservation_for_growth(0);
+        wasmtime::Engine::new(&config).expect("engine")
+    };
     let mut group = c.benchmark_group("call_sync");
-    for name in ["null", "echo"] {
-        let (mut store, room) = sync_path::instance(&engine, &guest(name));
+    for (name, engine, label) in [
+        ("null", &unchecked, "null"),
+        ("echo", &unchecked, "echo"),
+        ("echo", &checked, "echo_bounds_checked"),
+    ] {
+        let (mut store, room) = sync_path::instance(engine, &guest(name));
         let g = room.respawn_game_game();
         g.call_init(&mut store, "bench", b"{}").expect("init").expect("init ok");
         g.call_on_join(
@@ -218,7 +235,7 @@ fn sync_calls(c: &mut Criterion) {
         )
         .expect("join")
         .expect("join ok");
-        group.bench_function(format!("{name}/on_message_64B"), |b| {
+        group.bench_function(format!("{label}/on_message_64B"), |b| {
             b.iter(|| {
                 let r = g.call_on_message(&mut store, 1, black_box(PAYLOAD));
                 black_box(r.expect("no trap").is_ok())

@@ -220,6 +220,13 @@ pub struct NetConfig {
     pub tcp: Option<SocketAddr>,
     /// Largest accepted client message, in bytes.
     pub max_message_bytes: usize,
+    /// Read buffer per connection, in bytes: allocated when the connection
+    /// opens, so it is a good part of an idle connection's memory. Larger
+    /// frames still arrive whole (the buffer grows for them).
+    pub read_buffer_bytes: usize,
+    /// Frames to a connection are gathered up to this many bytes before a
+    /// write; everything queued is written and flushed at once anyway.
+    pub write_buffer_bytes: usize,
     /// Frames queued for one player before the player counts as too slow
     /// and is disconnected.
     pub outbound_queue: usize,
@@ -262,6 +269,8 @@ impl Default for NetConfig {
             ws: Some(SocketAddr::from(([127, 0, 0, 1], 7700))),
             tcp: Some(SocketAddr::from(([127, 0, 0, 1], 7701))),
             max_message_bytes: 64 * 1024,
+            read_buffer_bytes: 2048,
+            write_buffer_bytes: 16 * 1024,
             outbound_queue: 256,
             max_connections: 10_000,
             idle_timeout_ms: 60_000,
@@ -372,7 +381,7 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             pooling: true,
-            max_instances: 2000,
+            max_instances: 20_000,
             memory_mib: 64,
             call_timeout_ms: 100,
         }
@@ -425,6 +434,8 @@ impl Config {
             Ok(())
         }
         range("net.max_message_bytes", self.net.max_message_bytes, 256, 16 << 20)?;
+        range("net.read_buffer_bytes", self.net.read_buffer_bytes, 256, 16 << 20)?;
+        range("net.write_buffer_bytes", self.net.write_buffer_bytes, 0, 16 << 20)?;
         range("net.outbound_queue", self.net.outbound_queue, 1, 1 << 20)?;
         range("net.max_connections", self.net.max_connections, 1, 1 << 24)?;
         range("net.idle_timeout_ms", self.net.idle_timeout_ms, 100, 86_400_000)?;

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod deploy;
 pub mod health;
+pub mod limits;
 pub mod modules;
 pub mod net;
 pub mod protocol;

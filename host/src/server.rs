@@ -61,6 +61,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     } else if trust.keys().is_empty() {
         tracing::warn!(dir = %config.trust.dir.display(), "no trusted keys: every module will be rejected");
     }
+    crate::limits::check(config.net.max_connections, config.sandbox.max_instances);
     let sandbox = Arc::new(Sandbox::new(&config.sandbox).context("creating the WebAssembly engine")?);
     let games = Arc::new(Games::new(config.slots.keep));
     let rooms = Rooms::new(sandbox.clone(), games.clone(), config.clone());
@@ -154,7 +155,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         t.abort();
     }
     let saved = rooms.shutdown(timeout).await;
-    sessions.shutdown.cancel();
+    sessions.shutdown();
     while shared.limit.open() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -234,14 +235,14 @@ async fn serve_connection(kind: Kind, stream: TcpStream, peer: SocketAddr, share
     // The place is taken before the handshake, so connections that never
     // finish one count against the limit too.
     let permit = shared.limit.try_acquire();
-    let max = shared.sessions.net.max_message_bytes;
+    let net = &shared.sessions.net;
     match kind {
-        Kind::Ws => match tokio::time::timeout(HANDSHAKE_TIMEOUT, WsTransport::accept(stream, max)).await {
+        Kind::Ws => match tokio::time::timeout(HANDSHAKE_TIMEOUT, WsTransport::accept(stream, net)).await {
             Ok(Ok(t)) => serve(t, peer, permit, &shared).await,
             Ok(Err(e)) => tracing::debug!(%peer, "websocket handshake failed: {e}"),
             Err(_) => tracing::debug!(%peer, "websocket handshake timed out"),
         },
-        Kind::Tcp => serve(TcpTransport::new(stream, max), peer, permit, &shared).await,
+        Kind::Tcp => serve(TcpTransport::new(stream, net), peer, permit, &shared).await,
     }
 }
 

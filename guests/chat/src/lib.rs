@@ -33,6 +33,18 @@ pub struct Chat {
     pub history: VecDeque<Line>,
 }
 
+/// A line as the room broadcasts it, serialized straight from the line
+/// (no intermediate JSON value: this runs for every line said).
+#[derive(Serialize)]
+struct Said<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: PlayerId,
+    from: &'a str,
+    text: &'a str,
+    at: u64,
+}
+
 /// What a member can send.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,7 +97,13 @@ impl Game for Chat {
             text: text.to_owned(),
             at: ctx.now_ms(),
         };
-        ctx.broadcast(&json!({"type": "said", "id": line.id, "from": line.from, "text": line.text, "at": line.at}));
+        ctx.broadcast(&Said {
+            kind: "said",
+            id: line.id,
+            from: &line.from,
+            text: &line.text,
+            at: line.at,
+        });
         self.history.push_back(line);
         while self.history.len() > HISTORY {
             self.history.pop_front();

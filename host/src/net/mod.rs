@@ -31,8 +31,20 @@ pub trait Transport: Send {
     /// The next frame; `None` when the player closed the connection.
     /// Cancel-safe, so the session can `select!` on it.
     fn recv(&mut self) -> impl Future<Output = Option<io::Result<Inbound>>> + Send;
-    /// Writes one frame.
-    fn send(&mut self, frame: Utf8Bytes) -> impl Future<Output = io::Result<()>> + Send;
+    /// Queues one frame for writing; it may be written at once if the
+    /// write buffer is full, or only at the next [`flush`](Self::flush).
+    /// Writing every queued frame and flushing once costs one system call
+    /// where a flush per frame costs one each.
+    fn feed(&mut self, frame: Utf8Bytes) -> impl Future<Output = io::Result<()>> + Send;
+    /// Writes everything queued.
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Writes one frame and flushes.
+    fn send(&mut self, frame: Utf8Bytes) -> impl Future<Output = io::Result<()>> + Send {
+        async move {
+            self.feed(frame).await?;
+            self.flush().await
+        }
+    }
     /// Asks the player for a sign of life: a WebSocket ping, or a `ping`
     /// line over TCP (answered with `pong`).
     fn heartbeat(&mut self) -> impl Future<Output = io::Result<()>> + Send;

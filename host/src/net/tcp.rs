@@ -2,10 +2,11 @@
 //! play with `nc`. Blank lines are ignored; `\r\n` works too.
 
 use super::{Inbound, Transport};
+use crate::config::NetConfig;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use std::io;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -87,18 +88,45 @@ impl Decoder for LineDecoder {
 /// A TCP player connection.
 pub struct TcpTransport {
     reader: FramedRead<OwnedReadHalf, LineDecoder>,
-    writer: BufWriter<OwnedWriteHalf>,
+    writer: OwnedWriteHalf,
+    /// Frames fed and not yet written, and how much of them is written.
+    out: Vec<u8>,
+    written: usize,
+    /// Bytes gathered before a write without waiting for a flush.
+    write_buffer: usize,
 }
 
 impl TcpTransport {
-    /// Wraps an accepted stream.
-    pub fn new(stream: TcpStream, max_message_bytes: usize) -> Self {
+    /// Wraps an accepted stream, with buffers sized by `net`.
+    pub fn new(stream: TcpStream, net: &NetConfig) -> Self {
         let _ = stream.set_nodelay(true);
         let (r, w) = stream.into_split();
         Self {
-            reader: FramedRead::new(r, LineDecoder::new(max_message_bytes)),
-            writer: BufWriter::new(w),
+            reader: FramedRead::with_capacity(r, LineDecoder::new(net.max_message_bytes), net.read_buffer_bytes),
+            writer: w,
+            out: Vec::new(),
+            written: 0,
+            write_buffer: net.write_buffer_bytes,
         }
+    }
+
+    /// Writes what is buffered. Cancel-safe: a write cut short resumes
+    /// where it stopped.
+    async fn write_out(&mut self) -> io::Result<()> {
+        while self.written < self.out.len() {
+            let n = self.writer.write(&self.out[self.written..]).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.written += n;
+        }
+        self.out.clear();
+        self.written = 0;
+        // A burst's buffer is not kept by an idle connection.
+        if self.out.capacity() > self.write_buffer.max(64 << 10) {
+            self.out = Vec::new();
+        }
+        Ok(())
     }
 }
 
@@ -107,10 +135,17 @@ impl Transport for TcpTransport {
         self.reader.next().await
     }
 
-    async fn send(&mut self, frame: Utf8Bytes) -> io::Result<()> {
-        self.writer.write_all(frame.as_bytes()).await?;
-        self.writer.write_all(b"\n").await?;
-        self.writer.flush().await
+    async fn feed(&mut self, frame: Utf8Bytes) -> io::Result<()> {
+        self.out.extend_from_slice(frame.as_bytes());
+        self.out.push(b'\n');
+        if self.out.len() >= self.write_buffer {
+            self.write_out().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.write_out().await
     }
 
     async fn heartbeat(&mut self) -> io::Result<()> {
@@ -118,6 +153,7 @@ impl Transport for TcpTransport {
     }
 
     async fn close(&mut self) {
+        let _ = self.write_out().await;
         let _ = self.writer.shutdown().await;
     }
 }
@@ -149,6 +185,31 @@ mod tests {
             Inbound::TooLarge { len } => format!("<too large {len}>"),
             Inbound::Heartbeat => "<heartbeat>".into(),
         }
+    }
+
+    #[tokio::test]
+    async fn frames_are_gathered_until_a_flush_or_a_full_buffer() {
+        use tokio::io::AsyncBufReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let net = NetConfig {
+            write_buffer_bytes: 64,
+            ..NetConfig::default()
+        };
+        let mut t = TcpTransport::new(server, &net);
+        t.feed(Utf8Bytes::from_static("one")).await.unwrap();
+        t.feed(Utf8Bytes::from_static("two")).await.unwrap();
+        assert_eq!(t.out, b"one\ntwo\n", "held until the flush");
+        t.flush().await.unwrap();
+        assert!(t.out.is_empty());
+        // A frame that fills the buffer is written at once.
+        t.feed(Utf8Bytes::from(format!("{:x<100}", "big"))).await.unwrap();
+        assert!(t.out.is_empty());
+        let mut lines = tokio::io::BufReader::new(client).lines();
+        assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("one"));
+        assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("two"));
+        assert_eq!(lines.next_line().await.unwrap().map(|l| l.len()), Some(100));
     }
 
     #[test]

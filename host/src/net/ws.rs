@@ -3,6 +3,7 @@
 //! and pings and pongs count as signs of life.
 
 use super::{Inbound, Transport};
+use crate::config::NetConfig;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use std::io;
@@ -22,10 +23,16 @@ impl WsTransport {
     /// tungstenite's own size cap sits well above ours, so a message that
     /// is merely too large gets our `message_too_large` error and the
     /// connection lives on; only an absurd one ends the connection (1009).
-    pub async fn accept(stream: TcpStream, max_message_bytes: usize) -> Result<Self, WsError> {
+    /// The buffers are small on purpose: tungstenite zero-fills the free
+    /// part of its read buffer on every read attempt, and allocates it
+    /// for every connection (its 128 KiB default cost half the host's CPU
+    /// and most of an idle connection's memory).
+    pub async fn accept(stream: TcpStream, net: &NetConfig) -> Result<Self, WsError> {
         let _ = stream.set_nodelay(true);
-        let hard_cap = max_message_bytes.saturating_mul(4).max(1 << 20);
+        let hard_cap = net.max_message_bytes.saturating_mul(4).max(1 << 20);
         let config = WebSocketConfig::default()
+            .read_buffer_size(net.read_buffer_bytes)
+            .write_buffer_size(net.write_buffer_bytes)
             .max_message_size(Some(hard_cap))
             .max_frame_size(Some(hard_cap));
         let ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
@@ -59,8 +66,12 @@ impl Transport for WsTransport {
         }
     }
 
-    async fn send(&mut self, frame: Utf8Bytes) -> io::Result<()> {
-        self.ws.send(Message::Text(frame)).await.map_err(to_io)
+    async fn feed(&mut self, frame: Utf8Bytes) -> io::Result<()> {
+        self.ws.feed(Message::Text(frame)).await.map_err(to_io)
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.ws.flush().await.map_err(to_io)
     }
 
     async fn heartbeat(&mut self) -> io::Result<()> {

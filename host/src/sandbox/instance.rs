@@ -256,6 +256,25 @@ pub struct GuestInstance {
     store: Store<RoomData>,
     room: Room,
     _live: LiveInstance,
+    /// The sandbox's count of calls running (see `IDLE_TICK`).
+    in_call: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a guest call among the running ones (see the sandbox's epoch
+/// ticker) until dropped.
+struct InCall(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl InCall {
+    fn new(count: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InCall {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Counts an instance among the sandbox's live ones while it exists.
@@ -317,22 +336,30 @@ impl GuestInstance {
             Ok(UpdateDeadline::Yield(1))
         });
         store.set_epoch_deadline(1);
-        let room = code.pre.instantiate_async(&mut store).await?;
+        let room = {
+            // Start functions run guest code too: tick at the calls' pace.
+            let _in_call = InCall::new(&sandbox.in_call);
+            code.pre.instantiate_async(&mut store).await?
+        };
         sandbox.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Self {
             store,
             room,
             _live: LiveInstance(sandbox.live.clone()),
+            in_call: sandbox.in_call.clone(),
         })
     }
 
-    fn begin(&mut self, now_ms: u64) {
+    /// Prepares a call; the call counts as running until the returned
+    /// guard drops (also when the call's future is dropped mid-call).
+    fn begin(&mut self, now_ms: u64) -> InCall {
         let data = self.store.data_mut();
         data.clock.set_ms(now_ms);
         data.effects.clear();
         data.effect_bytes = 0;
         data.call_ticks = 0;
         self.store.set_epoch_deadline(1);
+        InCall::new(&self.in_call)
     }
 
     fn finish<T>(&mut self, r: wasmtime::Result<T>) -> CallResult<T> {
@@ -344,7 +371,7 @@ impl GuestInstance {
 
     /// `init(room, config)`.
     pub async fn init(&mut self, now_ms: u64, room: &str, config: &[u8]) -> CallResult<Result<(), String>> {
-        self.begin(now_ms);
+        let _in_call = self.begin(now_ms);
         let r = self
             .room
             .respawn_game_game()
@@ -355,7 +382,7 @@ impl GuestInstance {
 
     /// `on-join(player)`.
     pub async fn on_join(&mut self, now_ms: u64, id: u64, name: &str) -> CallResult<Result<(), Rejection>> {
-        self.begin(now_ms);
+        let _in_call = self.begin(now_ms);
         let player = Player {
             id,
             name: name.to_owned(),
@@ -370,14 +397,14 @@ impl GuestInstance {
 
     /// `on-leave(player)`.
     pub async fn on_leave(&mut self, now_ms: u64, id: u64) -> CallResult<()> {
-        self.begin(now_ms);
+        let _in_call = self.begin(now_ms);
         let r = self.room.respawn_game_game().call_on_leave(&mut self.store, id).await;
         self.finish(r)
     }
 
     /// `on-message(player, payload)`.
     pub async fn on_message(&mut self, now_ms: u64, id: u64, payload: &[u8]) -> CallResult<Result<(), Rejection>> {
-        self.begin(now_ms);
+        let _in_call = self.begin(now_ms);
         let r = self
             .room
             .respawn_game_game()
@@ -388,7 +415,7 @@ impl GuestInstance {
 
     /// `on-tick(now)`.
     pub async fn on_tick(&mut self, now_ms: u64) -> CallResult<()> {
-        self.begin(now_ms);
+        let _in_call = self.begin(now_ms);
         let r = self
             .room
             .respawn_game_game()
@@ -399,14 +426,14 @@ impl GuestInstance {
 
     /// `snapshot()`.
     pub async fn snapshot(&mut self, now_ms: u64) -> CallResult<Vec<u8>> {
-        self.begin(now_ms);
+        let _in_call = self.begin(now_ms);
         let r = self.room.respawn_game_game().call_snapshot(&mut self.store).await;
         self.finish(r)
     }
 
     /// `restore(state)`.
     pub async fn restore(&mut self, now_ms: u64, state: &[u8]) -> CallResult<Result<(), String>> {
-        self.begin(now_ms);
+        let _in_call = self.begin(now_ms);
         let r = self.room.respawn_game_game().call_restore(&mut self.store, state).await;
         self.finish(r)
     }

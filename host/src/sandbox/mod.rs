@@ -17,8 +17,15 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// How often the epoch advances; call deadlines are counted in these.
+/// How often the epoch advances while a guest call runs; call deadlines
+/// are counted in these, and a long call yields to other rooms at each.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// How often the epoch ticker wakes while no guest call runs. Waking every
+/// millisecond for nothing cost a loaded host 3% of its CPU (a context
+/// switch each time); the price is that a call's first tick, and so its
+/// deadline and its first yield, may come up to this much later.
+const IDLE_TICK: Duration = Duration::from_millis(10);
 
 /// Why bytes could not become runnable game code.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +72,8 @@ pub struct Sandbox {
     limits: InstanceLimits,
     ticker_stop: Arc<AtomicBool>,
     live: Arc<AtomicUsize>,
+    /// Guest calls running now (the epoch ticker's pace depends on it).
+    in_call: Arc<AtomicUsize>,
 }
 
 impl Sandbox {
@@ -76,6 +85,22 @@ impl Sandbox {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        // `RESPAWN_PERFMAP=1` writes /tmp/perf-<pid>.map so `perf report`
+        // names guest functions (how BENCHMARKS.md profiles guest code).
+        if std::env::var_os("RESPAWN_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
+        // Reserve address space for what a room may use, not wasmtime's
+        // default 4 GiB plus guards per memory (8.7 GB per room instance,
+        // which caps a host at about 12,000 instance slots): linear
+        // memories get explicit bounds checks instead (their cost is in
+        // BENCHMARKS.md), and a pool of 20,000 instances needs about
+        // 2.6 TB of address space instead of 170 TB.
+        config
+            .memory_reservation(memory_bytes as u64)
+            .memory_guard_size(64 << 10)
+            .guard_before_linear_memory(false)
+            .memory_reservation_for_growth(0);
         if cfg.pooling {
             let n = cfg.max_instances;
             let mut pool = PoolingAllocationConfig::default();
@@ -105,12 +130,14 @@ impl Sandbox {
         bindings::Room::add_to_linker::<RoomData, HasSelf<RoomData>>(&mut linker, |d| d)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        let (weak, stop) = (engine.weak(), ticker_stop.clone());
+        let in_call = Arc::new(AtomicUsize::new(0));
+        let (weak, stop, busy) = (engine.weak(), ticker_stop.clone(), in_call.clone());
         std::thread::Builder::new()
             .name("respawn-epoch".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
+                    let running = busy.load(Ordering::Relaxed) > 0;
+                    std::thread::sleep(if running { EPOCH_TICK } else { IDLE_TICK });
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
@@ -129,6 +156,7 @@ impl Sandbox {
             },
             ticker_stop,
             live: Arc::new(AtomicUsize::new(0)),
+            in_call,
         })
     }
 

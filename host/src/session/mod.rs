@@ -2,10 +2,14 @@
 //! time, writes the room's frames back, and keeps the connection honest
 //! (heartbeats, idle timeout, rate limit, write timeout). Transport-agnostic.
 
+mod control;
+mod liveness;
 mod rate;
 mod resume;
 mod seat;
 
+use control::{Control, ControlTx, Controls};
+use liveness::{Due, Liveness};
 pub use rate::TokenBucket;
 pub use resume::Resumes;
 
@@ -14,17 +18,18 @@ use crate::net::{Inbound, Transport};
 use crate::protocol::{self, ErrorCode, ProtocolError, Request, ServerMsg};
 use crate::room::{PlayerId, Rooms, ToSession};
 use bytes::Bytes;
-use resume::Takeover;
 pub(crate) use seat::Seat;
 use serde_json::value::RawValue;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tokio_util::sync::CancellationToken;
 
 /// How long `leave` waits for the room to flush frames already queued for
 /// the player before answering `left` anyway.
@@ -32,6 +37,9 @@ const LEAVE_FLUSH: Duration = Duration::from_secs(5);
 
 /// How long a dead connection's last requests are looked for.
 const SALVAGE_TIME: Duration = Duration::from_millis(50);
+
+/// Room frames written before one flush.
+const MAX_BATCH: usize = 64;
 
 const SHUTDOWN_MESSAGE: &str = "the host is shutting down; reconnect later";
 
@@ -46,8 +54,8 @@ pub struct Sessions {
     pub resumes: Arc<Resumes>,
     /// Limits and timeouts of connections.
     pub net: NetConfig,
-    /// Cancelled when the host shuts down: every session says goodbye.
-    pub shutdown: CancellationToken,
+    /// Every live session's control channel.
+    controls: Controls,
     next_player: AtomicU64,
 }
 
@@ -60,9 +68,20 @@ impl Sessions {
             resumes: Resumes::new(net.resume_grace(), net.write_timeout() + Duration::from_secs(1)),
             rooms,
             net,
-            shutdown: CancellationToken::new(),
+            controls: Controls::default(),
             next_player: AtomicU64::new(1),
         })
+    }
+
+    /// Tells every live session, and every one that starts from now on,
+    /// that the host is shutting down.
+    pub fn shutdown(&self) {
+        self.controls.shutdown();
+    }
+
+    /// Whether the host is shutting down.
+    pub fn closing(&self) -> bool {
+        self.controls.closing()
     }
 }
 
@@ -88,31 +107,43 @@ pub struct Session<T: Transport> {
     hub: Arc<Sessions>,
     player: PlayerId,
     token: String,
-    takeover_tx: mpsc::Sender<Takeover>,
-    takeover_rx: mpsc::Receiver<Takeover>,
+    connection: u64,
+    control_tx: ControlTx,
+    control_rx: mpsc::UnboundedReceiver<Control>,
     seat: Option<Seat>,
     bucket: TokenBucket,
-    last_heard: Instant,
-    next_ping: Instant,
+    liveness: Liveness,
+    /// Fires at the liveness deadline. One timer, re-armed only when it
+    /// fires: hearing from the player just moves `liveness.heard`, so a
+    /// busy connection arms no timer per frame.
+    timer: Pin<Box<Sleep>>,
+    /// The last turn wrote a full batch of room frames: the next one looks
+    /// at everything else first.
+    others_first: bool,
 }
 
 impl<T: Transport> Session<T> {
     /// A session for a connected player, with a fresh player id.
     pub fn new(transport: T, hub: Arc<Sessions>) -> Self {
         let player = hub.next_player.fetch_add(1, Ordering::Relaxed);
-        let (takeover_tx, takeover_rx) = mpsc::channel(1);
-        let token = hub.resumes.register(player, takeover_tx.clone());
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let token = hub.resumes.register(player, control_tx.clone());
+        let connection = hub.controls.enlist(control_tx.clone());
         let now = Instant::now();
         Self {
             transport,
             player,
             token,
-            takeover_tx,
-            takeover_rx,
+            connection,
+            control_tx,
+            control_rx,
             seat: None,
             bucket: TokenBucket::new(hub.net.rate_per_sec, hub.net.rate_burst, now.into_std()),
-            last_heard: now,
-            next_ping: now + hub.net.heartbeat(),
+            liveness: Liveness::new(now, hub.net.heartbeat(), hub.net.idle_timeout()),
+            timer: Box::pin(tokio::time::sleep_until(
+                now + hub.net.heartbeat().min(hub.net.idle_timeout()),
+            )),
+            others_first: false,
             hub,
         }
     }
@@ -150,9 +181,7 @@ impl<T: Transport> Session<T> {
         };
         let resumes = self.hub.resumes.clone();
         match (end, self.seat.take()) {
-            (End::Dropped, Some(seat)) if !self.hub.shutdown.is_cancelled() => {
-                resumes.park(&self.token, self.player, seat)
-            }
+            (End::Dropped, Some(seat)) if !self.hub.closing() => resumes.park(&self.token, self.player, seat),
             (_, Some(seat)) => {
                 resumes.forget(&self.token);
                 seat.leave(self.player).await;
@@ -162,10 +191,11 @@ impl<T: Transport> Session<T> {
         }
         // Only now stop listening for take-overs: a resume racing with this
         // end finds the seat parked.
-        self.takeover_rx.close();
+        self.hub.controls.delist(self.connection);
+        self.control_rx.close();
         // Requests that came in meanwhile are dropped unanswered, so the
         // resume behind each looks for the parked seat at once.
-        while self.takeover_rx.try_recv().is_ok() {}
+        while self.control_rx.try_recv().is_ok() {}
         // Closing flushes; a player who stopped reading gets no longer
         // than any other write.
         let _ = tokio::time::timeout(self.hub.net.write_timeout(), self.transport.close()).await;
@@ -215,78 +245,129 @@ impl<T: Transport> Session<T> {
 
     /// Writes a frame, or fails if the player does not read it in time.
     async fn send(&mut self, frame: Utf8Bytes) -> io::Result<()> {
-        match tokio::time::timeout(self.hub.net.write_timeout(), self.transport.send(frame)).await {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "the player stopped reading")),
+        within(self.hub.net.write_timeout(), self.transport.send(frame)).await
+    }
+
+    /// Queues a frame to write with the next flush (bounded like a send).
+    async fn feed(&mut self, frame: Utf8Bytes) -> io::Result<()> {
+        within(self.hub.net.write_timeout(), self.transport.feed(frame)).await
+    }
+
+    /// Writes what was fed, or fails if the player does not read it in time.
+    async fn flush(&mut self) -> io::Result<()> {
+        within(self.hub.net.write_timeout(), self.transport.flush()).await
+    }
+
+    /// The timer fired: time the connection out, or ping it, or (it heard
+    /// from the player since it was armed) just re-arm it.
+    async fn on_timer(&mut self) -> io::Result<Flow> {
+        let now = Instant::now();
+        match self.liveness.due(now) {
+            Due::Idle => {
+                let err = ProtocolError::new(
+                    ErrorCode::IdleTimeout,
+                    format!(
+                        "nothing received for {} ms; send `ping` to stay connected",
+                        self.hub.net.idle_timeout_ms
+                    ),
+                );
+                let _ = self.reply_error(&err, None, None).await;
+                return Ok(Flow::Close(End::Dropped));
+            }
+            Due::Ping => {
+                self.liveness.pinged(now);
+                within(self.hub.net.write_timeout(), self.transport.heartbeat()).await?;
+            }
+            Due::Nothing => {}
         }
+        let deadline = self.liveness.deadline();
+        self.timer.as_mut().reset(deadline);
+        Ok(Flow::Continue)
     }
 
     async fn step(&mut self) -> io::Result<Flow> {
+        // After a full batch of room frames the others get a turn first,
+        // so a busy room cannot hold up the player's requests, a resume's
+        // take-over, the shutdown or the liveness timer.
+        if std::mem::take(&mut self.others_first) {
+            tokio::select! {
+                biased;
+                Some(control) = self.control_rx.recv() => return self.on_control(control).await,
+                inbound = self.transport.recv() => return self.on_inbound(inbound).await,
+                () = self.timer.as_mut() => return self.on_timer().await,
+                () = std::future::ready(()) => {}
+            }
+        }
         let from_room = async {
             match self.seat.as_mut() {
                 Some(seat) => seat.next().await,
                 None => std::future::pending().await,
             }
         };
-        let idle_at = self.last_heard + self.hub.net.idle_timeout();
+        // Biased: most wake-ups are room frames, so after the control
+        // channel (rarely ready, cheap to look at) their branch comes
+        // first and the others are polled only when it has nothing.
         tokio::select! {
-            inbound = self.transport.recv() => match inbound {
-                Some(Ok(frame)) => {
-                    let now = Instant::now();
-                    self.last_heard = now;
-                    self.next_ping = now + self.hub.net.heartbeat();
-                    self.on_frame(frame, now).await
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(player = self.player, "connection error: {e}");
-                    Ok(Flow::Close(End::Dropped))
-                }
-                None => Ok(Flow::Close(End::Dropped)),
-            },
+            biased;
+            Some(control) = self.control_rx.recv() => self.on_control(control).await,
             out = from_room => self.on_room_frame(out).await,
-            Some(takeover) = self.takeover_rx.recv() => {
-                // Nothing to hand over: this connection goes on, the
-                // resume fails.
-                if self.seat.is_none() {
-                    let _ = takeover.send(None);
-                    return Ok(Flow::Continue);
-                }
-                // What this connection got before it was given up still
-                // counts: a client that cut it and resumed at once has
-                // its last requests here.
-                self.salvage().await;
-                match takeover.send(self.seat.take()) {
-                    Ok(()) => {
-                        let err = ProtocolError::new(ErrorCode::Superseded, "another connection resumed this seat");
-                        let _ = self.reply_error(&err, None, None).await;
-                        Ok(Flow::Close(End::Superseded))
-                    }
-                    // The resume gave up waiting: keep the seat.
-                    Err(seat) => {
-                        self.seat = seat;
-                        Ok(Flow::Continue)
-                    }
-                }
+            inbound = self.transport.recv() => self.on_inbound(inbound).await,
+            () = self.timer.as_mut() => self.on_timer().await,
+        }
+    }
+
+    async fn on_inbound(&mut self, inbound: Option<io::Result<Inbound>>) -> io::Result<Flow> {
+        match inbound {
+            Some(Ok(frame)) => {
+                let now = Instant::now();
+                self.liveness.heard(now);
+                self.on_frame(frame, now).await
             }
-            () = tokio::time::sleep_until(self.next_ping) => {
-                self.next_ping = Instant::now() + self.hub.net.heartbeat();
-                match tokio::time::timeout(self.hub.net.write_timeout(), self.transport.heartbeat()).await {
-                    Ok(r) => r?,
-                    Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "the player stopped reading")),
-                }
-                Ok(Flow::Continue)
-            }
-            () = tokio::time::sleep_until(idle_at) => {
-                let err = ProtocolError::new(
-                    ErrorCode::IdleTimeout,
-                    format!("nothing received for {} ms; send `ping` to stay connected", self.hub.net.idle_timeout_ms),
-                );
-                let _ = self.reply_error(&err, None, None).await;
+            Some(Err(e)) => {
+                tracing::debug!(player = self.player, "connection error: {e}");
                 Ok(Flow::Close(End::Dropped))
             }
-            () = self.hub.shutdown.cancelled() => {
-                let _ = self.send(ServerMsg::Shutdown { message: SHUTDOWN_MESSAGE }.encode()).await;
-                Ok(Flow::Close(End::Done))
+            None => Ok(Flow::Close(End::Dropped)),
+        }
+    }
+
+    async fn on_control(&mut self, control: Control) -> io::Result<Flow> {
+        let takeover = match control {
+            Control::Takeover(takeover) => takeover,
+            Control::Shutdown => {
+                let _ = self
+                    .send(
+                        ServerMsg::Shutdown {
+                            message: SHUTDOWN_MESSAGE,
+                        }
+                        .encode(),
+                    )
+                    .await;
+                return Ok(Flow::Close(End::Done));
+            }
+        };
+        // The resume behind it gave up waiting already: nothing to do.
+        if takeover.is_closed() {
+            return Ok(Flow::Continue);
+        }
+        // Nothing to hand over: this connection goes on, the resume fails.
+        if self.seat.is_none() {
+            let _ = takeover.send(None);
+            return Ok(Flow::Continue);
+        }
+        // What this connection got before it was given up still counts: a
+        // client that cut it and resumed at once has its last requests here.
+        self.salvage().await;
+        match takeover.send(self.seat.take()) {
+            Ok(()) => {
+                let err = ProtocolError::new(ErrorCode::Superseded, "another connection resumed this seat");
+                let _ = self.reply_error(&err, None, None).await;
+                Ok(Flow::Close(End::Superseded))
+            }
+            // The resume gave up waiting: keep the seat.
+            Err(seat) => {
+                self.seat = seat;
+                Ok(Flow::Continue)
             }
         }
     }
@@ -295,10 +376,21 @@ impl<T: Transport> Session<T> {
         match out {
             // Room frames come only while seated (`step` reads them from
             // the seat), so there is always a seat to number them.
+            // Everything the room has queued goes out with one flush.
             Some(ToSession::Frame(frame)) => {
+                let limit = self.hub.net.write_timeout();
                 if let Some(seat) = self.seat.as_mut() {
-                    let frame = seat.replay.stamp(&frame);
-                    self.send(frame).await?;
+                    let mut next = Some(frame);
+                    let mut batch = 0;
+                    while let Some(frame) = next.take() {
+                        within(limit, self.transport.feed(seat.replay.stamp(&frame))).await?;
+                        batch += 1;
+                        if batch < MAX_BATCH {
+                            next = seat.try_next_frame();
+                        }
+                    }
+                    self.others_first = batch == MAX_BATCH;
+                    self.flush().await?;
                 }
             }
             Some(ToSession::Removed(frame)) => {
@@ -446,7 +538,7 @@ impl<T: Transport> Session<T> {
                         "no seat to resume: the token is unknown or its grace period is over; join again",
                     )));
                 };
-                self.token = self.hub.resumes.rekey(&self.token, player, self.takeover_tx.clone());
+                self.token = self.hub.resumes.rekey(&self.token, player, self.control_tx.clone());
                 self.player = player;
                 let (replay, lost) = last_seq.map_or((Vec::new(), 0), |last| seat.replay.since(last));
                 tracing::debug!(player, last_seq = ?last_seq, seq = seat.replay.seq(), replayed = replay.len(), lost, "seat resumed");
@@ -462,10 +554,11 @@ impl<T: Transport> Session<T> {
                 }
                 .encode();
                 self.seat = Some(seat);
-                self.send(msg).await?;
+                self.feed(msg).await?;
                 for frame in replay {
-                    self.send(frame).await?;
+                    self.feed(frame).await?;
                 }
+                self.flush().await?;
             }
             Request::Message { data, reference } => {
                 let Some(seat) = &self.seat else {
@@ -493,9 +586,12 @@ impl<T: Transport> Session<T> {
                     let flush = async {
                         while let Some(ToSession::Frame(f) | ToSession::Removed(f)) = seat.next().await {
                             let f = seat.replay.stamp(&f);
-                            self.send(f).await?;
+                            self.feed(f).await?;
+                            if seat.is_empty() {
+                                self.flush().await?;
+                            }
                         }
-                        io::Result::Ok(())
+                        self.flush().await
                     };
                     if let Ok(r) = tokio::time::timeout(LEAVE_FLUSH, flush).await {
                         r?;
@@ -505,6 +601,19 @@ impl<T: Transport> Session<T> {
             }
         }
         Ok(Ok(()))
+    }
+}
+
+/// Runs a write, failing it if the player does not take it within
+/// `limit`. A write that completes at once (the usual case) arms no timer.
+async fn within(limit: Duration, write: impl Future<Output = io::Result<()>>) -> io::Result<()> {
+    let mut write = std::pin::pin!(write);
+    if let Poll::Ready(r) = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        return r;
+    }
+    match tokio::time::timeout(limit, write).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "the player stopped reading")),
     }
 }
 

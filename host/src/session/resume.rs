@@ -9,19 +9,20 @@
 //! has not noticed yet), it is asked to hand the seat over and closes.
 
 use super::Seat;
+use super::control::{Control, ControlTx};
 use crate::room::PlayerId;
 use rand::{SeedableRng, TryRng};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// A request to a live session to give up its seat.
 pub(crate) type Takeover = oneshot::Sender<Option<Seat>>;
 
 enum Holder {
-    Live { takeover: mpsc::Sender<Takeover> },
+    Live { takeover: ControlTx },
     Parked { seat: Seat, id: u64 },
 }
 
@@ -68,7 +69,7 @@ impl Resumes {
     }
 
     /// Registers a live connection of `player`; returns its token.
-    pub(crate) fn register(&self, player: PlayerId, takeover: mpsc::Sender<Takeover>) -> String {
+    pub(crate) fn register(&self, player: PlayerId, takeover: ControlTx) -> String {
         let token = self.new_token();
         self.lock().insert(token.clone(), (player, Holder::Live { takeover }));
         token
@@ -117,7 +118,7 @@ impl Resumes {
             Holder::Live { takeover } => takeover,
         };
         let (tx, rx) = oneshot::channel();
-        if takeover.send(tx).await.is_ok()
+        if takeover.send(Control::Takeover(tx)).is_ok()
             && let Ok(Ok(answer)) = tokio::time::timeout(self.takeover_wait, rx).await
         {
             match answer {
@@ -147,7 +148,7 @@ impl Resumes {
 
     /// Puts a live connection's token back after a take-over that did not
     /// happen, unless the token moved on meanwhile.
-    fn relist(&self, token: &str, player: PlayerId, takeover: mpsc::Sender<Takeover>) {
+    fn relist(&self, token: &str, player: PlayerId, takeover: ControlTx) {
         self.lock()
             .entry(token.to_owned())
             .or_insert((player, Holder::Live { takeover }));
@@ -155,7 +156,7 @@ impl Resumes {
 
     /// After a resume: the connection now plays as `player`; its own token
     /// is dropped and a new one is issued.
-    pub(crate) fn rekey(&self, old: &str, player: PlayerId, takeover: mpsc::Sender<Takeover>) -> String {
+    pub(crate) fn rekey(&self, old: &str, player: PlayerId, takeover: ControlTx) -> String {
         self.forget(old);
         self.register(player, takeover)
     }

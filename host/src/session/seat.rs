@@ -13,9 +13,7 @@ pub(crate) const REPLAY_BYTES: usize = 1 << 20;
 
 pub(crate) struct Seat {
     pub(crate) room: RoomHandle,
-    frames: mpsc::Receiver<ToSession>,
-    /// Frames taken out of a closed queue to look at its last word.
-    drained: VecDeque<ToSession>,
+    inbox: Inbox,
     pub(crate) game: String,
     pub(crate) room_name: String,
     pub(crate) replay: Replay,
@@ -31,8 +29,7 @@ impl Seat {
     ) -> Self {
         Self {
             room,
-            frames,
-            drained: VecDeque::new(),
+            inbox: Inbox::new(frames),
             game,
             room_name,
             replay: Replay::new(keep, REPLAY_BYTES),
@@ -42,17 +39,83 @@ impl Seat {
     /// The next frame from the room; `None` once the room dropped the
     /// queue. Cancel-safe.
     pub(crate) async fn next(&mut self) -> Option<ToSession> {
+        self.inbox.next().await
+    }
+
+    /// The next room frame if one is already queued and is a plain frame.
+    pub(crate) fn try_next_frame(&mut self) -> Option<Utf8Bytes> {
+        self.inbox.try_next_frame()
+    }
+
+    /// Whether nothing from the room is waiting right now.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.inbox.is_empty()
+    }
+
+    /// Whether a resume may take the seat (see [`Inbox::resumable`]).
+    pub(crate) fn resumable(&mut self) -> bool {
+        self.inbox.resumable()
+    }
+
+    /// Tells the room the player left.
+    pub(crate) async fn leave(self, player: PlayerId) {
+        let _ = self.room.leave(player).await;
+    }
+}
+
+/// The queue of what the room sends a seat, with the frames taken out of
+/// it early (to look at a closed queue's last word, or past the end of a
+/// batch) put back in front.
+struct Inbox {
+    frames: mpsc::Receiver<ToSession>,
+    drained: VecDeque<ToSession>,
+}
+
+impl Inbox {
+    fn new(frames: mpsc::Receiver<ToSession>) -> Self {
+        Self {
+            frames,
+            drained: VecDeque::new(),
+        }
+    }
+
+    /// Cancel-safe.
+    async fn next(&mut self) -> Option<ToSession> {
         match self.drained.pop_front() {
             Some(frame) => Some(frame),
             None => self.frames.recv().await,
         }
     }
 
+    /// The next frame if one is already queued and is a plain frame, for
+    /// writing a batch with one flush. A last word or the end of the queue
+    /// is left for [`next`](Self::next), which handles them.
+    fn try_next_frame(&mut self) -> Option<Utf8Bytes> {
+        if self.drained.is_empty() {
+            match self.frames.try_recv() {
+                Ok(ToSession::Frame(frame)) => return Some(frame),
+                Ok(other) => self.drained.push_back(other),
+                Err(_) => return None,
+            }
+        }
+        match self.drained.front() {
+            Some(ToSession::Frame(_)) => match self.drained.pop_front() {
+                Some(ToSession::Frame(frame)) => Some(frame),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.drained.is_empty() && self.frames.is_empty()
+    }
+
     /// Whether a resume may take the seat. A room that dropped the player
     /// for an overflowing queue (a busy room fills a parked seat's queue)
     /// left no last word: that seat is gone. One that kicked the player or
     /// closed left a last frame, which the resume delivers.
-    pub(crate) fn resumable(&mut self) -> bool {
+    fn resumable(&mut self) -> bool {
         if !self.frames.is_closed() {
             return true;
         }
@@ -60,11 +123,6 @@ impl Seat {
             self.drained.push_back(frame);
         }
         matches!(self.drained.back(), Some(ToSession::Removed(_) | ToSession::Shutdown))
-    }
-
-    /// Tells the room the player left.
-    pub(crate) async fn leave(self, player: PlayerId) {
-        let _ = self.room.leave(player).await;
     }
 }
 
@@ -125,19 +183,94 @@ impl Replay {
     }
 }
 
-/// `frame` (a JSON object) with `"seq":seq` as its first member.
+/// `frame` (a JSON object) with `"seq":seq` as its first member. Runs for
+/// every frame to every player, so it builds the text in one allocation
+/// without the formatting machinery.
 fn stamp(frame: &Utf8Bytes, seq: u64) -> Utf8Bytes {
     let text = frame.as_str();
     let Some(rest) = text.strip_prefix('{') else {
         return frame.clone();
     };
-    let sep = if rest.trim_start().starts_with('}') { "" } else { "," };
-    Utf8Bytes::from(format!("{{\"seq\":{seq}{sep}{rest}"))
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = seq;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut out = String::with_capacity(text.len() + 8 + digits.len() - at);
+    out.push_str("{\"seq\":");
+    out.extend(digits[at..].iter().map(|d| char::from(*d)));
+    if !rest.trim_start().starts_with('}') {
+        out.push(',');
+    }
+    out.push_str(rest);
+    Utf8Bytes::from(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn text(t: &'static str) -> Utf8Bytes {
+        Utf8Bytes::from_static(t)
+    }
+
+    fn shown(f: Option<ToSession>) -> String {
+        match f {
+            Some(ToSession::Frame(f)) => format!("frame {f}"),
+            Some(ToSession::Removed(f)) => format!("removed {f}"),
+            Some(ToSession::Shutdown) => "shutdown".into(),
+            None => "end".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_takes_plain_frames_and_leaves_the_last_word_in_order() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut inbox = Inbox::new(rx);
+        assert!(inbox.is_empty());
+        assert_eq!(inbox.try_next_frame(), None);
+        tx.try_send(ToSession::Frame(text("a"))).unwrap();
+        tx.try_send(ToSession::Frame(text("b"))).unwrap();
+        tx.try_send(ToSession::Removed(text("kicked"))).unwrap();
+        tx.try_send(ToSession::Frame(text("never"))).unwrap();
+        drop(tx);
+        assert!(!inbox.is_empty());
+        assert_eq!(inbox.try_next_frame().as_deref(), Some("a"));
+        assert_eq!(inbox.try_next_frame().as_deref(), Some("b"));
+        // The last word stops the batch and stays first in line, however
+        // often a batch looks.
+        assert_eq!(inbox.try_next_frame(), None);
+        assert_eq!(inbox.try_next_frame(), None);
+        assert_eq!(shown(inbox.next().await), "removed kicked");
+        assert_eq!(shown(inbox.next().await), "frame never");
+        assert_eq!(shown(inbox.next().await), "end");
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_resumes_only_with_a_last_word() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut inbox = Inbox::new(rx);
+        assert!(inbox.resumable(), "an open queue");
+        tx.try_send(ToSession::Frame(text("a"))).unwrap();
+        drop(tx);
+        assert!(!inbox.resumable(), "dropped for overflowing: no last word");
+
+        let (tx, rx) = mpsc::channel(8);
+        let mut inbox = Inbox::new(rx);
+        tx.try_send(ToSession::Frame(text("a"))).unwrap();
+        tx.try_send(ToSession::Removed(text("closed"))).unwrap();
+        drop(tx);
+        assert!(inbox.resumable());
+        // What resumable() looked at is still delivered, in order.
+        assert_eq!(inbox.try_next_frame().as_deref(), Some("a"));
+        assert_eq!(shown(inbox.next().await), "removed closed");
+    }
 
     fn frame(n: u64) -> Utf8Bytes {
         Utf8Bytes::from(format!(r#"{{"type":"event","data":{n}}}"#))
@@ -149,6 +282,11 @@ mod tests {
         assert_eq!(stamped.as_str(), r#"{"seq":7,"type":"event","data":1}"#);
         assert_eq!(stamp(&Utf8Bytes::from_static("{}"), 1).as_str(), r#"{"seq":1}"#);
         assert_eq!(stamp(&Utf8Bytes::from_static("[]"), 1).as_str(), "[]");
+        assert_eq!(stamp(&Utf8Bytes::from_static("{ }"), 0).as_str(), r#"{"seq":0 }"#);
+        assert_eq!(
+            stamp(&Utf8Bytes::from_static(r#"{"a":1}"#), u64::MAX).as_str(),
+            format!(r#"{{"seq":{},"a":1}}"#, u64::MAX)
+        );
     }
 
     #[test]
