@@ -402,20 +402,10 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A string as Colyseus's schema encoding writes it: msgpack's headers with
+/// little-endian lengths.
 fn schema_write_str(out: &mut Vec<u8>, s: &str) {
-    let len = s.len();
-    if len < 0x20 {
-        out.push(0xa0 | len as u8);
-    } else if len < 0x100 {
-        out.extend_from_slice(&[0xd9, len as u8]);
-    } else if len < 0x1_0000 {
-        out.push(0xda);
-        out.extend_from_slice(&(len as u16).to_le_bytes());
-    } else {
-        out.push(0xdb);
-        out.extend_from_slice(&(len as u32).to_le_bytes());
-    }
-    out.extend_from_slice(s.as_bytes());
+    mp::write_str_as(out, s, |n: u32, width: usize| n.to_le_bytes()[..width].to_vec());
 }
 
 /// Same test as the server's `decode.stringCheck` (an empty fixstr counts as a number).
@@ -461,17 +451,23 @@ mod mp {
     use anyhow::{anyhow, bail};
 
     pub fn write_str(out: &mut Vec<u8>, s: &str) {
-        let len = s.len();
-        if len < 0x20 {
-            out.push(0xa0 | len as u8);
-        } else if len < 0x100 {
-            out.extend_from_slice(&[0xd9, len as u8]);
-        } else if len < 0x1_0000 {
+        write_str_as(out, s, |n: u32, width: usize| n.to_be_bytes()[4 - width..].to_vec());
+    }
+
+    /// A msgpack string header (fixstr, str8, str16, str32) and the bytes,
+    /// with the 2- and 4-byte lengths in the byte order `len` writes.
+    pub fn write_str_as(out: &mut Vec<u8>, s: &str, len: impl Fn(u32, usize) -> Vec<u8>) {
+        let n = s.len();
+        if n < 0x20 {
+            out.push(0xa0 | n as u8);
+        } else if n < 0x100 {
+            out.extend_from_slice(&[0xd9, n as u8]);
+        } else if n < 0x1_0000 {
             out.push(0xda);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
+            out.extend_from_slice(&len(n as u32, 2));
         } else {
             out.push(0xdb);
-            out.extend_from_slice(&(len as u32).to_be_bytes());
+            out.extend_from_slice(&len(n as u32, 4));
         }
         out.extend_from_slice(s.as_bytes());
     }
