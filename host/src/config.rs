@@ -460,6 +460,7 @@ impl Config {
         range("rooms.max_players", self.rooms.max_players, 1, 1 << 20)?;
         range("rooms.min_tick_ms", self.rooms.min_tick_ms, 1, 60_000)?;
         range("rooms.linger_ms", self.rooms.linger_ms, 0, 86_400_000)?;
+        range("slots.keep", self.slots.keep, 1, 1000)?;
         range("sandbox.max_instances", self.sandbox.max_instances, 2, 100_000)?;
         range("sandbox.memory_mib", self.sandbox.memory_mib, 1, 4096)?;
         range("sandbox.call_timeout_ms", self.sandbox.call_timeout_ms, 1, 60_000)?;
@@ -514,6 +515,12 @@ mod tests {
         assert!(err.contains("linger_ms"), "{err}");
         let err = Config::parse("[games.\"Bad Name\"]\n").unwrap_err().to_string();
         assert!(err.contains("Bad Name"), "{err}");
+        let err = Config::parse("[slots]\nkeep = 0\n").unwrap_err().to_string();
+        assert!(err.contains("slots.keep"), "no version kept is refused: {err}");
+        let err = Config::parse("[net]\nread_buffer_bytes = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("net.read_buffer_bytes"), "{err}");
     }
 
     #[test]

@@ -182,6 +182,25 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
     <&RawValue>::deserialize(d).map(Some)
 }
 
+/// The `ref` of a frame that is not a valid request but is a JSON object
+/// with one (an unknown `type`, a missing field, a bad name), so the error
+/// the player gets still answers the request it was waiting on.
+pub fn reference_of(frame: &[u8]) -> Option<Box<RawValue>> {
+    #[derive(Deserialize)]
+    struct RefOnly<'a> {
+        #[serde(rename = "ref", default, borrow, deserialize_with = "present")]
+        reference: Option<&'a RawValue>,
+    }
+    let text = std::str::from_utf8(frame).ok()?;
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str::<RefOnly<'_>>(text)
+        .ok()?
+        .reference
+        .map(RawValue::to_owned)
+}
+
 /// Parses one frame's bytes into a request, with the error a player should
 /// see when that fails.
 pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, ProtocolError> {
@@ -191,6 +210,17 @@ pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, ProtocolError> {
             format!("frame is not UTF-8 (bad byte at offset {})", e.valid_up_to()),
         )
     })?;
+    // serde reads a struct from a JSON array too: `["ping"]` would be a
+    // ping. A request is an object; anything else is refused as what it is.
+    if !text.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => ProtocolError::new(
+                ErrorCode::BadRequest,
+                "a request is a JSON object, such as {\"type\":\"ping\"}",
+            ),
+            Err(e) => ProtocolError::new(ErrorCode::InvalidJson, format!("frame is not JSON: {e}")),
+        });
+    }
     let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| {
         if e.is_data() {
             ProtocolError::new(ErrorCode::BadRequest, format!("not a request: {e}"))
@@ -424,6 +454,38 @@ pub fn event_frame(payload: &[u8]) -> Utf8Bytes {
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    #[test]
+    fn only_objects_are_requests_and_deep_garbage_is_not_json() {
+        assert_eq!(code(br#"["ping"]"#), ErrorCode::BadRequest);
+        assert_eq!(code(br#"["join","echo","arr","bob"]"#), ErrorCode::BadRequest);
+        assert_eq!(code(b" \"ping\""), ErrorCode::BadRequest);
+        assert_eq!(code(b"42"), ErrorCode::BadRequest);
+        assert_eq!(code("[".repeat(60_000).as_bytes()), ErrorCode::InvalidJson);
+        assert_eq!(code(b"[1,"), ErrorCode::InvalidJson);
+        assert!(
+            parse_request(b" \n{\"type\":\"ping\"}").is_ok(),
+            "leading whitespace is fine"
+        );
+    }
+
+    #[test]
+    fn a_refused_request_still_has_its_ref() {
+        let r = |f: &[u8]| reference_of(f).map(|r| r.get().to_owned());
+        assert_eq!(r(br#"{"type":"fly","ref":5}"#).as_deref(), Some("5"));
+        assert_eq!(
+            r(br#"{"type":"join","game":"echo","ref":"j"}"#).as_deref(),
+            Some(r#""j""#)
+        );
+        assert_eq!(
+            r(br#"{"type":"join","game":"echo","name":"","ref":{"a":[1]}}"#).as_deref(),
+            Some(r#"{"a":[1]}"#)
+        );
+        assert_eq!(r(br#"{"type":"fly","ref":null}"#).as_deref(), Some("null"));
+        assert_eq!(r(br#"{"type":"fly"}"#), None);
+        assert_eq!(r(br#"[{"ref":1}]"#), None);
+        assert_eq!(r(b"{\"ref\": "), None);
+    }
 
     fn code(frame: &[u8]) -> ErrorCode {
         parse_request(frame).unwrap_err().code

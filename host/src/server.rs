@@ -92,7 +92,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         None
     };
 
-    let sessions = Sessions::new(rooms.clone(), config.net.clone());
+    let sessions = Sessions::new(rooms.clone(), config.net.clone())
+        .context("seeding resume tokens from the operating system's random source")?;
     let shared = Arc::new(Shared {
         sessions: sessions.clone(),
         limit: ConnectionLimit::new(config.net.max_connections),

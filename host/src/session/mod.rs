@@ -61,16 +61,18 @@ pub struct Sessions {
 
 impl Sessions {
     /// Shared state for the sessions of one host.
-    pub fn new(rooms: Arc<Rooms>, net: NetConfig) -> Arc<Self> {
-        Arc::new(Self {
+    /// Fails only without the operating system's random source, which
+    /// resume tokens need.
+    pub fn new(rooms: Arc<Rooms>, net: NetConfig) -> io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
             // A resume waits for a live holder as long as one of its
             // writes may take, and a little more.
-            resumes: Resumes::new(net.resume_grace(), net.write_timeout() + Duration::from_secs(1)),
+            resumes: Resumes::new(net.resume_grace(), net.write_timeout() + Duration::from_secs(1))?,
             rooms,
             net,
             controls: Controls::default(),
             next_player: AtomicU64::new(1),
-        })
+        }))
     }
 
     /// Tells every live session, and every one that starts from now on,
@@ -467,7 +469,10 @@ impl<T: Transport> Session<T> {
                         .await?;
                 }
             }
-            Err(err) => self.reply_error(&err, None, None).await?,
+            Err(err) => {
+                let reference = protocol::reference_of(&bytes);
+                self.reply_error(&err, None, reference.as_deref()).await?
+            }
         }
         Ok(Flow::Continue)
     }

@@ -32,29 +32,25 @@ pub struct Resumes {
     grace: Duration,
     takeover_wait: Duration,
     parks: AtomicU64,
-    rng: Mutex<rand::rngs::ChaCha8Rng>,
+    rng: Mutex<rand::rngs::ChaCha20Rng>,
 }
 
 impl Resumes {
     /// Seats are kept `grace` after a drop; a resume waits up to
     /// `takeover_wait` for a live connection to hand its seat over.
-    pub fn new(grace: Duration, takeover_wait: Duration) -> Arc<Self> {
-        let mut seed = [0u8; 32];
-        if rand::rngs::SysRng.try_fill_bytes(&mut seed).is_err() {
-            tracing::warn!("no OS randomness for resume tokens; seeding from the clock");
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            seed[..16].copy_from_slice(&t.to_le_bytes());
-        }
-        Arc::new(Self {
+    ///
+    /// Tokens are bearer secrets: they come from a ChaCha20 stream seeded
+    /// by the operating system's random source, and without that source
+    /// there is no host (no guessable fallback).
+    pub fn new(grace: Duration, takeover_wait: Duration) -> std::io::Result<Arc<Self>> {
+        let seed = crate::modules::store::random_secret()?;
+        Ok(Arc::new(Self {
             entries: Mutex::new(HashMap::new()),
             grace,
             takeover_wait,
             parks: AtomicU64::new(0),
-            rng: Mutex::new(rand::rngs::ChaCha8Rng::from_seed(seed)),
-        })
+            rng: Mutex::new(rand::rngs::ChaCha20Rng::from_seed(seed)),
+        }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (PlayerId, Holder)>> {
@@ -167,5 +163,26 @@ impl Resumes {
             .values()
             .filter(|(_, h)| matches!(h, Holder::Parked { .. }))
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_128_random_bits_in_hex_and_never_repeat() {
+        let resumes = Resumes::new(Duration::from_secs(1), Duration::from_secs(1)).expect("OS randomness");
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let tokens: std::collections::HashSet<String> = (0..1000).map(|p| resumes.register(p, tx.clone())).collect();
+        assert_eq!(tokens.len(), 1000);
+        assert!(
+            tokens
+                .iter()
+                .all(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
+        // Two hosts started at the same moment do not share a stream.
+        let other = Resumes::new(Duration::from_secs(1), Duration::from_secs(1)).expect("OS randomness");
+        assert!(!tokens.contains(&other.register(1, tx)));
     }
 }

@@ -105,6 +105,23 @@ mod tests {
         assert_eq!(parse_cpu_ticks(stat), Some(300));
         let m = parse_status("Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n");
         assert_eq!((m.vm_rss_kib, m.vm_hwm_kib), (1024, 2048));
-        assert!(cpu_seconds(None).unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn own_cpu_time_grows_while_working() {
+        let before = cpu_seconds(None).unwrap();
+        // Spin until the clock-tick counter moves (at most a few ticks).
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while cpu_seconds(None).unwrap() <= before && start.elapsed() < std::time::Duration::from_secs(5) {
+            for i in 0..100_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
+        }
+        assert!(
+            cpu_seconds(None).unwrap() > before,
+            "5 s of spinning did not show in /proc/self/stat"
+        );
     }
 }

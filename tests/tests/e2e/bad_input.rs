@@ -19,6 +19,7 @@ async fn every_bad_frame_gets_its_error_and_the_connection_lives_on() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (br#"{"type":"join","game":"echo"}"#.to_vec(), "bad_request"),
             (b"[1,2,3]".to_vec(), "bad_request"),
+            (br#"["ping"]"#.to_vec(), "bad_request"),
             (br#"{"type":"fly"}"#.to_vec(), "bad_request"),
             (b"{\"type\": ".to_vec(), "invalid_json"),
             (b"{\"type\":\"ping\",\"ref\":\"\xff\xfe\"}".to_vec(), "invalid_utf8"),
@@ -59,6 +60,20 @@ async fn every_bad_frame_gets_its_error_and_the_connection_lives_on() {
             .await;
         let err = c.expect_error("already_joined").await;
         assert_eq!(err["ref"], "j2", "errors echo the request's ref");
+        // Also when the request itself is refused before it reaches the
+        // session: an unknown type, a missing field, a bad name.
+        for (request, code) in [
+            (json!({"type": "fly", "ref": 1}), "bad_request"),
+            (json!({"type": "join", "game": "echo", "ref": 2}), "bad_request"),
+            (
+                json!({"type": "join", "game": "echo", "name": " p", "ref": 3}),
+                "invalid_name",
+            ),
+        ] {
+            let want = request["ref"].clone();
+            c.send(request).await;
+            assert_eq!(c.expect_error(code).await["ref"], want, "{code} echoes the ref");
+        }
         c.send_raw(b"{oops").await;
         c.expect_error("invalid_json").await;
         c.send_raw(format!(r#"{{"type":"message","data":"{}"}}"#, "y".repeat(5000)).as_bytes())
