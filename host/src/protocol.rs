@@ -267,12 +267,34 @@ pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, ProtocolError> {
     }
 }
 
+/// Characters that change how the text around them is shown without
+/// showing themselves: bidirectional overrides, embeddings and isolates
+/// (which let one player's name display as another's), and zero-width
+/// characters.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{200B}'..='\u{200F}'   // zero-width space, joiners, LRM, RLM
+        | '\u{202A}'..='\u{202E}' // embeddings and overrides
+        | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+        | '\u{2066}'..='\u{2069}' // isolates
+        | '\u{061C}'               // Arabic letter mark
+        | '\u{FEFF}'               // zero-width no-break space
+    )
+}
+
 fn check_name(name: &str) -> Result<(), ProtocolError> {
     let chars = name.chars().count();
-    if chars == 0 || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) || name.trim() != name {
+    if chars == 0
+        || chars > MAX_NAME_CHARS
+        || name.chars().any(|c| c.is_control() || is_invisible(c))
+        || name.trim() != name
+    {
         return Err(ProtocolError::new(
             ErrorCode::InvalidName,
-            format!("a name has 1 to {MAX_NAME_CHARS} characters, no control characters and no surrounding spaces"),
+            format!(
+                "a name has 1 to {MAX_NAME_CHARS} characters, no control, bidirectional or zero-width characters, \
+                 and no spaces at either end"
+            ),
         ));
     }
     Ok(())
@@ -454,6 +476,36 @@ pub fn event_frame(payload: &[u8]) -> Utf8Bytes {
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    #[test]
+    fn names_cannot_hide_or_reorder_characters() {
+        let join = |name: &str| {
+            parse_request(
+                json!({"type": "join", "game": "g", "name": name})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .map(|_| ())
+        };
+        assert!(join("ann").is_ok());
+        assert!(join("Zoë 😀").is_ok());
+        assert!(join("عمر").is_ok(), "right-to-left scripts are fine");
+        for bad in [
+            "ann\u{202E}nimda", // right-to-left override
+            "\u{2067}ann",      // isolate
+            "a\u{200B}nn",      // zero-width space
+            "\u{200B}\u{200D}", // nothing visible at all
+            "\u{FEFF}",
+            " ann",
+            "ann ",
+        ] {
+            assert_eq!(
+                join(bad).unwrap_err().code,
+                ErrorCode::InvalidName,
+                "{bad:?} is refused"
+            );
+        }
+    }
 
     #[test]
     fn only_objects_are_requests_and_deep_garbage_is_not_json() {
