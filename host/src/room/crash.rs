@@ -31,8 +31,9 @@ pub(crate) struct CrashReport<'a> {
     pub inputs_since_checkpoint: &'a [Entry],
 }
 
-/// Reports kept in the folder; past this, new ones are logged, not
-/// written, so a crash loop cannot fill the disk.
+/// Reports kept in the folder: the newest, so a crash loop cannot fill
+/// the disk and the reports that matter (the latest) are never the ones
+/// left out.
 pub(crate) const MAX_REPORTS: usize = 100;
 
 /// Checkpoints larger than this are left out of reports (their size is
@@ -51,16 +52,51 @@ pub(crate) fn render(state_dir: &Path, key: &RoomKey, report: &CrashReport<'_>) 
     Ok((file, text))
 }
 
-/// Writes a rendered report, unless the folder holds [`MAX_REPORTS`]
-/// already. Blocking: run it off the async workers.
-pub(crate) fn write(file: &Path, text: &[u8]) -> std::io::Result<bool> {
+/// Writes a rendered report, then deletes the oldest reports beyond
+/// `keep`; returns how many it deleted. Report names start with their time
+/// in milliseconds, so name order is age order. Blocking: run it off the
+/// async workers.
+pub(crate) fn write(file: &Path, text: &[u8], keep: usize) -> std::io::Result<usize> {
     let Some(dir) = file.parent() else {
-        return Ok(false);
+        return Ok(0);
     };
     std::fs::create_dir_all(dir)?;
-    if std::fs::read_dir(dir)?.count() >= MAX_REPORTS {
-        return Ok(false);
-    }
     crate::modules::store::write_atomic(file, text)?;
-    Ok(true)
+    let mut reports: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    if reports.len() <= keep {
+        return Ok(0);
+    }
+    reports.sort();
+    let old = reports.len() - keep;
+    let mut deleted = 0;
+    for path in &reports[..old] {
+        if std::fs::remove_file(path).is_ok() {
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_reports_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let crashes = dir.path().join("crashes");
+        for at in 1000..1005u64 {
+            let deleted = write(&crashes.join(format!("{at}-g-00.json")), b"{}", 3).unwrap();
+            assert_eq!(deleted, usize::from(at >= 1003));
+        }
+        let mut left: Vec<String> = std::fs::read_dir(&crashes)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["1002-g-00.json", "1003-g-00.json", "1004-g-00.json"]);
+    }
 }

@@ -428,11 +428,14 @@ impl RoomTask {
             }
         };
         let label = self.label.clone();
-        tokio::task::spawn_blocking(move || match crash::write(&file, &text) {
-            Ok(true) => tracing::error!(room = %label, report = %file.display(), "crash report written"),
-            Ok(false) => {
-                tracing::warn!(room = %label, "crash report not written: {} reports are kept at most", crash::MAX_REPORTS)
-            }
+        tokio::task::spawn_blocking(move || match crash::write(&file, &text, crash::MAX_REPORTS) {
+            Ok(deleted) => tracing::error!(
+                room = %label,
+                report = %file.display(),
+                older_reports_deleted = deleted,
+                "crash report written (the newest {} are kept)",
+                crash::MAX_REPORTS
+            ),
             Err(e) => tracing::error!(room = %label, "cannot write the crash report: {e}"),
         });
     }
