@@ -87,31 +87,45 @@ pub fn sign(req: &SignRequest<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `respawn verify`: exits non-zero unless a trusted key signed the file.
-pub fn verify(file: &Path, trust: &[PathBuf]) -> anyhow::Result<()> {
+/// `respawn verify`: exits non-zero unless the host would load the file:
+/// a trusted key signed it, it carries a Respawn manifest, and it compiles
+/// as a component of the game world (the host's own checks, in its order).
+/// With `signature_only`, just the first (for files that are not games).
+pub fn verify(file: &Path, trust: &[PathBuf], signature_only: bool) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let keys = crate::modules::trust::read_key_files(trust)?;
-    match respawn_signing::verify(&bytes, &keys) {
-        Ok(key) => {
-            let manifest = respawn_signing::read_manifest(&bytes)?;
-            match manifest {
-                Some(m) => println!(
-                    "{}: OK, {} {} signed by {}",
-                    file.display(),
-                    m.name,
-                    m.version,
-                    key.fingerprint()
-                ),
-                None => println!(
-                    "{}: OK, signed by {} (no respawn manifest)",
-                    file.display(),
-                    key.fingerprint()
-                ),
-            }
-            Ok(())
-        }
-        Err(e) => bail!("{}: REJECTED ({}): {e}", file.display(), e.code()),
+    let refused =
+        |code: &str, why: &dyn std::fmt::Display| anyhow::anyhow!("{}: REJECTED ({code}): {why}", file.display());
+    if signature_only {
+        let key = respawn_signing::verify(&bytes, &keys).map_err(|e| refused(e.code(), &e))?;
+        let what = match respawn_signing::read_manifest(&bytes) {
+            Ok(Some(m)) => format!("{} {} ", m.name, m.version),
+            _ => String::new(),
+        };
+        println!(
+            "{}: signature OK, {what}signed by {}",
+            file.display(),
+            key.fingerprint()
+        );
+        return Ok(());
     }
+    let module = crate::modules::TrustStore::from_keys(keys)
+        .verify(bytes, file)
+        .map_err(|e| refused(e.code(), &e))?;
+    let sandbox = crate::sandbox::Sandbox::new(&crate::config::SandboxConfig {
+        pooling: false,
+        ..Default::default()
+    })?;
+    sandbox.compile(&module).map_err(|e| refused(e.code(), &e))?;
+    let m = module.manifest();
+    println!(
+        "{}: OK, {} {} signed by {}; the host would load it",
+        file.display(),
+        m.name,
+        m.version,
+        module.signer().unwrap_or("nobody")
+    );
+    Ok(())
 }
 
 /// `respawn inspect`: what a file is, without trusting it.

@@ -84,6 +84,10 @@ enum Command {
         /// Public key files or folders of *.pub files.
         #[arg(long, required = true)]
         trust: Vec<PathBuf>,
+        /// Check the signature only, not whether the host would load the
+        /// file (manifest, component of the game world).
+        #[arg(long)]
+        signature_only: bool,
     },
     /// Show a module's kind, manifest and signature section (not verified).
     Inspect {
@@ -209,7 +213,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             notes: notes.as_deref(),
             output: output.as_deref(),
         }),
-        Command::Verify { file, trust } => cli::verify(&file, &trust),
+        Command::Verify {
+            file,
+            trust,
+            signature_only,
+        } => cli::verify(&file, &trust, signature_only),
         Command::Inspect { file } => cli::inspect(&file),
         Command::Component { input, output } => {
             let bytes = std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;

@@ -74,6 +74,15 @@ impl TrustStore {
         Ok(Self { keys, allow_unsigned })
     }
 
+    /// A store of exactly these keys, unsigned code refused (what
+    /// `respawn verify` checks against).
+    pub fn from_keys(keys: Vec<PublicKey>) -> Self {
+        Self {
+            keys,
+            allow_unsigned: false,
+        }
+    }
+
     /// The trusted keys.
     pub fn keys(&self) -> &[PublicKey] {
         &self.keys

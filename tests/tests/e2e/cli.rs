@@ -62,7 +62,28 @@ async fn keygen_sign_verify_inspect_and_serve_what_was_signed() {
 
     let (ok, out, err) = respawn(&["verify", path(&signed), "--trust", path(&key.with_extension("pub"))]);
     assert!(ok, "{err}");
-    assert!(out.contains("OK, parrot 2.1.0"), "{out}");
+    assert!(
+        out.contains("OK, parrot 2.1.0") && out.contains("the host would load it"),
+        "{out}"
+    );
+    // Signed by a trusted key, but without a manifest: the host refuses it,
+    // so verify does too; the signature alone is still checkable.
+    let bare = dir.path().join("bare.wasm");
+    let secret = respawn_signing::SecretKey::from_bytes(&std::fs::read(key.with_extension("key")).expect("key"))
+        .expect("a wasmsign2 key pair");
+    let bare_bytes =
+        respawn_signing::sign(&std::fs::read(guest("echo")).expect("echo"), &secret).expect("signed, no manifest");
+    std::fs::write(&bare, bare_bytes).expect("write");
+    let (ok, _, err) = respawn(&["verify", path(&bare), "--trust", path(&key.with_extension("pub"))]);
+    assert!(!ok && err.contains("no_manifest"), "{err}");
+    let (ok, out, err) = respawn(&[
+        "verify",
+        "--signature-only",
+        path(&bare),
+        "--trust",
+        path(&key.with_extension("pub")),
+    ]);
+    assert!(ok && out.contains("signature OK"), "{out}{err}");
     let other = dir.path().join("other");
     respawn(&["keygen", "--out", path(&other)]);
     let (ok, _, err) = respawn(&["verify", path(&signed), "--trust", path(&other.with_extension("pub"))]);
@@ -105,6 +126,8 @@ fn wasmsign2_key_files_are_trusted_too() {
         path(&vectors.join("signed-by-wasmsign2.wasm")),
         "--trust",
         path(&vectors.join("vector.pub")),
+        // A signing test vector, not a game: the signature is what counts.
+        "--signature-only",
     ]);
     assert!(ok, "{err}");
     assert!(out.contains("vector 1.0.0"), "{out}");
