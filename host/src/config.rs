@@ -460,7 +460,9 @@ impl Config {
         range("rooms.max_players", self.rooms.max_players, 1, 1 << 20)?;
         range("rooms.min_tick_ms", self.rooms.min_tick_ms, 1, 60_000)?;
         range("rooms.linger_ms", self.rooms.linger_ms, 0, 86_400_000)?;
-        range("slots.keep", self.slots.keep, 1, 1000)?;
+        // One slot would hold only the active version: an update would
+        // push itself out before it could be promoted.
+        range("slots.keep", self.slots.keep, 2, 1000)?;
         range("sandbox.max_instances", self.sandbox.max_instances, 2, 100_000)?;
         range("sandbox.memory_mib", self.sandbox.memory_mib, 1, 4096)?;
         range("sandbox.call_timeout_ms", self.sandbox.call_timeout_ms, 1, 60_000)?;
@@ -515,8 +517,15 @@ mod tests {
         assert!(err.contains("linger_ms"), "{err}");
         let err = Config::parse("[games.\"Bad Name\"]\n").unwrap_err().to_string();
         assert!(err.contains("Bad Name"), "{err}");
-        let err = Config::parse("[slots]\nkeep = 0\n").unwrap_err().to_string();
-        assert!(err.contains("slots.keep"), "no version kept is refused: {err}");
+        for keep in [0, 1] {
+            let err = Config::parse(&format!("[slots]\nkeep = {keep}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("slots.keep"),
+                "keep = {keep} leaves no room for an update: {err}"
+            );
+        }
         let err = Config::parse("[net]\nread_buffer_bytes = 10\n")
             .unwrap_err()
             .to_string();

@@ -28,8 +28,9 @@ pub fn raise_open_files(want: u64) -> u64 {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
         }
-        let target = want.min(lim.rlim_max);
-        if target > lim.rlim_cur {
+        let (soft, hard) = (lim.rlim_cur, lim.rlim_max);
+        let target = want.min(hard);
+        if target > soft {
             let raised = libc::rlimit {
                 rlim_cur: target,
                 rlim_max: lim.rlim_max,
@@ -38,7 +39,7 @@ pub fn raise_open_files(want: u64) -> u64 {
                 return target;
             }
         }
-        lim.rlim_cur
+        soft
     }
 }
 
@@ -97,13 +98,27 @@ pub fn check(connections: usize, instances: u32) {
 mod tests {
     use super::*;
 
+    fn soft_and_hard() -> (u64, u64) {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes `lim`.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        (lim.rlim_cur, lim.rlim_max)
+    }
+
     #[test]
     fn the_open_file_limit_is_raised_but_never_lowered_or_beyond_the_hard_limit() {
-        let before = raise_open_files(0);
-        assert!(before > 0);
-        let after = raise_open_files(before + 1);
-        assert!(after >= before);
-        assert_eq!(raise_open_files(0), after, "asking for less changes nothing");
+        let (soft, hard) = soft_and_hard();
+        assert_eq!(raise_open_files(0), soft, "asking for less changes nothing");
+        assert_eq!(soft_and_hard().0, soft);
+        if soft < hard {
+            assert_eq!(raise_open_files(soft + 1), soft + 1, "raised as asked");
+            assert_eq!(soft_and_hard().0, soft + 1, "and in force");
+        }
+        assert_eq!(raise_open_files(u64::MAX), hard, "never beyond the hard limit");
+        assert_eq!(soft_and_hard().0, hard);
     }
 
     #[test]

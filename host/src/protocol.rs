@@ -268,32 +268,50 @@ pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, ProtocolError> {
 }
 
 /// Characters that change how the text around them is shown without
-/// showing themselves: bidirectional overrides, embeddings and isolates
-/// (which let one player's name display as another's), and zero-width
-/// characters.
+/// showing themselves, or show as nothing: bidirectional overrides,
+/// embeddings and isolates (which let one player's name display as
+/// another's), invisible fillers and formatting characters (Unicode's
+/// default-ignorable code points), and line or paragraph separators. The
+/// zero-width joiner and non-joiner are not among them: emoji sequences
+/// and many Persian and Indic names need them.
 fn is_invisible(c: char) -> bool {
     matches!(c,
-        '\u{200B}'..='\u{200F}'   // zero-width space, joiners, LRM, RLM
-        | '\u{202A}'..='\u{202E}' // embeddings and overrides
-        | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
-        | '\u{2066}'..='\u{2069}' // isolates
+        '\u{00AD}'                 // soft hyphen
+        | '\u{034F}'               // combining grapheme joiner
         | '\u{061C}'               // Arabic letter mark
+        | '\u{115F}' | '\u{1160}' // Hangul fillers
+        | '\u{17B4}' | '\u{17B5}' // Khmer inherent vowels
+        | '\u{180B}'..='\u{180F}' // Mongolian variation selectors and vowel separator
+        | '\u{200B}'               // zero-width space
+        | '\u{200E}' | '\u{200F}' // left-to-right and right-to-left marks
+        | '\u{2028}' | '\u{2029}' // line and paragraph separators
+        | '\u{202A}'..='\u{202E}' // embeddings and overrides
+        | '\u{2060}'..='\u{206F}' // word joiner, invisible operators, isolates, deprecated formatting
+        | '\u{3164}'               // Hangul filler
+        | '\u{FE00}'..='\u{FE0F}' // variation selectors
         | '\u{FEFF}'               // zero-width no-break space
+        | '\u{FFA0}'               // halfwidth Hangul filler
+        | '\u{FFF0}'..='\u{FFFB}' // interlinear annotation and unassigned specials
+        | '\u{1BCA0}'..='\u{1BCA3}' // shorthand format controls
+        | '\u{1D173}'..='\u{1D17A}' // musical formatting
+        | '\u{E0000}'..='\u{E0FFF}' // tags and variation selectors supplement
     )
 }
 
 fn check_name(name: &str) -> Result<(), ProtocolError> {
     let chars = name.chars().count();
+    let joiner = |c: char| matches!(c, '\u{200C}' | '\u{200D}');
     if chars == 0
         || chars > MAX_NAME_CHARS
         || name.chars().any(|c| c.is_control() || is_invisible(c))
+        || name.chars().all(|c| joiner(c) || c.is_whitespace())
         || name.trim() != name
     {
         return Err(ProtocolError::new(
             ErrorCode::InvalidName,
             format!(
-                "a name has 1 to {MAX_NAME_CHARS} characters, no control, bidirectional or zero-width characters, \
-                 and no spaces at either end"
+                "a name has 1 to {MAX_NAME_CHARS} characters, something visible, no control, bidirectional or \
+                 invisible characters, and no spaces at either end"
             ),
         ));
     }
@@ -490,12 +508,25 @@ mod tests {
         assert!(join("ann").is_ok());
         assert!(join("Zoë 😀").is_ok());
         assert!(join("عمر").is_ok(), "right-to-left scripts are fine");
+        assert!(
+            join("👩\u{200D}💻").is_ok(),
+            "emoji sequences use the zero-width joiner"
+        );
+        assert!(
+            join("می\u{200C}خواهم").is_ok(),
+            "Persian uses the zero-width non-joiner"
+        );
         for bad in [
             "ann\u{202E}nimda", // right-to-left override
             "\u{2067}ann",      // isolate
             "a\u{200B}nn",      // zero-width space
             "\u{200B}\u{200D}", // nothing visible at all
+            "\u{200D}\u{200C}", // joiners alone
             "\u{FEFF}",
+            "ann\u{3164}",  // Hangul filler: looks like \"ann\"
+            "ann\u{2028}x", // a line break inside a name
+            "a\u{FE0F}",
+            "a\u{E0041}",
             " ann",
             "ann ",
         ] {

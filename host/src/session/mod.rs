@@ -119,8 +119,10 @@ pub struct Session<T: Transport> {
     /// fires: hearing from the player just moves `liveness.heard`, so a
     /// busy connection arms no timer per frame.
     timer: Pin<Box<Sleep>>,
-    /// The last turn wrote a full batch of room frames: the next one looks
-    /// at everything else first.
+    /// Room frames written since everything else last had a turn.
+    room_streak: usize,
+    /// The streak reached a full batch: the next turn looks at everything
+    /// else first.
     others_first: bool,
 }
 
@@ -145,6 +147,7 @@ impl<T: Transport> Session<T> {
             timer: Box::pin(tokio::time::sleep_until(
                 now + hub.net.heartbeat().min(hub.net.idle_timeout()),
             )),
+            room_streak: 0,
             others_first: false,
             hub,
         }
@@ -380,19 +383,28 @@ impl<T: Transport> Session<T> {
             // the seat), so there is always a seat to number them.
             // Everything the room has queued goes out with one flush.
             Some(ToSession::Frame(frame)) => {
-                let limit = self.hub.net.write_timeout();
+                // One deadline for the whole batch: a reader that takes
+                // each frame just in time cannot stretch a turn beyond it.
+                let deadline = Instant::now() + self.hub.net.write_timeout();
                 if let Some(seat) = self.seat.as_mut() {
                     let mut next = Some(frame);
                     let mut batch = 0;
                     while let Some(frame) = next.take() {
-                        within(limit, self.transport.feed(seat.replay.stamp(&frame))).await?;
+                        until(deadline, self.transport.feed(seat.replay.stamp(&frame))).await?;
                         batch += 1;
                         if batch < MAX_BATCH {
                             next = seat.try_next_frame();
                         }
                     }
-                    self.others_first = batch == MAX_BATCH;
-                    self.flush().await?;
+                    // However the frames come (a full batch, or a few at
+                    // every wake-up), the rest gets a turn every
+                    // MAX_BATCH of them.
+                    self.room_streak += batch;
+                    if self.room_streak >= MAX_BATCH {
+                        self.room_streak = 0;
+                        self.others_first = true;
+                    }
+                    until(deadline, self.transport.flush()).await?;
                 }
             }
             Some(ToSession::Removed(frame)) => {
@@ -610,13 +622,24 @@ impl<T: Transport> Session<T> {
 }
 
 /// Runs a write, failing it if the player does not take it within
-/// `limit`. A write that completes at once (the usual case) arms no timer.
+/// `limit`.
 async fn within(limit: Duration, write: impl Future<Output = io::Result<()>>) -> io::Result<()> {
+    bounded(write, || Instant::now() + limit).await
+}
+
+/// Runs a write, failing it if the player has not taken it by `deadline`.
+async fn until(deadline: Instant, write: impl Future<Output = io::Result<()>>) -> io::Result<()> {
+    bounded(write, || deadline).await
+}
+
+/// A write that completes at once (the usual case) arms no timer and reads
+/// no clock; one that waits is cut at `deadline()`.
+async fn bounded(write: impl Future<Output = io::Result<()>>, deadline: impl FnOnce() -> Instant) -> io::Result<()> {
     let mut write = std::pin::pin!(write);
     if let Poll::Ready(r) = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
         return r;
     }
-    match tokio::time::timeout(limit, write).await {
+    match tokio::time::timeout_at(deadline(), write).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "the player stopped reading")),
     }
