@@ -372,8 +372,9 @@ pub struct SandboxConfig {
     pub max_instances: u32,
     /// Linear memory one instance may grow to, in MiB.
     pub memory_mib: u32,
-    /// Wall-clock time one guest call may run before it is interrupted, in
-    /// milliseconds.
+    /// Time one guest call may compute before it traps, in milliseconds
+    /// (counted in epoch ticks while its code runs). A call that waits
+    /// inside WASI instead is cut at twice this plus 20 ms of wall time.
     pub call_timeout_ms: u64,
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Messages: `{"do": "count"}` replies with a per-room counter;
 //! `{"do": "reject"}` returns a rejection; `{"do": "panic"}` traps;
-//! `{"do": "loop"}` spins forever; `{"do": "alloc", "mb": N}` grabs memory;
+//! `{"do": "loop"}` spins forever; `{"do": "sleep", "secs": N}` sleeps in WASI; `{"do": "alloc", "mb": N}` grabs memory;
 //! `{"do": "kick"}` kicks the sender; `{"do": "tick", "ms": N, "spin": M}`
 //! starts ticking (each tick spins M million rounds, then broadcasts the
 //! room clock); `{"do": "time"}` replies with the host clock and the WASI
@@ -74,6 +74,10 @@ pub enum Order {
     Panic,
     /// Never return.
     Loop,
+    /// Sleep inside WASI (`std::thread::sleep`, a clock poll the host
+    /// waits on) for `secs` seconds: wasm does not run meanwhile, so only
+    /// a wall-clock bound ends the call.
+    Sleep { secs: u64 },
     /// Allocate and touch `mb` MiB.
     Alloc { mb: u32 },
     /// Kick the sender.
@@ -126,6 +130,10 @@ impl Game for Faulty {
                 loop {
                     i = std::hint::black_box(i.wrapping_add(1));
                 }
+            }
+            Order::Sleep { secs } => {
+                std::thread::sleep(std::time::Duration::from_secs(secs));
+                ctx.send(from, &json!({"slept": secs}));
             }
             Order::Alloc { mb } => {
                 let block = vec![1u8; mb as usize * 1024 * 1024];

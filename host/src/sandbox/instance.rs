@@ -95,6 +95,29 @@ struct OverLimit {
 #[error("guest call ran past its {0} ms deadline")]
 struct Deadline(u64);
 
+/// The wall-clock bound of one call: the epoch deadline counts only time
+/// the guest's code runs, so a call waiting inside WASI (a sleep, a clock
+/// poll far in the future) would never end without it. Twice the CPU
+/// deadline, plus the epoch ticker's idle period, so a call that computes
+/// meets the epoch deadline first.
+fn wall_limit(call_timeout_ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(call_timeout_ms.saturating_mul(2).saturating_add(20))
+}
+
+/// Runs a guest call, cut at `limit` of wall time. The call's future is
+/// dropped on expiry, which unwinds the guest's stack; the instance is
+/// then spent, and supervision rebuilds the room as for any trap.
+async fn bounded<T>(
+    limit: std::time::Duration,
+    ms: u64,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r,
+        Err(_) => Err(Deadline(ms).into()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("guest exceeded {MAX_EFFECTS_PER_CALL} effects or {MAX_EFFECT_BYTES_PER_CALL} bytes in one call")]
 struct Flood;
@@ -258,6 +281,9 @@ pub struct GuestInstance {
     _live: LiveInstance,
     /// The sandbox's count of calls running (see `IDLE_TICK`).
     in_call: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// `sandbox.call_timeout_ms`, and the wall-clock bound it gives.
+    timeout_ms: u64,
+    wall: std::time::Duration,
 }
 
 /// Counts a guest call among the running ones (see the sandbox's epoch
@@ -347,6 +373,8 @@ impl GuestInstance {
             room,
             _live: LiveInstance(sandbox.live.clone()),
             in_call: sandbox.in_call.clone(),
+            timeout_ms: sandbox.limits.call_timeout_ms,
+            wall: wall_limit(sandbox.limits.call_timeout_ms),
         })
     }
 
@@ -372,11 +400,12 @@ impl GuestInstance {
     /// `init(room, config)`.
     pub async fn init(&mut self, now_ms: u64, room: &str, config: &[u8]) -> CallResult<Result<(), String>> {
         let _in_call = self.begin(now_ms);
-        let r = self
-            .room
-            .respawn_game_game()
-            .call_init(&mut self.store, room, config)
-            .await;
+        let r = bounded(
+            self.wall,
+            self.timeout_ms,
+            self.room.respawn_game_game().call_init(&mut self.store, room, config),
+        )
+        .await;
         self.finish(r)
     }
 
@@ -387,54 +416,74 @@ impl GuestInstance {
             id,
             name: name.to_owned(),
         };
-        let r = self
-            .room
-            .respawn_game_game()
-            .call_on_join(&mut self.store, &player)
-            .await;
+        let r = bounded(
+            self.wall,
+            self.timeout_ms,
+            self.room.respawn_game_game().call_on_join(&mut self.store, &player),
+        )
+        .await;
         self.finish(r)
     }
 
     /// `on-leave(player)`.
     pub async fn on_leave(&mut self, now_ms: u64, id: u64) -> CallResult<()> {
         let _in_call = self.begin(now_ms);
-        let r = self.room.respawn_game_game().call_on_leave(&mut self.store, id).await;
+        let r = bounded(
+            self.wall,
+            self.timeout_ms,
+            self.room.respawn_game_game().call_on_leave(&mut self.store, id),
+        )
+        .await;
         self.finish(r)
     }
 
     /// `on-message(player, payload)`.
     pub async fn on_message(&mut self, now_ms: u64, id: u64, payload: &[u8]) -> CallResult<Result<(), Rejection>> {
         let _in_call = self.begin(now_ms);
-        let r = self
-            .room
-            .respawn_game_game()
-            .call_on_message(&mut self.store, id, payload)
-            .await;
+        let r = bounded(
+            self.wall,
+            self.timeout_ms,
+            self.room
+                .respawn_game_game()
+                .call_on_message(&mut self.store, id, payload),
+        )
+        .await;
         self.finish(r)
     }
 
     /// `on-tick(now)`.
     pub async fn on_tick(&mut self, now_ms: u64) -> CallResult<()> {
         let _in_call = self.begin(now_ms);
-        let r = self
-            .room
-            .respawn_game_game()
-            .call_on_tick(&mut self.store, now_ms)
-            .await;
+        let r = bounded(
+            self.wall,
+            self.timeout_ms,
+            self.room.respawn_game_game().call_on_tick(&mut self.store, now_ms),
+        )
+        .await;
         self.finish(r)
     }
 
     /// `snapshot()`.
     pub async fn snapshot(&mut self, now_ms: u64) -> CallResult<Vec<u8>> {
         let _in_call = self.begin(now_ms);
-        let r = self.room.respawn_game_game().call_snapshot(&mut self.store).await;
+        let r = bounded(
+            self.wall,
+            self.timeout_ms,
+            self.room.respawn_game_game().call_snapshot(&mut self.store),
+        )
+        .await;
         self.finish(r)
     }
 
     /// `restore(state)`.
     pub async fn restore(&mut self, now_ms: u64, state: &[u8]) -> CallResult<Result<(), String>> {
         let _in_call = self.begin(now_ms);
-        let r = self.room.respawn_game_game().call_restore(&mut self.store, state).await;
+        let r = bounded(
+            self.wall,
+            self.timeout_ms,
+            self.room.respawn_game_game().call_restore(&mut self.store, state),
+        )
+        .await;
         self.finish(r)
     }
 

@@ -407,7 +407,31 @@ impl<T: Transport> Session<T> {
                     until(deadline, self.transport.flush()).await?;
                 }
             }
+            // A last word (kicked, the room closed) ends the seat, unless
+            // the connection is already gone: then the seat is parked with
+            // the last word still in it, for the resume to deliver. The
+            // requests the player sent before are handled first, in order.
             Some(ToSession::Removed(frame)) => {
+                loop {
+                    let polled = {
+                        let mut recv = std::pin::pin!(self.transport.recv());
+                        std::future::poll_fn(|cx| Poll::Ready(recv.as_mut().poll(cx))).await
+                    };
+                    match polled {
+                        Poll::Pending => break,
+                        Poll::Ready(Some(Ok(inbound))) => {
+                            if let Flow::Close(end) = self.on_inbound(Some(Ok(inbound))).await? {
+                                return Ok(Flow::Close(end));
+                            }
+                        }
+                        Poll::Ready(_) => {
+                            if let Some(seat) = self.seat.as_mut() {
+                                seat.put_back(ToSession::Removed(frame));
+                            }
+                            return Ok(Flow::Close(End::Dropped));
+                        }
+                    }
+                }
                 if let Some(mut seat) = self.seat.take() {
                     self.send(seat.replay.stamp(&frame)).await?;
                 }

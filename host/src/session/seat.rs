@@ -52,6 +52,11 @@ impl Seat {
         self.inbox.is_empty()
     }
 
+    /// Puts a frame taken from the room back in front, unwritten.
+    pub(crate) fn put_back(&mut self, frame: ToSession) {
+        self.inbox.drained.push_front(frame);
+    }
+
     /// Whether a resume may take the seat (see [`Inbox::resumable`]).
     pub(crate) fn resumable(&mut self) -> bool {
         self.inbox.resumable()

@@ -315,3 +315,34 @@ async fn a_room_crash_during_probation_rolls_back_even_with_few_calls() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_call_waiting_inside_wasi_is_cut_by_the_wall_clock_and_the_room_restarts() {
+    // The epoch deadline only counts while the guest's code runs; a guest
+    // asleep inside WASI runs none. Without a wall-clock bound this call
+    // would hold the room for an hour.
+    let host = Host::start_with(HostOptions {
+        config: "[sandbox]\ncall_timeout_ms = 50\n",
+        ..HostOptions::default()
+    });
+    let mut c = faulty_room(&host, "sleepy").await;
+    add(&mut c, 7).await;
+    let started = Instant::now();
+    let frames = tokio::time::timeout(
+        Duration::from_secs(20),
+        request(&mut c, json!({"do": "sleep", "secs": 3600}), "sleep"),
+    )
+    .await
+    .expect("the sleeping call was never cut");
+    let reply = frames.last().unwrap();
+    assert_eq!(reply["code"], "guest_restarted", "{frames:?}");
+    assert!(
+        frames.iter().any(|f| f["type"] == "restarted"),
+        "the room says it restarted: {frames:?}"
+    );
+    // The room runs on with its state, minus the call that never ended.
+    assert_eq!(count(&mut c).await, 7);
+    add(&mut c, 1).await;
+    assert_eq!(count(&mut c).await, 8);
+    println!("cut after {:?}", started.elapsed());
+}
