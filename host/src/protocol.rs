@@ -182,6 +182,12 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
     <&RawValue>::deserialize(d).map(Some)
 }
 
+/// Whether a frame's text is a JSON object, by its first character (the
+/// parser says whether the rest is valid).
+fn is_object(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+}
+
 /// The `ref` of a frame that is not a valid request but is a JSON object
 /// with one (an unknown `type`, a missing field, a bad name), so the error
 /// the player gets still answers the request it was waiting on.
@@ -191,10 +197,7 @@ pub fn reference_of(frame: &[u8]) -> Option<Box<RawValue>> {
         #[serde(rename = "ref", default, borrow, deserialize_with = "present")]
         reference: Option<&'a RawValue>,
     }
-    let text = std::str::from_utf8(frame).ok()?;
-    if !text.trim_start().starts_with('{') {
-        return None;
-    }
+    let text = std::str::from_utf8(frame).ok().filter(|t| is_object(t))?;
     serde_json::from_str::<RefOnly<'_>>(text)
         .ok()?
         .reference
@@ -212,7 +215,7 @@ pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, ProtocolError> {
     })?;
     // serde reads a struct from a JSON array too: `["ping"]` would be a
     // ping. A request is an object; anything else is refused as what it is.
-    if !text.trim_start().starts_with('{') {
+    if !is_object(text) {
         return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
             Ok(_) => ProtocolError::new(
                 ErrorCode::BadRequest,

@@ -104,18 +104,19 @@ fn wall_limit(call_timeout_ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis(call_timeout_ms.saturating_mul(2).saturating_add(20))
 }
 
-/// Runs a guest call, cut at `limit` of wall time. The call's future is
-/// dropped on expiry, which unwinds the guest's stack; the instance is
-/// then spent, and supervision rebuilds the room as for any trap.
+/// Runs a guest call, cut at `limit` of wall time from now. The call's
+/// future is dropped on expiry, which unwinds the guest's stack; the
+/// instance is then spent, and supervision rebuilds the room as for any
+/// trap.
 async fn bounded<T>(
     limit: std::time::Duration,
     ms: u64,
     call: impl Future<Output = wasmtime::Result<T>>,
 ) -> wasmtime::Result<T> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(r) => r,
-        Err(_) => Err(Deadline(ms).into()),
-    }
+    let deadline = tokio::time::Instant::now() + limit;
+    crate::bounded::bounded(call, || deadline)
+        .await
+        .unwrap_or_else(|| Err(Deadline(ms).into()))
 }
 
 #[derive(Debug, thiserror::Error)]

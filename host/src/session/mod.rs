@@ -263,6 +263,16 @@ impl<T: Transport> Session<T> {
         within(self.hub.net.write_timeout(), self.transport.flush()).await
     }
 
+    /// Tells the player the host is shutting down (best effort) and ends
+    /// the connection.
+    async fn say_goodbye(&mut self) -> Flow {
+        let bye = ServerMsg::Shutdown {
+            message: SHUTDOWN_MESSAGE,
+        };
+        let _ = self.send(bye.encode()).await;
+        Flow::Close(End::Done)
+    }
+
     /// The timer fired: time the connection out, or ping it, or (it heard
     /// from the player since it was armed) just re-arm it.
     async fn on_timer(&mut self) -> io::Result<Flow> {
@@ -340,15 +350,7 @@ impl<T: Transport> Session<T> {
         let takeover = match control {
             Control::Takeover(takeover) => takeover,
             Control::Shutdown => {
-                let _ = self
-                    .send(
-                        ServerMsg::Shutdown {
-                            message: SHUTDOWN_MESSAGE,
-                        }
-                        .encode(),
-                    )
-                    .await;
-                return Ok(Flow::Close(End::Done));
+                return Ok(self.say_goodbye().await);
             }
         };
         // The resume behind it gave up waiting already: nothing to do.
@@ -413,10 +415,7 @@ impl<T: Transport> Session<T> {
             // requests the player sent before are handled first, in order.
             Some(ToSession::Removed(frame)) => {
                 loop {
-                    let polled = {
-                        let mut recv = std::pin::pin!(self.transport.recv());
-                        std::future::poll_fn(|cx| Poll::Ready(recv.as_mut().poll(cx))).await
-                    };
+                    let polled = crate::bounded::poll_once(std::pin::pin!(self.transport.recv())).await;
                     match polled {
                         Poll::Pending => break,
                         Poll::Ready(Some(Ok(inbound))) => {
@@ -441,11 +440,7 @@ impl<T: Transport> Session<T> {
             // queue may have kept the last word from arriving.)
             Some(ToSession::Shutdown) | None if self.hub.rooms.closing() => {
                 self.seat = None;
-                let bye = ServerMsg::Shutdown {
-                    message: SHUTDOWN_MESSAGE,
-                };
-                let _ = self.send(bye.encode()).await;
-                return Ok(Flow::Close(End::Done));
+                return Ok(self.say_goodbye().await);
             }
             Some(ToSession::Shutdown) | None => {
                 // The room dropped our queue without a last word: it was full.
@@ -648,25 +643,16 @@ impl<T: Transport> Session<T> {
 /// Runs a write, failing it if the player does not take it within
 /// `limit`.
 async fn within(limit: Duration, write: impl Future<Output = io::Result<()>>) -> io::Result<()> {
-    bounded(write, || Instant::now() + limit).await
+    timed_out(crate::bounded::bounded(write, || Instant::now() + limit).await)
 }
 
 /// Runs a write, failing it if the player has not taken it by `deadline`.
 async fn until(deadline: Instant, write: impl Future<Output = io::Result<()>>) -> io::Result<()> {
-    bounded(write, || deadline).await
+    timed_out(crate::bounded::bounded(write, || deadline).await)
 }
 
-/// A write that completes at once (the usual case) arms no timer and reads
-/// no clock; one that waits is cut at `deadline()`.
-async fn bounded(write: impl Future<Output = io::Result<()>>, deadline: impl FnOnce() -> Instant) -> io::Result<()> {
-    let mut write = std::pin::pin!(write);
-    if let Poll::Ready(r) = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
-        return r;
-    }
-    match tokio::time::timeout_at(deadline(), write).await {
-        Ok(r) => r,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "the player stopped reading")),
-    }
+fn timed_out(write: Option<io::Result<()>>) -> io::Result<()> {
+    write.unwrap_or_else(|| Err(io::Error::new(io::ErrorKind::TimedOut, "the player stopped reading")))
 }
 
 /// A request the session refused, as the player will see it.

@@ -225,19 +225,34 @@ async fn start_native(args: &CompareArgs) -> anyhow::Result<Server> {
         "--write-buffer".to_owned(),
         args.write_buffer.to_string(),
     ];
-    let (mut ws, mut tcp) = (None, None);
-    let (child, pid) = spawn(args, &args.native_bin, &argv, None, &tmp, |l| {
-        ws = ws.or(listening(l, "ws"));
-        tcp = tcp.or(listening(l, "tcp"));
-        ws.is_some() && tcp.is_some()
+    start_announcing(args, &args.native_bin, &argv, tmp, &["ws", "tcp"]).await
+}
+
+/// Starts a server that prints `listening <kind> <addr>` for each of
+/// `kinds` (`ws` among them) once it accepts connections.
+async fn start_announcing(
+    args: &CompareArgs,
+    program: &Path,
+    argv: &[String],
+    tmp: PathBuf,
+    kinds: &[&'static str],
+) -> anyhow::Result<Server> {
+    let mut found = BTreeMap::new();
+    let (child, pid) = spawn(args, program, argv, None, &tmp, |l| {
+        for kind in kinds {
+            if let Some(addr) = listening(l, kind) {
+                found.entry(*kind).or_insert(addr);
+            }
+        }
+        found.len() == kinds.len()
     })
     .await?;
     Ok(Server {
         child,
         pid,
-        ws: ws.context("ws")?,
-        tcp,
-        admin: None,
+        ws: *found.get("ws").context("no ws listener")?,
+        tcp: found.get("tcp").copied(),
+        admin: found.get("admin").copied(),
         tmp,
     })
 }
@@ -303,22 +318,7 @@ async fn start_respawn(args: &CompareArgs) -> anyhow::Result<Server> {
         ),
     )?;
     let argv = vec!["serve".to_owned(), "--config".to_owned(), config.display().to_string()];
-    let (mut ws, mut tcp, mut admin) = (None, None, None);
-    let (child, pid) = spawn(args, &args.respawn_bin, &argv, None, &tmp, |l| {
-        ws = ws.or(listening(l, "ws"));
-        tcp = tcp.or(listening(l, "tcp"));
-        admin = admin.or(listening(l, "admin"));
-        ws.is_some() && tcp.is_some() && admin.is_some()
-    })
-    .await?;
-    Ok(Server {
-        child,
-        pid,
-        ws: ws.context("ws")?,
-        tcp,
-        admin,
-        tmp,
-    })
+    start_announcing(args, &args.respawn_bin, &argv, tmp, &["ws", "tcp", "admin"]).await
 }
 
 async fn start_colyseus(args: &CompareArgs) -> anyhow::Result<Server> {
