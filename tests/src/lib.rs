@@ -433,6 +433,14 @@ impl Host {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The listener of a transport.
+    pub fn addr(&self, transport: Transport) -> SocketAddr {
+        match transport {
+            Transport::Ws => self.ws,
+            Transport::Tcp => self.tcp,
+        }
+    }
+
     /// A connected, welcomed client over the given transport.
     pub async fn client(&self, transport: Transport) -> Client {
         let mut c = match transport {
@@ -452,6 +460,24 @@ impl Drop for Host {
             eprintln!("--- host log ---\n{}", self.log());
         }
     }
+}
+
+/// Whether the kernel still holds a TCP socket from `local` to `remote`
+/// (in any state, FIN-WAIT-1 with unsent data included), from
+/// `/proc/net/tcp`. IPv4 only, which is what the tests listen on.
+pub fn kernel_has_socket(local: SocketAddr, remote: SocketAddr) -> bool {
+    fn hex(addr: SocketAddr) -> String {
+        match addr {
+            SocketAddr::V4(a) => format!("{:08X}:{:04X}", u32::from_le_bytes(a.ip().octets()), a.port()),
+            SocketAddr::V6(_) => String::new(),
+        }
+    }
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).any(|line| {
+        let mut cols = line.split_whitespace().skip(1);
+        cols.next() == Some(local.as_str()) && cols.next() == Some(remote.as_str())
+    })
 }
 
 /// Which listener a client uses.
@@ -523,6 +549,47 @@ impl Client {
                 writer.write_all(&line).await.map_err(|e| e.to_string())
             }
         }
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        let addr = match &self.conn {
+            Conn::Ws(ws) => match ws.get_ref() {
+                MaybeTlsStream::Plain(s) => s.local_addr(),
+                _ => unreachable!("tests speak plain WebSocket"),
+            },
+            Conn::Tcp { writer, .. } => writer.local_addr(),
+        };
+        addr.expect("local address")
+    }
+
+    /// Writes raw bytes under the WebSocket layer, for frames a client
+    /// library will not build (a client frame must be masked).
+    pub async fn send_ws_wire(&mut self, bytes: &[u8]) {
+        let Conn::Ws(ws) = &mut self.conn else {
+            panic!("not a WebSocket client");
+        };
+        ws.get_mut().write_all(bytes).await.expect("raw write");
+    }
+
+    /// Reads until the server's close frame and returns its code (`None`
+    /// if the connection ended without one).
+    pub async fn close_code(&mut self) -> Option<u16> {
+        let Conn::Ws(ws) = &mut self.conn else {
+            panic!("not a WebSocket client");
+        };
+        let read = async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return None,
+                }
+            }
+        };
+        tokio::time::timeout(RECV_TIMEOUT, read)
+            .await
+            .expect("timed out waiting for a close frame")
     }
 
     /// Sends a JSON envelope (a WebSocket text message, or a TCP line).

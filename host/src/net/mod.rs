@@ -50,6 +50,11 @@ pub trait Transport: Send {
     fn heartbeat(&mut self) -> impl Future<Output = io::Result<()>> + Send;
     /// Closes the connection politely.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
+    /// Gives the connection up: what is still unsent, in our buffers and
+    /// the kernel's, is discarded, and dropping the transport then resets
+    /// the connection instead of keeping megabytes for a reader that
+    /// stopped reading.
+    fn abort(&mut self);
 }
 
 /// Counts open player connections across listeners, to refuse new ones at

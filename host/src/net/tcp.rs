@@ -156,6 +156,12 @@ impl Transport for TcpTransport {
         let _ = self.write_out().await;
         let _ = self.writer.shutdown().await;
     }
+
+    fn abort(&mut self) {
+        self.out = Vec::new();
+        self.written = 0;
+        let _ = self.writer.as_ref().set_zero_linger();
+    }
 }
 
 #[cfg(test)]

@@ -9,8 +9,14 @@ use futures_util::{SinkExt, StreamExt};
 use std::io;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+/// How long a close frame for a refused frame may take to write.
+const CLOSE_WRITE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A WebSocket player connection.
 pub struct WsTransport {
@@ -40,6 +46,21 @@ impl WsTransport {
     }
 }
 
+/// The close frame RFC 6455 asks for when a peer's frame cannot be taken:
+/// 1009 for one beyond the transport's size cap, 1007 for a text frame
+/// that is not UTF-8. Other errors end the connection without one.
+fn close_for(e: &WsError) -> Option<CloseFrame> {
+    let (code, reason) = match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => (CloseCode::Size, "message too large"),
+        WsError::Utf8(_) => (CloseCode::Invalid, "text frame is not UTF-8"),
+        _ => return None,
+    };
+    Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    })
+}
+
 fn to_io(e: WsError) -> io::Error {
     match e {
         WsError::Io(e) => e,
@@ -61,7 +82,13 @@ impl Transport for WsTransport {
                     let _ = self.ws.flush().await;
                     None
                 }
-                Err(e) => Some(Err(to_io(e))),
+                Err(e) => {
+                    if let Some(frame) = close_for(&e) {
+                        // Best effort and brief: the connection ends anyway.
+                        let _ = tokio::time::timeout(CLOSE_WRITE, self.ws.close(Some(frame))).await;
+                    }
+                    Some(Err(to_io(e)))
+                }
             };
         }
     }
@@ -80,5 +107,10 @@ impl Transport for WsTransport {
 
     async fn close(&mut self) {
         let _ = self.ws.close(None).await;
+    }
+
+    fn abort(&mut self) {
+        // tungstenite's own buffer goes with the transport.
+        let _ = self.ws.get_ref().set_zero_linger();
     }
 }

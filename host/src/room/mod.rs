@@ -19,6 +19,7 @@ use serde_json::value::RawValue;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
 
 /// A player's id, unique within this host process (one per connection).
 pub type PlayerId = u64;
@@ -35,12 +36,22 @@ pub enum ToSession {
     Shutdown,
 }
 
+/// A player's end of what a room sends: the queue of frames, and the signal
+/// the room raises when that queue overflowed and it gave the player up,
+/// so a session blocked on a player who stopped reading learns of it at
+/// once instead of after its write timeout.
+pub struct Frames {
+    pub(crate) queue: mpsc::Receiver<ToSession>,
+    pub(crate) overflow: CancellationToken,
+}
+
 /// A request to a room.
 pub(crate) enum RoomCmd {
     Join {
         player: PlayerId,
         name: String,
         outbound: mpsc::Sender<ToSession>,
+        overflow: CancellationToken,
         reply: oneshot::Sender<Result<Joined, JoinError>>,
     },
     Message {

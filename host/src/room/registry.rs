@@ -2,7 +2,7 @@
 //! that close.
 
 use super::task::RoomTask;
-use super::{JoinError, Joined, PlayerId, RoomCmd, RoomHandle, ToSession};
+use super::{Frames, JoinError, Joined, PlayerId, RoomCmd, RoomHandle};
 use crate::config::Config;
 use crate::modules::{GameModule, Games};
 use crate::sandbox::Sandbox;
@@ -68,7 +68,7 @@ impl Rooms {
         room: &str,
         player: PlayerId,
         name: &str,
-    ) -> Result<(RoomHandle, Joined, mpsc::Receiver<ToSession>), JoinError> {
+    ) -> Result<(RoomHandle, Joined, Frames), JoinError> {
         let mut last = JoinError::Closed("the room closed while joining".into());
         let unknown = || JoinError::UnknownGame {
             game: game.to_owned(),
@@ -81,19 +81,21 @@ impl Rooms {
                 let _creating = swap.read().await;
                 self.get_or_create(game, room)?
             };
-            let (outbound, frames) = mpsc::channel(self.config.net.outbound_queue);
+            let (outbound, queue) = mpsc::channel(self.config.net.outbound_queue);
+            let overflow = tokio_util::sync::CancellationToken::new();
             let (reply, answer) = oneshot::channel();
             let cmd = RoomCmd::Join {
                 player,
                 name: name.to_owned(),
                 outbound,
+                overflow: overflow.clone(),
                 reply,
             };
             if handle.tx.send(cmd).await.is_err() {
                 continue;
             }
             match answer.await {
-                Ok(Ok(joined)) => return Ok((handle, joined, frames)),
+                Ok(Ok(joined)) => return Ok((handle, joined, Frames { queue, overflow })),
                 // The room was closing when the join arrived: a fresh one
                 // is created on the next attempt, unless the host is
                 // shutting down.

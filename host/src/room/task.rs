@@ -12,25 +12,31 @@ use crate::modules::GameModule;
 use crate::protocol::{self, ErrorCode, ProtocolError, ServerMsg};
 use crate::sandbox::{CallResult, Effect, FaultKind, GuestFault, GuestInstance, Rejection};
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
 
 struct Member {
     outbound: mpsc::Sender<ToSession>,
+    /// Raised when the queue overflowed (see [`super::Frames`]).
+    overflow: CancellationToken,
     /// Kicked or too slow: receives nothing more, leaves after this batch.
     leaving: bool,
 }
 
 impl Member {
     /// Queues a frame unless the player is on the way out. A full queue
-    /// makes the player leave: it is too slow to keep up.
+    /// makes the player leave: it is too slow to keep up, and its session
+    /// is told at once.
     fn offer(&mut self, frame: ToSession) {
         if !self.leaving && self.outbound.try_send(frame).is_err() {
             self.leaving = true;
+            self.overflow.cancel();
         }
     }
 }
@@ -49,6 +55,9 @@ pub(super) struct RoomTask {
     empty_deadline: Option<Instant>,
     journal: Journal,
     restarts: VecDeque<Instant>,
+    /// The player whose message the guest is handling and the `ref` it
+    /// carried: if the room dies of it, the `guest_fault` echoes the ref.
+    asking: Option<(PlayerId, Box<RawValue>)>,
 }
 
 /// A room that had to close because its guest could not be kept alive.
@@ -99,6 +108,7 @@ impl RoomTask {
                 every,
             ),
             restarts: VecDeque::new(),
+            asking: None,
         }
     }
 
@@ -178,8 +188,13 @@ impl RoomTask {
                     ),
                 );
                 let frame = protocol::error_frame(&err, None, None);
-                for (_, m) in self.players.drain() {
-                    let _ = m.outbound.try_send(ToSession::Removed(frame.clone()));
+                let asking = self.asking.take();
+                for (player, m) in self.players.drain() {
+                    let frame = match &asking {
+                        Some((p, reference)) if *p == player => protocol::error_frame(&err, None, Some(reference)),
+                        _ => frame.clone(),
+                    };
+                    let _ = m.outbound.try_send(ToSession::Removed(frame));
                 }
                 JoinError::Closed("the room's game failed; try again".into())
             }
@@ -556,6 +571,7 @@ impl RoomTask {
                 player,
                 name,
                 outbound,
+                overflow,
                 reply,
             } => {
                 let max = self.rooms.config.rooms.max_players;
@@ -569,6 +585,7 @@ impl RoomTask {
                             player,
                             Member {
                                 outbound,
+                                overflow,
                                 leaving: false,
                             },
                         );
@@ -603,7 +620,9 @@ impl RoomTask {
                 // A copy: the frame's bytes share the connection's read
                 // buffer, which the journal must not keep alive.
                 let payload = Bytes::copy_from_slice(&payload);
+                self.asking = reference.map(|r| (player, r));
                 let answer = self.apply(guest, Input::Message { player, payload }).await?;
+                let reference = self.asking.take().map(|(_, r)| r);
                 self.deliver(guest);
                 let reply = match (&answer, &reference) {
                     (Some(Ok(())), Some(r)) => Some(ServerMsg::Ack { reference: r }.encode()),

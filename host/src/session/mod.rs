@@ -30,6 +30,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
 
 /// How long `leave` waits for the room to flush frames already queued for
 /// the player before answering `left` anyway.
@@ -37,6 +38,10 @@ const LEAVE_FLUSH: Duration = Duration::from_secs(5);
 
 /// How long a dead connection's last requests are looked for.
 const SALVAGE_TIME: Duration = Duration::from_millis(50);
+
+/// How long a slow consumer's `slow_consumer` frame may take to write: it
+/// gets through only if the socket takes it about at once.
+const SLOW_CONSUMER_GOODBYE: Duration = Duration::from_millis(200);
 
 /// Room frames written before one flush.
 const MAX_BATCH: usize = 64;
@@ -101,6 +106,9 @@ enum End {
     Done,
     /// Another connection took the seat.
     Superseded,
+    /// The player stopped reading: the seat is given up and the
+    /// connection reset, with what was queued for it discarded.
+    Aborted,
 }
 
 /// A player's connection and its place in a room.
@@ -175,6 +183,7 @@ impl<T: Transport> Session<T> {
                 match self.step().await {
                     Ok(Flow::Continue) => {}
                     Ok(Flow::Close(end)) => break end,
+                    Err(e) if is_overflow(&e) => break self.cut_slow_consumer().await,
                     Err(e) => {
                         tracing::debug!(player = self.player, "connection lost: {e}");
                         self.salvage().await;
@@ -185,6 +194,7 @@ impl<T: Transport> Session<T> {
             Err(_) => End::Dropped,
         };
         let resumes = self.hub.resumes.clone();
+        let aborted = matches!(end, End::Aborted);
         match (end, self.seat.take()) {
             (End::Dropped, Some(seat)) if !self.hub.closing() => resumes.park(&self.token, self.player, seat),
             (_, Some(seat)) => {
@@ -203,7 +213,9 @@ impl<T: Transport> Session<T> {
         while self.control_rx.try_recv().is_ok() {}
         // Closing flushes; a player who stopped reading gets no longer
         // than any other write.
-        let _ = tokio::time::timeout(self.hub.net.write_timeout(), self.transport.close()).await;
+        if !aborted {
+            let _ = tokio::time::timeout(self.hub.net.write_timeout(), self.transport.close()).await;
+        }
     }
 
     /// The connection is dead (a write failed) or given up (another
@@ -248,19 +260,40 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    /// Writes a frame, or fails if the player does not read it in time.
+    /// Writes a frame, or fails if the player does not read it in time
+    /// (or, seated, its room gives the seat up meanwhile).
     async fn send(&mut self, frame: Utf8Bytes) -> io::Result<()> {
-        within(self.hub.net.write_timeout(), self.transport.send(frame)).await
+        let overflow = self.seat.as_ref().map(|s| &s.overflow);
+        until(self.hub.net.write_timeout(), overflow, self.transport.send(frame)).await
     }
 
     /// Queues a frame to write with the next flush (bounded like a send).
     async fn feed(&mut self, frame: Utf8Bytes) -> io::Result<()> {
-        within(self.hub.net.write_timeout(), self.transport.feed(frame)).await
+        let overflow = self.seat.as_ref().map(|s| &s.overflow);
+        until(self.hub.net.write_timeout(), overflow, self.transport.feed(frame)).await
     }
 
     /// Writes what was fed, or fails if the player does not read it in time.
     async fn flush(&mut self) -> io::Result<()> {
-        within(self.hub.net.write_timeout(), self.transport.flush()).await
+        let overflow = self.seat.as_ref().map(|s| &s.overflow);
+        until(self.hub.net.write_timeout(), overflow, self.transport.flush()).await
+    }
+
+    /// The room gave this player up because its queue overflowed: what is
+    /// queued is discarded, the player is told why if the socket still
+    /// takes a frame at once, and the connection is reset so the kernel
+    /// drops its unsent bytes too.
+    async fn cut_slow_consumer(&mut self) -> End {
+        self.seat = None;
+        tracing::debug!(player = self.player, "slow consumer cut off");
+        let err = ProtocolError::new(
+            ErrorCode::SlowConsumer,
+            "too many undelivered frames; the connection is closed",
+        );
+        let goodbye = self.transport.send(protocol::error_frame(&err, None, None));
+        let _ = crate::bounded::bounded(goodbye, || Instant::now() + SLOW_CONSUMER_GOODBYE).await;
+        self.transport.abort();
+        End::Aborted
     }
 
     /// Tells the player the host is shutting down (best effort) and ends
@@ -291,7 +324,8 @@ impl<T: Transport> Session<T> {
             }
             Due::Ping => {
                 self.liveness.pinged(now);
-                within(self.hub.net.write_timeout(), self.transport.heartbeat()).await?;
+                let overflow = self.seat.as_ref().map(|s| &s.overflow);
+                until(self.hub.net.write_timeout(), overflow, self.transport.heartbeat()).await?;
             }
             Due::Nothing => {}
         }
@@ -389,10 +423,14 @@ impl<T: Transport> Session<T> {
                 // each frame just in time cannot stretch a turn beyond it.
                 let deadline = Instant::now() + self.hub.net.write_timeout();
                 if let Some(seat) = self.seat.as_mut() {
+                    if seat.overflow.is_cancelled() {
+                        return Err(overflowed());
+                    }
                     let mut next = Some(frame);
                     let mut batch = 0;
                     while let Some(frame) = next.take() {
-                        until(deadline, self.transport.feed(seat.replay.stamp(&frame))).await?;
+                        let frame = seat.replay.stamp(&frame);
+                        until(deadline, Some(&seat.overflow), self.transport.feed(frame)).await?;
                         batch += 1;
                         if batch < MAX_BATCH {
                             next = seat.try_next_frame();
@@ -406,7 +444,7 @@ impl<T: Transport> Session<T> {
                         self.room_streak = 0;
                         self.others_first = true;
                     }
-                    until(deadline, self.transport.flush()).await?;
+                    until(deadline, Some(&seat.overflow), self.transport.flush()).await?;
                 }
             }
             // A last word (kicked, the room closed) ends the seat, unless
@@ -442,16 +480,8 @@ impl<T: Transport> Session<T> {
                 self.seat = None;
                 return Ok(self.say_goodbye().await);
             }
-            Some(ToSession::Shutdown) | None => {
-                // The room dropped our queue without a last word: it was full.
-                self.seat = None;
-                let err = ProtocolError::new(
-                    ErrorCode::SlowConsumer,
-                    "too many undelivered frames; the connection is closed",
-                );
-                self.reply_error(&err, None, None).await?;
-                return Ok(Flow::Close(End::Done));
-            }
+            // The room dropped our queue without a last word: it was full.
+            Some(ToSession::Shutdown) | None => return Err(overflowed()),
         }
         Ok(Flow::Continue)
     }
@@ -640,19 +670,60 @@ impl<T: Transport> Session<T> {
     }
 }
 
-/// Runs a write, failing it if the player does not take it within
-/// `limit`.
-async fn within(limit: Duration, write: impl Future<Output = io::Result<()>>) -> io::Result<()> {
-    timed_out(crate::bounded::bounded(write, || Instant::now() + limit).await)
+/// When a write must be done by: a time from now, or a fixed instant
+/// shared by a batch of writes.
+trait Deadline {
+    fn at(self) -> Instant;
 }
 
-/// Runs a write, failing it if the player has not taken it by `deadline`.
-async fn until(deadline: Instant, write: impl Future<Output = io::Result<()>>) -> io::Result<()> {
-    timed_out(crate::bounded::bounded(write, || deadline).await)
+impl Deadline for Duration {
+    fn at(self) -> Instant {
+        Instant::now() + self
+    }
 }
 
-fn timed_out(write: Option<io::Result<()>>) -> io::Result<()> {
-    write.unwrap_or_else(|| Err(io::Error::new(io::ErrorKind::TimedOut, "the player stopped reading")))
+impl Deadline for Instant {
+    fn at(self) -> Instant {
+        self
+    }
+}
+
+/// Runs a write, failing it if the player has not taken it by `deadline`
+/// or the room gives the seat up meanwhile (`overflow`). A write that
+/// finishes at once arms no timer and looks at no signal.
+async fn until(
+    deadline: impl Deadline,
+    overflow: Option<&CancellationToken>,
+    write: impl Future<Output = io::Result<()>>,
+) -> io::Result<()> {
+    let mut write = std::pin::pin!(write);
+    if let Poll::Ready(done) = crate::bounded::poll_once(write.as_mut()).await {
+        return done;
+    }
+    let stopped = || io::Error::new(io::ErrorKind::TimedOut, "the player stopped reading");
+    let timed = tokio::time::timeout_at(deadline.at(), write);
+    match overflow {
+        Some(overflow) => tokio::select! {
+            done = timed => done.unwrap_or_else(|_| Err(stopped())),
+            () = overflow.cancelled() => Err(overflowed()),
+        },
+        None => timed.await.unwrap_or_else(|_| Err(stopped())),
+    }
+}
+
+/// The room gave the seat up for a full queue (see [`is_overflow`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the player's queue overflowed")]
+struct Overflowed;
+
+fn overflowed() -> io::Error {
+    io::Error::other(Overflowed)
+}
+
+/// Whether a failed write means the seat was given up for a full queue,
+/// rather than a dead or timed-out connection.
+fn is_overflow(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Overflowed>())
 }
 
 /// A request the session refused, as the player will see it.

@@ -3,10 +3,11 @@
 //! can replay what a dying connection swallowed. A seat outlives its
 //! connection for the resume grace period.
 
-use crate::room::{PlayerId, RoomHandle, ToSession};
+use crate::room::{Frames, PlayerId, RoomHandle, ToSession};
 use std::collections::VecDeque;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
 
 /// Bytes of room frames a seat keeps for replay, whatever their count.
 pub(crate) const REPLAY_BYTES: usize = 1 << 20;
@@ -14,6 +15,8 @@ pub(crate) const REPLAY_BYTES: usize = 1 << 20;
 pub(crate) struct Seat {
     pub(crate) room: RoomHandle,
     inbox: Inbox,
+    /// Raised by the room when it gave the seat up for a full queue.
+    pub(crate) overflow: CancellationToken,
     pub(crate) game: String,
     pub(crate) room_name: String,
     pub(crate) replay: Replay,
@@ -22,14 +25,15 @@ pub(crate) struct Seat {
 impl Seat {
     pub(crate) fn new(
         room: RoomHandle,
-        frames: mpsc::Receiver<ToSession>,
+        frames: Frames,
         game: String,
         room_name: String,
         keep: usize,
     ) -> Self {
         Self {
             room,
-            inbox: Inbox::new(frames),
+            inbox: Inbox::new(frames.queue),
+            overflow: frames.overflow,
             game,
             room_name,
             replay: Replay::new(keep, REPLAY_BYTES),
@@ -59,7 +63,7 @@ impl Seat {
 
     /// Whether a resume may take the seat (see [`Inbox::resumable`]).
     pub(crate) fn resumable(&mut self) -> bool {
-        self.inbox.resumable()
+        !self.overflow.is_cancelled() && self.inbox.resumable()
     }
 
     /// Tells the room the player left.

@@ -144,3 +144,45 @@ async fn ack_and_ping_echo_the_ref() {
     );
     c.ping().await;
 }
+
+/// A masked client frame header: FIN, `opcode`, and a payload length.
+fn ws_header(opcode: u8, len: u64) -> Vec<u8> {
+    let mut h = vec![0x80 | opcode];
+    match len {
+        0..=125 => h.push(0x80 | len as u8),
+        126..=0xffff => {
+            h.push(0x80 | 126);
+            h.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            h.push(0x80 | 127);
+            h.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    // A zero mask: the payload goes as it is.
+    h.extend_from_slice(&[0, 0, 0, 0]);
+    h
+}
+
+#[tokio::test]
+async fn websocket_frames_the_transport_cannot_take_close_with_the_rfc_codes() {
+    let host = small_messages();
+    // Beyond the transport's cap (4 × 1024 B, at least 1 MiB): 1009. The
+    // header alone is refused; the payload is never sent.
+    let mut c = host.client(Transport::Ws).await;
+    c.send_ws_wire(&ws_header(0x2, 2 << 20)).await;
+    assert_eq!(c.close_code().await, Some(1009), "message too big");
+    // A text frame that is not UTF-8: 1007 (RFC 6455, 8.1).
+    let mut c = host.client(Transport::Ws).await;
+    let mut frame = ws_header(0x1, 2);
+    frame.extend_from_slice(&[0xff, 0xfe]);
+    c.send_ws_wire(&frame).await;
+    assert_eq!(c.close_code().await, Some(1007), "invalid UTF-8 in a text frame");
+    // The same bytes in a binary frame are an ordinary bad request.
+    let mut c = host.client(Transport::Ws).await;
+    let mut frame = ws_header(0x2, 2);
+    frame.extend_from_slice(&[0xff, 0xfe]);
+    c.send_ws_wire(&frame).await;
+    c.expect_error("invalid_utf8").await;
+    c.ping().await;
+}

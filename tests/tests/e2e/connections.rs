@@ -319,3 +319,56 @@ async fn a_room_that_closed_while_the_player_was_away_says_so_on_resume() {
     back.send(json!({"type": "message", "data": {"do": "get"}})).await;
     back.expect_error("not_joined").await;
 }
+
+#[tokio::test]
+async fn a_slow_consumer_is_cut_at_once_and_the_kernel_keeps_nothing_for_it() {
+    // A write timeout far beyond the test's patience: the cut must come
+    // from the overflow itself.
+    let host = host("[net]\noutbound_queue = 8\nwrite_timeout_ms = 120000\nrate_per_sec = 100000\nrate_burst = 100000\n");
+    for transport in respawn_e2e::TRANSPORTS {
+        let room = format!("cut-{transport:?}");
+        let mut reader = host.client(transport).await;
+        reader.join("chat", &room, "slow").await;
+        let (slow, listener) = (reader.local_addr(), host.addr(transport));
+        let mut talker = host.client(Transport::Tcp).await;
+        talker.join("chat", &room, "fast").await;
+        let text = "x".repeat(500);
+        let mut sent = 0;
+        'talk: loop {
+            assert!(sent < 100_000, "the slow player was never dropped");
+            talker.message(json!({"say": text})).await;
+            sent += 1;
+            loop {
+                let data = talker.event().await;
+                if data["type"] == "left" {
+                    break 'talk;
+                }
+                if data["type"] == "said" {
+                    break;
+                }
+            }
+        }
+        // Closed by the host well within its wait_until (30 s), a quarter
+        // of the write timeout.
+        host.wait_until("the slow connection is closed", |h| h.runtime()["connections"] == 1)
+            .await;
+        // Reset, not closed politely: the host's socket toward the player
+        // is gone, not left in FIN-WAIT-1 holding what it could not send.
+        host.wait_until("the host's socket is released", |_| {
+            !respawn_e2e::kernel_has_socket(listener, slow)
+        })
+        .await;
+        // The player reads what had reached it, then the end; if the
+        // goodbye got through, it says why.
+        let mut last = None;
+        while let Some(frame) = reader.try_recv().await {
+            last = Some(frame);
+        }
+        if let Some(frame) = last.filter(|f| f["type"] == "error") {
+            assert_eq!(frame["code"], "slow_consumer", "{frame}");
+        }
+        drop(talker);
+        host.wait_until("the talker is gone", |h| h.runtime()["connections"] == 0)
+            .await;
+    }
+}

@@ -144,6 +144,7 @@ async fn too_many_restarts_close_the_room_with_a_crash_report() {
         .await;
     let closed = a.expect_error("guest_fault").await;
     assert!(closed["message"].as_str().unwrap().contains("room closed"), "{closed}");
+    assert_eq!(closed["ref"], "last", "the guest_fault answers the message that caused it");
     // Out of the room, still connected, and a new room starts fresh.
     a.ping().await;
     a.send(json!({"type": "message", "data": {"do": "get"}})).await;
@@ -202,6 +203,7 @@ async fn a_guest_that_traps_in_restore_cannot_be_restarted_and_the_room_closes()
         .await;
     let closed = a.expect_error("guest_fault").await;
     assert!(closed["message"].as_str().unwrap().contains("room closed"), "{closed}");
+    assert_eq!(closed["ref"], "x", "{closed}");
     let report = crash_report(&host).await;
     assert_eq!(report["reason"], "restart_failed", "{report}");
     assert!(
