@@ -570,7 +570,12 @@ impl Deployer {
 
     /// Games, versions, rooms per version, counters.
     pub fn status(&self) -> Status {
-        let mut games = self.games.status(|g, d| self.rooms.count_running(g, d));
+        // Counted first: the games registry's lock is never held while the
+        // rooms' lock is taken (a join takes them the other way round).
+        let counts = self.rooms.running_counts();
+        let mut games = self
+            .games
+            .status(|g, d| counts.get(&(g.to_owned(), d.to_owned())).copied().unwrap_or(0));
         for g in &mut games {
             for v in &mut g.versions {
                 v.bad = v.version.parse().is_ok_and(|v| self.is_bad(&g.name, &v));

@@ -24,6 +24,8 @@ pub mod sandbox;
 pub mod server;
 pub mod session;
 pub mod systemd;
+#[cfg(test)]
+mod testing;
 pub mod web;
 
 /// Locks `m`, taking the data even if a holder panicked: every lock in the

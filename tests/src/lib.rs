@@ -243,6 +243,16 @@ impl Host {
         (code, serde_json::from_str(body).unwrap_or_default())
     }
 
+    /// A handle on the admin API with the host's token, to use from
+    /// other threads.
+    pub fn admin_client(&self) -> AdminClient {
+        let token = std::fs::read_to_string(self.state_dir().join("admin.token")).expect("admin token");
+        AdminClient {
+            addr: self.admin,
+            token: token.trim().to_owned(),
+        }
+    }
+
     /// The `runtime` figures of `status`.
     pub fn runtime(&self) -> Value {
         self.status()["runtime"].clone()
@@ -478,6 +488,37 @@ pub fn kernel_has_socket(local: SocketAddr, remote: SocketAddr) -> bool {
         let mut cols = line.split_whitespace().skip(1);
         cols.next() == Some(local.as_str()) && cols.next() == Some(remote.as_str())
     })
+}
+
+/// The admin API with the bearer token.
+#[derive(Clone, Debug)]
+pub struct AdminClient {
+    addr: SocketAddr,
+    token: String,
+}
+
+impl AdminClient {
+    /// One request: (status code, JSON body). Blocking, bounded by a 10 s
+    /// read timeout.
+    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.addr).expect("admin connect");
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let body = body.map(Value::to_string).unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.token,
+            body.len()
+        )
+        .expect("request");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        (code, serde_json::from_str(body).unwrap_or_default())
+    }
 }
 
 /// Which listener a client uses.

@@ -114,6 +114,14 @@ impl Rooms {
             game: game.to_owned(),
             room: room.to_owned(),
         };
+        // Looked up before the registry's lock is taken, never under it:
+        // `live` is a leaf lock, so no order of locks can cycle through it
+        // (the caller's swap lock keeps the active version from changing
+        // meanwhile).
+        let module = self.games.active(game).ok_or_else(|| JoinError::UnknownGame {
+            game: game.to_owned(),
+            loaded: self.games.names().join(", "),
+        })?;
         let mut live = crate::lock(&self.live);
         if let Some(h) = live.get(&key).filter(|h| !h.tx.is_closed()) {
             return Ok(h.clone());
@@ -126,10 +134,6 @@ impl Rooms {
         if live.len() >= self.max_rooms() {
             return Err(JoinError::NoCapacity);
         }
-        let module = self.games.active(game).ok_or_else(|| JoinError::UnknownGame {
-            game: game.to_owned(),
-            loaded: self.games.names().join(", "),
-        })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let seed = crate::lock(&self.seeds).try_next_u64().unwrap_or(id);
         let (tx, rx) = mpsc::channel(self.config.rooms.inbox);
@@ -170,12 +174,16 @@ impl Rooms {
         crate::lock(&self.live).len()
     }
 
-    /// Live rooms of `game` running the version with `digest`.
-    pub fn count_running(&self, game: &str, digest: &str) -> usize {
+    /// Live rooms per `(game, digest of the version they run)`. Taken
+    /// before any other lock, like every use of the registry's lock.
+    pub fn running_counts(&self) -> HashMap<(String, String), usize> {
         let live = crate::lock(&self.live);
-        live.iter()
-            .filter(|(k, h)| k.game == game && crate::lock(&h.running).digest() == digest)
-            .count()
+        let mut counts = HashMap::new();
+        for (k, h) in live.iter() {
+            let digest = crate::lock(&h.running).digest().to_owned();
+            *counts.entry((k.game.clone(), digest)).or_insert(0) += 1;
+        }
+        counts
     }
 
     /// Host shutdown: no room is created any more; every room saves its
@@ -262,5 +270,69 @@ impl Rooms {
             let _ = decide.send(commit);
         }
         if commit { Ok(switched) } else { Err(failures) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    /// Waits for a thread, failing the test if it has not finished within
+    /// `limit` (a deadlocked thread never does).
+    fn finishes<T>(what: &str, handle: std::thread::JoinHandle<T>, limit: Duration) -> T {
+        let deadline = Instant::now() + limit;
+        while !handle.is_finished() {
+            assert!(Instant::now() < deadline, "{what} is stuck: a lock-order deadlock");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        handle.join().expect("thread")
+    }
+
+    /// Holds the games registry's read lock and then asks for the rooms'
+    /// lock (as counting rooms for a status used to), while a promotion
+    /// waits to write and a join creates a room. A join that held the
+    /// rooms' lock while waiting for the games registry closed the cycle.
+    #[test]
+    fn a_join_never_waits_for_the_games_lock_while_holding_the_rooms_lock() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (rooms, games) = crate::testing::rooms_with_echo();
+        let (holding_tx, holding) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let status = {
+            let (games, rooms) = (games.clone(), rooms.clone());
+            std::thread::spawn(move || {
+                games.status(|_, _| {
+                    let _ = holding_tx.send(());
+                    let _ = go_rx.recv();
+                    rooms.count()
+                })
+            })
+        };
+        holding.recv().expect("status holds the games lock");
+        let promote = {
+            let games = games.clone();
+            std::thread::spawn(move || games.activate("echo", &"1.0.0".parse().expect("version")).is_ok())
+        };
+        // The writer is queued: new readers of the games lock now wait.
+        std::thread::sleep(Duration::from_millis(100));
+        let join = {
+            let (rooms, handle) = (rooms.clone(), runtime.handle().clone());
+            std::thread::spawn(move || {
+                let _runtime = handle.enter();
+                rooms.get_or_create("echo", "r").is_ok()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = go.send(());
+        let limit = Duration::from_secs(10);
+        finishes("status", status, limit);
+        assert!(finishes("the promotion", promote, limit));
+        assert!(finishes("the join", join, limit));
+        assert_eq!(rooms.count(), 1);
     }
 }

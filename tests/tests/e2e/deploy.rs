@@ -488,3 +488,77 @@ async fn a_restart_takes_compiled_code_from_the_cache_and_ignores_forged_artifac
     p.join("faulty", "r", "p").await;
     assert_eq!(count(&mut p).await, 1);
 }
+
+/// A status request takes the games registry's lock and, inside it, counts
+/// rooms; a join takes the rooms' lock and, inside it, looks up the game;
+/// a promotion writes the games registry. With a writer waiting, those two
+/// orders deadlock. Four workers, all three at once, many rooms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn joins_status_and_promotions_at_once_never_deadlock() {
+    let host = Host::start_with(HostOptions {
+        games: &["echo"],
+        config: "[rooms]\nlinger_ms = 0\n[sandbox]\nmax_instances = 400\n[net]\nrate_per_sec = 100000\nrate_burst = 100000\n",
+        extra_modules: vec![("echo-2.wasm", signed("echo", "echo", "2.0.0"))],
+        env: vec![("TOKIO_WORKER_THREADS".into(), "4".into())],
+    });
+    host.wait_until("both versions are loaded", |h| {
+        h.game("echo")["versions"].as_array().is_some_and(|v| v.len() == 2)
+    })
+    .await;
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let bound = Duration::from_secs(20);
+    let mut work = Vec::new();
+    for worker in 0..3 {
+        let tcp = host.tcp;
+        work.push(tokio::spawn(async move {
+            let mut c = Client::tcp(tcp).await;
+            c.expect("welcome").await;
+            let mut n = 0;
+            while std::time::Instant::now() < until {
+                c.join("echo", &format!("w{worker}-{n}"), "p").await;
+                c.send(json!({"type": "leave"})).await;
+                // Promotions reach the room meanwhile.
+                while c.recv().await["type"] != "left" {}
+                n += 1;
+            }
+            n
+        }));
+    }
+    let admin = host.admin_client();
+    let status = {
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut n = 0;
+            while std::time::Instant::now() < until {
+                assert_eq!(admin.request("GET", "/status", None).0, 200);
+                n += 1;
+            }
+            n
+        })
+    };
+    let promote = {
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut n = 0;
+            while std::time::Instant::now() < until {
+                let version = if n % 2 == 0 { "1.0.0" } else { "2.0.0" };
+                let (code, body) = admin.request("POST", "/games/echo/promote", Some(&json!({"version": version})));
+                assert_eq!(code, 200, "{body}");
+                n += 1;
+            }
+            n
+        })
+    };
+    let counts = tokio::time::timeout(bound, async {
+        let mut joins = 0;
+        for w in work {
+            joins += w.await.expect("joining");
+        }
+        (joins, status.await.expect("status"), promote.await.expect("promoting"))
+    })
+    .await
+    .expect("joins, status and promotions stopped making progress: a deadlock");
+    println!("joins {}, status {}, promotions {}", counts.0, counts.1, counts.2);
+    assert!(counts.0 > 0 && counts.1 > 0 && counts.2 > 0, "{counts:?}");
+    assert_eq!(admin.request("GET", "/status", None).0, 200);
+}
