@@ -5,8 +5,10 @@
 //! must be as trustworthy as the binary. Each artifact is keyed by the
 //! SHA-256 of the signed module it was compiled from and by the engine's
 //! settings, and carries an HMAC-SHA256 under a key only this host knows
-//! (`<state>/cache.key`, mode 0600): a file that was not written by this
-//! host, or was changed since, is ignored and the module recompiled. The
+//! (`<state>/cache.key`, mode 0600) over that digest, those settings and
+//! the artifact: a file that was not written by this host, was changed
+//! since, or was written for another module or engine and renamed, is
+//! ignored and the module recompiled. The
 //! module itself is verified against its signature before the cache is
 //! consulted, like every load.
 
@@ -14,6 +16,10 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+/// What the MAC is for, so it can never be mistaken for another of the
+/// host's MACs under the same key.
+const MAC_CONTEXT: &[u8] = b"respawn compiled-code cache v2";
 
 /// Artifacts of compiled components.
 pub struct CodeCache {
@@ -60,28 +66,65 @@ impl CodeCache {
     pub fn get(&self, engine: &Engine, digest: &str) -> Option<Component> {
         let bytes = std::fs::read(self.path(digest)).ok()?;
         let (mac, artifact) = bytes.split_at_checked(32)?;
-        if mac != hmac_sha256::HMAC::mac(artifact, self.key) {
-            tracing::warn!(digest, "ignoring a cached artifact that this host did not write");
+        if mac != self.mac(digest, artifact) {
+            tracing::warn!(digest, "ignoring a cached artifact that this host did not write for this module");
             return None;
         }
-        // SAFETY: the artifact was written by `put` on this host (the MAC
-        // proves it) for this engine configuration (the file name), from a
-        // module whose signature was verified before it was compiled.
+        // SAFETY: the artifact was written by `put` on this host for this
+        // module digest and this engine configuration (the MAC binds all
+        // three), from a module whose signature was verified before it was
+        // compiled.
         unsafe { Component::deserialize(engine, artifact) }.ok()
     }
 
     /// Stores a component compiled from the verified module `digest`.
     pub fn put(&self, digest: &str, component: &Component) {
         let Ok(artifact) = component.serialize() else { return };
-        let mut bytes = hmac_sha256::HMAC::mac(&artifact, self.key).to_vec();
+        let mut bytes = self.mac(digest, &artifact).to_vec();
         bytes.extend_from_slice(&artifact);
         if let Err(e) = super::store::write_atomic(&self.path(digest), &bytes) {
             tracing::warn!(digest, "cannot cache compiled code: {e}");
         }
     }
 
+    /// The MAC of an artifact compiled from `digest` by this engine. Each
+    /// field is length-prefixed, so no two inputs run together alike.
+    fn mac(&self, digest: &str, artifact: &[u8]) -> [u8; 32] {
+        let mut h = hmac_sha256::HMAC::new(self.key);
+        for field in [MAC_CONTEXT, digest.as_bytes(), self.engine.as_bytes(), artifact] {
+            h.update((field.len() as u64).to_le_bytes());
+            h.update(field);
+        }
+        h.finalize()
+    }
+
     /// Forgets the artifact of a module that left the slots.
     pub fn remove(&self, digest: &str) {
         let _ = std::fs::remove_file(self.path(digest));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_artifact_renamed_to_another_modules_name_is_refused() {
+        let state = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::default();
+        let cache = CodeCache::open(state.path(), &engine).expect("cache");
+        let component = Component::new(&engine, crate::testing::guest("echo")).expect("compile");
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        cache.put(&a, &component);
+        assert!(cache.get(&engine, &a).is_some(), "its own artifact loads");
+        std::fs::copy(cache.path(&a), cache.path(&b)).expect("copy");
+        assert!(cache.get(&engine, &b).is_none(), "the MAC binds the module digest");
+        // Another engine's settings: the same file under this engine's name.
+        let other = CodeCache {
+            engine: "0123456789abcdef".into(),
+            ..CodeCache::open(state.path(), &engine).expect("cache")
+        };
+        std::fs::copy(cache.path(&a), other.path(&a)).expect("copy");
+        assert!(other.get(&engine, &a).is_none(), "the MAC binds the engine settings");
     }
 }
