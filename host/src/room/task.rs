@@ -212,7 +212,7 @@ impl RoomTask {
         let now = self.now();
         let module = self.module.clone();
         let mut guest = self.instantiate(&module, now).await?;
-        if let Some(saved) = persist::take(&self.rooms.config.state.dir, &self.key) {
+        if let Some(saved) = persist::load(&self.rooms.config.state.dir, &self.key) {
             guest = self.restore_saved(guest, saved, now).await?;
         }
         self.apply_tick_request(&mut guest);
@@ -239,6 +239,10 @@ impl RoomTask {
         saved: SavedRoom,
         now: u64,
     ) -> Result<GuestInstance, JoinError> {
+        let written_by = saved.version.clone().unwrap_or_else(|| "an unknown version".into());
+        if saved.digest.as_deref().is_some_and(|d| d != self.module.digest()) {
+            tracing::info!(room = %self.label, from = %written_by, to = %self.module.version, "restoring state saved by another version");
+        }
         let put_back: CallResult<Result<(), String>> = async {
             if let Err(why) = guest.restore(now, &saved.state).await? {
                 return Ok(Err(why));
@@ -249,11 +253,19 @@ impl RoomTask {
             Ok(Ok(()))
         }
         .await;
+        let dir = &self.rooms.config.state.dir;
         match put_back {
-            Ok(Ok(())) => tracing::info!(room = %self.label, "room state restored from the last shutdown"),
-            Ok(Err(why)) => tracing::warn!(room = %self.label, "the saved state was refused, starting fresh: {why}"),
+            Ok(Ok(())) => {
+                persist::restored(dir, &self.key);
+                tracing::info!(room = %self.label, "room state restored from the last shutdown");
+            }
+            Ok(Err(why)) => {
+                let why = format!("{} refused the state {written_by} saved: {why}", self.module.version);
+                persist::set_aside(dir, &self.key, &why);
+            }
             Err(fault) => {
-                tracing::warn!(room = %self.label, "putting back the saved state trapped, starting fresh: {fault}");
+                let why = format!("putting back the state {written_by} saved trapped: {fault}");
+                persist::set_aside(dir, &self.key, &why);
                 let module = self.module.clone();
                 return self.instantiate(&module, now).await;
             }
@@ -551,6 +563,8 @@ impl RoomTask {
                 let saved = SavedRoom {
                     players: self.players.keys().copied().collect(),
                     state,
+                    version: Some(self.module.version.to_string()),
+                    digest: Some(self.module.digest().to_owned()),
                 };
                 match persist::save(&self.rooms.config.state.dir, &self.key, &saved) {
                     Ok(()) => tracing::info!(room = %self.label, "room state saved for the next start"),

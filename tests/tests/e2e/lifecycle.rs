@@ -48,6 +48,12 @@ async fn sigterm_tells_players_saves_rooms_and_exits_cleanly() {
         assert!(c.try_recv().await.is_none(), "closed after the goodbye");
     }
 
+    // The saved file says which version wrote it.
+    let rooms = host.state_dir().join("rooms/faulty");
+    let saved = std::fs::read(rooms.join(format!("{}.state", hex("saved")))).expect("saved room");
+    let header: serde_json::Value = serde_json::from_slice(saved.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(header["version"], "1.0.0", "{header}");
+
     // The room's state is back after a restart.
     let host = host.restart();
     let mut back = host.client(Transport::Tcp).await;
@@ -55,6 +61,13 @@ async fn sigterm_tells_players_saves_rooms_and_exits_cleanly() {
     back.send(json!({"type": "message", "data": {"do": "get"}})).await;
     assert_eq!(back.event().await["count"], 42);
     assert!(host.log().contains("room state restored from the last shutdown"));
+    // Removed once restored, not before.
+    let left: Vec<_> = std::fs::read_dir(&rooms).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test]
