@@ -331,7 +331,10 @@ fn deploy(c: &mut Criterion) {
     let mut queues = Vec::new();
     rt.block_on(async {
         for i in 0..1000u64 {
-            let (_, _, rx) = rooms.join("tictactoe", &format!("r{i}"), i, "p").await.expect("join");
+            let (_, _, rx) = rooms
+                .join("tictactoe", &format!("r{i}"), i, "p", &mut || true)
+                .await
+                .expect("join");
             queues.push(rx);
         }
     });

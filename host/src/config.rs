@@ -230,8 +230,18 @@ pub struct NetConfig {
     /// Frames queued for one player before the player counts as too slow
     /// and is disconnected.
     pub outbound_queue: usize,
-    /// Open player connections beyond which new ones are refused.
+    /// Open player connections beyond which new ones are refused
+    /// (`server_full`).
     pub max_connections: usize,
+    /// Open connections from one source address beyond which its new ones
+    /// are refused (`too_many_connections`). Players behind one NAT share
+    /// an address: raise it for LAN events.
+    pub max_connections_per_address: usize,
+    /// Seats kept for a resume at once, in total; a dropped player beyond
+    /// it leaves the room at once.
+    pub max_parked: usize,
+    /// Seats kept for a resume at once per source address.
+    pub max_parked_per_address: usize,
     /// A connection that sent nothing for this long is closed, in
     /// milliseconds.
     pub idle_timeout_ms: u64,
@@ -273,6 +283,9 @@ impl Default for NetConfig {
             write_buffer_bytes: 16 * 1024,
             outbound_queue: 256,
             max_connections: 10_000,
+            max_connections_per_address: 512,
+            max_parked: 10_000,
+            max_parked_per_address: 512,
             idle_timeout_ms: 60_000,
             heartbeat_ms: 15_000,
             write_timeout_ms: 10_000,
@@ -321,6 +334,16 @@ pub struct RoomsConfig {
     pub max_players: usize,
     /// The shortest tick interval a guest may ask for, in milliseconds.
     pub min_tick_ms: u32,
+    /// Rooms one connection may create per minute on average
+    /// (`too_many_rooms` beyond); joining an existing room is free.
+    pub create_per_minute: u32,
+    /// Rooms one connection may create in a burst.
+    pub create_burst: u32,
+    /// Rooms one source address may create per minute, all its
+    /// connections together.
+    pub create_per_minute_per_address: u32,
+    /// Rooms one source address may create in a burst.
+    pub create_burst_per_address: u32,
 }
 
 impl Default for RoomsConfig {
@@ -330,6 +353,24 @@ impl Default for RoomsConfig {
             inbox: 1024,
             max_players: 256,
             min_tick_ms: 10,
+            create_per_minute: 30,
+            create_burst: 10,
+            create_per_minute_per_address: 600,
+            create_burst_per_address: 100,
+        }
+    }
+}
+
+impl Config {
+    /// The admission limits of `[net]` and `[rooms]`.
+    pub fn admission_limits(&self) -> crate::net::admission::Limits {
+        crate::net::admission::Limits {
+            connections: self.net.max_connections,
+            connections_per_address: self.net.max_connections_per_address,
+            parked: self.net.max_parked,
+            parked_per_address: self.net.max_parked_per_address,
+            rooms_per_minute_per_address: self.rooms.create_per_minute_per_address,
+            rooms_burst_per_address: self.rooms.create_burst_per_address,
         }
     }
 }
@@ -439,6 +480,19 @@ impl Config {
         range("net.write_buffer_bytes", self.net.write_buffer_bytes, 0, 16 << 20)?;
         range("net.outbound_queue", self.net.outbound_queue, 1, 1 << 20)?;
         range("net.max_connections", self.net.max_connections, 1, 1 << 24)?;
+        range(
+            "net.max_connections_per_address",
+            self.net.max_connections_per_address,
+            1,
+            1 << 24,
+        )?;
+        range("net.max_parked", self.net.max_parked, 0, 1 << 24)?;
+        range(
+            "net.max_parked_per_address",
+            self.net.max_parked_per_address,
+            0,
+            1 << 24,
+        )?;
         range("net.idle_timeout_ms", self.net.idle_timeout_ms, 100, 86_400_000)?;
         range("net.heartbeat_ms", self.net.heartbeat_ms, 50, self.net.idle_timeout_ms)?;
         range("net.write_timeout_ms", self.net.write_timeout_ms, 10, 600_000)?;
@@ -461,6 +515,20 @@ impl Config {
         range("rooms.max_players", self.rooms.max_players, 1, 1 << 20)?;
         range("rooms.min_tick_ms", self.rooms.min_tick_ms, 1, 60_000)?;
         range("rooms.linger_ms", self.rooms.linger_ms, 0, 86_400_000)?;
+        range("rooms.create_per_minute", self.rooms.create_per_minute, 1, 1_000_000)?;
+        range("rooms.create_burst", self.rooms.create_burst, 1, 1_000_000)?;
+        range(
+            "rooms.create_per_minute_per_address",
+            self.rooms.create_per_minute_per_address,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "rooms.create_burst_per_address",
+            self.rooms.create_burst_per_address,
+            1,
+            1_000_000,
+        )?;
         // One slot would hold only the active version: an update would
         // push itself out before it could be promoted.
         range("slots.keep", self.slots.keep, 2, 1000)?;

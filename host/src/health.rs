@@ -2,7 +2,7 @@
 //! `/healthz`, `/readyz` and the `runtime` part of `/status` report.
 
 use crate::modules::Games;
-use crate::net::ConnectionLimit;
+use crate::net::admission::Admission;
 use crate::room::Rooms;
 use crate::sandbox::Sandbox;
 use crate::session::Resumes;
@@ -78,7 +78,7 @@ pub struct Gauges {
     /// The engine, counting instances.
     pub sandbox: Arc<Sandbox>,
     /// Open connections.
-    pub connections: Arc<ConnectionLimit>,
+    pub connections: Arc<Admission>,
     /// Parked seats.
     pub resumes: Arc<Resumes>,
 }

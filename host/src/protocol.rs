@@ -61,6 +61,13 @@ pub enum ErrorCode {
     RoomClosed,
     /// The host cannot take more connections or rooms right now.
     ServerFull,
+    /// Your address has `net.max_connections_per_address` connections
+    /// open; this one is refused.
+    TooManyConnections,
+    /// This connection or address created rooms faster than
+    /// `rooms.create_per_minute` (or `rooms.create_per_minute_per_address`)
+    /// allows: join an existing room, or try again later.
+    TooManyRooms,
     /// The player fell too far behind reading; the connection closes.
     SlowConsumer,
     /// Over `net.rate_per_sec` (with `net.rate_burst`): the frame was

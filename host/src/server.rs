@@ -9,9 +9,10 @@ use crate::modules::audit::AuditLog;
 use crate::modules::cache::CodeCache;
 use crate::modules::store::SlotStore;
 use crate::modules::{self, Games, TrustStore};
+use crate::net::Transport;
+use crate::net::admission::{AcceptSlot, Admission, ConnectionPermit, Refused};
 use crate::net::tcp::TcpTransport;
 use crate::net::ws::WsTransport;
-use crate::net::{ConnectionLimit, ConnectionPermit, Transport};
 use crate::protocol::{self, ErrorCode, ProtocolError};
 use crate::room::Rooms;
 use crate::sandbox::Sandbox;
@@ -27,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 /// What the listeners share.
 struct Shared {
     sessions: Arc<Sessions>,
-    limit: Arc<ConnectionLimit>,
+    admission: Arc<Admission>,
 }
 
 /// Which transport a listener speaks.
@@ -96,7 +97,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .context("seeding resume tokens from the operating system's random source")?;
     let shared = Arc::new(Shared {
         sessions: sessions.clone(),
-        limit: ConnectionLimit::new(config.net.max_connections),
+        admission: Admission::new(config.admission_limits()),
     });
     let health = Health::new(games.clone());
     let mut accepting = Vec::new();
@@ -129,7 +130,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let gauges = Gauges {
             rooms: rooms.clone(),
             sandbox: sandbox.clone(),
-            connections: shared.limit.clone(),
+            connections: shared.admission.clone(),
             resumes: sessions.resumes.clone(),
         };
         let app = admin::router(Arc::new(admin::Admin {
@@ -157,11 +158,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     let saved = rooms.shutdown(timeout).await;
     sessions.shutdown();
-    while shared.limit.open() > 0 && tokio::time::Instant::now() < deadline {
+    while shared.admission.open() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tracing::info!(rooms_saved = saved, connections_left = shared.limit.open(), "stopped");
-    println!("stopped rooms_saved={saved} connections_left={}", shared.limit.open());
+    tracing::info!(
+        rooms_saved = saved,
+        connections_left = shared.admission.open(),
+        "stopped"
+    );
+    println!(
+        "stopped rooms_saved={saved} connections_left={}",
+        shared.admission.open()
+    );
     for t in services {
         t.abort();
     }
@@ -214,11 +222,15 @@ fn watch_modules(config: &Config, deployer: Arc<Deployer>) -> anyhow::Result<not
     Ok(watcher)
 }
 
+/// Accepts connections while there is a place for them (see
+/// [`crate::net::admission`]): when every place is taken, new connections
+/// wait in the kernel's backlog.
 async fn accept_loop(kind: Kind, listener: TcpListener, shared: Arc<Shared>) {
     loop {
+        let slot = shared.admission.accept_slot().await;
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(serve_connection(kind, stream, peer, shared.clone()));
+                tokio::spawn(serve_connection(kind, stream, peer, slot, shared.clone()));
             }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
@@ -232,36 +244,56 @@ async fn accept_loop(kind: Kind, listener: TcpListener, shared: Arc<Shared>) {
 /// A WebSocket handshake must complete within this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn serve_connection(kind: Kind, stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    // The place is taken before the handshake, so connections that never
-    // finish one count against the limit too.
-    let permit = shared.limit.try_acquire();
-    let net = &shared.sessions.net;
-    match kind {
-        Kind::Ws => match tokio::time::timeout(HANDSHAKE_TIMEOUT, WsTransport::accept(stream, net)).await {
-            Ok(Ok(t)) => serve(t, peer, permit, &shared).await,
-            Ok(Err(e)) => tracing::debug!(%peer, "websocket handshake failed: {e}"),
-            Err(_) => tracing::debug!(%peer, "websocket handshake timed out"),
-        },
-        Kind::Tcp => serve(TcpTransport::new(stream, net), peer, permit, &shared).await,
+/// How long a refused connection may take to hear why (handshake
+/// included) before it is dropped: refusals hold one of few places.
+const REFUSAL_TIME: Duration = Duration::from_secs(1);
+
+async fn serve_connection(kind: Kind, stream: TcpStream, peer: SocketAddr, slot: AcceptSlot, shared: Arc<Shared>) {
+    // Admitted before the handshake, so connections that never finish one
+    // count against the limits too.
+    match shared.admission.admit(peer.ip(), slot) {
+        Ok(permit) => {
+            let net = &shared.sessions.net;
+            match kind {
+                Kind::Ws => match tokio::time::timeout(HANDSHAKE_TIMEOUT, WsTransport::accept(stream, net)).await {
+                    Ok(Ok(t)) => serve(t, peer, permit, &shared).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, "websocket handshake failed: {e}"),
+                    Err(_) => tracing::debug!(%peer, "websocket handshake timed out"),
+                },
+                Kind::Tcp => serve(TcpTransport::new(stream, net), peer, permit, &shared).await,
+            }
+        }
+        Err((why, _slot)) => {
+            let _ = tokio::time::timeout(REFUSAL_TIME, refuse(kind, stream, why, &shared)).await;
+        }
     }
 }
 
-async fn serve<T: Transport>(mut transport: T, peer: SocketAddr, permit: Option<ConnectionPermit>, shared: &Shared) {
-    let Some(_permit) = permit else {
-        let err = ProtocolError::new(
-            ErrorCode::ServerFull,
-            "the host is at its connection limit; try again later",
-        );
-        // Bounded: a refused client that does not read must not hold a task.
-        let bye = async {
-            let _ = transport.send(protocol::error_frame(&err, None, None)).await;
-            transport.close().await;
-        };
-        let _ = tokio::time::timeout(shared.sessions.net.write_timeout(), bye).await;
-        return;
+/// Tells a connection that was not admitted why, and closes it.
+async fn refuse(kind: Kind, stream: TcpStream, why: Refused, shared: &Shared) {
+    let code = match why {
+        Refused::HostFull => ErrorCode::ServerFull,
+        Refused::AddressFull => ErrorCode::TooManyConnections,
     };
-    let session = Session::new(transport, shared.sessions.clone());
+    let frame = protocol::error_frame(&ProtocolError::new(code, why.to_string()), None, None);
+    let net = &shared.sessions.net;
+    match kind {
+        Kind::Ws => {
+            if let Ok(mut t) = WsTransport::accept(stream, net).await {
+                let _ = t.send(frame).await;
+                t.close().await;
+            }
+        }
+        Kind::Tcp => {
+            let mut t = TcpTransport::new(stream, net);
+            let _ = t.send(frame).await;
+            t.close().await;
+        }
+    }
+}
+
+async fn serve<T: Transport>(transport: T, peer: SocketAddr, permit: ConnectionPermit, shared: &Shared) {
+    let session = Session::new(transport, shared.sessions.clone(), permit);
     let player = session.player();
     tracing::debug!(%peer, player, "player connected");
     session.run().await;

@@ -43,6 +43,8 @@ pub(crate) fn rooms_with_echo() -> (Arc<Rooms>, Arc<Games>) {
     let games = Arc::new(Games::new(config.slots.keep));
     let echo = module(&sandbox, "echo", "echo", "1.0.0");
     games.insert(echo);
-    games.activate("echo", &"1.0.0".parse().expect("version")).expect("activate");
+    games
+        .activate("echo", &"1.0.0".parse().expect("version"))
+        .expect("activate");
     (Rooms::new(sandbox, games.clone(), config), games)
 }

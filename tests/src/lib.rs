@@ -569,6 +569,24 @@ impl Client {
         }
     }
 
+    /// Connects over TCP from the loopback address `source` (such as
+    /// 127.0.0.2), as a player from another machine would (no `welcome`
+    /// read yet).
+    pub async fn tcp_from(addr: SocketAddr, source: [u8; 4]) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from((source, 0)))
+            .expect("bind the source address");
+        let stream = socket.connect(addr).await.expect("tcp connect");
+        let (r, w) = stream.into_split();
+        Client {
+            conn: Conn::Tcp {
+                reader: tokio::io::BufReader::new(r),
+                writer: w,
+            },
+        }
+    }
+
     /// Sends raw bytes as one frame: a WebSocket binary message, or a TCP
     /// line (a newline is added).
     pub async fn send_raw(&mut self, bytes: &[u8]) {

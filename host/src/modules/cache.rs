@@ -67,7 +67,10 @@ impl CodeCache {
         let bytes = std::fs::read(self.path(digest)).ok()?;
         let (mac, artifact) = bytes.split_at_checked(32)?;
         if mac != self.mac(digest, artifact) {
-            tracing::warn!(digest, "ignoring a cached artifact that this host did not write for this module");
+            tracing::warn!(
+                digest,
+                "ignoring a cached artifact that this host did not write for this module"
+            );
             return None;
         }
         // SAFETY: the artifact was written by `put` on this host for this

@@ -2,14 +2,13 @@
 //! TCP for native clients, bots and `nc`. Both carry the same envelopes;
 //! the session never knows which one it speaks.
 
+pub mod admission;
 pub mod tcp;
 pub mod ws;
 
 use bytes::Bytes;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// One frame from a player.
@@ -55,60 +54,4 @@ pub trait Transport: Send {
     /// the connection instead of keeping megabytes for a reader that
     /// stopped reading.
     fn abort(&mut self);
-}
-
-/// Counts open player connections across listeners, to refuse new ones at
-/// `net.max_connections`.
-#[derive(Debug)]
-pub struct ConnectionLimit {
-    open: AtomicUsize,
-    max: usize,
-}
-
-/// Holds one connection's place; dropping it frees the place.
-pub struct ConnectionPermit(Arc<ConnectionLimit>);
-
-impl ConnectionLimit {
-    /// A limit of `max` open connections.
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self {
-            open: AtomicUsize::new(0),
-            max,
-        })
-    }
-
-    /// A place for a new connection, if one is free.
-    pub fn try_acquire(self: &Arc<Self>) -> Option<ConnectionPermit> {
-        self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
-            .ok()
-            .map(|_| ConnectionPermit(self.clone()))
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for ConnectionPermit {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn permits_are_counted_and_returned() {
-        let limit = ConnectionLimit::new(2);
-        let a = limit.try_acquire().unwrap();
-        let _b = limit.try_acquire().unwrap();
-        assert!(limit.try_acquire().is_none());
-        drop(a);
-        assert_eq!(limit.open(), 1);
-        assert!(limit.try_acquire().is_some());
-    }
 }

@@ -110,6 +110,9 @@ pub enum JoinError {
     /// No instance slot is free.
     #[error("the host is at its room limit; try again later")]
     NoCapacity,
+    /// The player's connection or address created rooms too fast.
+    #[error("too many new rooms from this connection or address; join an existing room or try again later")]
+    TooManyRooms,
     /// The game failed on the join; the room restarted without it.
     #[error("{0}")]
     Fault(String),
@@ -124,6 +127,7 @@ impl JoinError {
             JoinError::Refused { .. } => ErrorCode::JoinRefused,
             JoinError::Closed(_) => ErrorCode::RoomClosed,
             JoinError::NoCapacity => ErrorCode::ServerFull,
+            JoinError::TooManyRooms => ErrorCode::TooManyRooms,
             JoinError::Fault(_) => ErrorCode::GuestRestarted,
         };
         let reason = match self {

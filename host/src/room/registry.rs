@@ -68,6 +68,7 @@ impl Rooms {
         room: &str,
         player: PlayerId,
         name: &str,
+        may_create: &mut (dyn FnMut() -> bool + Send),
     ) -> Result<(RoomHandle, Joined, Frames), JoinError> {
         let mut last = JoinError::Closed("the room closed while joining".into());
         let unknown = || JoinError::UnknownGame {
@@ -79,7 +80,7 @@ impl Rooms {
             // No room is created while the game's rooms migrate.
             let handle = {
                 let _creating = swap.read().await;
-                self.get_or_create(game, room)?
+                self.get_or_create(game, room, &mut *may_create)?
             };
             let (outbound, queue) = mpsc::channel(self.config.net.outbound_queue);
             let overflow = tokio_util::sync::CancellationToken::new();
@@ -109,13 +110,21 @@ impl Rooms {
         Err(last)
     }
 
-    fn get_or_create(self: &Arc<Self>, game: &str, room: &str) -> Result<RoomHandle, JoinError> {
+    /// The live room, or a new one if `may_create` allows (asked only
+    /// when a room would be created).
+    fn get_or_create(
+        self: &Arc<Self>,
+        game: &str,
+        room: &str,
+        may_create: &mut dyn FnMut() -> bool,
+    ) -> Result<RoomHandle, JoinError> {
         let key = RoomKey {
             game: game.to_owned(),
             room: room.to_owned(),
         };
         // Looked up before the registry's lock is taken, never under it:
-        // `live` is a leaf lock, so no order of locks can cycle through it
+        // under `live` only leaf locks are taken (a room's version, the
+        // admission budgets), so no order of locks can cycle through it
         // (the caller's swap lock keeps the active version from changing
         // meanwhile).
         let module = self.games.active(game).ok_or_else(|| JoinError::UnknownGame {
@@ -133,6 +142,9 @@ impl Rooms {
         // may use half the instance pool, so a hot swap always fits.
         if live.len() >= self.max_rooms() {
             return Err(JoinError::NoCapacity);
+        }
+        if !may_create() {
+            return Err(JoinError::TooManyRooms);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let seed = crate::lock(&self.seeds).try_next_u64().unwrap_or(id);
@@ -324,7 +336,7 @@ mod tests {
             let (rooms, handle) = (rooms.clone(), runtime.handle().clone());
             std::thread::spawn(move || {
                 let _runtime = handle.enter();
-                rooms.get_or_create("echo", "r").is_ok()
+                rooms.get_or_create("echo", "r", &mut || true).is_ok()
             })
         };
         std::thread::sleep(Duration::from_millis(100));

@@ -14,6 +14,7 @@ pub use rate::TokenBucket;
 pub use resume::Resumes;
 
 use crate::config::NetConfig;
+use crate::net::admission::ConnectionPermit;
 use crate::net::{Inbound, Transport};
 use crate::protocol::{self, ErrorCode, ProtocolError, Request, ServerMsg};
 use crate::room::{PlayerId, Rooms, ToSession};
@@ -62,6 +63,8 @@ pub struct Sessions {
     /// Every live session's control channel.
     controls: Controls,
     next_player: AtomicU64,
+    /// Rooms one connection may create: per second, burst.
+    room_creations: (f64, f64),
 }
 
 impl Sessions {
@@ -69,7 +72,12 @@ impl Sessions {
     /// Fails only without the operating system's random source, which
     /// resume tokens need.
     pub fn new(rooms: Arc<Rooms>, net: NetConfig) -> io::Result<Arc<Self>> {
+        let room_creations = (
+            f64::from(rooms.config.rooms.create_per_minute) / 60.0,
+            f64::from(rooms.config.rooms.create_burst),
+        );
         Ok(Arc::new(Self {
+            room_creations,
             // A resume waits for a live holder as long as one of its
             // writes may take, and a little more.
             resumes: Resumes::new(net.resume_grace(), net.write_timeout() + Duration::from_secs(1))?,
@@ -122,6 +130,10 @@ pub struct Session<T: Transport> {
     control_rx: mpsc::UnboundedReceiver<Control>,
     seat: Option<Seat>,
     bucket: TokenBucket,
+    /// Rooms this connection may still create.
+    creations: TokenBucket,
+    /// The connection's place, with its source address.
+    permit: ConnectionPermit,
     liveness: Liveness,
     /// Fires at the liveness deadline. One timer, re-armed only when it
     /// fires: hearing from the player just moves `liveness.heard`, so a
@@ -135,8 +147,9 @@ pub struct Session<T: Transport> {
 }
 
 impl<T: Transport> Session<T> {
-    /// A session for a connected player, with a fresh player id.
-    pub fn new(transport: T, hub: Arc<Sessions>) -> Self {
+    /// A session for an admitted player connection, with a fresh player
+    /// id.
+    pub fn new(transport: T, hub: Arc<Sessions>, permit: ConnectionPermit) -> Self {
         let player = hub.next_player.fetch_add(1, Ordering::Relaxed);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let token = hub.resumes.register(player, control_tx.clone());
@@ -151,6 +164,8 @@ impl<T: Transport> Session<T> {
             control_rx,
             seat: None,
             bucket: TokenBucket::new(hub.net.rate_per_sec, hub.net.rate_burst, now.into_std()),
+            creations: TokenBucket::with_rate(hub.room_creations.0, hub.room_creations.1, now.into_std()),
+            permit,
             liveness: Liveness::new(now, hub.net.heartbeat(), hub.net.idle_timeout()),
             timer: Box::pin(tokio::time::sleep_until(
                 now + hub.net.heartbeat().min(hub.net.idle_timeout()),
@@ -196,7 +211,14 @@ impl<T: Transport> Session<T> {
         let resumes = self.hub.resumes.clone();
         let aborted = matches!(end, End::Aborted);
         match (end, self.seat.take()) {
-            (End::Dropped, Some(seat)) if !self.hub.closing() => resumes.park(&self.token, self.player, seat),
+            (End::Dropped, Some(seat)) if !self.hub.closing() => match self.permit.admission().park(self.permit.ip()) {
+                Some(place) => resumes.park(&self.token, self.player, seat, place),
+                // Too many seats kept already, in total or for this address.
+                None => {
+                    resumes.forget(&self.token);
+                    seat.leave(self.player).await;
+                }
+            },
             (_, Some(seat)) => {
                 resumes.forget(&self.token);
                 seat.leave(self.player).await;
@@ -565,7 +587,15 @@ impl<T: Transport> Session<T> {
                         "already in a room; leave it first",
                     )));
                 }
-                match self.hub.rooms.join(&game, &room, self.player, &name).await {
+                let (creations, permit) = (&mut self.creations, &self.permit);
+                let mut may_create =
+                    || creations.take(std::time::Instant::now()) && permit.admission().create_room(permit.ip());
+                match self
+                    .hub
+                    .rooms
+                    .join(&game, &room, self.player, &name, &mut may_create)
+                    .await
+                {
                     Ok((handle, joined, frames)) => {
                         let msg = ServerMsg::Joined {
                             game: &game,

@@ -15,19 +15,36 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(rate_per_sec: u32, burst: u32, now: Instant) -> Self {
+        Self::with_rate(f64::from(rate_per_sec), f64::from(burst), now)
+    }
+
+    /// A full bucket refilling at a fractional rate (such as a few per
+    /// minute).
+    pub fn with_rate(rate_per_sec: f64, burst: f64, now: Instant) -> Self {
         Self {
-            rate: f64::from(rate_per_sec),
-            burst: f64::from(burst),
-            tokens: f64::from(burst),
+            rate: rate_per_sec,
+            burst,
+            tokens: burst,
             last: now,
         }
     }
 
-    /// Takes one token if there is one.
-    pub fn take(&mut self, now: Instant) -> bool {
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+    }
+
+    /// Whether the bucket has refilled completely: forgetting it would
+    /// give nothing away.
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true

@@ -10,6 +10,7 @@
 
 use super::Seat;
 use super::control::{Control, ControlTx};
+use crate::net::admission::ParkPermit;
 use crate::room::PlayerId;
 use rand::{SeedableRng, TryRng};
 use std::collections::HashMap;
@@ -22,8 +23,14 @@ use tokio::sync::oneshot;
 pub(crate) type Takeover = oneshot::Sender<Option<Seat>>;
 
 enum Holder {
-    Live { takeover: ControlTx },
-    Parked { seat: Seat, id: u64 },
+    Live {
+        takeover: ControlTx,
+    },
+    Parked {
+        seat: Box<Seat>,
+        id: u64,
+        _place: ParkPermit,
+    },
 }
 
 /// Resume tokens of the host's players.
@@ -78,15 +85,24 @@ impl Resumes {
 
     /// The connection dropped while seated: keep the seat for the grace
     /// period, then leave the room.
-    pub(crate) fn park(self: &Arc<Self>, token: &str, player: PlayerId, seat: Seat) {
+    pub(crate) fn park(self: &Arc<Self>, token: &str, player: PlayerId, seat: Seat, place: ParkPermit) {
         if self.grace.is_zero() {
             self.forget(token);
             tokio::spawn(async move { seat.leave(player).await });
             return;
         }
         let id = self.parks.fetch_add(1, Ordering::Relaxed);
-        self.lock()
-            .insert(token.to_owned(), (player, Holder::Parked { seat, id }));
+        self.lock().insert(
+            token.to_owned(),
+            (
+                player,
+                Holder::Parked {
+                    seat: Box::new(seat),
+                    id,
+                    _place: place,
+                },
+            ),
+        );
         let (this, token) = (self.clone(), token.to_owned());
         tokio::spawn(async move {
             tokio::time::sleep(this.grace).await;
@@ -110,7 +126,7 @@ impl Resumes {
     pub(crate) async fn claim(&self, token: &str) -> Option<(PlayerId, Seat)> {
         let (player, holder) = self.lock().remove(token)?;
         let takeover = match holder {
-            Holder::Parked { mut seat, .. } => return seat.resumable().then_some((player, seat)),
+            Holder::Parked { mut seat, .. } => return seat.resumable().then_some((player, *seat)),
             Holder::Live { takeover } => takeover,
         };
         let (tx, rx) = oneshot::channel();
@@ -132,7 +148,7 @@ impl Resumes {
         if matches!(entries.get(token), Some((_, Holder::Parked { .. })))
             && let Some((player, Holder::Parked { mut seat, .. })) = entries.remove(token)
         {
-            return seat.resumable().then_some((player, seat));
+            return seat.resumable().then_some((player, *seat));
         }
         drop(entries);
         // ...or it is busy and keeps its seat, and its token with it.

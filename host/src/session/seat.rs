@@ -23,13 +23,7 @@ pub(crate) struct Seat {
 }
 
 impl Seat {
-    pub(crate) fn new(
-        room: RoomHandle,
-        frames: Frames,
-        game: String,
-        room_name: String,
-        keep: usize,
-    ) -> Self {
+    pub(crate) fn new(room: RoomHandle, frames: Frames, game: String, room_name: String, keep: usize) -> Self {
         Self {
             room,
             inbox: Inbox::new(frames.queue),

@@ -279,8 +279,15 @@ web = "off"
 read_buffer_bytes = {read}
 write_buffer_bytes = {write}
 max_connections = 25000
+# The harness is one machine: every client shares a few addresses.
+max_connections_per_address = 25000
+max_parked_per_address = 25000
 rate_per_sec = 100000
 rate_burst = 100000
+
+[rooms]
+create_burst = 1000000
+create_burst_per_address = 1000000
 
 [admin]
 listen = "127.0.0.1:0"

@@ -324,7 +324,8 @@ async fn a_room_that_closed_while_the_player_was_away_says_so_on_resume() {
 async fn a_slow_consumer_is_cut_at_once_and_the_kernel_keeps_nothing_for_it() {
     // A write timeout far beyond the test's patience: the cut must come
     // from the overflow itself.
-    let host = host("[net]\noutbound_queue = 8\nwrite_timeout_ms = 120000\nrate_per_sec = 100000\nrate_burst = 100000\n");
+    let host =
+        host("[net]\noutbound_queue = 8\nwrite_timeout_ms = 120000\nrate_per_sec = 100000\nrate_burst = 100000\n");
     for transport in respawn_e2e::TRANSPORTS {
         let room = format!("cut-{transport:?}");
         let mut reader = host.client(transport).await;

@@ -497,7 +497,7 @@ async fn a_restart_takes_compiled_code_from_the_cache_and_ignores_forged_artifac
 async fn joins_status_and_promotions_at_once_never_deadlock() {
     let host = Host::start_with(HostOptions {
         games: &["echo"],
-        config: "[rooms]\nlinger_ms = 0\n[sandbox]\nmax_instances = 400\n[net]\nrate_per_sec = 100000\nrate_burst = 100000\n",
+        config: "[rooms]\nlinger_ms = 0\ncreate_burst = 100000\ncreate_burst_per_address = 100000\n[sandbox]\nmax_instances = 400\n[net]\nrate_per_sec = 100000\nrate_burst = 100000\n",
         extra_modules: vec![("echo-2.wasm", signed("echo", "echo", "2.0.0"))],
         env: vec![("TOKIO_WORKER_THREADS".into(), "4".into())],
     });

@@ -1,6 +1,7 @@
 //! End-to-end tests: a real `respawn serve` process, real compiled guests
 //! (`just guests`), real WebSocket and TCP sockets on loopback.
 
+mod admission;
 mod bad_input;
 mod cli;
 mod connections;

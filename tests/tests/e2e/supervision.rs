@@ -144,7 +144,10 @@ async fn too_many_restarts_close_the_room_with_a_crash_report() {
         .await;
     let closed = a.expect_error("guest_fault").await;
     assert!(closed["message"].as_str().unwrap().contains("room closed"), "{closed}");
-    assert_eq!(closed["ref"], "last", "the guest_fault answers the message that caused it");
+    assert_eq!(
+        closed["ref"], "last",
+        "the guest_fault answers the message that caused it"
+    );
     // Out of the room, still connected, and a new room starts fresh.
     a.ping().await;
     a.send(json!({"type": "message", "data": {"do": "get"}})).await;
