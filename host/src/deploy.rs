@@ -217,6 +217,11 @@ impl Deployer {
         self
     }
 
+    /// Waits until every audit record so far is on disk.
+    pub fn flush_audit(&self) {
+        self.audit.flush();
+    }
+
     fn count(&self, f: impl FnOnce(&mut Counters)) {
         f(&mut lock(&self.counters));
     }
@@ -244,14 +249,16 @@ impl Deployer {
         if module.source.signer().is_none() {
             tracing::warn!(file = %file.display(), game = %module.name, "loading UNSIGNED code: trust.allow_unsigned is on (development only)");
         }
-        if let Err(e) = self.store.save(&module) {
+        if let Err(e) = crate::blocking::blocking(|| self.store.save(&module)) {
             tracing::error!(game = %module.name, "cannot store version {} in the slot store: {e}", module.version);
         }
         for (old, digest) in self.games.insert(module.clone()) {
-            self.store.remove(&module.name, &old);
-            if let Some(cache) = &self.cache {
-                cache.remove(&digest);
-            }
+            crate::blocking::blocking(|| {
+                self.store.remove(&module.name, &old);
+                if let Some(cache) = &self.cache {
+                    cache.remove(&digest);
+                }
+            });
         }
         tracing::info!(game = %module.name, version = %module.version, signer = module.source.signer().unwrap_or("UNSIGNED"), "version loaded");
         self.count(|c| c.loaded += 1);
@@ -340,9 +347,7 @@ impl Deployer {
     /// Hot reload: a complete file appeared in the modules folder.
     pub async fn offer(&self, file: &Path) -> Result<Option<Loaded>, Rejection> {
         let t0 = Instant::now();
-        // Reading and hashing a module takes milliseconds: fine on the one
-        // task that handles deployments.
-        let verified = match loader::read_verified(&self.trust, file) {
+        let verified = match crate::blocking::blocking(|| loader::read_verified(&self.trust, file)) {
             Ok(v) => v,
             Err(why) => {
                 self.reject(file, None, &why);
@@ -563,7 +568,7 @@ impl Deployer {
             pinned: self.games.pinned(game),
             bad: lock(&self.bad).get(game).cloned().unwrap_or_default(),
         };
-        if let Err(e) = self.store.save_state(game, &state) {
+        if let Err(e) = crate::blocking::blocking(|| self.store.save_state(game, &state)) {
             tracing::error!(game, "cannot persist the active version: {e}");
         }
     }

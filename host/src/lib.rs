@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+mod blocking;
 mod bounded;
 pub mod cli;
 pub mod config;

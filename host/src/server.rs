@@ -134,7 +134,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             resumes: sessions.resumes.clone(),
         };
         let app = admin::router(Arc::new(admin::Admin {
-            deployer,
+            deployer: deployer.clone(),
             token,
             health: health.clone(),
             gauges,
@@ -161,6 +161,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     while shared.admission.open() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    crate::blocking::blocking(|| deployer.flush_audit());
     tracing::info!(
         rooms_saved = saved,
         connections_left = shared.admission.open(),

@@ -40,16 +40,39 @@ pub struct AuditEntry {
     pub file: Option<String>,
 }
 
-/// An append-only JSON-lines file.
+/// An append-only JSON-lines file, written by a thread of its own so that
+/// recording never waits on the disk; records keep their order.
 pub struct AuditLog {
-    file: Mutex<std::fs::File>,
+    lines: Mutex<std::sync::mpsc::Sender<Line>>,
+}
+
+enum Line {
+    Record(Vec<u8>),
+    /// Answered once everything before it is written.
+    Flush(std::sync::mpsc::SyncSender<()>),
 }
 
 impl AuditLog {
     /// Opens (creating) the log for appending.
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { file: Mutex::new(file) })
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let (tx, rx) = std::sync::mpsc::channel::<Line>();
+        std::thread::Builder::new().name("audit-log".into()).spawn(move || {
+            for line in rx {
+                match line {
+                    Line::Record(bytes) => {
+                        if let Err(e) = file.write_all(&bytes) {
+                            tracing::error!("cannot write the audit log: {e}");
+                        }
+                    }
+                    Line::Flush(done) => {
+                        let _ = file.sync_data();
+                        let _ = done.send(());
+                    }
+                }
+            }
+        })?;
+        Ok(Self { lines: Mutex::new(tx) })
     }
 
     /// Appends a record, stamping its time. Failing to write is logged: the
@@ -60,9 +83,15 @@ impl AuditLog {
             return;
         };
         line.push(b'\n');
-        let mut file = crate::lock(&self.file);
-        if let Err(e) = file.write_all(&line) {
-            tracing::error!("cannot write the audit log: {e}");
+        let _ = crate::lock(&self.lines).send(Line::Record(line));
+    }
+
+    /// Waits until every record so far is on disk (at shutdown, before the
+    /// process exits).
+    pub fn flush(&self) {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        if crate::lock(&self.lines).send(Line::Flush(done)).is_ok() {
+            let _ = wait.recv();
         }
     }
 }

@@ -212,7 +212,8 @@ impl RoomTask {
         let now = self.now();
         let module = self.module.clone();
         let mut guest = self.instantiate(&module, now).await?;
-        if let Some(saved) = persist::load(&self.rooms.config.state.dir, &self.key) {
+        let dir = &self.rooms.config.state.dir;
+        if let Some(saved) = crate::blocking::blocking(|| persist::load(dir, &self.key)) {
             guest = self.restore_saved(guest, saved, now).await?;
         }
         self.apply_tick_request(&mut guest);
@@ -256,16 +257,16 @@ impl RoomTask {
         let dir = &self.rooms.config.state.dir;
         match put_back {
             Ok(Ok(())) => {
-                persist::restored(dir, &self.key);
+                crate::blocking::blocking(|| persist::restored(dir, &self.key));
                 tracing::info!(room = %self.label, "room state restored from the last shutdown");
             }
             Ok(Err(why)) => {
                 let why = format!("{} refused the state {written_by} saved: {why}", self.module.version);
-                persist::set_aside(dir, &self.key, &why);
+                crate::blocking::blocking(|| persist::set_aside(dir, &self.key, &why));
             }
             Err(fault) => {
                 let why = format!("putting back the state {written_by} saved trapped: {fault}");
-                persist::set_aside(dir, &self.key, &why);
+                crate::blocking::blocking(|| persist::set_aside(dir, &self.key, &why));
                 let module = self.module.clone();
                 return self.instantiate(&module, now).await;
             }
@@ -566,7 +567,8 @@ impl RoomTask {
                     version: Some(self.module.version.to_string()),
                     digest: Some(self.module.digest().to_owned()),
                 };
-                match persist::save(&self.rooms.config.state.dir, &self.key, &saved) {
+                let dir = &self.rooms.config.state.dir;
+                match crate::blocking::blocking(|| persist::save(dir, &self.key, &saved)) {
                     Ok(()) => tracing::info!(room = %self.label, "room state saved for the next start"),
                     Err(e) => tracing::error!(room = %self.label, "cannot save the room state: {e}"),
                 }
