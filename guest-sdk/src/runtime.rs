@@ -40,10 +40,11 @@ pub(crate) fn dispatch_tick<G: Game>(g: &mut G, b: &mut dyn Backend) {
     g.on_tick(&mut Ctx::new(b))
 }
 
-pub(crate) fn encode_snapshot<G: Game>(g: &G) -> Vec<u8> {
-    // A state made of serde types always serializes; the fallback keeps a
-    // broken custom `Serialize` impl from trapping the room.
-    serde_json::to_vec(g).unwrap_or_default()
+/// The game's state as JSON, or why it cannot be written. Never an empty
+/// stand-in: a checkpoint that is not the state would be restored as if
+/// it were.
+pub(crate) fn encode_snapshot<G: Game>(g: &G) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(g).map_err(|e| format!("cannot snapshot this game's state: {e}"))
 }
 
 pub(crate) fn decode_snapshot<G: Game>(g: &mut G, state: &[u8]) -> Result<(), String> {
@@ -113,8 +114,14 @@ mod wasm {
     pub fn on_tick<G: Game>(g: &mut G, _now_ms: u64) {
         dispatch_tick(g, &mut Wit)
     }
+    /// A state that cannot be written traps the call (the world's
+    /// `snapshot` has no error case): the host then keeps its last good
+    /// checkpoint and stores nothing from this one.
     pub fn snapshot<G: Game>(g: &mut G) -> Vec<u8> {
-        encode_snapshot(g)
+        match encode_snapshot(g) {
+            Ok(bytes) => bytes,
+            Err(why) => panic!("{why}"),
+        }
     }
     pub fn restore<G: Game>(g: &mut G, state: &[u8]) -> Result<(), String> {
         decode_snapshot(g, state)

@@ -248,9 +248,10 @@ impl<G: Game> TestRoom<G> {
     }
 
     /// Snapshots the state and restores it into a fresh game, as a hot swap
-    /// does; returns the snapshot bytes.
+    /// does; returns the snapshot bytes, or why the state cannot be
+    /// written (in a real room, the snapshot call traps).
     pub fn swap(&mut self) -> Result<Vec<u8>, String> {
-        let bytes = runtime::encode_snapshot(&self.game);
+        let bytes = runtime::encode_snapshot(&self.game)?;
         let mut fresh = G::default();
         runtime::decode_snapshot(&mut fresh, &bytes)?;
         self.game = fresh;
@@ -370,5 +371,35 @@ mod tests {
             }
         }
         assert_eq!(ctx.random_below(0), 0);
+    }
+
+    /// A state JSON cannot hold: a map with tuple keys.
+    #[derive(Default, Serialize, Deserialize)]
+    struct Board {
+        cells: std::collections::BTreeMap<(u8, u8), u8>,
+    }
+
+    impl Game for Board {
+        type Message = Value;
+        fn on_join(&mut self, _: &mut Ctx, _: &Player) -> Result<(), Reject> {
+            Ok(())
+        }
+        fn on_message(&mut self, _: &mut Ctx, _: PlayerId, _: Value) -> Result<(), Reject> {
+            self.cells.insert((1, 2), 3);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_state_that_cannot_be_written_is_an_error_never_an_empty_checkpoint() {
+        let mut room = TestRoom::<Board>::new();
+        room.join(1, "a").unwrap();
+        room.message(1, &json!({})).unwrap();
+        let err = room.swap().expect_err("a failed snapshot must not pass for a state");
+        assert!(err.contains("cannot snapshot"), "{err}");
+        assert_eq!(
+            runtime::encode_snapshot(&Board::default()).as_deref(),
+            Ok(&b"{\"cells\":{}}"[..])
+        );
     }
 }

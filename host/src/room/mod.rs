@@ -5,6 +5,7 @@
 //! room never waits on a socket and a socket never touches a Store.
 
 mod crash;
+mod failure;
 mod journal;
 mod persist;
 mod registry;
@@ -66,7 +67,7 @@ pub(crate) enum RoomCmd {
     /// `ready`, then commit or abort as `decision` says.
     Swap {
         module: Arc<GameModule>,
-        ready: oneshot::Sender<Result<(), String>>,
+        ready: oneshot::Sender<Result<(), failure::MoveRefused>>,
         decision: oneshot::Receiver<bool>,
     },
     /// Save the state for the next start, tell the players, close.

@@ -267,7 +267,7 @@ impl Rooms {
             for (ready, _) in &mut pending {
                 match ready.await {
                     Ok(Ok(())) => switched += 1,
-                    Ok(Err(why)) => failures.push(why),
+                    Ok(Err(why)) => failures.push(why.to_string()),
                     Err(_) => {}
                 }
             }

@@ -4,6 +4,7 @@
 //! last good state (checkpoint plus journal, minus the failing input).
 
 use super::crash::{self, CrashReport};
+use super::failure::{MoveRefused, RoomFailure};
 use super::journal::{Checkpoint, Entry, Input, Journal};
 use super::persist::{self, SavedRoom};
 use super::registry::RoomKey;
@@ -64,7 +65,7 @@ pub(super) struct RoomTask {
 struct Crash {
     reason: &'static str,
     fault: GuestFault,
-    restart_error: Option<String>,
+    restart_error: Option<RoomFailure>,
     failed: Option<Entry>,
 }
 
@@ -268,7 +269,7 @@ impl RoomTask {
                 let why = format!("putting back the state {written_by} saved trapped: {fault}");
                 crate::blocking::blocking(|| persist::set_aside(dir, &self.key, &why));
                 let module = self.module.clone();
-                return self.instantiate(&module, now).await;
+                return Ok(self.instantiate(&module, now).await?);
             }
         }
         guest.take_effects().for_each(drop);
@@ -278,33 +279,25 @@ impl RoomTask {
     /// A new instance of `module` for this room, initialised. Effects of
     /// `init` have no audience and are dropped; a tick request is kept for
     /// the caller to apply.
-    async fn instantiate(&self, module: &GameModule, now: u64) -> Result<GuestInstance, JoinError> {
+    async fn instantiate(&self, module: &GameModule, now: u64) -> Result<GuestInstance, RoomFailure> {
         let rooms = &self.rooms;
         let mut guest = GuestInstance::new(&rooms.sandbox, &module.code, self.label.clone(), self.seed)
             .await
-            .map_err(|e| {
-                tracing::warn!(room = %self.label, version = %module.version, "cannot instantiate: {e:#}");
-                if format!("{e:#}").contains("limit") {
-                    JoinError::NoCapacity
-                } else {
-                    JoinError::Closed(format!("the room could not start: {e:#}"))
-                }
-            })?;
+            .inspect_err(
+                |e| tracing::warn!(room = %self.label, version = %module.version, "cannot instantiate: {e}"),
+            )?;
         let config = rooms.config.game_init_config(&self.key.game);
         module.health.call();
         match guest.init(now, &self.key.room, &config).await {
             Ok(Ok(())) => {}
             Ok(Err(why)) => {
                 tracing::warn!(room = %self.label, version = %module.version, "init refused: {why}");
-                return Err(JoinError::Closed(format!("the game's init refused: {why}")));
+                return Err(RoomFailure::InitRefused(why));
             }
             Err(fault) => {
                 module.health.fault();
                 tracing::error!(room = %self.label, version = %module.version, kind = ?fault.kind, "guest fault in init: {}", fault.detail);
-                return Err(JoinError::Closed(format!(
-                    "the game's init failed ({})",
-                    fault.kind.code()
-                )));
+                return Err(RoomFailure::InitTrapped(fault));
             }
         }
         guest.take_effects().for_each(drop);
@@ -391,21 +384,32 @@ impl RoomTask {
 
     /// A fresh instance at the checkpoint, with the journal replayed.
     /// Effects of the replay were delivered the first time and are dropped.
-    async fn rebuild(&mut self) -> Result<GuestInstance, String> {
+    async fn rebuild(&mut self) -> Result<GuestInstance, RoomFailure> {
         let module = self.module.clone();
         let now = self.journal.checkpoint().now;
-        let mut fresh = self.instantiate(&module, now).await.map_err(|e| e.to_string())?;
+        let mut fresh = self.instantiate(&module, now).await?;
         let cp = self.journal.checkpoint();
+        let version = || module.version.to_string();
         match fresh.restore(now, &cp.state).await {
             Ok(Ok(())) => {}
-            Ok(Err(why)) => return Err(format!("restore refused the checkpoint: {why}")),
-            Err(fault) => return Err(format!("restore trapped: {fault}")),
+            Ok(Err(why)) => {
+                return Err(RoomFailure::RestoreRefused {
+                    version: version(),
+                    why,
+                });
+            }
+            Err(fault) => {
+                return Err(RoomFailure::RestoreTrapped {
+                    version: version(),
+                    fault,
+                });
+            }
         }
         fresh.seek_entropy(cp.entropy);
         // Each call starts with no effects; only the last call's are left.
         for entry in self.journal.entries() {
             if let Err(fault) = call(&mut fresh, entry.now, &entry.input).await {
-                return Err(format!("replaying an input of {} trapped: {fault}", entry.now));
+                return Err(RoomFailure::ReplayTrapped { at: entry.now, fault });
             }
         }
         fresh.take_effects().for_each(drop);
@@ -418,6 +422,7 @@ impl RoomTask {
         self.module.health.crash();
         let at_ms = crate::unix_ms();
         let cp = self.journal.checkpoint();
+        let restart_error = crash.restart_error.as_ref().map(ToString::to_string);
         let report = CrashReport {
             game: &self.key.game,
             room: &self.key.room,
@@ -428,7 +433,7 @@ impl RoomTask {
             reason: crash.reason,
             fault_kind: crash.fault.kind.code(),
             fault: &crash.fault.detail,
-            restart_error: crash.restart_error.as_deref(),
+            restart_error: restart_error.as_deref(),
             restarts_in_window: self.restarts.len(),
             failed_input: crash.failed.as_ref(),
             checkpoint_hex: if cp.state.len() <= crash::MAX_CHECKPOINT_BYTES {
@@ -445,7 +450,7 @@ impl RoomTask {
             version = %self.module.version,
             reason = crash.reason,
             kind = crash.fault.kind.code(),
-            restart_error = crash.restart_error.as_deref(),
+            restart_error = restart_error.as_deref(),
             "room crashed and closed: {}", crash.fault.detail
         );
         let (file, text) = match crash::render(&self.rooms.config.state.dir, &self.key, &report) {
@@ -475,7 +480,7 @@ impl RoomTask {
         &mut self,
         guest: &mut GuestInstance,
         module: Arc<GameModule>,
-        ready: oneshot::Sender<Result<(), String>>,
+        ready: oneshot::Sender<Result<(), MoveRefused>>,
         decision: oneshot::Receiver<bool>,
     ) -> Result<(), Stop> {
         if module.digest() == self.module.digest() {
@@ -488,10 +493,12 @@ impl RoomTask {
         let state = match guest.snapshot(now).await {
             Ok(state) => state,
             Err(fault) => {
-                let _ = ready.send(Err(format!(
-                    "{}: snapshot trapped on {}",
-                    self.label, self.module.version
-                )));
+                let _ = ready.send(Err(MoveRefused {
+                    room: self.label.clone(),
+                    failure: RoomFailure::SnapshotTrapped {
+                        version: self.module.version.to_string(),
+                    },
+                }));
                 return self.restart(guest, fault, None).await;
             }
         };
@@ -507,7 +514,10 @@ impl RoomTask {
             Err(why) => {
                 tracing::warn!(room = %self.label, "cannot move to {}: {why}", module.version);
                 self.journal.reset(here);
-                let _ = ready.send(Err(format!("{}: {why}", self.label)));
+                let _ = ready.send(Err(MoveRefused {
+                    room: self.label.clone(),
+                    failure: why,
+                }));
                 let _ = decision.await;
                 return Ok(());
             }
@@ -537,18 +547,16 @@ impl RoomTask {
     }
 
     /// An instance of `module` holding `state`, or why there cannot be one.
-    async fn prepare(&self, module: &GameModule, now: u64, state: &[u8]) -> Result<GuestInstance, String> {
-        let mut next = self.instantiate(module, now).await.map_err(|e| match e {
-            JoinError::NoCapacity => "no instance slot free".to_owned(),
-            other => other.to_string(),
-        })?;
+    async fn prepare(&self, module: &GameModule, now: u64, state: &[u8]) -> Result<GuestInstance, RoomFailure> {
+        let mut next = self.instantiate(module, now).await?;
         module.health.call();
+        let version = module.version.to_string();
         match next.restore(now, state).await {
             Ok(Ok(())) => {}
-            Ok(Err(why)) => return Err(format!("{} refused the state: {why}", module.version)),
+            Ok(Err(why)) => return Err(RoomFailure::RestoreRefused { version, why }),
             Err(fault) => {
                 module.health.fault();
-                return Err(format!("restore trapped on {} ({})", module.version, fault.kind.code()));
+                return Err(RoomFailure::RestoreTrapped { version, fault });
             }
         }
         next.take_effects().for_each(drop);

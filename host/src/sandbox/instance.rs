@@ -95,6 +95,43 @@ struct OverLimit {
 #[error("guest call ran past its {0} ms deadline")]
 struct Deadline(u64);
 
+/// Why an instance could not be created, told apart by the error's type
+/// (never by its words), since the room answers each differently.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InstantiateError {
+    /// Every instance slot of the pooling allocator is taken.
+    #[error("no instance slot is free ({0})")]
+    PoolExhausted(String),
+    /// The module asks for more memory or table at start than the sandbox
+    /// allows.
+    #[error("the game needs more memory than sandbox.memory_mib allows: {0}")]
+    OverLimit(String),
+    /// The module's start code trapped.
+    #[error("the game's start code failed: {0}")]
+    StartFailed(GuestFault),
+    /// Anything else wasmtime reported.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl InstantiateError {
+    fn classify(e: wasmtime::Error) -> Self {
+        if let Some(pool) = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<wasmtime::PoolConcurrencyLimitError>())
+        {
+            return Self::PoolExhausted(pool.to_string());
+        }
+        if let Some(over) = e.chain().find_map(|c| c.downcast_ref::<OverLimit>()) {
+            return Self::OverLimit(over.to_string());
+        }
+        if e.chain().any(|c| c.is::<wasmtime::Trap>() || c.is::<Deadline>()) {
+            return Self::StartFailed(GuestFault::from_error(e));
+        }
+        Self::Other(format!("{e:#}"))
+    }
+}
+
 /// The wall-clock bound of one call: the epoch deadline counts only time
 /// the guest's code runs, so a call waiting inside WASI (a sleep, a clock
 /// poll far in the future) would never end without it. Twice the CPU
@@ -319,7 +356,7 @@ pub type CallResult<T> = Result<T, GuestFault>;
 impl GuestInstance {
     /// Instantiates `code` for a room labelled `label` (used in logs),
     /// with all its randomness derived from `seed`.
-    pub async fn new(sandbox: &Sandbox, code: &GameCode, label: String, seed: u64) -> anyhow::Result<Self> {
+    pub async fn new(sandbox: &Sandbox, code: &GameCode, label: String, seed: u64) -> Result<Self, InstantiateError> {
         let clock = RoomClock::default();
         let entropy = Entropy::from_seed(seed);
         let wasi_rngs = [entropy.wasi_secure.clone(), entropy.wasi_insecure.clone()];
@@ -366,7 +403,10 @@ impl GuestInstance {
         let room = {
             // Start functions run guest code too: tick at the calls' pace.
             let _in_call = InCall::new(&sandbox.in_call);
-            code.pre.instantiate_async(&mut store).await?
+            code.pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(InstantiateError::classify)?
         };
         sandbox.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Self {
@@ -515,5 +555,42 @@ impl GuestInstance {
     /// The tick interval the guest asked for during the last calls, if any.
     pub fn take_tick_request(&mut self) -> Option<u32> {
         self.store.data_mut().tick_request.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SandboxConfig;
+
+    fn sandbox(pooling: bool, max_instances: u32, memory_mib: u32) -> Sandbox {
+        Sandbox::new(&SandboxConfig {
+            pooling,
+            max_instances,
+            memory_mib,
+            ..SandboxConfig::default()
+        })
+        .expect("sandbox")
+    }
+
+    #[tokio::test]
+    async fn instantiation_failures_are_told_apart_by_type() {
+        // A full pool is the host's capacity, whatever wasmtime's words.
+        let pool = sandbox(true, 2, 64);
+        let echo = crate::testing::module(&pool, "echo", "echo", "1.0.0");
+        let _a = GuestInstance::new(&pool, &echo.code, "a".into(), 1)
+            .await
+            .expect("first");
+        let _b = GuestInstance::new(&pool, &echo.code, "b".into(), 2)
+            .await
+            .expect("second");
+        let third = GuestInstance::new(&pool, &echo.code, "c".into(), 3).await.err();
+        assert!(matches!(third, Some(InstantiateError::PoolExhausted(_))), "{third:?}");
+        // A memory limit below what the module needs at start is the
+        // limiter's refusal.
+        let small = sandbox(false, 16, 1);
+        let echo = crate::testing::module(&small, "echo", "echo", "1.0.0");
+        let tight = GuestInstance::new(&small, &echo.code, "d".into(), 4).await.err();
+        assert!(matches!(tight, Some(InstantiateError::OverLimit(_))), "{tight:?}");
     }
 }

@@ -6,7 +6,7 @@ pub mod determinism;
 mod instance;
 
 pub use bindings::Rejection;
-pub use instance::{CallResult, Effect, FaultKind, GuestFault, GuestInstance, RoomData};
+pub use instance::{CallResult, Effect, FaultKind, GuestFault, GuestInstance, InstantiateError, RoomData};
 
 use crate::config::SandboxConfig;
 use crate::modules::VerifiedModule;
