@@ -9,7 +9,8 @@
 //! room clock); `{"do": "time"}` replies with the host clock and the WASI
 //! clock the guest sees; `{"do": "add", "n": N}` adds to the counter and
 //! `{"do": "get"}` reads it; `{"do": "poison"}` makes the next `restore` of
-//! this state trap.
+//! this state trap; `{"do": "slow", "ms": N}` makes every later message
+//! sleep N ms in WASI first.
 
 use respawn_guest_sdk::{Ctx, Game, Player, PlayerId, Reject, export_game};
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,9 @@ pub struct Faulty {
     /// Rounds (in millions) each tick spins.
     #[serde(default)]
     pub spin: u32,
+    /// Every message first sleeps this long in WASI (a slow version).
+    #[serde(default)]
+    pub slow_ms: u64,
     #[serde(skip)]
     hoard: Vec<Vec<u8>>,
 }
@@ -97,6 +101,8 @@ pub enum Order {
     Poison,
     /// Reply with `ctx.now_ms()` and `SystemTime::now()` as WASI gives it.
     Time,
+    /// From now on, sleep `ms` in WASI at the start of every message.
+    Slow { ms: u64 },
 }
 
 impl Game for Faulty {
@@ -114,7 +120,14 @@ impl Game for Faulty {
     }
 
     fn on_message(&mut self, ctx: &mut Ctx, from: PlayerId, order: Order) -> Result<(), Reject> {
+        if self.slow_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(self.slow_ms));
+        }
         match order {
+            Order::Slow { ms } => {
+                self.slow_ms = ms;
+                ctx.send(from, &json!({"slow_ms": ms}));
+            }
             Order::Count => {
                 self.count += if cfg!(feature = "v2") { 10 } else { 1 };
                 ctx.send(from, &json!({"count": self.count}));

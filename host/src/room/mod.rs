@@ -3,6 +3,8 @@
 //! Sessions talk to a room only through its bounded command channel, and the
 //! room talks back only through each player's bounded outbound queue, so a
 //! room never waits on a socket and a socket never touches a Store.
+//! Operators reach it through a second, small channel that the room serves
+//! first.
 
 mod crash;
 mod failure;
@@ -144,6 +146,9 @@ impl JoinError {
 pub struct RoomHandle {
     id: u64,
     tx: mpsc::Sender<RoomCmd>,
+    /// Operators' commands (migrate, shut down), served before players'
+    /// ones: a slow room with a full inbox can still be rolled back.
+    control: mpsc::Sender<RoomCmd>,
     /// The version the room runs, updated by the room on swap.
     running: Arc<Mutex<Arc<GameModule>>>,
 }

@@ -36,6 +36,10 @@ pub struct Rooms {
 /// their deadline, so this is only reached by a wedged room.
 const MIGRATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Operators' commands queued per room: a migration or a shutdown at a
+/// time, rarely more.
+const CONTROL_QUEUE: usize = 4;
+
 /// How often a join retries a room that closed under it.
 const JOIN_ATTEMPTS: usize = 3;
 
@@ -149,16 +153,18 @@ impl Rooms {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let seed = crate::lock(&self.seeds).try_next_u64().unwrap_or(id);
         let (tx, rx) = mpsc::channel(self.config.rooms.inbox);
+        let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let running = Arc::new(Mutex::new(module.clone()));
         let handle = RoomHandle {
             id,
             tx,
+            control,
             running: running.clone(),
         };
         live.insert(key.clone(), handle.clone());
         drop(live);
         let task = RoomTask::new(self.clone(), key, id, module, seed, running);
-        tokio::spawn(task.run(rx));
+        tokio::spawn(task.run(rx, control_rx));
         Ok(handle)
     }
 
@@ -214,7 +220,7 @@ impl Rooms {
             let mut waiting = Vec::with_capacity(handles.len());
             for h in handles {
                 let (done, rx) = oneshot::channel();
-                if h.tx.send(RoomCmd::Shutdown { done }).await.is_ok() {
+                if h.control.send(RoomCmd::Shutdown { done }).await.is_ok() {
                     waiting.push(rx);
                 }
             }
@@ -252,12 +258,12 @@ impl Rooms {
                 ready: ready_tx,
                 decision: decide_rx,
             };
-            match tokio::time::timeout_at(deadline, h.tx.send(cmd)).await {
+            match tokio::time::timeout_at(deadline, h.control.send(cmd)).await {
                 Ok(Ok(())) => pending.push((ready_rx, decide_tx)),
                 // A room that closed meanwhile has nothing left to migrate.
                 Ok(Err(_)) => {}
                 Err(_) => {
-                    failures.push(format!("a room's inbox stayed full for {MIGRATION_TIMEOUT:?}"));
+                    failures.push(format!("a room's control queue stayed full for {MIGRATION_TIMEOUT:?}"));
                     break;
                 }
             }

@@ -119,11 +119,12 @@ impl RoomTask {
         self.last_now
     }
 
-    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<RoomCmd>) {
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<RoomCmd>, mut control: mpsc::Receiver<RoomCmd>) {
         let mut guest = match self.start().await {
             Ok(guest) => guest,
             Err(e) => {
                 self.rooms.retire(&self.key, self.id);
+                drain(&mut control, &e).await;
                 drain(&mut rx, &e).await;
                 return;
             }
@@ -144,12 +145,17 @@ impl RoomTask {
                     None => std::future::pending().await,
                 }
             };
+            // Biased: operators' commands first (a full inbox cannot hold
+            // up a rollback or a shutdown), then a due tick (ready at most
+            // once a period, so it cannot starve players), then players'.
             let wake = tokio::select! {
+                biased;
+                Some(cmd) = control.recv() => Wake::Cmd(cmd),
+                _ = tick => Wake::Tick,
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => Wake::Cmd(cmd),
                     None => break Stop::InboxClosed,
                 },
-                _ = tick => Wake::Tick,
                 () = linger => break Stop::Empty,
             };
             let step = match wake {
@@ -201,6 +207,7 @@ impl RoomTask {
             }
         };
         drop(guest);
+        drain(&mut control, &closing).await;
         drain(&mut rx, &closing).await;
         if let Some(done) = done {
             let _ = done.send(());

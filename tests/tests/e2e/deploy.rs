@@ -562,3 +562,44 @@ async fn joins_status_and_promotions_at_once_never_deadlock() {
     assert!(counts.0 > 0 && counts.1 > 0 && counts.2 > 0, "{counts:?}");
     assert_eq!(admin.request("GET", "/status", None).0, 200);
 }
+
+/// Operators' commands reach a room through a channel it serves before
+/// players' messages: with a version whose every message takes 90% of the
+/// call deadline and an inbox kept full by a flood, a rollback still
+/// completes at once (bound: the call in progress, at most twice the call
+/// deadline, plus the room's snapshot and restore; asserted as 3 s, well
+/// under the 5 s after which a migration gives a room up).
+#[tokio::test]
+async fn a_rollback_is_not_queued_behind_a_slow_versions_full_inbox() {
+    let host = Host::start_with(HostOptions {
+        games: &["faulty"],
+        config: "[sandbox]\ncall_timeout_ms = 100\n[rooms]\ninbox = 64\n[net]\nrate_per_sec = 100000\nrate_burst = 100000\n",
+        extra_modules: vec![("faulty-2.wasm", signed("faulty-v2", "faulty", "2.0.0"))],
+        ..HostOptions::default()
+    });
+    host.wait_until("2.0.0 is active", |h| h.active("faulty").as_deref() == Some("2.0.0"))
+        .await;
+    let mut players = Vec::new();
+    for i in 0..8 {
+        let mut c = host.client(Transport::Tcp).await;
+        c.join("faulty", "slow", &format!("p{i}")).await;
+        players.push(c);
+    }
+    players[0].message(json!({"do": "slow", "ms": 90})).await;
+    assert_eq!(players[0].event().await["slow_ms"], 90);
+    // 8 × 40 messages of 90 ms each: the inbox alone holds 64 of them,
+    // almost 6 s of work ahead of anything queued behind it.
+    for c in &mut players {
+        for _ in 0..40 {
+            c.message(json!({"do": "count"})).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let (ok, stdout, stderr) = host.cli(&["rollback", "faulty"]);
+    let took = started.elapsed();
+    assert!(ok, "rollback failed: {stdout} {stderr}");
+    assert!(took < Duration::from_secs(3), "the rollback took {took:?}");
+    assert_eq!(host.active("faulty").as_deref(), Some("1.0.0"));
+    println!("rollback behind a full inbox took {took:?}");
+}
