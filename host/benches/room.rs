@@ -382,14 +382,14 @@ fn offer(c: &mut Criterion) {
     let games = Arc::new(Games::new(3));
     let rooms = Rooms::new(sandbox.clone(), games.clone(), config);
     let trust = TrustStore::load(&[key.public().to_openssh("")], None, false).expect("trust");
-    let deployer = Deployer::new(
+    let deployer = Arc::new(Deployer::new(
         sandbox,
         trust,
         games,
         rooms,
         SlotStore::open(dir.path()).expect("store"),
         AuditLog::open(&dir.path().join("audit.log")).expect("audit"),
-    );
+    ));
     let mut n = 0;
     let mut group = c.benchmark_group("deploy");
     group.sample_size(10);

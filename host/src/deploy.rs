@@ -171,6 +171,9 @@ pub struct Deployer {
     probation: ProbationConfig,
     probations: Mutex<BTreeMap<String, Probation>>,
     bad: Mutex<BTreeMap<String, BTreeSet<Version>>>,
+    /// Promotions and rollbacks in progress: owned by the host, so one
+    /// whose requester goes away still finishes, and shutdown waits.
+    jobs: tokio_util::task::TaskTracker,
 }
 
 impl Deployer {
@@ -198,6 +201,7 @@ impl Deployer {
             },
             probations: Mutex::new(BTreeMap::new()),
             bad: Mutex::new(BTreeMap::new()),
+            jobs: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -345,7 +349,7 @@ impl Deployer {
     }
 
     /// Hot reload: a complete file appeared in the modules folder.
-    pub async fn offer(&self, file: &Path) -> Result<Option<Loaded>, Rejection> {
+    pub async fn offer(self: &Arc<Self>, file: &Path) -> Result<Option<Loaded>, Rejection> {
         let t0 = Instant::now();
         let verified = match crate::blocking::blocking(|| loader::read_verified(&self.trust, file)) {
             Ok(v) => v,
@@ -407,14 +411,47 @@ impl Deployer {
         Ok(Some(loaded))
     }
 
+    /// Runs `work` as a job the host owns: it runs to its end even if the
+    /// caller stops waiting (an operator's Ctrl-C drops the admin request),
+    /// and shutdown waits for it ([`Deployer::finish_jobs`]).
+    async fn job<T, F>(self: &Arc<Self>, work: impl FnOnce(Arc<Self>) -> F) -> T
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
+        match self.jobs.spawn(work(self.clone())).await {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Jobs are never aborted; only a runtime going away ends one.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Lets the jobs in progress finish (up to `timeout`) and starts no
+    /// new one: the first step of shutdown.
+    pub async fn finish_jobs(&self, timeout: std::time::Duration) {
+        self.jobs.close();
+        let _ = tokio::time::timeout(timeout, self.jobs.wait()).await;
+    }
+
     /// Makes `version` active and migrates every live room to it, or
     /// changes nothing.
-    pub async fn promote(&self, game: &str, version: &Version, trigger: Trigger) -> Result<Promotion, DeployError> {
-        self.promote_if(game, version, trigger, None).await
+    pub async fn promote(
+        self: &Arc<Self>,
+        game: &str,
+        version: &Version,
+        trigger: Trigger,
+    ) -> Result<Promotion, DeployError> {
+        let (game, version) = (game.to_owned(), version.clone());
+        self.job(move |this| async move { this.promote_if(&game, &version, trigger, None).await })
+            .await
     }
 
     /// [`Deployer::promote`], only if `expected` is still the active version
-    /// once the game's swap lock is held.
+    /// once the game's swap lock is held. Every room is prepared and moved
+    /// first; only then are the active pointer, the persisted state and the
+    /// audit changed, together (no room is created meanwhile: the swap lock
+    /// is held throughout).
     async fn promote_if(
         &self,
         game: &str,
@@ -433,15 +470,23 @@ impl Deployer {
             return Err(DeployError::Moved(game.to_owned()));
         }
         let target = self.games.get(game, version)?;
-        let t0 = Instant::now();
-        let before = self.games.activate(game, version)?;
-        let flip_us = t0.elapsed().as_secs_f64() * 1e6;
+        let before = self.games.active(game);
         let t1 = Instant::now();
         let migrated = self.rooms.migrate(game, &target).await;
         let migrate_ms = ms(t1);
         let from = before.as_ref().map(|m| m.version.to_string());
         match migrated {
             Ok(rooms) => {
+                let t0 = Instant::now();
+                if let Err(e) = self.games.activate(game, version) {
+                    // The version left the slots while its rooms moved (a
+                    // newer upload evicted it): the rooms go back.
+                    if let Some(b) = &before {
+                        let _ = self.rooms.migrate(game, b).await;
+                    }
+                    return Err(e.into());
+                }
+                let flip_us = t0.elapsed().as_secs_f64() * 1e6;
                 if matches!(trigger, Trigger::Promote)
                     && lock(&self.bad).get_mut(game).is_some_and(|b| b.remove(version))
                 {
@@ -476,9 +521,6 @@ impl Deployer {
                 })
             }
             Err(reasons) => {
-                if let Some(b) = &before {
-                    let _ = self.games.activate(game, &b.version);
-                }
                 let kept = from.clone().unwrap_or_default();
                 tracing::error!(game, to = %version, "promotion aborted, staying on {kept}: {}", reasons.join("; "));
                 self.count(|c| c.aborted += 1);
@@ -524,7 +566,7 @@ impl Deployer {
     }
 
     /// Goes back to `to`, or to the newest version below the active one.
-    pub async fn rollback(&self, game: &str, to: Option<Version>) -> Result<Promotion, DeployError> {
+    pub async fn rollback(self: &Arc<Self>, game: &str, to: Option<Version>) -> Result<Promotion, DeployError> {
         let to = match to {
             Some(v) => v,
             None => self.games.previous(game)?,
@@ -534,7 +576,7 @@ impl Deployer {
 
     /// Pins a game (updates load but wait), first promoting `version` if
     /// given.
-    pub async fn pin(&self, game: &str, version: Option<Version>) -> Result<Option<Promotion>, DeployError> {
+    pub async fn pin(self: &Arc<Self>, game: &str, version: Option<Version>) -> Result<Option<Promotion>, DeployError> {
         let promotion = match version {
             Some(v) => Some(self.promote(game, &v, Trigger::Promote).await?),
             None => None,
@@ -605,7 +647,7 @@ impl Deployer {
     }
 
     /// One round of probation checks.
-    pub async fn check_probations(&self) {
+    pub async fn check_probations(self: &Arc<Self>) {
         let watched: Vec<(String, Probation)> = lock(&self.probations)
             .iter()
             .map(|(g, p)| (g.clone(), p.clone()))
@@ -629,7 +671,9 @@ impl Deployer {
                 }
                 Verdict::Failed(reason, why) => {
                     lock(&self.probations).remove(&game);
-                    self.fail_probation(&game, &p, reason, &why).await;
+                    let (game, p) = (game.clone(), p.clone());
+                    self.job(move |this| async move { this.fail_probation(&game, &p, reason, &why).await })
+                        .await;
                 }
             }
         }

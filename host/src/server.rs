@@ -156,7 +156,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     for t in accepting {
         t.abort();
     }
-    let saved = rooms.shutdown(timeout).await;
+    // A promotion or rollback in progress finishes (or gives up within the
+    // migration's own bound) before the rooms save their state.
+    deployer.finish_jobs(timeout / 2).await;
+    let saved = rooms
+        .shutdown(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
     sessions.shutdown();
     while shared.admission.open() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;

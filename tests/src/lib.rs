@@ -498,6 +498,21 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
+    /// Sends a request and hangs up after `after` without waiting for the
+    /// answer, as an operator's Ctrl-C does.
+    pub fn hang_up_after(&self, method: &str, path: &str, after: Duration) {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(self.addr).expect("admin connect");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
+            self.token
+        )
+        .expect("request");
+        std::thread::sleep(after);
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+
     /// One request: (status code, JSON body). Blocking, bounded by a 10 s
     /// read timeout.
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {

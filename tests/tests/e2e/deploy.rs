@@ -603,3 +603,48 @@ async fn a_rollback_is_not_queued_behind_a_slow_versions_full_inbox() {
     assert_eq!(host.active("faulty").as_deref(), Some("1.0.0"));
     println!("rollback behind a full inbox took {took:?}");
 }
+
+/// A rollback runs as a job the host owns: an operator who hangs up in the
+/// middle (the room is busy in a long call) leaves it neither half done nor
+/// unrecorded: the rooms move, then the active version, the stored state
+/// and the audit change together.
+#[tokio::test]
+async fn a_rollback_whose_requester_hangs_up_still_completes_whole() {
+    let host = Host::start_with(HostOptions {
+        games: &["faulty"],
+        config: "[sandbox]\ncall_timeout_ms = 1000\n",
+        extra_modules: vec![("faulty-2.wasm", signed("faulty-v2", "faulty", "2.0.0"))],
+        ..HostOptions::default()
+    });
+    host.wait_until("2.0.0 is active", |h| h.active("faulty").as_deref() == Some("2.0.0"))
+        .await;
+    let mut p = host.client(Transport::Tcp).await;
+    p.join("faulty", "busy", "p").await;
+    assert_eq!(count(&mut p).await, 10);
+    // The room spends a second in this call; the migration waits for it.
+    p.message(json!({"do": "sleep", "secs": 1})).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let admin = host.admin_client();
+    tokio::task::spawn_blocking(move || {
+        admin.hang_up_after("POST", "/games/faulty/rollback", Duration::from_millis(200));
+    })
+    .await
+    .expect("hang up");
+    let audited = host.wait_for_audit("rollback", None).await;
+    assert_eq!(audited["version"], "1.0.0", "{audited}");
+    assert_eq!(host.active("faulty").as_deref(), Some("1.0.0"));
+    let versions = host.game("faulty")["versions"].clone();
+    let rooms_on = |v: &str| {
+        versions
+            .as_array()
+            .and_then(|vs| vs.iter().find(|x| x["version"] == v))
+            .map_or(0, |x| x["rooms"].as_u64().unwrap_or(0))
+    };
+    assert_eq!((rooms_on("1.0.0"), rooms_on("2.0.0")), (1, 0), "{versions}");
+    assert_eq!(p.event().await["slept"], 1);
+    assert_eq!(swapped(&mut p).await["version"], "1.0.0");
+    assert_eq!(count(&mut p).await, 11, "the state moved with the room");
+    // And it survives a restart: the stored state says 1.0.0 too.
+    let host = host.restart();
+    assert_eq!(host.active("faulty").as_deref(), Some("1.0.0"));
+}
