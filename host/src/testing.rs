@@ -3,7 +3,7 @@
 //! compiled the way the host loads any module.
 
 use crate::config::Config;
-use crate::modules::{GameModule, Games, TrustStore, loader};
+use crate::modules::{GameModule, Games, TrustStore, VerifiedModule, loader};
 use crate::room::Rooms;
 use crate::sandbox::Sandbox;
 use respawn_signing::{Manifest, SecretKey};
@@ -16,8 +16,8 @@ pub(crate) fn guest(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `just guests` first", path.display()))
 }
 
-/// `guest` signed as `game` at `version`, verified and compiled.
-pub(crate) fn module(sandbox: &Sandbox, guest_name: &str, game: &str, version: &str) -> Arc<GameModule> {
+/// Component bytes signed as `game` at `version` and verified.
+pub(crate) fn verified(component: &[u8], game: &str, version: &str) -> VerifiedModule {
     let key = SecretKey::generate().expect("key");
     let manifest = Manifest {
         name: game.into(),
@@ -26,10 +26,15 @@ pub(crate) fn module(sandbox: &Sandbox, guest_name: &str, game: &str, version: &
         built_at: 0,
         notes: None,
     };
-    let bytes = respawn_signing::embed_manifest(&guest(guest_name), &manifest).expect("manifest");
+    let bytes = respawn_signing::embed_manifest(component, &manifest).expect("manifest");
     let signed = respawn_signing::sign(&bytes, &key).expect("sign");
     let trust = TrustStore::from_keys(vec![key.public()]);
-    let verified = trust.verify(signed, std::path::Path::new("test.wasm")).expect("verify");
+    trust.verify(signed, std::path::Path::new("test.wasm")).expect("verify")
+}
+
+/// `guest` signed as `game` at `version`, verified and compiled.
+pub(crate) fn module(sandbox: &Sandbox, guest_name: &str, game: &str, version: &str) -> Arc<GameModule> {
+    let verified = verified(&guest(guest_name), game, version);
     Arc::new(loader::compile(sandbox, verified, None).expect("compile"))
 }
 

@@ -95,6 +95,9 @@ struct OverLimit {
 #[error("guest call ran past its {0} ms deadline")]
 struct Deadline(u64);
 
+/// WASI resources one instance may hold at once.
+const MAX_WASI_RESOURCES: usize = 1024;
+
 /// Why an instance could not be created, told apart by the error's type
 /// (never by its words), since the room answers each differently.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -372,7 +375,13 @@ impl GuestInstance {
             .build();
         let data = RoomData {
             wasi,
-            table: ResourceTable::new(),
+            table: {
+                // WASI handles a guest can hold at once (streams, pollables):
+                // a guest that leaks them traps instead of growing the host.
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_WASI_RESOURCES);
+                table
+            },
             limits: Limits {
                 memory_bytes: sandbox.limits.memory_bytes,
                 table_elements: sandbox.limits.table_elements,
@@ -592,5 +601,15 @@ mod tests {
         let echo = crate::testing::module(&small, "echo", "echo", "1.0.0");
         let tight = GuestInstance::new(&small, &echo.code, "d".into(), 4).await.err();
         assert!(matches!(tight, Some(InstantiateError::OverLimit(_))), "{tight:?}");
+    }
+
+    #[tokio::test]
+    async fn the_wasi_resource_table_is_bounded() {
+        let sb = sandbox(false, 4, 64);
+        let echo = crate::testing::module(&sb, "echo", "echo", "1.0.0");
+        let guest = GuestInstance::new(&sb, &echo.code, "t".into(), 1)
+            .await
+            .expect("instance");
+        assert_eq!(guest.store.data().table.max_capacity(), MAX_WASI_RESOURCES);
     }
 }

@@ -200,6 +200,7 @@ impl Sandbox {
                 c
             }
         };
+        check_imports(&self.engine, &component)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -212,5 +213,120 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// WASI interfaces a game may import: what the wasm32-wasip1 adapter and
+/// the other guest toolchains (wasi-libc, componentize-js without its
+/// networking features) ask for. The filesystem is there because the
+/// adapter always imports it; no directory is preopened, so a game sees an
+/// empty one. Sockets, HTTP and anything else are refused at load
+/// (`wrong_world`), whatever the linker could provide.
+const ALLOWED_WASI: &[&str] = &[
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+];
+
+/// Our own interfaces.
+const OWN_PACKAGE: &str = "respawn:game/";
+
+/// Refuses a component that imports anything outside the game world, by
+/// name, before the linker is asked.
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), CompileError> {
+    let foreign: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .filter(|name| !import_allowed(name))
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(CompileError::WrongWorld(format!(
+        "it imports {}, which a game may not use (allowed: respawn:game and {})",
+        foreign.join(", "),
+        ALLOWED_WASI.join(", ")
+    )))
+}
+
+/// `wasi:cli/stdout@0.2.3` and the like: the interface without its
+/// version.
+fn import_allowed(name: &str) -> bool {
+    let unversioned = name.split('@').next().unwrap_or(name);
+    name.starts_with(OWN_PACKAGE) || ALLOWED_WASI.contains(&unversioned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_game_world_and_harmless_wasi_may_be_imported() {
+        for ok in [
+            "respawn:game/host@0.1.0",
+            "wasi:cli/stdout@0.2.12",
+            "wasi:random/random@0.2.0",
+        ] {
+            assert!(import_allowed(ok), "{ok}");
+        }
+        for refused in [
+            "wasi:sockets/tcp@0.2.0",
+            "wasi:http/types@0.2.0",
+            "wasi:cli/stdoutx@0.2.0",
+            "other:pkg/iface",
+        ] {
+            assert!(!import_allowed(refused), "{refused}");
+        }
+        // A component importing sockets is refused as the wrong world, by
+        // name, though the linker (all of WASI) could satisfy it.
+        let mut resolve = wit_parser::Resolve::default();
+        let pkg = resolve
+            .push_str(
+                "sockets.wit",
+                "package wasi:sockets@0.2.0;\n\
+                 interface network { resource network; }\n\
+                 interface instance-network { use network.{network}; instance-network: func() -> network; }\n\
+                 world bad { import instance-network; }",
+            )
+            .expect("wit");
+        let world = resolve.select_world(&[pkg], Some("bad")).expect("world");
+        let mut core = wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+        wit_component::embed_component_metadata(&mut core, &resolve, world, wit_component::StringEncoding::UTF8)
+            .expect("metadata");
+        let evil = wit_component::ComponentEncoder::default()
+            .module(&core)
+            .expect("module")
+            .encode()
+            .expect("component");
+        let sandbox = Sandbox::new(&crate::config::SandboxConfig::default()).expect("sandbox");
+        match sandbox.compile(&crate::testing::verified(&evil, "evil", "1.0.0")) {
+            Err(CompileError::WrongWorld(why)) => assert!(why.contains("wasi:sockets/"), "{why}"),
+            Err(other) => panic!("refused for another reason: {other}"),
+            Ok(_) => panic!("a component importing wasi:sockets was accepted"),
+        }
+        // Every guest built here passes.
+        let engine = Engine::default();
+        for g in ["echo", "chat", "tictactoe", "faulty", "null"] {
+            let c = Component::new(&engine, crate::testing::guest(g)).expect("compile");
+            assert!(check_imports(&engine, &c).is_ok(), "{g}");
+        }
     }
 }
