@@ -171,6 +171,10 @@ pub struct Deployer {
     probation: ProbationConfig,
     probations: Mutex<BTreeMap<String, Probation>>,
     bad: Mutex<BTreeMap<String, BTreeSet<Version>>>,
+    /// How long a file that reads as truncated must stay unchanged before
+    /// it is refused (zero: at once). A copy that pauses longer than the
+    /// watcher's debounce is read early; it must not leave a false refusal.
+    settle: std::time::Duration,
     /// Promotions and rollbacks in progress: owned by the host, so one
     /// whose requester goes away still finishes, and shutdown waits.
     jobs: tokio_util::task::TaskTracker,
@@ -202,7 +206,15 @@ impl Deployer {
             probations: Mutex::new(BTreeMap::new()),
             bad: Mutex::new(BTreeMap::new()),
             jobs: tokio_util::task::TaskTracker::new(),
+            settle: std::time::Duration::ZERO,
         }
+    }
+
+    /// Gives a file that reads as truncated `settle` to finish arriving
+    /// before it is refused (see the field).
+    pub fn with_settle(mut self, settle: std::time::Duration) -> Self {
+        self.settle = settle;
+        self
     }
 
     /// Watches promoted versions as `config` says (without this, never).
@@ -349,10 +361,26 @@ impl Deployer {
     }
 
     /// Hot reload: a complete file appeared in the modules folder.
+    /// `Ok(None)`: nothing loaded now (already loaded, or the file looks
+    /// incomplete and is looked at again after the settle time).
     pub async fn offer(self: &Arc<Self>, file: &Path) -> Result<Option<Loaded>, Rejection> {
         let t0 = Instant::now();
+        let before = file_stamp(file);
         let verified = match crate::blocking::blocking(|| loader::read_verified(&self.trust, file)) {
             Ok(v) => v,
+            Err(why) if why.code() == "truncated" && !self.settle.is_zero() => {
+                // Maybe still being copied: refused only if it stays as it
+                // is; if it changes, the watcher offers it again.
+                tracing::info!(file = %file.display(), settle = ?self.settle, "the file looks incomplete; looking again before refusing it");
+                let (this, file) = (self.clone(), file.to_owned());
+                tokio::spawn(async move {
+                    tokio::time::sleep(this.settle).await;
+                    if before.is_some() && file_stamp(&file) == before {
+                        this.reject(&file, None, &why);
+                    }
+                });
+                return Ok(None);
+            }
             Err(why) => {
                 self.reject(file, None, &why);
                 return Err(why);
@@ -756,4 +784,10 @@ impl Deployer {
 
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
+}
+
+/// A file's size and modification time, to tell whether it changed.
+fn file_stamp(file: &Path) -> Option<(u64, Option<std::time::SystemTime>)> {
+    let meta = std::fs::metadata(file).ok()?;
+    Some((meta.len(), meta.modified().ok()))
 }

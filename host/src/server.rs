@@ -75,6 +75,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         AuditLog::open(&state_dir.join("audit.log")).context("opening the audit log")?,
     );
     deployer = deployer.with_probation(config.probation.clone());
+    // A truncated file gets twenty debounce periods (1 to 30 s) to finish
+    // arriving before it is refused.
+    let settle =
+        (Duration::from_millis(config.modules.debounce_ms) * 20).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    deployer = deployer.with_settle(settle);
     if config.state.code_cache {
         deployer = deployer.with_cache(CodeCache::open(state_dir, sandbox.engine()).context("opening the code cache")?);
     }

@@ -460,6 +460,30 @@ async fn a_file_still_being_copied_is_not_read_half_written() {
 }
 
 #[tokio::test]
+async fn a_copy_that_pauses_longer_than_the_debounce_leaves_no_false_refusal() {
+    let host = faulty_host();
+    let bytes = signed("faulty-v2", "faulty", "2.0.0");
+    let path = host.modules_dir().join("faulty-paused.wasm");
+    // Four pieces, each pause four times the host's 50 ms debounce: the
+    // host reads a partial file at least once.
+    let mut file = std::fs::File::create(&path).expect("create");
+    for chunk in bytes.chunks(bytes.len() / 4 + 1) {
+        std::io::Write::write_all(&mut file, chunk).expect("write");
+        std::io::Write::flush(&mut file).expect("flush");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(file);
+    host.wait_until("2.0.0 is active", |h| h.active("faulty").as_deref() == Some("2.0.0"))
+        .await;
+    // Past the settle time (1 s here) of every partial read.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(host.log().contains("looks incomplete"), "a partial file was read");
+    let refusals: Vec<_> = host.audit().into_iter().filter(|e| e["event"] == "reject").collect();
+    assert!(refusals.is_empty(), "{refusals:?}");
+    assert_eq!(host.status()["counters"]["rejections"], json!({}));
+}
+
+#[tokio::test]
 async fn a_restart_takes_compiled_code_from_the_cache_and_ignores_forged_artifacts() {
     let host = faulty_host();
     let host = host.restart();
