@@ -53,8 +53,7 @@ pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatch
 
     let (ready_tx, ready_rx) = mpsc::channel(64);
     tokio::spawn(async move {
-        // path -> (last event, size at the last look)
-        let mut pending: HashMap<PathBuf, (Instant, Option<u64>)> = HashMap::new();
+        let mut debouncer = Debouncer::new(debounce);
         // What was last reported per path, so the several events one
         // publication raises (rename, then create or close) report it once.
         let mut reported: HashMap<PathBuf, Stamp> = HashMap::new();
@@ -70,7 +69,7 @@ pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatch
         };
         let step = (debounce / 2).max(Duration::from_millis(5));
         loop {
-            let next = if pending.is_empty() {
+            let next = if debouncer.is_idle() {
                 raw_rx.recv().await
             } else {
                 match tokio::time::timeout(step, raw_rx.recv()).await {
@@ -82,32 +81,15 @@ pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatch
                 None => return,
                 Some((p, _)) if p.as_os_str().is_empty() => {}
                 Some((p, true)) => {
-                    pending.remove(&p);
+                    debouncer.forget(&p);
                     if !report(p, &mut reported).await {
                         return;
                     }
                 }
-                Some((p, false)) => {
-                    let size = pending.get(&p).and_then(|(_, s)| *s);
-                    pending.insert(p, (Instant::now(), size));
-                }
+                Some((p, false)) => debouncer.event(p, Instant::now()),
             }
-            let now = Instant::now();
-            let mut ready = Vec::new();
-            for (path, (last, size)) in pending.iter_mut() {
-                if now.duration_since(*last) < debounce {
-                    continue;
-                }
-                let current = std::fs::metadata(path.as_path()).ok().map(|m| m.len());
-                if current.is_none() || current == *size {
-                    ready.push(path.clone());
-                } else {
-                    *size = current;
-                    *last = now;
-                }
-            }
-            for path in ready {
-                pending.remove(&path);
+            let size_of = |p: &Path| std::fs::metadata(p).ok().map(|m| m.len());
+            for path in debouncer.due(Instant::now(), size_of) {
                 if !report(path, &mut reported).await {
                     return;
                 }
@@ -115,6 +97,64 @@ pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatch
         }
     });
     Ok((watcher, ready_rx))
+}
+
+/// The debounce of files written in place: a file is due once it has had
+/// no event for the debounce period and its size is the same on two looks
+/// that far apart. Pure (time and sizes come in), so it is tested without
+/// sleeping.
+#[derive(Debug)]
+struct Debouncer {
+    debounce: Duration,
+    /// path -> (last event or size change, size at the last look)
+    pending: HashMap<PathBuf, (Instant, Option<u64>)>,
+}
+
+impl Debouncer {
+    fn new(debounce: Duration) -> Self {
+        Self {
+            debounce,
+            pending: HashMap::new(),
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The file changed at `now`.
+    fn event(&mut self, path: PathBuf, now: Instant) {
+        let size = self.pending.get(&path).and_then(|(_, s)| *s);
+        self.pending.insert(path, (now, size));
+    }
+
+    /// A file reported by other means (renamed into place).
+    fn forget(&mut self, path: &Path) {
+        self.pending.remove(path);
+    }
+
+    /// The files complete at `now`; `size_of` looks at a file's size
+    /// (`None`: gone). A file whose size moved is watched for another
+    /// period.
+    fn due(&mut self, now: Instant, size_of: impl Fn(&Path) -> Option<u64>) -> Vec<PathBuf> {
+        let mut ready = Vec::new();
+        for (path, (last, size)) in self.pending.iter_mut() {
+            if now.duration_since(*last) < self.debounce {
+                continue;
+            }
+            let current = size_of(path);
+            if current.is_none() || current == *size {
+                ready.push(path.clone());
+            } else {
+                *size = current;
+                *last = now;
+            }
+        }
+        for path in &ready {
+            self.pending.remove(path);
+        }
+        ready
+    }
 }
 
 /// A file's identity for change detection: modification time and size.
@@ -137,35 +177,57 @@ mod tests {
         assert!(!is_candidate(Path::new("/m/notes.txt")));
     }
 
-    #[tokio::test]
-    async fn a_file_is_reported_once_it_stops_changing() {
-        let dir = std::env::temp_dir().join(format!("respawn-watch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (_w, mut rx) = watch(&dir, Duration::from_millis(100)).unwrap();
-        let path = dir.join("game.wasm");
-        std::fs::write(&path, b"part one").unwrap();
+    #[test]
+    fn a_file_is_due_only_after_a_quiet_period_and_a_stable_size() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(ms(100));
+        let game = PathBuf::from("/m/game.wasm");
+        let sizes = std::cell::RefCell::new(HashMap::from([(game.clone(), 10u64)]));
+        let size_of = |p: &Path| sizes.borrow().get(p).copied();
+        // Written every 40 ms: never due while the writes go on.
         for i in 0..4 {
-            tokio::time::sleep(Duration::from_millis(40)).await;
-            std::fs::write(&path, format!("still writing {i}")).unwrap();
-            assert!(rx.try_recv().is_err(), "reported while still being written");
+            d.event(game.clone(), t0 + ms(40 * i));
+            assert!(d.due(t0 + ms(40 * i + 39), size_of).is_empty());
         }
-        std::fs::write(dir.join(".hidden.wasm"), b"x").unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
-        assert_eq!(got, Some(path));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(rx.try_recv().is_err(), "reported once, hidden files ignored");
+        // Quiet for the period: the first look only learns the size.
+        assert!(d.due(t0 + ms(260), size_of).is_empty());
+        // The size moved meanwhile (a write with no event yet): another
+        // period.
+        sizes.borrow_mut().insert(game.clone(), 20);
+        assert!(d.due(t0 + ms(360), size_of).is_empty());
+        assert!(d.due(t0 + ms(459), size_of).is_empty());
+        // Same size a period later: due, once.
+        assert_eq!(d.due(t0 + ms(460), size_of), vec![game.clone()]);
+        assert!(d.due(t0 + ms(1000), size_of).is_empty());
+        assert!(d.is_idle());
+        // A file that vanished is due (the loader reports it missing), and
+        // one renamed into place needs no debounce at all.
+        d.event(PathBuf::from("/m/gone.wasm"), t0);
+        d.event(game.clone(), t0);
+        d.forget(&game);
+        assert_eq!(d.due(t0 + ms(100), size_of), vec![PathBuf::from("/m/gone.wasm")]);
+    }
 
-        // Renamed into place: reported without waiting out the (here very
-        // long) debounce period.
-        let (_w2, mut rx2) = watch(&dir, Duration::from_secs(60)).unwrap();
-        std::fs::write(dir.join(".next.wasm.part"), b"complete").unwrap();
-        std::fs::rename(dir.join(".next.wasm.part"), dir.join("next.wasm")).unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(20), rx2.recv()).await;
+    #[tokio::test]
+    async fn a_file_renamed_into_place_is_reported_at_once_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // A debounce far beyond the test: only a rename can report.
+        let (_w, mut rx) = watch(dir.path(), Duration::from_secs(600)).unwrap();
+        std::fs::write(dir.path().join(".hidden.wasm"), b"x").unwrap();
+        std::fs::write(dir.path().join(".next.wasm.part"), b"complete").unwrap();
+        std::fs::rename(dir.path().join(".next.wasm.part"), dir.path().join("next.wasm")).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await;
+        assert_eq!(got.ok().flatten(), Some(dir.path().join("next.wasm")));
+        // The hidden file was skipped and the publication reported once:
+        // the next report is the next file.
+        std::fs::write(dir.path().join(".other.wasm.part"), b"other").unwrap();
+        std::fs::rename(dir.path().join(".other.wasm.part"), dir.path().join("other.wasm")).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await;
         assert_eq!(
             got.ok().flatten(),
-            Some(dir.join("next.wasm")),
-            "a renamed file needs no debounce"
+            Some(dir.path().join("other.wasm")),
+            "hidden files and repeats are skipped"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -59,6 +59,7 @@ async fn a_spinning_room_does_not_hold_up_other_rooms() {
     spinner
         .send(json!({"type": "message", "data": {"do": "loop"}, "ref": "spin"}))
         .await;
+    let spin_sent = Instant::now();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut during = Vec::new();
     for i in 0..20 {
@@ -66,8 +67,20 @@ async fn a_spinning_room_does_not_hold_up_other_rooms() {
         request(&mut other, json!({"do": "count"}), &format!("d{i}")).await;
         during.push(t.elapsed());
     }
+    // All 20 answers came while the spin ran: a room that held its worker
+    // (or the other room's) would have delayed them past its 2 s deadline.
+    let answered_within = spin_sent.elapsed();
+    assert!(
+        answered_within < Duration::from_millis(1500),
+        "the other room answered only after {answered_within:?}: the spinning room held it up"
+    );
     // Only now does the spinning call hit its deadline.
     let frames = request(&mut spinner, json!({"do": "count"}), "after").await;
+    assert!(
+        spin_sent.elapsed() >= Duration::from_millis(1900),
+        "the spin ended early ({:?}), so it proved nothing",
+        spin_sent.elapsed()
+    );
     let reply = frames.iter().find(|f| f["ref"] == "spin").expect("the spin's reply");
     assert_eq!(reply["code"], "guest_restarted", "{frames:?}");
     assert!(
