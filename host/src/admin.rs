@@ -124,7 +124,7 @@ impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> Self {
         let status = match e {
             DeployError::Lookup(_) => StatusCode::NOT_FOUND,
-            DeployError::Aborted { .. } | DeployError::Moved(_) => StatusCode::CONFLICT,
+            DeployError::Aborted { .. } | DeployError::Moved(_) | DeployError::Untrusted { .. } => StatusCode::CONFLICT,
         };
         Self {
             status,

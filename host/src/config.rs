@@ -142,6 +142,10 @@ pub struct TrustConfig {
     /// Development only: load unsigned modules, with a warning on every
     /// load. Signed modules must still verify.
     pub allow_unsigned: bool,
+    /// Keys that may sign only some games: key fingerprint (`SHA256:...`,
+    /// as `respawn status` shows signers) to the games it may sign. Keys
+    /// not listed may sign any game.
+    pub scopes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for TrustConfig {
@@ -150,6 +154,7 @@ impl Default for TrustConfig {
             keys: Vec::new(),
             dir: PathBuf::from(".respawn/trust"),
             allow_unsigned: false,
+            scopes: Default::default(),
         }
     }
 }

@@ -31,6 +31,14 @@ pub enum DeployError {
     /// The game's active version changed while this waited; nothing done.
     #[error("the active version of {0} changed meanwhile; nothing done")]
     Moved(String),
+    /// The version was signed by a key that is no longer trusted.
+    #[error("{game} {version} was signed by a key that is no longer trusted")]
+    Untrusted {
+        /// The game.
+        game: String,
+        /// The version asked for.
+        version: String,
+    },
     /// A room could not take the new version; nothing changed.
     #[error("promotion aborted, every room stays on {kept}: {}", reasons.join("; "))]
     Aborted {
@@ -50,6 +58,7 @@ impl DeployError {
             DeployError::Lookup(LookupError::NoPrevious(_)) => "no_previous_version",
             DeployError::Aborted { .. } => "migration_failed",
             DeployError::Moved(_) => "active_version_moved",
+            DeployError::Untrusted { .. } => "untrusted_signer",
         }
     }
 }
@@ -161,10 +170,13 @@ enum Verdict {
 /// Owns the deployment path.
 pub struct Deployer {
     sandbox: Arc<Sandbox>,
-    trust: TrustStore,
+    /// Replaced whole when the trust folder changes.
+    trust: std::sync::RwLock<Arc<TrustStore>>,
     games: Arc<Games>,
     rooms: Arc<Rooms>,
     store: SlotStore,
+    /// Per game, the highest version ever active.
+    high_water: Mutex<BTreeMap<String, Version>>,
     cache: Option<Arc<CodeCache>>,
     audit: AuditLog,
     counters: Mutex<Counters>,
@@ -192,10 +204,11 @@ impl Deployer {
     ) -> Self {
         Self {
             sandbox,
-            trust,
+            trust: std::sync::RwLock::new(Arc::new(trust)),
             games,
             rooms,
             store,
+            high_water: Mutex::new(BTreeMap::new()),
             cache: None,
             audit,
             counters: Mutex::new(Counters::default()),
@@ -231,6 +244,50 @@ impl Deployer {
     pub fn with_cache(mut self, cache: CodeCache) -> Self {
         self.cache = Some(Arc::new(cache));
         self
+    }
+
+    /// The keys trusted now.
+    fn trust(&self) -> Arc<TrustStore> {
+        self.trust.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the trusted keys (the trust folder changed): modules
+    /// signed only by a removed key are refused from their next load on,
+    /// and no version they signed is promoted or rolled back to.
+    pub fn replace_trust(&self, trust: TrustStore) {
+        let (before, after) = (self.trust().fingerprints(), trust.fingerprints());
+        *self.trust.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(trust);
+        let removed: Vec<&String> = before.difference(&after).collect();
+        let added: Vec<&String> = after.difference(&before).collect();
+        if removed.is_empty() && added.is_empty() {
+            return;
+        }
+        tracing::warn!(?removed, ?added, "trusted keys changed");
+        let list = |keys: &[&String]| keys.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
+        self.audit.record(AuditEntry {
+            event: "trust_changed",
+            reason: Some(if removed.is_empty() { "key_added" } else { "key_removed" }.into()),
+            detail: Some(format!("removed: [{}]; added: [{}]", list(&removed), list(&added))),
+            ..AuditEntry::default()
+        });
+    }
+
+    /// Whether a loaded version's signer is still trusted (unsigned
+    /// development modules count as trusted while the flag allows them).
+    fn still_trusted(&self, module: &GameModule) -> bool {
+        match module.source.signer() {
+            Some(signer) => self.trust().fingerprints().contains(signer),
+            None => true,
+        }
+    }
+
+    /// `version` became active: the game's high-water mark is at least it.
+    fn raise_high_water(&self, game: &str, version: &Version) {
+        let mut high_water = lock(&self.high_water);
+        let mark = high_water.entry(game.to_owned()).or_insert_with(|| version.clone());
+        if version > mark {
+            *mark = version.clone();
+        }
     }
 
     /// Waits until every audit record so far is on disk.
@@ -311,7 +368,7 @@ impl Deployer {
         // down are updates, promoted like a hot reload would have.
         let mut fresh: BTreeMap<String, Version> = BTreeMap::new();
         for (i, file) in files.into_iter().enumerate() {
-            let verified = match loader::read_verified(&self.trust, &file) {
+            let verified = match loader::read_verified(&self.trust(), &file) {
                 Ok(v) => v,
                 Err(why) => {
                     self.reject(&file, None, &why);
@@ -342,10 +399,15 @@ impl Deployer {
         for game in self.games.loaded_names() {
             let state = self.store.load_state(&game);
             lock(&self.bad).insert(game.clone(), state.bad.clone());
+            // Older state files have no mark: the active version is one.
+            let mark = state.high_water.clone().max(state.active.clone());
+            if let Some(mark) = &mark {
+                lock(&self.high_water).insert(game.clone(), mark.clone());
+            }
             let persisted = state.active.filter(|v| self.games.get(&game, v).is_ok());
             let update = fresh
                 .get(&game)
-                .filter(|v| !state.pinned && !state.bad.contains(*v) && persisted.as_ref().is_none_or(|p| *v > p));
+                .filter(|v| !state.pinned && !state.bad.contains(*v) && mark.as_ref().is_none_or(|m| *v > m));
             let version = update
                 .cloned()
                 .or(persisted)
@@ -353,6 +415,7 @@ impl Deployer {
                 .or_else(|| self.games.newest(&game));
             if let Some(v) = version {
                 let _ = self.games.activate(&game, &v);
+                self.raise_high_water(&game, &v);
                 tracing::info!(game = %game, version = %v, pinned = state.pinned, "game active");
             }
             let _ = self.games.set_pinned(&game, state.pinned);
@@ -366,7 +429,7 @@ impl Deployer {
     pub async fn offer(self: &Arc<Self>, file: &Path) -> Result<Option<Loaded>, Rejection> {
         let t0 = Instant::now();
         let before = file_stamp(file);
-        let verified = match crate::blocking::blocking(|| loader::read_verified(&self.trust, file)) {
+        let verified = match crate::blocking::blocking(|| loader::read_verified(&self.trust(), file)) {
             Ok(v) => v,
             Err(why) if why.code() == "truncated" && !self.settle.is_zero() => {
                 // Maybe still being copied: refused only if it stays as it
@@ -426,6 +489,13 @@ impl Deployer {
         };
         if self.games.pinned(&module.name) {
             tracing::info!(game = %module.name, version = %module.version, "loaded, not promoted: the game is pinned");
+            return Ok(Some(loaded));
+        }
+        if let Some(mark) = lock(&self.high_water)
+            .get(&module.name)
+            .filter(|m| module.version <= **m)
+        {
+            tracing::warn!(game = %module.name, version = %module.version, high_water = %mark, "loaded, not promoted: a newer version was active before; promote or roll back to it explicitly");
             return Ok(Some(loaded));
         }
         if self.is_bad(&module.name, &module.version) {
@@ -498,6 +568,12 @@ impl Deployer {
             return Err(DeployError::Moved(game.to_owned()));
         }
         let target = self.games.get(game, version)?;
+        if !self.still_trusted(&target) {
+            return Err(DeployError::Untrusted {
+                game: game.to_owned(),
+                version: version.to_string(),
+            });
+        }
         let before = self.games.active(game);
         let t1 = Instant::now();
         let migrated = self.rooms.migrate(game, &target).await;
@@ -515,6 +591,7 @@ impl Deployer {
                     return Err(e.into());
                 }
                 let flip_us = t0.elapsed().as_secs_f64() * 1e6;
+                self.raise_high_water(game, version);
                 if matches!(trigger, Trigger::Promote)
                     && lock(&self.bad).get_mut(game).is_some_and(|b| b.remove(version))
                 {
@@ -637,6 +714,7 @@ impl Deployer {
             active: self.games.active(game).map(|m| m.version.clone()),
             pinned: self.games.pinned(game),
             bad: lock(&self.bad).get(game).cloned().unwrap_or_default(),
+            high_water: lock(&self.high_water).get(game).cloned(),
         };
         if let Err(e) = crate::blocking::blocking(|| self.store.save_state(game, &state)) {
             tracing::error!(game, "cannot persist the active version: {e}");

@@ -433,6 +433,11 @@ impl Host {
         found.unwrap_or_default()
     }
 
+    /// The folder of trusted `*.pub` keys (holds `test.pub`).
+    pub fn trust_dir(&self) -> PathBuf {
+        self.dir.path().join("trust")
+    }
+
     /// The host's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()

@@ -64,6 +64,15 @@ pub enum Rejection {
         /// The active version.
         active: semver::Version,
     },
+    /// Signed by a trusted key that `[trust.scopes]` does not allow for
+    /// this game.
+    #[error("the key {signer} may not sign `{game}` (trust.scopes)")]
+    SignerNotAllowed {
+        /// The signing key's fingerprint.
+        signer: String,
+        /// The game the manifest names.
+        game: String,
+    },
     /// The same version as a loaded one, with different bytes.
     #[error("version {version} is already loaded with different bytes (digest {existing}); bump the version")]
     VersionConflict {
@@ -86,6 +95,7 @@ impl Rejection {
             Rejection::Compile(e) => e.code(),
             Rejection::Downgrade { .. } => "downgrade",
             Rejection::VersionConflict { .. } => "version_conflict",
+            Rejection::SignerNotAllowed { .. } => "signer_not_allowed",
         }
     }
 }

@@ -19,6 +19,10 @@ pub struct GameState {
     /// an operator asking.
     #[serde(default)]
     pub bad: std::collections::BTreeSet<semver::Version>,
+    /// The highest version ever active: an older one that arrives later is
+    /// loaded but never promoted by itself.
+    #[serde(default)]
+    pub high_water: Option<semver::Version>,
 }
 
 /// `<state>/slots/<game>/<version>.wasm` and `<state>/slots/<game>/state.json`.

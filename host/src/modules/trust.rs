@@ -44,6 +44,8 @@ impl VerifiedModule {
 pub struct TrustStore {
     keys: Vec<PublicKey>,
     allow_unsigned: bool,
+    /// Keys (by fingerprint) that may sign only some games.
+    scopes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// A trust file or key that could not be read.
@@ -71,7 +73,29 @@ impl TrustStore {
         if let Some(dir) = dir.filter(|d| d.is_dir()) {
             keys.extend(read_key_files(&[dir.to_owned()])?);
         }
-        Ok(Self { keys, allow_unsigned })
+        Ok(Self {
+            keys,
+            allow_unsigned,
+            scopes: Default::default(),
+        })
+    }
+
+    /// Binds keys to games: a key listed here (by fingerprint, as `respawn
+    /// status` shows it) may sign only the games listed with it; keys not
+    /// listed may sign any game.
+    pub fn with_scopes(mut self, scopes: std::collections::BTreeMap<String, Vec<String>>) -> Self {
+        for fingerprint in scopes.keys() {
+            if !self.keys.iter().any(|k| k.fingerprint() == *fingerprint) {
+                tracing::warn!(key = %fingerprint, "trust.scopes names a key that is not trusted");
+            }
+        }
+        self.scopes = scopes;
+        self
+    }
+
+    /// Fingerprints of the trusted keys.
+    pub fn fingerprints(&self) -> std::collections::BTreeSet<String> {
+        self.keys.iter().map(PublicKey::fingerprint).collect()
     }
 
     /// A store of exactly these keys, unsigned code refused (what
@@ -80,6 +104,7 @@ impl TrustStore {
         Self {
             keys,
             allow_unsigned: false,
+            scopes: Default::default(),
         }
     }
 
@@ -104,6 +129,15 @@ impl TrustStore {
             Ok(None) => return Err(Rejection::NoManifest),
             Err(e) => return Err(Rejection::BadManifest(e.to_string())),
         };
+        if let Some(signer) = &signer
+            && let Some(games) = self.scopes.get(signer)
+            && !games.contains(&manifest.name)
+        {
+            return Err(Rejection::SignerNotAllowed {
+                signer: signer.clone(),
+                game: manifest.name.clone(),
+            });
+        }
         Ok(VerifiedModule {
             bytes: bytes.into(),
             manifest,

@@ -12,3 +12,4 @@ mod play;
 mod rooms;
 mod soak;
 mod supervision;
+mod trust;
