@@ -141,6 +141,23 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
 
+# Fuzz what parses untrusted bytes: player frames, TCP lines, module
+# signatures and manifests (cargo-fuzz, installed from crates.io if
+# missing; libFuzzer needs a C++ compiler). `runs` inputs per target.
+fuzz runs="10000000":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+    cd tests/fuzz
+    # cargo-fuzz passes unstable flags; stable rustc takes them this way.
+    export RUSTC_BOOTSTRAP=1
+    for target in protocol_request line_decoder signature manifest; do
+        mkdir -p "corpus/$target"
+        cargo fuzz run -s none --fuzz-dir . "$target" "corpus/$target" "seeds/$target" \
+            -- -runs={{runs}} -max_len=4096 -print_final_stats=1 2>&1 \
+            | grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' | sed "s/^/$target: /"
+    done
+
 # Benchmarks (criterion, release build); see BENCHMARKS.md.
 bench: guests
     cargo bench -p respawn --bench room

@@ -6,24 +6,11 @@ pub mod admission;
 pub mod tcp;
 pub mod ws;
 
-use bytes::Bytes;
 use std::future::Future;
 use std::io;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// One frame from a player.
-#[derive(Debug)]
-pub enum Inbound {
-    /// A frame's bytes (a WebSocket text or binary message, or a TCP line).
-    Data(Bytes),
-    /// A frame over the size limit, already discarded.
-    TooLarge {
-        /// How many bytes it had (at least).
-        len: usize,
-    },
-    /// A sign of life with nothing to handle (a WebSocket ping or pong).
-    Heartbeat,
-}
+pub use respawn_protocol::line::Inbound;
 
 /// A player connection as the session sees it.
 pub trait Transport: Send {
