@@ -258,3 +258,39 @@ pub fn print_status(status: &Value) {
     println!("rooms: {}", status["rooms"]);
     println!("counters: {}", status["counters"]);
 }
+
+/// `respawn connect`: stdin lines to the host's TCP port, its lines to
+/// stdout, until the host closes; once stdin ends (a pipe), until the host
+/// has been quiet for a second, so the answers to the last lines arrive.
+pub async fn connect(addr: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr} (is the host running? `just run`)"))?;
+    let (read, mut write) = stream.into_split();
+    let mut from_host = BufReader::new(read).lines();
+    let mut typed = BufReader::new(tokio::io::stdin()).lines();
+    let mut out = tokio::io::stdout();
+    let mut stdin_open = true;
+    loop {
+        let next = tokio::select! {
+            line = from_host.next_line() => line?,
+            line = typed.next_line(), if stdin_open => {
+                match line? {
+                    Some(line) => {
+                        write.write_all(line.as_bytes()).await?;
+                        write.write_all(b"\n").await?;
+                    }
+                    None => stdin_open = false,
+                }
+                continue;
+            }
+            () = tokio::time::sleep(QUIET), if !stdin_open => return Ok(()),
+        };
+        let Some(line) = next else { return Ok(()) };
+        out.write_all(line.as_bytes()).await?;
+        out.write_all(b"\n").await?;
+        out.flush().await?;
+    }
+}

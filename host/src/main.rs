@@ -148,6 +148,13 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Talk to the TCP port from a terminal (what `nc` does): each line you
+    /// type is sent, each line the host sends is printed.
+    Connect {
+        /// The host's TCP listener.
+        #[arg(default_value = "127.0.0.1:7701")]
+        addr: String,
+    },
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -196,6 +203,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(respawn::server::run(config, shutdown_signal()))
         }
         Command::Keygen { out, comment } => cli::keygen(&out, &comment),
+        Command::Connect { addr } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(cli::connect(&addr))
+        }
         Command::Sign {
             input,
             key,

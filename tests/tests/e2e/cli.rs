@@ -145,3 +145,33 @@ fn a_bad_trusted_key_stops_start_up() {
     };
     assert!(log.contains("trust.keys[0]"), "{log}");
 }
+
+#[tokio::test]
+async fn connect_talks_to_the_tcp_port_without_nc() {
+    use std::io::Write;
+    let host = Host::start();
+    let mut child = Command::new(respawn_bin())
+        .args(["connect", &host.tcp.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("respawn connect");
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(stdin, r#"{{"type":"ping","ref":1}}"#).expect("write");
+    writeln!(stdin, r#"{{"type":"join","game":"echo","name":"term"}}"#).expect("write");
+    writeln!(stdin, r#"{{"type":"message","data":{{"hi":1}}}}"#).expect("write");
+    // Stdin ends: it waits for the host's answers, then exits.
+    drop(stdin);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("output");
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap_or("")).collect();
+    assert_eq!(kinds, ["welcome", "pong", "joined", "event"], "{lines:?}");
+    assert_eq!(lines[3]["data"]["hi"], 1);
+}
