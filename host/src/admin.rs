@@ -3,7 +3,7 @@
 //! token from `<state>/admin.token` (created at first start, mode 0600).
 
 use crate::deploy::{DeployError, Deployer, Trigger};
-use crate::health::{Gauges, Health};
+use crate::readiness::{Gauges, Health};
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -46,8 +46,8 @@ pub fn ensure_token(state_dir: &FsPath) -> std::io::Result<String> {
         }
         return Ok(token.trim().to_owned());
     }
-    let token = crate::modules::trust::hex(&crate::modules::store::random_secret()?);
-    crate::modules::store::write_private(&path, token.as_bytes())?;
+    let token = crate::util::hex(&crate::util::random_secret()?);
+    crate::util::write_private(&path, token.as_bytes())?;
     Ok(token)
 }
 

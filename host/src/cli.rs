@@ -21,8 +21,7 @@ pub fn keygen(out: &Path, comment: &str) -> anyhow::Result<()> {
     if let Some(dir) = secret.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    crate::modules::store::write_private(&secret, &key.to_bytes())
-        .with_context(|| format!("writing {}", secret.display()))?;
+    crate::util::write_private(&secret, &key.to_bytes()).with_context(|| format!("writing {}", secret.display()))?;
     std::fs::write(&public, format!("{}\n", key.public().to_openssh(comment)))?;
     println!("secret key: {}", secret.display());
     println!("public key: {} ({})", public.display(), key.public().fingerprint());
@@ -70,7 +69,7 @@ pub fn sign(req: &SignRequest<'_>) -> anyhow::Result<()> {
     };
     let signed = respawn_signing::sign(&respawn_signing::embed_manifest(&component, &manifest)?, &key)?;
     let output = req.output.unwrap_or(req.input);
-    crate::modules::store::write_atomic(output, &signed).with_context(|| format!("writing {}", output.display()))?;
+    crate::util::write_atomic(output, &signed).with_context(|| format!("writing {}", output.display()))?;
     println!(
         "{}: {} {} signed by {}{}, {} bytes",
         output.display(),
@@ -132,7 +131,7 @@ pub fn verify(file: &Path, trust: &[PathBuf], signature_only: bool) -> anyhow::R
 pub fn inspect(file: &Path) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let kind = respawn_signing::kind(&bytes)?;
-    let digest = crate::modules::trust::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    let digest = crate::util::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     let mut out = json!({
         "file": file.display().to_string(),
         "kind": format!("{kind:?}").to_lowercase(),

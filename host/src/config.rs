@@ -104,6 +104,13 @@ pub struct ProbationConfig {
     pub max_error_rate: f64,
     /// Calls needed before the rate counts.
     pub min_calls: u64,
+    /// Distinct players (ticks count as one more) whose inputs must have
+    /// failed before a version is rolled back: one player cannot roll back
+    /// a release on purpose.
+    pub min_players: usize,
+    /// A version whose 99th-percentile call time is more than this many
+    /// times its predecessor's is rolled back (0: latency is not watched).
+    pub max_latency_ratio: f64,
 }
 
 impl Default for ProbationConfig {
@@ -112,6 +119,8 @@ impl Default for ProbationConfig {
             window_ms: 60_000,
             max_error_rate: 0.05,
             min_calls: 20,
+            min_players: 2,
+            max_latency_ratio: 5.0,
         }
     }
 }
@@ -515,6 +524,13 @@ impl Config {
         range("probation.window_ms", self.probation.window_ms, 0, 86_400_000)?;
         range("probation.max_error_rate", self.probation.max_error_rate, 0.0, 1.0)?;
         range("probation.min_calls", self.probation.min_calls, 1, 1 << 40)?;
+        range("probation.min_players", self.probation.min_players, 1, 1 << 20)?;
+        range(
+            "probation.max_latency_ratio",
+            self.probation.max_latency_ratio,
+            0.0,
+            1e6,
+        )?;
         range("shutdown.timeout_ms", self.shutdown.timeout_ms, 100, 600_000)?;
         range("rooms.inbox", self.rooms.inbox, 1, 1 << 20)?;
         range("rooms.max_players", self.rooms.max_players, 1, 1 << 20)?;

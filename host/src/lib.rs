@@ -15,11 +15,11 @@ mod bounded;
 pub mod cli;
 pub mod config;
 pub mod deploy;
-pub mod health;
 pub mod limits;
 pub mod modules;
 pub mod net;
 pub mod protocol;
+pub mod readiness;
 pub mod room;
 pub mod sandbox;
 pub mod server;
@@ -27,6 +27,7 @@ pub mod session;
 pub mod systemd;
 #[cfg(test)]
 mod testing;
+pub mod util;
 pub mod web;
 
 /// Locks `m`, taking the data even if a holder panicked: every lock in the

@@ -4,7 +4,6 @@
 use crate::admin;
 use crate::config::Config;
 use crate::deploy::Deployer;
-use crate::health::{Gauges, Health};
 use crate::modules::audit::AuditLog;
 use crate::modules::cache::CodeCache;
 use crate::modules::store::SlotStore;
@@ -14,6 +13,7 @@ use crate::net::admission::{AcceptSlot, Admission, ConnectionPermit, Refused};
 use crate::net::tcp::TcpTransport;
 use crate::net::ws::WsTransport;
 use crate::protocol::{self, ErrorCode, ProtocolError};
+use crate::readiness::{Gauges, Health};
 use crate::room::Rooms;
 use crate::sandbox::Sandbox;
 use crate::session::{Session, Sessions};

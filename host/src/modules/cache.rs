@@ -43,8 +43,8 @@ impl CodeCache {
             _ => {
                 // A missing or damaged key: every artifact becomes invalid.
                 let _ = std::fs::remove_file(&key_path);
-                let key = super::store::random_secret()?;
-                super::store::write_private(&key_path, &key)?;
+                let key = crate::util::random_secret()?;
+                crate::util::write_private(&key_path, &key)?;
                 key
             }
         };
@@ -85,7 +85,7 @@ impl CodeCache {
         let Ok(artifact) = component.serialize() else { return };
         let mut bytes = self.mac(digest, &artifact).to_vec();
         bytes.extend_from_slice(&artifact);
-        if let Err(e) = super::store::write_atomic(&self.path(digest), &bytes) {
+        if let Err(e) = crate::util::write_atomic(&self.path(digest), &bytes) {
             tracing::warn!(digest, "cannot cache compiled code: {e}");
         }
     }

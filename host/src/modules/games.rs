@@ -23,7 +23,7 @@ pub struct GameModule {
     /// The verified bytes and manifest it was compiled from.
     pub source: VerifiedModule,
     /// How it behaves in its rooms.
-    pub health: super::health::VersionHealth,
+    pub health: super::version_health::VersionHealth,
 }
 
 impl GameModule {
@@ -64,7 +64,7 @@ pub struct VersionStatus {
     /// Live rooms running it (filled in by the caller).
     pub rooms: usize,
     /// Calls, failures, restarts and crashes of its rooms since it loaded.
-    pub health: super::health::HealthCounts,
+    pub health: super::version_health::HealthCounts,
     /// Rolled back automatically; promoted again only by an operator.
     pub bad: bool,
 }

@@ -9,11 +9,11 @@ pub mod audit;
 pub mod cache;
 pub mod componentize;
 pub mod games;
-pub mod health;
 pub mod loader;
 pub mod slots;
 pub mod store;
 pub mod trust;
+pub mod version_health;
 pub mod watcher;
 
 pub use games::{GameModule, Games};

@@ -4,7 +4,6 @@
 
 use super::GameModule;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// What is persisted of a game besides its versions.
@@ -50,7 +49,7 @@ impl SlotStore {
         if path.exists() {
             return Ok(());
         }
-        write_atomic(&path, module.source.bytes())
+        crate::util::write_atomic(&path, module.source.bytes())
     }
 
     /// Forgets a version that left the slots.
@@ -83,7 +82,7 @@ impl SlotStore {
         let dir = self.game_dir(game);
         std::fs::create_dir_all(&dir)?;
         let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-        write_atomic(&dir.join("state.json"), &json)
+        crate::util::write_atomic(&dir.join("state.json"), &json)
     }
 
     /// A game's persisted state; default when none or unreadable.
@@ -93,36 +92,4 @@ impl SlotStore {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
     }
-}
-
-/// Writes through a temporary file and a rename, so a crash never leaves a
-/// half-written file under the real name.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-}
-
-/// Creates `path` readable and writable by its owner only (0600 on Unix)
-/// and writes `bytes`; fails if it exists, so a secret is never overwritten.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)?.write_all(bytes)
-}
-
-/// 32 bytes from the operating system's random source.
-pub fn random_secret() -> std::io::Result<[u8; 32]> {
-    let mut secret = [0u8; 32];
-    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut secret).map_err(std::io::Error::other)?;
-    Ok(secret)
 }

@@ -122,7 +122,7 @@ impl TrustStore {
             Err(respawn_signing::VerifyError::Unsigned) if self.allow_unsigned => None,
             Err(e) => return Err(Rejection::Signature(e)),
         };
-        let digest = hex(&Sha256::digest(&bytes));
+        let digest = crate::util::hex(&Sha256::digest(&bytes));
         let manifest = match respawn_signing::read_manifest(&bytes) {
             Ok(Some(m)) => m,
             Ok(None) if signer.is_none() => dev_manifest(origin, &digest)?,
@@ -192,14 +192,5 @@ fn dev_manifest(origin: &Path, digest: &str) -> Result<Manifest, Rejection> {
         author: "unsigned".into(),
         built_at: 0,
         notes: None,
-    })
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
     })
 }

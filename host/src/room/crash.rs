@@ -46,7 +46,7 @@ pub(crate) fn render(state_dir: &Path, key: &RoomKey, report: &CrashReport<'_>) 
         "{}-{}-{}.json",
         report.at_ms,
         key.game,
-        crate::modules::trust::hex(key.room.as_bytes())
+        crate::util::hex(key.room.as_bytes())
     ));
     let text = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
     Ok((file, text))
@@ -61,7 +61,7 @@ pub(crate) fn write(file: &Path, text: &[u8], keep: usize) -> std::io::Result<us
         return Ok(0);
     };
     std::fs::create_dir_all(dir)?;
-    crate::modules::store::write_atomic(file, text)?;
+    crate::util::write_atomic(file, text)?;
     let mut reports: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))

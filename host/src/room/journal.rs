@@ -27,6 +27,16 @@ pub(crate) enum Input {
     Tick,
 }
 
+impl Input {
+    /// The player whose input it is (`None` for a tick).
+    pub(crate) fn player(&self) -> Option<PlayerId> {
+        match self {
+            Input::Join { player, .. } | Input::Leave { player } | Input::Message { player, .. } => Some(*player),
+            Input::Tick => None,
+        }
+    }
+}
+
 fn as_text<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(b))
 }

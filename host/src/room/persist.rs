@@ -35,7 +35,7 @@ fn path(state_dir: &Path, key: &RoomKey) -> PathBuf {
     state_dir
         .join("rooms")
         .join(&key.game)
-        .join(format!("{}.state", crate::modules::trust::hex(key.room.as_bytes())))
+        .join(format!("{}.state", crate::util::hex(key.room.as_bytes())))
 }
 
 /// Writes a room: a JSON line of its players and version, then the
@@ -53,7 +53,7 @@ pub(crate) fn save(state_dir: &Path, key: &RoomKey, room: &SavedRoom) -> std::io
     let mut bytes = serde_json::to_vec(&header)?;
     bytes.push(b'\n');
     bytes.extend_from_slice(&room.state);
-    crate::modules::store::write_atomic(&file, &bytes)
+    crate::util::write_atomic(&file, &bytes)
 }
 
 /// Reads a room's saved state, if any, leaving the file in place until

@@ -317,7 +317,10 @@ impl RoomTask {
     async fn apply(&mut self, guest: &mut GuestInstance, input: Input) -> Result<Option<Result<(), Rejection>>, Stop> {
         let now = self.now();
         self.module.health.call();
-        match call(guest, now, &input).await {
+        let started = std::time::Instant::now();
+        let result = call(guest, now, &input).await;
+        self.module.health.took(started.elapsed());
+        match result {
             Ok(answer) => {
                 self.journal.record(now, input);
                 Ok(Some(answer))
@@ -350,7 +353,8 @@ impl RoomTask {
         fault: GuestFault,
         failed: Option<Entry>,
     ) -> Result<(), Stop> {
-        self.module.health.fault();
+        let player = failed.as_ref().and_then(|e| e.input.player());
+        self.module.health.fault_by(player, fault.signature());
         let sup = &self.rooms.config.supervision;
         let window = Duration::from_millis(sup.window_ms);
         let now = Instant::now();
@@ -444,7 +448,7 @@ impl RoomTask {
             restarts_in_window: self.restarts.len(),
             failed_input: crash.failed.as_ref(),
             checkpoint_hex: if cp.state.len() <= crash::MAX_CHECKPOINT_BYTES {
-                crate::modules::trust::hex(&cp.state)
+                crate::util::hex(&cp.state)
             } else {
                 format!("(left out: {} bytes)", cp.state.len())
             },

@@ -78,6 +78,56 @@ impl FaultKind {
     }
 }
 
+impl GuestFault {
+    /// The crash signature: the fault's kind and the top two frames of the
+    /// guest backtrace that are the game's own (not the standard library's
+    /// panic and abort machinery), without symbol hashes. Two faults with
+    /// one signature are, as far as the host can tell, the same bug.
+    pub fn signature(&self) -> String {
+        let frames: Vec<String> = self
+            .detail
+            .lines()
+            .filter_map(|l| l.trim().split_once(" - ").map(|(_, f)| f))
+            .map(|f| without_hashes(f.rsplit('!').next().unwrap_or(f)))
+            .filter(|f| !is_runtime_frame(f))
+            .take(2)
+            .collect();
+        format!("{}:{}", self.kind.code(), frames.join(" < "))
+    }
+}
+
+/// `std[1a2b]::process::abort` → `std::process::abort`.
+fn without_hashes(frame: &str) -> String {
+    let mut out = String::with_capacity(frame.len());
+    let mut depth = 0usize;
+    for c in frame.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Frames every panic or abort passes through, whatever the bug.
+fn is_runtime_frame(frame: &str) -> bool {
+    [
+        "std::",
+        "core::",
+        "alloc::",
+        "__rustc::",
+        "__rust_",
+        "rust_panic",
+        "abort",
+        "dlmalloc",
+        "<unknown>",
+    ]
+    .iter()
+    .any(|p| frame.starts_with(p) || frame == p.trim_end_matches("::"))
+}
+
 impl fmt::Display for GuestFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}: {}", self.kind, self.detail)
@@ -611,5 +661,27 @@ mod tests {
             .await
             .expect("instance");
         assert_eq!(guest.store.data().table.max_capacity(), MAX_WASI_RESOURCES);
+    }
+
+    #[test]
+    fn a_crash_signature_skips_the_panic_machinery_and_symbol_hashes() {
+        let fault = GuestFault {
+            kind: FaultKind::Trap,
+            detail: "error while executing at wasm backtrace:\n    0:  0x1c2ca - <unknown>!abort\n    \
+                     1:  0x1791a - <unknown>!std[aed8c7328796cffa]::sys::pal::wasi::abort_internal\n    \
+                     2:  0x16c31 - <unknown>!__rustc[b1da763420d39311]::rust_panic\n    \
+                     3:  0x1000 - <unknown>!faulty[0123abcd]::Faulty::on_message\n    \
+                     4:  0x2000 - <unknown>!respawn_guest_sdk[99]::runtime::dispatch_message"
+                .into(),
+        };
+        assert_eq!(
+            fault.signature(),
+            "trap:faulty::Faulty::on_message < respawn_guest_sdk::runtime::dispatch_message"
+        );
+        let bare = GuestFault {
+            kind: FaultKind::Timeout,
+            detail: "guest call ran past its 100 ms deadline".into(),
+        };
+        assert_eq!(bare.signature(), "timeout:");
     }
 }

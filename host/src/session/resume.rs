@@ -50,7 +50,7 @@ impl Resumes {
     /// by the operating system's random source, and without that source
     /// there is no host (no guessable fallback).
     pub fn new(grace: Duration, takeover_wait: Duration) -> std::io::Result<Arc<Self>> {
-        let seed = crate::modules::store::random_secret()?;
+        let seed = crate::util::random_secret()?;
         Ok(Arc::new(Self {
             entries: Mutex::new(HashMap::new()),
             grace,
@@ -68,7 +68,7 @@ impl Resumes {
         let mut bytes = [0u8; 16];
         let mut rng = crate::lock(&self.rng);
         let _ = rng.try_fill_bytes(&mut bytes);
-        crate::modules::trust::hex(&bytes)
+        crate::util::hex(&bytes)
     }
 
     /// Registers a live connection of `player`; returns its token.

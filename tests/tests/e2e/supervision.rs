@@ -264,13 +264,14 @@ async fn a_slow_tick_is_cut_at_its_deadline_and_the_room_is_supervised() {
 async fn a_version_that_fails_its_probation_is_rolled_back_and_never_promoted_again() {
     let config = "[probation]\nwindow_ms = 60000\nmin_calls = 10\nmax_error_rate = 0.05\n";
     let (host, mut a) = promoted(config, "probe", async |a| add(a, 7).await).await;
-    // 10 good calls and 2 failing ones: 2 of 12+ calls is above 5%.
+    let mut b = faulty_room(&host, "probe").await;
+    // 10 good calls and 2 failing ones, from two players: 2 of 12+ calls
+    // is above 5%. (One player's failures alone never roll back.)
     for _ in 0..10 {
         add(&mut a, 1).await;
     }
-    for i in 0..2 {
-        request(&mut a, json!({"do": "panic"}), &format!("p{i}")).await;
-    }
+    request(&mut a, json!({"do": "panic"}), "pa").await;
+    request(&mut b, json!({"do": "panic"}), "pb").await;
     let back = loop {
         let f = a.recv().await;
         if f["type"] == "swapped" {
@@ -283,7 +284,12 @@ async fn a_version_that_fails_its_probation_is_rolled_back_and_never_promoted_ag
     assert_eq!(count(&mut a).await, 17);
     let failed = host.wait_for_audit("probation_failed", None).await;
     assert_eq!(failed["version"], "1.1.0");
-    assert!(failed["detail"].as_str().unwrap().contains("calls failed"), "{failed}");
+    let detail = failed["detail"].as_str().unwrap();
+    assert!(detail.contains("calls failed"), "{failed}");
+    assert!(
+        detail.contains("failures from players [1, 2]"),
+        "the decision names who: {failed}"
+    );
     host.wait_for_audit("auto_rollback", None).await;
     let game = host.game("faulty");
     assert_eq!(game["active"], "1.0.0");
@@ -295,13 +301,80 @@ async fn a_version_that_fails_its_probation_is_rolled_back_and_never_promoted_ag
         .cloned();
     assert_eq!(v110.unwrap()["bad"], true, "{game}");
     // A restart does not promote the newest version: it is marked bad.
-    drop(a);
+    drop((a, b));
     let host = host.restart();
     assert_eq!(host.active("faulty").as_deref(), Some("1.0.0"));
     // An operator can still promote it on purpose.
     let (ok, _, stderr) = host.cli(&["promote", "faulty", "1.1.0"]);
     assert!(ok, "{stderr}");
     assert_eq!(host.active("faulty").as_deref(), Some("1.1.0"));
+}
+
+/// Failures the previous version had too are not the new version's fault:
+/// players replaying a known crash cannot roll a release back; a new kind
+/// of failure from two players can.
+#[tokio::test]
+async fn a_crash_the_previous_version_shares_does_not_count_against_the_new_one() {
+    let config =
+        "[probation]\nwindow_ms = 60000\nmin_calls = 10\nmax_error_rate = 0.05\n[supervision]\nmax_restarts = 100\n";
+    let (host, mut a) = promoted(config, "known", async |a| {
+        // 1.0.0 panics on this order too: its signature is on record.
+        request(a, json!({"do": "panic"}), "old").await;
+    })
+    .await;
+    let mut b = faulty_room(&host, "known").await;
+    for _ in 0..10 {
+        add(&mut a, 1).await;
+    }
+    for round in 0..2 {
+        request(&mut a, json!({"do": "panic"}), &format!("a{round}")).await;
+        request(&mut b, json!({"do": "panic"}), &format!("b{round}")).await;
+    }
+    // A failure 1.0.0 never had: an allocation past the memory limit.
+    for round in 0..3 {
+        request(&mut a, json!({"do": "alloc", "mb": 1024}), &format!("a-alloc{round}")).await;
+        request(&mut b, json!({"do": "alloc", "mb": 1024}), &format!("b-alloc{round}")).await;
+    }
+    let failed = host.wait_for_audit("probation_failed", None).await;
+    assert_eq!(failed["reason"], "error_rate", "{failed}");
+    let detail = failed["detail"].as_str().unwrap();
+    // Only the new failures count (how many of the 6 depends on when the
+    // probation check ran: from the second on, two players failed).
+    let blamed: u64 = detail.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!((2..=6).contains(&blamed), "only the new failures count: {detail}");
+    assert!(detail.contains("4 more excused"), "{detail}");
+    host.wait_until("1.0.0 is active again", |h| {
+        h.active("faulty").as_deref() == Some("1.0.0")
+    })
+    .await;
+}
+
+/// A version whose calls are far slower than its predecessor's is rolled
+/// back, even if nothing fails.
+#[tokio::test]
+async fn a_much_slower_version_is_rolled_back() {
+    let config =
+        "[probation]\nwindow_ms = 60000\nmin_calls = 20\nmax_latency_ratio = 5.0\n[sandbox]\ncall_timeout_ms = 1000\n";
+    let (host, mut a) = promoted(config, "slowpoke", async |a| {
+        // 1.0.0's calls: fast, and enough of them to know.
+        for _ in 0..30 {
+            add(a, 1).await;
+        }
+    })
+    .await;
+    // From now on every message sleeps 30 ms in the guest.
+    request(&mut a, json!({"do": "slow", "ms": 30}), "slow").await;
+    let failed = loop {
+        add(&mut a, 1).await;
+        if let Some(f) = host.audit().into_iter().find(|e| e["event"] == "probation_failed") {
+            break f;
+        }
+    };
+    assert_eq!(failed["reason"], "slow", "{failed}");
+    host.wait_until("1.0.0 is active again", |h| {
+        h.active("faulty").as_deref() == Some("1.0.0")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -317,7 +390,8 @@ async fn a_healthy_version_passes_its_probation() {
 
 #[tokio::test]
 async fn a_room_crash_during_probation_rolls_back_even_with_few_calls() {
-    let config = "[probation]\nwindow_ms = 60000\nmin_calls = 1000\n[supervision]\nmax_restarts = 1\n";
+    // One player suffices here (min_players = 1): the crash path itself.
+    let config = "[probation]\nwindow_ms = 60000\nmin_calls = 1000\nmin_players = 1\n[supervision]\nmax_restarts = 1\n";
     let (host, mut a) = promoted(config, "crashy", async |_| {}).await;
     request(&mut a, json!({"do": "panic"}), "p1").await;
     a.send(json!({"type": "message", "data": {"do": "panic"}, "ref": "p2"}))

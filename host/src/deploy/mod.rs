@@ -5,16 +5,18 @@
 //! Rollback is a promotion to a version already compiled. Every decision is
 //! logged, counted and audited.
 
+mod probation;
+
 use crate::config::ProbationConfig;
 use crate::lock;
 use crate::modules::audit::{AuditEntry, AuditLog};
 use crate::modules::cache::CodeCache;
 use crate::modules::games::{GameStatus, LookupError};
-use crate::modules::health::HealthCounts;
 use crate::modules::store::{GameState, SlotStore};
 use crate::modules::{GameModule, Games, Rejection, TrustStore, VerifiedModule, loader};
 use crate::room::Rooms;
 use crate::sandbox::{CompileError, Sandbox};
+use probation::Probation;
 use semver::Version;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -147,24 +149,6 @@ impl Trigger {
             Trigger::AutoRollback => "auto_rollback",
         }
     }
-}
-
-/// A newly promoted version under watch.
-#[derive(Debug, Clone)]
-struct Probation {
-    version: Version,
-    previous: Version,
-    started: Instant,
-    baseline: HealthCounts,
-}
-
-/// What a probation check concluded.
-enum Verdict {
-    Watching,
-    Passed,
-    Failed(&'static str, String),
-    /// Something else moved the game on; the probation no longer applies.
-    Moot,
 }
 
 /// Owns the deployment path.
@@ -644,32 +628,6 @@ impl Deployer {
         }
     }
 
-    /// After a promotion from `before` to `target`: an update or an
-    /// operator's promotion is watched; anything else ends the watch.
-    fn put_on_probation(&self, game: &str, before: Option<&GameModule>, target: &GameModule, trigger: Trigger) {
-        let mut probations = lock(&self.probations);
-        let watch = matches!(trigger, Trigger::Update | Trigger::Promote) && self.probation.window_ms > 0;
-        let Some(before) = before.filter(|b| watch && b.version != target.version) else {
-            probations.remove(game);
-            return;
-        };
-        // Replacing a version still on probation: the way back is the last
-        // version that passed, not it.
-        let previous = probations
-            .get(game)
-            .filter(|p| p.version == before.version)
-            .map_or_else(|| before.version.clone(), |p| p.previous.clone());
-        probations.insert(
-            game.to_owned(),
-            Probation {
-                version: target.version.clone(),
-                previous,
-                started: Instant::now(),
-                baseline: target.health.read(),
-            },
-        );
-    }
-
     /// Goes back to `to`, or to the newest version below the active one.
     pub async fn rollback(self: &Arc<Self>, game: &str, to: Option<Version>) -> Result<Promotion, DeployError> {
         let to = match to {
@@ -739,118 +697,6 @@ impl Deployer {
             games,
             rooms: self.rooms.count(),
             counters: lock(&self.counters).clone(),
-        }
-    }
-
-    /// Checks every version on probation every `every` until the process
-    /// ends; rolls back the ones that fail.
-    pub async fn watch_probations(self: Arc<Self>, every: std::time::Duration) {
-        let mut interval = tokio::time::interval(every);
-        loop {
-            interval.tick().await;
-            self.check_probations().await;
-        }
-    }
-
-    /// One round of probation checks.
-    pub async fn check_probations(self: &Arc<Self>) {
-        let watched: Vec<(String, Probation)> = lock(&self.probations)
-            .iter()
-            .map(|(g, p)| (g.clone(), p.clone()))
-            .collect();
-        for (game, p) in watched {
-            match self.verdict(&game, &p) {
-                Verdict::Watching => {}
-                Verdict::Moot => {
-                    lock(&self.probations).remove(&game);
-                }
-                Verdict::Passed => {
-                    lock(&self.probations).remove(&game);
-                    tracing::info!(game, version = %p.version, "probation passed");
-                    self.count(|c| c.probations_passed += 1);
-                    self.audit.record(AuditEntry {
-                        event: "probation_passed",
-                        game: Some(game.clone()),
-                        version: Some(p.version.to_string()),
-                        ..AuditEntry::default()
-                    });
-                }
-                Verdict::Failed(reason, why) => {
-                    lock(&self.probations).remove(&game);
-                    let (game, p) = (game.clone(), p.clone());
-                    self.job(move |this| async move { this.fail_probation(&game, &p, reason, &why).await })
-                        .await;
-                }
-            }
-        }
-    }
-
-    fn verdict(&self, game: &str, p: &Probation) -> Verdict {
-        let Some(active) = self.games.active(game).filter(|m| m.version == p.version) else {
-            return Verdict::Moot;
-        };
-        let seen = active.health.read().since(p.baseline);
-        if seen.crashes > 0 {
-            return Verdict::Failed(
-                "room_crashed",
-                format!(
-                    "{} room(s) restarted too often and closed ({} restarts, {} failed calls of {})",
-                    seen.crashes, seen.restarts, seen.faults, seen.calls
-                ),
-            );
-        }
-        if seen.calls >= self.probation.min_calls && seen.error_rate() > self.probation.max_error_rate {
-            return Verdict::Failed(
-                "error_rate",
-                format!(
-                    "{} of {} calls failed ({:.1}%, above {:.1}%)",
-                    seen.faults,
-                    seen.calls,
-                    seen.error_rate() * 100.0,
-                    self.probation.max_error_rate * 100.0
-                ),
-            );
-        }
-        if p.started.elapsed().as_millis() as u64 >= self.probation.window_ms {
-            return Verdict::Passed;
-        }
-        Verdict::Watching
-    }
-
-    /// Marks the version bad and goes back to the one before it.
-    async fn fail_probation(&self, game: &str, p: &Probation, reason: &'static str, why: &str) {
-        tracing::error!(game, version = %p.version, back_to = %p.previous, "probation failed, rolling back: {why}");
-        lock(&self.bad)
-            .entry(game.to_owned())
-            .or_default()
-            .insert(p.version.clone());
-        self.persist(game);
-        self.audit.record(AuditEntry {
-            event: "probation_failed",
-            game: Some(game.to_owned()),
-            version: Some(p.version.to_string()),
-            reason: Some(reason.into()),
-            detail: Some(why.to_owned()),
-            ..AuditEntry::default()
-        });
-        match self
-            .promote_if(game, &p.previous, Trigger::AutoRollback, Some(&p.version))
-            .await
-        {
-            Ok(_) => {}
-            Err(DeployError::Moved(_)) => {
-                tracing::warn!(game, version = %p.version, "no automatic rollback: another version became active meanwhile");
-            }
-            Err(e) => {
-                tracing::error!(game, version = %p.version, "automatic rollback failed, the version stays active: {e}");
-                self.audit.record(AuditEntry {
-                    event: "auto_rollback_failed",
-                    game: Some(game.to_owned()),
-                    version: Some(p.version.to_string()),
-                    detail: Some(e.to_string()),
-                    ..AuditEntry::default()
-                });
-            }
         }
     }
 
