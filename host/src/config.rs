@@ -256,6 +256,10 @@ pub struct NetConfig {
     pub max_parked: usize,
     /// Seats kept for a resume at once per source address.
     pub max_parked_per_address: usize,
+    /// Memory all seats' replay buffers (the frames kept for a resume) may
+    /// keep together, in MiB; beyond it each seat keeps only its last
+    /// frames (a resume then reports more as `lost`).
+    pub replay_budget_mib: usize,
     /// A connection that sent nothing for this long is closed, in
     /// milliseconds.
     pub idle_timeout_ms: u64,
@@ -300,6 +304,7 @@ impl Default for NetConfig {
             max_connections_per_address: 512,
             max_parked: 10_000,
             max_parked_per_address: 512,
+            replay_budget_mib: 256,
             idle_timeout_ms: 60_000,
             heartbeat_ms: 15_000,
             write_timeout_ms: 10_000,
@@ -358,6 +363,10 @@ pub struct RoomsConfig {
     pub create_per_minute_per_address: u32,
     /// Rooms one source address may create in a burst.
     pub create_burst_per_address: u32,
+    /// Memory all rooms' journals (the inputs since each checkpoint) may
+    /// keep together, in MiB; beyond it rooms checkpoint at their next
+    /// input instead of every `supervision.checkpoint_every`.
+    pub journal_budget_mib: usize,
 }
 
 impl Default for RoomsConfig {
@@ -371,6 +380,7 @@ impl Default for RoomsConfig {
             create_burst: 10,
             create_per_minute_per_address: 600,
             create_burst_per_address: 100,
+            journal_budget_mib: 256,
         }
     }
 }
@@ -501,6 +511,7 @@ impl Config {
             1 << 24,
         )?;
         range("net.max_parked", self.net.max_parked, 0, 1 << 24)?;
+        range("net.replay_budget_mib", self.net.replay_budget_mib, 1, 1 << 20)?;
         range(
             "net.max_parked_per_address",
             self.net.max_parked_per_address,
@@ -537,6 +548,7 @@ impl Config {
         range("rooms.min_tick_ms", self.rooms.min_tick_ms, 1, 60_000)?;
         range("rooms.linger_ms", self.rooms.linger_ms, 0, 86_400_000)?;
         range("rooms.create_per_minute", self.rooms.create_per_minute, 1, 1_000_000)?;
+        range("rooms.journal_budget_mib", self.rooms.journal_budget_mib, 1, 1 << 20)?;
         range("rooms.create_burst", self.rooms.create_burst, 1, 1_000_000)?;
         range(
             "rooms.create_per_minute_per_address",

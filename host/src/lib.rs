@@ -12,6 +12,7 @@
 pub mod admin;
 mod blocking;
 mod bounded;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod deploy;

@@ -11,6 +11,8 @@ use notify::event::{ModifyKind, RenameMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -27,7 +29,11 @@ pub fn is_candidate(path: &Path) -> bool {
 /// keep the watcher alive as long as events are wanted.
 pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatcher, mpsc::Receiver<PathBuf>)> {
     // (path, complete): a file renamed into place is complete at once.
-    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<(PathBuf, bool)>();
+    // Bounded: a flood of events marks the channel as overflowed instead,
+    // and the folder is listed again once the flood has been read.
+    let (raw_tx, mut raw_rx) = mpsc::channel::<(PathBuf, bool)>(RAW_EVENTS);
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let flag = overflowed.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
         if event.kind.is_remove() || event.kind.is_access() {
@@ -44,26 +50,23 @@ pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatch
             event.paths
         };
         for path in paths {
-            if is_candidate(&path) {
-                let _ = raw_tx.send((path, renamed));
+            if is_candidate(&path) && raw_tx.try_send((path, renamed)).is_err() {
+                flag.store(true, Ordering::Release);
             }
         }
     })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    let dir = dir.to_owned();
 
     let (ready_tx, ready_rx) = mpsc::channel(64);
     tokio::spawn(async move {
         let mut debouncer = Debouncer::new(debounce);
         // What was last reported per path, so the several events one
         // publication raises (rename, then create or close) report it once.
-        let mut reported: HashMap<PathBuf, Stamp> = HashMap::new();
-        let report = async |path: PathBuf, reported: &mut HashMap<PathBuf, Stamp>| -> bool {
-            let now = stamp(&path);
-            if now.is_none() || reported.get(&path) == now.as_ref() {
+        let mut reported = Reported::default();
+        let report = async |path: PathBuf, reported: &mut Reported| -> bool {
+            if !reported.is_new(&path) {
                 return true;
-            }
-            if let Some(s) = now {
-                reported.insert(path.clone(), s);
             }
             ready_tx.send(path).await.is_ok()
         };
@@ -87,6 +90,19 @@ pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatch
                     }
                 }
                 Some((p, false)) => debouncer.event(p, Instant::now()),
+            }
+            // Events were dropped in a flood: every file counts as changed.
+            if overflowed.swap(false, Ordering::AcqRel)
+                && let Ok(entries) = std::fs::read_dir(&dir)
+            {
+                tracing::warn!(dir = %dir.display(), "too many file events at once; looking at the whole folder");
+                let now = Instant::now();
+                for path in entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| is_candidate(p))
+                {
+                    debouncer.event(path, now);
+                }
             }
             let size_of = |p: &Path| std::fs::metadata(p).ok().map(|m| m.len());
             for path in debouncer.due(Instant::now(), size_of) {
@@ -154,6 +170,38 @@ impl Debouncer {
             self.pending.remove(path);
         }
         ready
+    }
+}
+
+/// File events waiting to be looked at; beyond, the folder is rescanned.
+const RAW_EVENTS: usize = 4096;
+
+/// What was last reported per path, so the several events one publication
+/// raises (rename, then create or close) report it once. Entries of files
+/// that are gone are dropped whenever the map has doubled, so it holds
+/// about as many entries as the folder has files.
+#[derive(Default)]
+struct Reported {
+    stamps: HashMap<PathBuf, Stamp>,
+    pruned_at: usize,
+}
+
+impl Reported {
+    /// Whether `path` differs from what was last reported of it (and, if
+    /// so, remembers it as reported).
+    fn is_new(&mut self, path: &Path) -> bool {
+        let Some(now) = stamp(path) else {
+            return false;
+        };
+        if self.stamps.get(path) == Some(&now) {
+            return false;
+        }
+        self.stamps.insert(path.to_owned(), now);
+        if self.stamps.len() > (self.pruned_at * 2).max(256) {
+            self.stamps.retain(|p, _| p.exists());
+            self.pruned_at = self.stamps.len();
+        }
+        true
     }
 }
 
@@ -229,5 +277,41 @@ mod tests {
             Some(dir.path().join("other.wasm")),
             "hidden files and repeats are skipped"
         );
+    }
+
+    #[test]
+    fn the_map_of_reported_files_holds_about_the_files_that_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reported = Reported::default();
+        for i in 0..2000 {
+            let path = dir.path().join(format!("g{i}.wasm"));
+            std::fs::write(&path, b"x").unwrap();
+            assert!(reported.is_new(&path));
+            assert!(!reported.is_new(&path), "reported once");
+            std::fs::remove_file(&path).unwrap();
+        }
+        assert!(
+            reported.stamps.len() <= 512,
+            "{} entries for no file",
+            reported.stamps.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_files_is_bounded_in_events_and_every_file_is_still_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_w, mut rx) = watch(dir.path(), Duration::from_millis(50)).unwrap();
+        // Far more events than the channel holds: each file is written,
+        // which raises create, modify and close events.
+        let files = 3 * RAW_EVENTS;
+        for i in 0..files {
+            std::fs::write(dir.path().join(format!("m{i}.wasm")), b"module").unwrap();
+        }
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < files {
+            let got = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
+            let path = got.ok().flatten().expect("every file is reported");
+            assert!(seen.insert(path.clone()), "{} reported twice", path.display());
+        }
     }
 }

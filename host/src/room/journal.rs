@@ -4,9 +4,11 @@
 //! the same mechanism later carries crash replay, durability and failover.
 
 use super::PlayerId;
+use crate::budget::Budget;
 use crate::sandbox::determinism::EntropyPosition;
 use bytes::Bytes;
 use serde::Serialize;
+use std::sync::Arc;
 
 /// One input the guest took.
 #[derive(Debug, Clone, Serialize)]
@@ -64,33 +66,63 @@ pub(crate) struct Journal {
     checkpoint: Checkpoint,
     entries: Vec<Entry>,
     every: usize,
+    /// Bytes the entries keep, charged to `budget`.
+    bytes: usize,
+    /// Every room's journal together (`rooms.journal_budget_mib`): over
+    /// it, rooms checkpoint at their next input.
+    budget: Arc<Budget>,
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
+impl Entry {
+    /// Memory the entry keeps, roughly.
+    fn size(&self) -> usize {
+        std::mem::size_of::<Entry>()
+            + match &self.input {
+                Input::Join { name, .. } => name.len(),
+                Input::Message { payload, .. } => payload.len(),
+                Input::Leave { .. } | Input::Tick => 0,
+            }
+    }
 }
 
 impl Journal {
     /// A journal starting at `checkpoint`, checkpointing every `every`
     /// inputs.
-    pub fn new(checkpoint: Checkpoint, every: usize) -> Self {
+    pub fn new(checkpoint: Checkpoint, every: usize, budget: Arc<Budget>) -> Self {
         Self {
             checkpoint,
             entries: Vec::new(),
             every: every.max(1),
+            bytes: 0,
+            budget,
         }
     }
 
     /// The guest took `input` at `now`.
     pub fn record(&mut self, now: u64, input: Input) {
-        self.entries.push(Entry { now, input });
+        let entry = Entry { now, input };
+        let size = entry.size();
+        self.bytes += size;
+        self.budget.charge(size);
+        self.entries.push(entry);
     }
 
     /// Whether enough inputs piled up for a new checkpoint.
     pub fn due(&self) -> bool {
-        self.entries.len() >= self.every
+        self.entries.len() >= self.every || (self.budget.over() && !self.entries.is_empty())
     }
 
     /// Starts over from a new checkpoint.
     pub fn reset(&mut self, checkpoint: Checkpoint) {
         self.checkpoint = checkpoint;
         self.entries.clear();
+        self.budget.release(std::mem::take(&mut self.bytes));
     }
 
     /// The last checkpoint.
@@ -115,7 +147,7 @@ mod tests {
             entropy: EntropyPosition::default(),
             now: 0,
         };
-        let mut j = Journal::new(cp(b"0"), 2);
+        let mut j = Journal::new(cp(b"0"), 2, Budget::new(1 << 20));
         j.record(1, Input::Tick);
         assert!(!j.due());
         j.record(2, Input::Leave { player: 3 });
@@ -132,5 +164,39 @@ mod tests {
         })
         .unwrap();
         assert_eq!(text, r#"{"now":5,"kind":"message","player":1,"payload":"{\"a\":1}"}"#);
+    }
+
+    #[test]
+    fn journals_together_stay_within_their_budget() {
+        let cp = || Checkpoint {
+            state: Vec::new(),
+            entropy: EntropyPosition::default(),
+            now: 0,
+        };
+        let budget = Budget::new(64 << 10);
+        let mut rooms: Vec<Journal> = (0..10).map(|_| Journal::new(cp(), 1000, budget.clone())).collect();
+        // A flood of 16 KiB messages into ten rooms that checkpoint only
+        // when due, as the room loop does.
+        for round in 0..100 {
+            for j in &mut rooms {
+                j.record(
+                    round,
+                    Input::Message {
+                        player: 1,
+                        payload: Bytes::from(vec![b'x'; 16 << 10]),
+                    },
+                );
+                if j.due() {
+                    j.reset(cp());
+                }
+            }
+            assert!(
+                budget.used() <= (64 << 10) + 10 * (17 << 10),
+                "{} bytes kept",
+                budget.used()
+            );
+        }
+        drop(rooms);
+        assert_eq!(budget.used(), 0, "every journal gave its bytes back");
     }
 }

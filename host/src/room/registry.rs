@@ -29,6 +29,8 @@ pub struct Rooms {
     seeds: Mutex<rand::rngs::ChaCha8Rng>,
     /// Set at shutdown: no room is created any more.
     closing: AtomicBool,
+    /// Every room's journal together (`rooms.journal_budget_mib`).
+    pub(crate) journal_budget: Arc<crate::budget::Budget>,
 }
 
 /// How long a migration waits for every room to be ready before aborting.
@@ -53,6 +55,7 @@ impl Rooms {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0)
         });
+        let journal_budget = config.rooms.journal_budget_mib << 20;
         Arc::new(Self {
             live: Mutex::new(HashMap::new()),
             sandbox,
@@ -61,6 +64,7 @@ impl Rooms {
             next_id: AtomicU64::new(1),
             seeds: Mutex::new(rand::rngs::ChaCha8Rng::seed_from_u64(seed)),
             closing: AtomicBool::new(false),
+            journal_budget: crate::budget::Budget::new(journal_budget),
         })
     }
 

@@ -88,6 +88,7 @@ impl RoomTask {
     ) -> Self {
         let label = format!("{}/{}#{id}", key.game, key.room);
         let every = rooms.config.supervision.checkpoint_every as usize;
+        let journal_budget = rooms.journal_budget.clone();
         Self {
             rooms,
             key,
@@ -107,6 +108,7 @@ impl RoomTask {
                     now: 0,
                 },
                 every,
+                journal_budget,
             ),
             restarts: VecDeque::new(),
             asking: None,

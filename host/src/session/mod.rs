@@ -65,6 +65,8 @@ pub struct Sessions {
     next_player: AtomicU64,
     /// Rooms one connection may create: per second, burst.
     room_creations: (f64, f64),
+    /// Every seat's replay buffer together (`net.replay_budget_mib`).
+    replay_budget: Arc<crate::budget::Budget>,
 }
 
 impl Sessions {
@@ -78,6 +80,7 @@ impl Sessions {
         );
         Ok(Arc::new(Self {
             room_creations,
+            replay_budget: crate::budget::Budget::new(net.replay_budget_mib << 20),
             // A resume waits for a live holder as long as one of its
             // writes may take, and a little more.
             resumes: Resumes::new(net.resume_grace(), net.write_timeout() + Duration::from_secs(1))?,
@@ -605,7 +608,14 @@ impl<T: Transport> Session<T> {
                             reference,
                         }
                         .encode();
-                        self.seat = Some(Seat::new(handle, frames, game, room, self.hub.net.outbound_queue));
+                        self.seat = Some(Seat::new(
+                            handle,
+                            frames,
+                            game,
+                            room,
+                            self.hub.net.outbound_queue,
+                            self.hub.replay_budget.clone(),
+                        ));
                         self.send(msg).await?;
                     }
                     Err(e) => {

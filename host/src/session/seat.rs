@@ -3,14 +3,20 @@
 //! can replay what a dying connection swallowed. A seat outlives its
 //! connection for the resume grace period.
 
+use crate::budget::Budget;
 use crate::room::{Frames, PlayerId, RoomHandle, ToSession};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 /// Bytes of room frames a seat keeps for replay, whatever their count.
 pub(crate) const REPLAY_BYTES: usize = 1 << 20;
+
+/// Frames a seat keeps for replay even when all seats together are over
+/// their budget.
+pub(crate) const REPLAY_MIN_FRAMES: usize = 16;
 
 pub(crate) struct Seat {
     pub(crate) room: RoomHandle,
@@ -23,14 +29,21 @@ pub(crate) struct Seat {
 }
 
 impl Seat {
-    pub(crate) fn new(room: RoomHandle, frames: Frames, game: String, room_name: String, keep: usize) -> Self {
+    pub(crate) fn new(
+        room: RoomHandle,
+        frames: Frames,
+        game: String,
+        room_name: String,
+        keep: usize,
+        budget: Arc<Budget>,
+    ) -> Self {
         Self {
             room,
             inbox: Inbox::new(frames.queue),
             overflow: frames.overflow,
             game,
             room_name,
-            replay: Replay::new(keep, REPLAY_BYTES),
+            replay: Replay::new(keep, REPLAY_BYTES, budget),
         }
     }
 
@@ -137,16 +150,26 @@ pub(crate) struct Replay {
     bytes: usize,
     max_frames: usize,
     max_bytes: usize,
+    /// Every seat's replay together (`net.replay_budget_mib`): over it,
+    /// seats keep only their last [`REPLAY_MIN_FRAMES`].
+    budget: Arc<Budget>,
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
 }
 
 impl Replay {
-    pub(crate) fn new(max_frames: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(max_frames: usize, max_bytes: usize, budget: Arc<Budget>) -> Self {
         Self {
             seq: 0,
             kept: VecDeque::new(),
             bytes: 0,
             max_frames: max_frames.max(1),
             max_bytes,
+            budget,
         }
     }
 
@@ -161,9 +184,14 @@ impl Replay {
         self.seq += 1;
         self.kept.push_back((self.seq, frame.clone()));
         self.bytes += frame.len();
-        while self.kept.len() > self.max_frames || (self.bytes > self.max_bytes && self.kept.len() > 1) {
+        self.budget.charge(frame.len());
+        while self.kept.len() > self.max_frames
+            || (self.bytes > self.max_bytes && self.kept.len() > 1)
+            || (self.kept.len() > REPLAY_MIN_FRAMES && self.budget.over())
+        {
             if let Some((_, old)) = self.kept.pop_front() {
                 self.bytes -= old.len();
+                self.budget.release(old.len());
             }
         }
         stamp(frame, self.seq)
@@ -294,7 +322,7 @@ mod tests {
 
     #[test]
     fn replay_resends_what_follows_last_seq_and_counts_what_is_gone() {
-        let mut r = Replay::new(3, REPLAY_BYTES);
+        let mut r = Replay::new(3, REPLAY_BYTES, Budget::new(1 << 30));
         for n in 1..=5 {
             assert!(r.stamp(&frame(n)).starts_with(&format!(r#"{{"seq":{n},"#)));
         }
@@ -310,17 +338,45 @@ mod tests {
         // Beyond the numbering, or absurd: everything kept.
         assert_eq!(r.since(99).0.len(), 3);
         assert_eq!(r.since(u64::MAX).0.len(), 3);
-        assert_eq!(Replay::new(4, REPLAY_BYTES).since(0), (vec![], 0));
+        assert_eq!(Replay::new(4, REPLAY_BYTES, Budget::new(1 << 30)).since(0), (vec![], 0));
     }
 
     #[test]
     fn replay_is_bounded_in_bytes_too() {
-        let mut r = Replay::new(100, 60);
+        let mut r = Replay::new(100, 60, Budget::new(1 << 30));
         for n in 1..=10 {
             r.stamp(&frame(n));
         }
         let (frames, lost) = r.since(0);
         assert!(frames.len() < 10 && !frames.is_empty(), "{}", frames.len());
         assert_eq!(frames.len() as u64 + lost, 10);
+    }
+
+    #[test]
+    fn replay_buffers_together_stay_within_their_budget() {
+        let budget = Budget::new(64 << 10);
+        let mut seats: Vec<Replay> = (0..20)
+            .map(|_| Replay::new(256, REPLAY_BYTES, budget.clone()))
+            .collect();
+        let big = Utf8Bytes::from(format!(r#"{{"type":"event","data":"{}"}}"#, "x".repeat(1000)));
+        for _ in 0..200 {
+            for seat in &mut seats {
+                seat.stamp(&big);
+            }
+            // Over the budget each seat keeps its last 16 frames at most.
+            let floor = 20 * REPLAY_MIN_FRAMES * big.len();
+            assert!(
+                budget.used() <= (64 << 10).max(floor) + 20 * big.len(),
+                "{}",
+                budget.used()
+            );
+        }
+        // What a seat still has is its newest frames, and the rest counts
+        // as lost on a resume.
+        let (frames, lost) = seats[0].since(0);
+        assert_eq!(frames.len(), REPLAY_MIN_FRAMES);
+        assert_eq!(lost, 200 - REPLAY_MIN_FRAMES as u64);
+        drop(seats);
+        assert_eq!(budget.used(), 0);
     }
 }
