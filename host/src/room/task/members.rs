@@ -1,0 +1,114 @@
+//! Who is in the room and what reaches them: each player's bounded queue,
+//! the guest's effects delivered to it, and departures settled after each
+//! call.
+
+use super::*;
+
+pub(super) struct Member {
+    pub(super) outbound: mpsc::Sender<ToSession>,
+    /// Raised when the queue overflowed (see [`crate::room::Frames`]).
+    pub(super) overflow: CancellationToken,
+    /// Kicked or too slow: receives nothing more, leaves after this batch.
+    pub(super) leaving: bool,
+}
+
+impl Member {
+    /// Queues a frame unless the player is on the way out. A full queue
+    /// makes the player leave: it is too slow to keep up, and its session
+    /// is told at once.
+    pub(super) fn offer(&mut self, frame: ToSession) {
+        if !self.leaving && self.outbound.try_send(frame).is_err() {
+            self.leaving = true;
+            self.overflow.cancel();
+        }
+    }
+}
+
+impl RoomTask {
+    /// Drops a player (its queue closes) and tells the guest.
+    pub(super) async fn remove(&mut self, guest: &mut GuestInstance, player: PlayerId) -> Result<(), Stop> {
+        if let Some(m) = self.players.get_mut(&player) {
+            m.leaving = true;
+        }
+        self.settle(guest).await
+    }
+
+    /// Delivers the effects of the last guest call, then lets every player
+    /// marked as leaving (kicked, too slow, or gone) leave: each departure
+    /// calls `on-leave`, whose effects are delivered in turn. Ends because
+    /// every round removes a player.
+    pub(super) async fn settle(&mut self, guest: &mut GuestInstance) -> Result<(), Stop> {
+        self.deliver(guest);
+        while let Some(player) = self.players.iter().find(|(_, m)| m.leaving).map(|(id, _)| *id) {
+            self.players.remove(&player);
+            tracing::debug!(room = %self.label, player, "player left the room");
+            if self.apply(guest, Input::Leave { player }).await?.is_none() {
+                // The game failed on the leave and restarted without it, so
+                // it still counts the player: once more, or the room cannot
+                // go on consistently.
+                if self.apply(guest, Input::Leave { player }).await?.is_none() {
+                    return Err(Stop::Crashed(Box::new(Crash {
+                        reason: "leave_failed",
+                        fault: GuestFault {
+                            kind: FaultKind::Trap,
+                            detail: format!("on-leave of player {player} failed twice"),
+                        },
+                        restart_error: None,
+                        failed: Some(Entry {
+                            now: self.last_now,
+                            input: Input::Leave { player },
+                        }),
+                    })));
+                }
+            }
+            self.deliver(guest);
+        }
+        if self.players.is_empty() && self.empty_deadline.is_none() {
+            self.empty_deadline = Some(Instant::now() + self.rooms.config.rooms.linger());
+        }
+        Ok(())
+    }
+
+    /// Queues the effects of the last guest call for their players.
+    pub(super) fn deliver(&mut self, guest: &mut GuestInstance) {
+        for effect in guest.take_effects() {
+            match effect {
+                Effect::Send { to, payload } => {
+                    if let Some(m) = self.players.get_mut(&to) {
+                        m.offer(ToSession::Frame(protocol::event_frame(&payload)));
+                    }
+                }
+                Effect::Broadcast { payload, except } => self.broadcast(protocol::event_frame(&payload), except),
+                Effect::Kick { player, reason } => {
+                    if let Some(m) = self.players.get_mut(&player) {
+                        m.offer(ToSession::Removed(ServerMsg::Kicked { reason: &reason }.encode()));
+                        m.leaving = true;
+                    }
+                }
+            }
+        }
+        self.apply_tick_request(guest);
+    }
+
+    /// Queues one frame for every player but `except`.
+    pub(super) fn broadcast(&mut self, frame: Utf8Bytes, except: Option<PlayerId>) {
+        for (id, m) in &mut self.players {
+            if Some(*id) != except {
+                m.offer(ToSession::Frame(frame.clone()));
+            }
+        }
+    }
+
+    pub(super) fn apply_tick_request(&mut self, guest: &mut GuestInstance) {
+        let Some(ms) = guest.take_tick_request() else {
+            return;
+        };
+        self.tick = (ms > 0).then(|| {
+            let ms = ms.max(self.rooms.config.rooms.min_tick_ms);
+            let period = Duration::from_millis(u64::from(ms));
+            let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            interval
+        });
+    }
+}

@@ -1,0 +1,323 @@
+//! The room's task: applies one input at a time to the guest, journals it,
+//! delivers the guest's effects to players, and supervises the guest: a
+//! guest that fails is replaced by a fresh instance brought back to the
+//! last good state (checkpoint plus journal, minus the failing input).
+
+mod lifecycle;
+mod members;
+mod migration;
+mod supervision;
+
+use members::Member;
+use supervision::checkpoint_of;
+
+use super::crash::{self, CrashReport};
+use super::failure::{MoveRefused, RoomFailure};
+use super::journal::{Checkpoint, Entry, Input, Journal};
+use super::persist::{self, SavedRoom};
+use super::registry::RoomKey;
+use super::{JoinError, Joined, PlayerId, RoomCmd, Rooms, ToSession};
+use crate::modules::GameModule;
+use crate::protocol::{self, ErrorCode, ProtocolError, ServerMsg};
+use crate::sandbox::{CallResult, Effect, FaultKind, GuestFault, GuestInstance, Rejection};
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+pub(super) struct RoomTask {
+    rooms: Arc<Rooms>,
+    key: RoomKey,
+    id: u64,
+    module: Arc<GameModule>,
+    running: Arc<Mutex<Arc<GameModule>>>,
+    seed: u64,
+    label: String,
+    players: HashMap<PlayerId, Member>,
+    last_now: u64,
+    tick: Option<Interval>,
+    empty_deadline: Option<Instant>,
+    journal: Journal,
+    restarts: VecDeque<Instant>,
+    /// The player whose message the guest is handling and the `ref` it
+    /// carried: if the room dies of it, the `guest_fault` echoes the ref.
+    asking: Option<(PlayerId, Box<RawValue>)>,
+}
+
+/// A room that had to close because its guest could not be kept alive.
+struct Crash {
+    reason: &'static str,
+    fault: GuestFault,
+    restart_error: Option<RoomFailure>,
+    failed: Option<Entry>,
+}
+
+/// Why the room loop stopped.
+enum Stop {
+    Empty,
+    InboxClosed,
+    Crashed(Box<Crash>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+impl RoomTask {
+    pub(super) fn new(
+        rooms: Arc<Rooms>,
+        key: RoomKey,
+        id: u64,
+        module: Arc<GameModule>,
+        seed: u64,
+        running: Arc<Mutex<Arc<GameModule>>>,
+    ) -> Self {
+        let label = format!("{}/{}#{id}", key.game, key.room);
+        let every = rooms.config.supervision.checkpoint_every as usize;
+        let journal_budget = rooms.journal_budget.clone();
+        Self {
+            rooms,
+            key,
+            id,
+            module,
+            running,
+            seed,
+            label,
+            players: HashMap::new(),
+            last_now: 0,
+            tick: None,
+            empty_deadline: None,
+            journal: Journal::new(
+                Checkpoint {
+                    state: Vec::new(),
+                    entropy: Default::default(),
+                    now: 0,
+                },
+                every,
+                journal_budget,
+            ),
+            restarts: VecDeque::new(),
+            asking: None,
+        }
+    }
+
+    /// The room's clock for the next input: wall time, never going back.
+    fn now(&mut self) -> u64 {
+        self.last_now = self.last_now.max(crate::unix_ms());
+        self.last_now
+    }
+
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<RoomCmd>, mut control: mpsc::Receiver<RoomCmd>) {
+        let mut guest = match self.start().await {
+            Ok(guest) => guest,
+            Err(e) => {
+                self.rooms.retire(&self.key, self.id);
+                drain(&mut control, &e).await;
+                drain(&mut rx, &e).await;
+                return;
+            }
+        };
+        tracing::info!(room = %self.label, version = %self.module.version, seed = self.seed, "room opened");
+        self.empty_deadline = Some(Instant::now() + self.rooms.config.rooms.linger());
+
+        let stop = loop {
+            let linger = async {
+                match self.empty_deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let tick = async {
+                match self.tick.as_mut() {
+                    Some(interval) => interval.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
+            // Biased: operators' commands first (a full inbox cannot hold
+            // up a rollback or a shutdown), then a due tick (ready at most
+            // once a period, so it cannot starve players), then players'.
+            let wake = tokio::select! {
+                biased;
+                Some(cmd) = control.recv() => Wake::Cmd(cmd),
+                _ = tick => Wake::Tick,
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => Wake::Cmd(cmd),
+                    None => break Stop::InboxClosed,
+                },
+                () = linger => break Stop::Empty,
+            };
+            let step = match wake {
+                Wake::Cmd(cmd) => self.handle(&mut guest, cmd).await,
+                Wake::Tick => match self.apply(&mut guest, Input::Tick).await {
+                    Ok(_) => self.settle(&mut guest).await,
+                    Err(stop) => Err(stop),
+                },
+            };
+            let step = match step {
+                Ok(()) if self.journal.due() => self.checkpoint(&mut guest).await,
+                other => other,
+            };
+            if let Err(stop) = step {
+                break stop;
+            }
+        };
+
+        self.rooms.retire(&self.key, self.id);
+        let mut done = None;
+        let closing = match stop {
+            Stop::Empty | Stop::InboxClosed => {
+                tracing::info!(room = %self.label, "room closed: empty");
+                JoinError::Closed("the room closed".into())
+            }
+            Stop::Shutdown(tx) => {
+                done = Some(tx);
+                JoinError::Closed("the host is shutting down".into())
+            }
+            Stop::Crashed(crash) => {
+                self.report(&crash);
+                let err = ProtocolError::new(
+                    ErrorCode::GuestFault,
+                    format!(
+                        "the game failed ({}) and could not be kept running; the room closed",
+                        crash.fault.kind.code()
+                    ),
+                );
+                let frame = protocol::error_frame(&err, None, None);
+                let asking = self.asking.take();
+                for (player, m) in self.players.drain() {
+                    let frame = match &asking {
+                        Some((p, reference)) if *p == player => protocol::error_frame(&err, None, Some(reference)),
+                        _ => frame.clone(),
+                    };
+                    let _ = m.outbound.try_send(ToSession::Removed(frame));
+                }
+                JoinError::Closed("the room's game failed; try again".into())
+            }
+        };
+        drop(guest);
+        drain(&mut control, &closing).await;
+        drain(&mut rx, &closing).await;
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+
+    async fn handle(&mut self, guest: &mut GuestInstance, cmd: RoomCmd) -> Result<(), Stop> {
+        match cmd {
+            RoomCmd::Join {
+                player,
+                name,
+                outbound,
+                overflow,
+                reply,
+            } => {
+                let max = self.rooms.config.rooms.max_players;
+                if self.players.len() >= max {
+                    let _ = reply.send(Err(JoinError::Full(max)));
+                    return Ok(());
+                }
+                let result = match self.apply(guest, Input::Join { player, name }).await? {
+                    Some(Ok(())) => {
+                        self.players.insert(
+                            player,
+                            Member {
+                                outbound,
+                                overflow,
+                                leaving: false,
+                            },
+                        );
+                        self.empty_deadline = None;
+                        Ok(Joined {
+                            version: self.module.version.to_string(),
+                        })
+                    }
+                    Some(Err(rejection)) => Err(JoinError::Refused {
+                        code: rejection.code,
+                        message: rejection.message,
+                    }),
+                    None => Err(JoinError::Fault(
+                        "the game failed on your join and restarted without it".into(),
+                    )),
+                };
+                self.settle(guest).await?;
+                if reply.send(result).is_err() {
+                    // The session went away while joining.
+                    self.remove(guest, player).await?;
+                }
+            }
+            RoomCmd::Message {
+                player,
+                payload,
+                reference,
+            } => {
+                if !self.players.contains_key(&player) {
+                    // Kicked or dropped while the message was queued.
+                    return Ok(());
+                }
+                // A copy: the frame's bytes share the connection's read
+                // buffer, which the journal must not keep alive.
+                let payload = Bytes::copy_from_slice(&payload);
+                self.asking = reference.map(|r| (player, r));
+                let answer = self.apply(guest, Input::Message { player, payload }).await?;
+                let reference = self.asking.take().map(|(_, r)| r);
+                self.deliver(guest);
+                let reply = match (&answer, &reference) {
+                    (Some(Ok(())), Some(r)) => Some(ServerMsg::Ack { reference: r }.encode()),
+                    (Some(Ok(())), None) => None,
+                    (Some(Err(rej)), r) => Some(protocol::error_frame(
+                        &ProtocolError::new(ErrorCode::Rejected, rej.message.clone()),
+                        Some(&rej.code),
+                        r.as_deref(),
+                    )),
+                    (None, r) => Some(protocol::error_frame(
+                        &ProtocolError::new(
+                            ErrorCode::GuestRestarted,
+                            "the game failed on this message; the room restarted without it",
+                        ),
+                        None,
+                        r.as_deref(),
+                    )),
+                };
+                if let Some(frame) = reply
+                    && let Some(m) = self.players.get_mut(&player)
+                {
+                    m.offer(ToSession::Frame(frame));
+                }
+                self.settle(guest).await?;
+            }
+            RoomCmd::Leave { player } => self.remove(guest, player).await?,
+            RoomCmd::Swap {
+                module,
+                ready,
+                decision,
+            } => self.swap(guest, module, ready, decision).await?,
+            RoomCmd::Shutdown { done } => self.shutdown(guest, done).await?,
+        }
+        Ok(())
+    }
+}
+
+/// What woke the room.
+enum Wake {
+    Cmd(RoomCmd),
+    Tick,
+}
+
+/// After a room stops: refuse what is still queued so joiners retry a
+/// fresh room.
+async fn drain(rx: &mut mpsc::Receiver<RoomCmd>, why: &JoinError) {
+    rx.close();
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            RoomCmd::Join { reply, .. } => {
+                let _ = reply.send(Err(why.clone()));
+            }
+            RoomCmd::Shutdown { done } => {
+                let _ = done.send(());
+            }
+            _ => {}
+        }
+    }
+}

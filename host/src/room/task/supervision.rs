@@ -1,0 +1,205 @@
+//! Keeping the guest alive: every input applied and journaled, a trap
+//! answered by a rebuild from the last checkpoint and the journal, a room
+//! that keeps failing closed with a crash report.
+
+use super::*;
+
+/// Hands one input to the guest.
+pub(super) async fn call(guest: &mut GuestInstance, now: u64, input: &Input) -> CallResult<Result<(), Rejection>> {
+    match input {
+        Input::Join { player, name } => guest.on_join(now, *player, name).await,
+        Input::Leave { player } => guest.on_leave(now, *player).await.map(Ok),
+        Input::Message { player, payload } => guest.on_message(now, *player, payload).await,
+        Input::Tick => guest.on_tick(now).await.map(Ok),
+    }
+}
+
+/// The guest's state and random positions now.
+pub(super) async fn checkpoint_of(guest: &mut GuestInstance, now: u64) -> CallResult<Checkpoint> {
+    let state = guest.snapshot(now).await?;
+    guest.take_effects().for_each(drop);
+    Ok(Checkpoint {
+        state,
+        entropy: guest.entropy_position(),
+        now,
+    })
+}
+
+impl RoomTask {
+    /// Applies one input. `Some(answer)` if the guest took it (it is
+    /// journaled); `None` if the guest failed on it and was restarted
+    /// without it.
+    pub(super) async fn apply(
+        &mut self,
+        guest: &mut GuestInstance,
+        input: Input,
+    ) -> Result<Option<Result<(), Rejection>>, Stop> {
+        let now = self.now();
+        self.module.health.call();
+        let started = std::time::Instant::now();
+        let result = call(guest, now, &input).await;
+        self.module.health.took(started.elapsed());
+        match result {
+            Ok(answer) => {
+                self.journal.record(now, input);
+                Ok(Some(answer))
+            }
+            Err(fault) => {
+                self.restart(guest, fault, Some(Entry { now, input })).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Takes a new checkpoint; the journal starts over.
+    pub(super) async fn checkpoint(&mut self, guest: &mut GuestInstance) -> Result<(), Stop> {
+        let now = self.now();
+        self.module.health.call();
+        match checkpoint_of(guest, now).await {
+            Ok(cp) => {
+                self.journal.reset(cp);
+                Ok(())
+            }
+            Err(fault) => self.restart(guest, fault, None).await,
+        }
+    }
+
+    /// The guest failed: replace it with a fresh instance at the last good
+    /// state and tell the players, unless the room restarts too often.
+    pub(super) async fn restart(
+        &mut self,
+        guest: &mut GuestInstance,
+        fault: GuestFault,
+        failed: Option<Entry>,
+    ) -> Result<(), Stop> {
+        let player = failed.as_ref().and_then(|e| e.input.player());
+        self.module.health.fault_by(player, fault.signature());
+        let sup = &self.rooms.config.supervision;
+        let window = Duration::from_millis(sup.window_ms);
+        let now = Instant::now();
+        while self.restarts.front().is_some_and(|t| now.duration_since(*t) > window) {
+            self.restarts.pop_front();
+        }
+        if self.restarts.len() >= sup.max_restarts as usize {
+            return Err(Stop::Crashed(Box::new(Crash {
+                reason: "restart_intensity",
+                fault,
+                restart_error: None,
+                failed,
+            })));
+        }
+        self.restarts.push_back(now);
+        tracing::warn!(room = %self.label, version = %self.module.version, kind = fault.kind.code(), "guest fault, restarting the room: {}", fault.detail);
+        match self.rebuild().await {
+            Ok(fresh) => *guest = fresh,
+            Err(why) => {
+                return Err(Stop::Crashed(Box::new(Crash {
+                    reason: "restart_failed",
+                    fault,
+                    restart_error: Some(why),
+                    failed,
+                })));
+            }
+        }
+        self.module.health.restart();
+        tracing::info!(room = %self.label, replayed = self.journal.entries().len(), "room restarted from its checkpoint");
+        let frame = ServerMsg::Restarted {
+            version: &self.module.version.to_string(),
+            reason: fault.kind.code(),
+        }
+        .encode();
+        self.broadcast(frame, None);
+        Ok(())
+    }
+
+    /// A fresh instance at the checkpoint, with the journal replayed.
+    /// Effects of the replay were delivered the first time and are dropped.
+    pub(super) async fn rebuild(&mut self) -> Result<GuestInstance, RoomFailure> {
+        let module = self.module.clone();
+        let now = self.journal.checkpoint().now;
+        let mut fresh = self.instantiate(&module, now).await?;
+        let cp = self.journal.checkpoint();
+        let version = || module.version.to_string();
+        match fresh.restore(now, &cp.state).await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => {
+                return Err(RoomFailure::RestoreRefused {
+                    version: version(),
+                    why,
+                });
+            }
+            Err(fault) => {
+                return Err(RoomFailure::RestoreTrapped {
+                    version: version(),
+                    fault,
+                });
+            }
+        }
+        fresh.seek_entropy(cp.entropy);
+        // Each call starts with no effects; only the last call's are left.
+        for entry in self.journal.entries() {
+            if let Err(fault) = call(&mut fresh, entry.now, &entry.input).await {
+                return Err(RoomFailure::ReplayTrapped { at: entry.now, fault });
+            }
+        }
+        fresh.take_effects().for_each(drop);
+        fresh.take_tick_request();
+        Ok(fresh)
+    }
+
+    /// Logs, counts and writes a crash report.
+    pub(super) fn report(&self, crash: &Crash) {
+        self.module.health.crash();
+        let at_ms = crate::unix_ms();
+        let cp = self.journal.checkpoint();
+        let restart_error = crash.restart_error.as_ref().map(ToString::to_string);
+        let report = CrashReport {
+            game: &self.key.game,
+            room: &self.key.room,
+            version: self.module.version.to_string(),
+            digest: self.module.digest(),
+            seed: self.seed,
+            at_ms,
+            reason: crash.reason,
+            fault_kind: crash.fault.kind.code(),
+            fault: &crash.fault.detail,
+            restart_error: restart_error.as_deref(),
+            restarts_in_window: self.restarts.len(),
+            failed_input: crash.failed.as_ref(),
+            checkpoint_hex: if cp.state.len() <= crash::MAX_CHECKPOINT_BYTES {
+                crate::util::hex(&cp.state)
+            } else {
+                format!("(left out: {} bytes)", cp.state.len())
+            },
+            checkpoint_entropy: cp.entropy,
+            checkpoint_now: cp.now,
+            inputs_since_checkpoint: self.journal.entries(),
+        };
+        tracing::error!(
+            room = %self.label,
+            version = %self.module.version,
+            reason = crash.reason,
+            kind = crash.fault.kind.code(),
+            restart_error = restart_error.as_deref(),
+            "room crashed and closed: {}", crash.fault.detail
+        );
+        let (file, text) = match crash::render(&self.rooms.config.state.dir, &self.key, &report) {
+            Ok(rendered) => rendered,
+            Err(e) => {
+                tracing::error!(room = %self.label, "cannot render the crash report: {e}");
+                return;
+            }
+        };
+        let label = self.label.clone();
+        tokio::task::spawn_blocking(move || match crash::write(&file, &text, crash::MAX_REPORTS) {
+            Ok(deleted) => tracing::error!(
+                room = %label,
+                report = %file.display(),
+                older_reports_deleted = deleted,
+                "crash report written (the newest {} are kept)",
+                crash::MAX_REPORTS
+            ),
+            Err(e) => tracing::error!(room = %label, "cannot write the crash report: {e}"),
+        });
+    }
+}
