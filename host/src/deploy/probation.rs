@@ -6,9 +6,9 @@ use crate::config::ProbationConfig;
 use crate::lock;
 use crate::modules::GameModule;
 use crate::modules::audit::AuditEntry;
-use crate::modules::version_health::{Failure, HealthCounts};
+use crate::modules::version_health::{HealthCounts, OTHER_SIGNATURE, Source};
 use semver::Version;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,11 @@ pub(super) struct Probation {
     previous: Version,
     started: Instant,
     baseline: HealthCounts,
+    /// Failures per signature when the probation began.
+    baseline_signatures: BTreeMap<String, u64>,
+    /// Calls slower than this are counted (the predecessor's p99 times
+    /// `max_latency_ratio`), if the predecessor made enough calls to know.
+    slow_threshold: Option<Duration>,
 }
 
 /// What a probation check concluded.
@@ -52,6 +57,14 @@ impl Deployer {
             .get(game)
             .filter(|p| p.version == before.version)
             .map_or_else(|| before.version.clone(), |p| p.previous.clone());
+        let slow_threshold = (self.probation.max_latency_ratio > 0.0)
+            .then(|| self.games.get(game, &previous).ok())
+            .flatten()
+            .and_then(|prev| prev.health.p99(MIN_TIMED_CALLS))
+            .map(|p99| p99.mul_f64(self.probation.max_latency_ratio));
+        if let Some(threshold) = slow_threshold {
+            target.health.watch_slow(threshold);
+        }
         probations.insert(
             game.to_owned(),
             Probation {
@@ -59,6 +72,13 @@ impl Deployer {
                 previous,
                 started: Instant::now(),
                 baseline: target.health.read(),
+                baseline_signatures: target
+                    .health
+                    .signatures()
+                    .into_iter()
+                    .map(|(s, st)| (s, st.count))
+                    .collect(),
+                slow_threshold,
             },
         );
     }
@@ -111,24 +131,40 @@ impl Deployer {
             return Verdict::Moot;
         };
         let previous = self.games.get(game, &p.previous).ok();
-        // A failure the previous version also had is not the new version's
-        // doing: a player replaying a known crash cannot pin it on it.
-        let (excused, blamed): (Vec<Failure>, Vec<Failure>) =
-            active.health.failures_since(p.started).into_iter().partition(|f| {
-                previous
-                    .as_ref()
-                    .is_some_and(|prev| prev.health.has_signature(&f.signature))
-            });
-        let observed = Observed {
+        let mut observed = Observed {
             counts: active.health.read().since(p.baseline),
-            blamed,
-            excused: excused.len(),
-            p99: active.health.p99(self.probation.min_calls),
-            previous_p99: previous
-                .as_ref()
-                .and_then(|prev| prev.health.p99(self.probation.min_calls)),
             elapsed: p.started.elapsed(),
+            ..Observed::default()
         };
+        for (signature, stats) in active.health.signatures() {
+            let new = stats.count
+                - p.baseline_signatures
+                    .get(&signature)
+                    .copied()
+                    .unwrap_or(0)
+                    .min(stats.count);
+            if new == 0 {
+                continue;
+            }
+            // A failure the previous version also had is not the new
+            // version's doing: replaying a known crash cannot pin it on it.
+            // Only a signature with frames identifies a bug.
+            let known = !signature.ends_with(':')
+                && signature != OTHER_SIGNATURE
+                && previous
+                    .as_ref()
+                    .is_some_and(|prev| prev.health.has_signature(&signature));
+            if known {
+                observed.excused += new;
+            } else {
+                observed.blamed += new;
+                observed.sources.extend(stats.sources);
+            }
+        }
+        if let Some(threshold) = p.slow_threshold {
+            let (count, sources) = active.health.slow_calls();
+            observed.slow = Some((threshold, count, sources));
+        }
         judge(&observed, &self.probation)
     }
 
@@ -170,71 +206,79 @@ impl Deployer {
     }
 }
 
+/// Calls a version must have made before its call times are compared.
+const MIN_TIMED_CALLS: u64 = 100;
+
 /// What a version did during its probation.
+#[derive(Default)]
 struct Observed {
     counts: HealthCounts,
-    /// Failures the previous version never had, with who caused them.
-    blamed: Vec<Failure>,
+    /// Failures the previous version never had, and who caused them.
+    blamed: u64,
+    sources: BTreeSet<Source>,
     /// Failures the previous version had too.
-    excused: usize,
-    p99: Option<Duration>,
-    previous_p99: Option<Duration>,
+    excused: u64,
+    /// The slow-call threshold, the calls over it, and who made them.
+    slow: Option<(Duration, u64, BTreeSet<Source>)>,
     elapsed: Duration,
 }
 
-/// The probation's decision, from what was observed alone.
+fn list(sources: &BTreeSet<Source>) -> String {
+    sources.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// The probation's decision, from what was observed alone. Nothing fails a
+/// version unless at least `min_players` sources (players, or rooms for
+/// calls no player caused) are involved.
 fn judge(o: &Observed, config: &ProbationConfig) -> Verdict {
-    // Ticks are one more source: no player sends them.
-    let sources: BTreeSet<Option<u64>> = o.blamed.iter().map(|f| f.player).collect();
-    let players: Vec<String> = sources
-        .iter()
-        .map(|p| p.map_or_else(|| "ticks".to_owned(), |p| p.to_string()))
-        .collect();
     let who = format!(
-        "failures from players [{}]{}",
-        players.join(", "),
+        "failures from [{}]{}",
+        list(&o.sources),
         if o.excused > 0 {
             format!(", {} more excused (the previous version fails the same way)", o.excused)
         } else {
             String::new()
         }
     );
-    let enough_players = sources.len() >= config.min_players;
-    let blamed = o.blamed.len() as u64;
-    if o.counts.crashes > 0 && enough_players {
+    let enough = o.sources.len() >= config.min_players;
+    if o.counts.crashes > 0 && enough {
         return Verdict::Failed(
             "room_crashed",
             format!(
-                "{} room(s) restarted too often and closed ({} restarts, {blamed} failed calls of {}); {who}",
-                o.counts.crashes, o.counts.restarts, o.counts.calls
+                "{} room(s) restarted too often and closed ({} restarts, {} failed calls of {}); {who}",
+                o.counts.crashes, o.counts.restarts, o.blamed, o.counts.calls
             ),
         );
     }
     let rate = if o.counts.calls == 0 {
         0.0
     } else {
-        blamed as f64 / o.counts.calls as f64
+        o.blamed as f64 / o.counts.calls as f64
     };
-    if o.counts.calls >= config.min_calls && rate > config.max_error_rate && enough_players {
+    if o.counts.calls >= config.min_calls && rate > config.max_error_rate && enough {
         return Verdict::Failed(
             "error_rate",
             format!(
-                "{blamed} of {} calls failed ({:.1}%, above {:.1}%); {who}",
+                "{} of {} calls failed ({:.1}%, above {:.1}%); {who}",
+                o.blamed,
                 o.counts.calls,
                 rate * 100.0,
                 config.max_error_rate * 100.0
             ),
         );
     }
-    if config.max_latency_ratio > 0.0
-        && let (Some(now), Some(before)) = (o.p99, o.previous_p99)
-        && now.as_secs_f64() > before.as_secs_f64() * config.max_latency_ratio
+    if let Some((threshold, slow, sources)) = &o.slow
+        && o.counts.calls >= config.min_calls.max(MIN_TIMED_CALLS)
+        && *slow * 100 > o.counts.calls
+        && sources.len() >= config.min_players
     {
         return Verdict::Failed(
             "slow",
             format!(
-                "99% of calls take up to {now:?}, against {before:?} for the previous version (more than {}x)",
-                config.max_latency_ratio
+                "{slow} of {} calls took over {threshold:?} ({}x the previous version's p99), from [{}]",
+                o.counts.calls,
+                config.max_latency_ratio,
+                list(sources)
             ),
         );
     }
@@ -248,27 +292,18 @@ fn judge(o: &Observed, config: &ProbationConfig) -> Verdict {
 mod tests {
     use super::*;
 
-    fn failure(player: Option<u64>) -> Failure {
-        Failure {
-            at: Instant::now(),
-            player,
-            signature: "trap:game::on_message".into(),
-        }
-    }
-
-    fn observed(calls: u64, crashes: u64, blamed: Vec<Failure>) -> Observed {
+    fn observed(calls: u64, crashes: u64, blamed: u64, sources: &[Source]) -> Observed {
         Observed {
             counts: HealthCounts {
                 calls,
-                faults: blamed.len() as u64,
-                restarts: blamed.len() as u64,
+                faults: blamed,
+                restarts: blamed,
                 crashes,
             },
             blamed,
-            excused: 0,
-            p99: None,
-            previous_p99: None,
+            sources: sources.iter().copied().collect(),
             elapsed: Duration::from_millis(10),
+            ..Observed::default()
         }
     }
 
@@ -280,48 +315,56 @@ mod tests {
     }
 
     #[test]
-    fn one_player_alone_cannot_fail_a_version() {
+    fn one_source_alone_cannot_fail_a_version() {
         let config = ProbationConfig::default();
-        let one = vec![failure(Some(7)); 30];
-        assert_eq!(failed(judge(&observed(40, 1, one.clone()), &config)), None);
-        let mut two = one;
-        two.push(failure(Some(8)));
-        assert_eq!(
-            failed(judge(&observed(40, 1, two.clone()), &config)),
-            Some("room_crashed")
-        );
-        assert_eq!(failed(judge(&observed(40, 0, two), &config)), Some("error_rate"));
+        let one = [Source::Player(7)];
+        assert_eq!(failed(judge(&observed(40, 1, 30, &one), &config)), None);
+        let two = [Source::Player(7), Source::Player(8)];
+        assert_eq!(failed(judge(&observed(40, 1, 30, &two), &config)), Some("room_crashed"));
+        assert_eq!(failed(judge(&observed(40, 0, 30, &two), &config)), Some("error_rate"));
+        // Ticks failing in two rooms count as two sources: no player
+        // sends them.
+        let rooms = [Source::Room(1), Source::Room(2)];
+        assert_eq!(failed(judge(&observed(40, 0, 30, &rooms), &config)), Some("error_rate"));
     }
 
     #[test]
-    fn the_decision_names_the_players_and_the_excused() {
+    fn the_rate_counts_every_failure_however_many_calls() {
         let config = ProbationConfig::default();
-        let mut o = observed(
-            40,
-            0,
-            vec![failure(Some(3)), failure(Some(5)), failure(None), failure(Some(3))],
+        let two = [Source::Player(1), Source::Player(2)];
+        // A busy version: half of 100,000 calls failed.
+        assert_eq!(
+            failed(judge(&observed(100_000, 0, 50_000, &two), &config)),
+            Some("error_rate")
         );
+        assert_eq!(failed(judge(&observed(100_000, 0, 4_000, &two), &config)), None);
+    }
+
+    #[test]
+    fn the_decision_names_the_sources_and_the_excused() {
+        let config = ProbationConfig::default();
+        let mut o = observed(40, 0, 4, &[Source::Player(3), Source::Player(5), Source::Room(9)]);
         o.excused = 2;
         let Verdict::Failed(_, why) = judge(&o, &config) else {
             panic!("should fail")
         };
-        assert!(why.contains("players [ticks, 3, 5]"), "{why}");
+        assert!(why.contains("[player 3, player 5, room 9]"), "{why}");
         assert!(why.contains("2 more excused"), "{why}");
     }
 
     #[test]
-    fn a_version_much_slower_than_its_predecessor_fails() {
+    fn a_version_much_slower_than_its_predecessor_fails_if_many_see_it() {
         let config = ProbationConfig::default();
-        let mut o = observed(100, 0, vec![]);
-        o.previous_p99 = Some(Duration::from_micros(256));
-        o.p99 = Some(Duration::from_micros(1024));
-        assert_eq!(failed(judge(&o, &config)), None, "4x is within 5x");
-        o.p99 = Some(Duration::from_micros(2048));
+        let threshold = Duration::from_millis(1);
+        let mut o = observed(200, 0, 0, &[]);
+        o.slow = Some((threshold, 50, BTreeSet::from([Source::Player(1)])));
+        assert_eq!(failed(judge(&o, &config)), None, "one player's slow calls");
+        o.slow = Some((threshold, 50, BTreeSet::from([Source::Player(1), Source::Player(2)])));
         assert_eq!(failed(judge(&o, &config)), Some("slow"));
-        let off = ProbationConfig {
-            max_latency_ratio: 0.0,
-            ..config
-        };
-        assert_eq!(failed(judge(&o, &off)), None, "0 turns it off");
+        o.slow = Some((threshold, 1, BTreeSet::from([Source::Player(1), Source::Player(2)])));
+        assert_eq!(failed(judge(&o, &config)), None, "under 1% of calls: the p99 is fine");
+        let mut few = observed(50, 0, 0, &[]);
+        few.slow = Some((threshold, 50, BTreeSet::from([Source::Player(1), Source::Player(2)])));
+        assert_eq!(failed(judge(&few, &config)), None, "too few calls to judge call times");
     }
 }

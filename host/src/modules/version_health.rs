@@ -2,19 +2,60 @@
 //! crashed rooms. Rooms count; probation reads.
 
 use serde::Serialize;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Failures kept per version, newest first out.
-const FAILURES_KEPT: usize = 256;
-
-/// Distinct crash signatures kept per version.
+/// Distinct crash signatures tracked per version; beyond, failures count
+/// under one catch-all signature that is never excused.
 const SIGNATURES_KEPT: usize = 1024;
+
+/// Distinct sources remembered per signature (enough to tell "one player"
+/// from "many").
+const SOURCES_KEPT: usize = 64;
+
+/// The signature failures beyond [`SIGNATURES_KEPT`] count under.
+pub const OTHER_SIGNATURE: &str = "other:";
 
 /// Call-time buckets: bucket `i` counts calls of `[2^i, 2^(i+1))` µs.
 const BUCKETS: usize = 40;
+
+/// Where a failed or slow call came from: a player's input, or a room's
+/// own call (a tick, `init`), which no player sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    /// The input of this player.
+    Player(u64),
+    /// A call of this room (by its host-wide id) that no input caused.
+    Room(u64),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Player(p) => write!(f, "player {p}"),
+            Source::Room(r) => write!(f, "room {r}"),
+        }
+    }
+}
+
+/// Failures of one signature, and who caused them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignatureStats {
+    /// How many calls failed this way.
+    pub count: u64,
+    /// Who caused them (the first [`SOURCES_KEPT`]).
+    pub sources: BTreeSet<Source>,
+}
+
+/// Calls slower than a threshold, and who made them.
+#[derive(Debug, Default)]
+struct Slow {
+    threshold_us: u64,
+    count: u64,
+    sources: BTreeSet<Source>,
+}
 
 /// Counters of one loaded version across all its rooms, since it loaded.
 #[derive(Debug)]
@@ -23,12 +64,12 @@ pub struct VersionHealth {
     faults: AtomicU64,
     restarts: AtomicU64,
     crashes: AtomicU64,
-    /// The newest failures, with who caused them and their signature.
-    failures: Mutex<VecDeque<Failure>>,
-    /// Every crash signature seen (bounded).
-    signatures: Mutex<BTreeSet<String>>,
+    /// Failures by crash signature, with their sources.
+    signatures: Mutex<BTreeMap<String, SignatureStats>>,
     /// Guest call times, a log2 histogram in microseconds.
     latency: [AtomicU64; BUCKETS],
+    /// Calls over a threshold set when the version goes on probation.
+    slow: Mutex<Slow>,
 }
 
 impl Default for VersionHealth {
@@ -38,22 +79,11 @@ impl Default for VersionHealth {
             faults: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             crashes: AtomicU64::new(0),
-            failures: Mutex::new(VecDeque::new()),
-            signatures: Mutex::new(BTreeSet::new()),
+            signatures: Mutex::new(BTreeMap::new()),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            slow: Mutex::new(Slow::default()),
         }
     }
-}
-
-/// One failed call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// When.
-    pub at: Instant,
-    /// The player whose input it was (`None`: a tick, or a host call).
-    pub player: Option<u64>,
-    /// The crash signature (see [`crate::sandbox::GuestFault::signature`]).
-    pub signature: String,
 }
 
 /// A reading of [`VersionHealth`].
@@ -100,45 +130,60 @@ impl VersionHealth {
         self.faults.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A call failed on `player`'s input (or a tick's) with `signature`.
-    pub fn fault_by(&self, player: Option<u64>, signature: String) {
+    /// A call failed, caused by `source`, with `signature`.
+    pub fn fault_by(&self, source: Source, signature: String) {
         self.fault();
-        {
-            let mut signatures = crate::lock(&self.signatures);
-            if signatures.len() < SIGNATURES_KEPT {
-                signatures.insert(signature.clone());
-            }
+        let mut signatures = crate::lock(&self.signatures);
+        let key = if signatures.len() < SIGNATURES_KEPT || signatures.contains_key(&signature) {
+            signature
+        } else {
+            OTHER_SIGNATURE.to_owned()
+        };
+        let stats = signatures.entry(key).or_default();
+        stats.count += 1;
+        if stats.sources.len() < SOURCES_KEPT {
+            stats.sources.insert(source);
         }
-        let mut failures = crate::lock(&self.failures);
-        if failures.len() == FAILURES_KEPT {
-            failures.pop_front();
-        }
-        failures.push_back(Failure {
-            at: Instant::now(),
-            player,
-            signature,
-        });
     }
 
     /// Whether this version ever failed with `signature`.
     pub fn has_signature(&self, signature: &str) -> bool {
-        crate::lock(&self.signatures).contains(signature)
+        crate::lock(&self.signatures).contains_key(signature)
     }
 
-    /// The kept failures since `since`.
-    pub fn failures_since(&self, since: Instant) -> Vec<Failure> {
-        crate::lock(&self.failures)
-            .iter()
-            .filter(|f| f.at >= since)
-            .cloned()
-            .collect()
+    /// Failures by signature so far.
+    pub fn signatures(&self) -> BTreeMap<String, SignatureStats> {
+        crate::lock(&self.signatures).clone()
     }
 
-    /// A call took `took`.
-    pub fn took(&self, took: Duration) {
+    /// A call caused by `source` took `took`.
+    pub fn took(&self, took: Duration, source: Source) {
         let micros = took.as_micros().max(1) as u64;
         let bucket = (63 - micros.leading_zeros() as usize).min(BUCKETS - 1);
         self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        let mut slow = crate::lock(&self.slow);
+        if slow.threshold_us > 0 && micros > slow.threshold_us {
+            slow.count += 1;
+            if slow.sources.len() < SOURCES_KEPT {
+                slow.sources.insert(source);
+            }
+        }
+    }
+
+    /// From now on, count calls slower than `threshold` and who made them
+    /// (a probation watching latency).
+    pub fn watch_slow(&self, threshold: Duration) {
+        let mut slow = crate::lock(&self.slow);
+        *slow = Slow {
+            threshold_us: threshold.as_micros().max(1) as u64,
+            ..Slow::default()
+        };
+    }
+
+    /// Calls slower than the watched threshold, and who made them.
+    pub fn slow_calls(&self) -> (u64, BTreeSet<Source>) {
+        let slow = crate::lock(&self.slow);
+        (slow.count, slow.sources.clone())
     }
 
     /// The 99th percentile of call times (the upper bound of its bucket,
@@ -198,21 +243,38 @@ mod tests {
     #[test]
     fn failures_remember_who_and_how_and_call_times_give_a_p99() {
         let h = VersionHealth::default();
-        let start = Instant::now();
-        h.fault_by(Some(4), "trap:game::f".into());
-        h.fault_by(None, "timeout:game::tick".into());
+        h.fault_by(Source::Player(4), "trap:game::f".into());
+        h.fault_by(Source::Player(4), "trap:game::f".into());
+        h.fault_by(Source::Room(9), "timeout:game::tick".into());
         assert!(h.has_signature("trap:game::f") && !h.has_signature("trap:game::g"));
-        let seen = h.failures_since(start);
-        assert_eq!(seen.iter().map(|f| f.player).collect::<Vec<_>>(), vec![Some(4), None]);
-        assert_eq!(h.read().faults, 2);
+        let seen = h.signatures();
+        assert_eq!(seen["trap:game::f"].count, 2);
+        assert_eq!(seen["trap:game::f"].sources, BTreeSet::from([Source::Player(4)]));
+        assert_eq!(h.read().faults, 3);
         assert_eq!(h.p99(1), None, "nothing timed yet");
-        (0..99).for_each(|_| h.took(Duration::from_micros(100)));
+        (0..99).for_each(|_| h.took(Duration::from_micros(100), Source::Player(1)));
         assert_eq!(h.p99(1000), None, "too few calls");
         // 99 calls of 100 µs (bucket 64..128) and one of 10 ms: the 99th
         // percentile is the bulk's bucket bound.
-        h.took(Duration::from_millis(10));
+        h.took(Duration::from_millis(10), Source::Player(1));
         assert_eq!(h.p99(100), Some(Duration::from_micros(128)));
-        (0..5).for_each(|_| h.took(Duration::from_millis(10)));
+        (0..5).for_each(|_| h.took(Duration::from_millis(10), Source::Player(1)));
         assert_eq!(h.p99(100), Some(Duration::from_micros(16384)));
+        // Slow calls are counted, with who made them, once watched.
+        h.watch_slow(Duration::from_millis(1));
+        h.took(Duration::from_millis(10), Source::Player(2));
+        h.took(Duration::from_micros(10), Source::Player(3));
+        assert_eq!(h.slow_calls(), (1, BTreeSet::from([Source::Player(2)])));
+    }
+
+    #[test]
+    fn signatures_beyond_the_bound_count_under_one() {
+        let h = VersionHealth::default();
+        for i in 0..SIGNATURES_KEPT + 10 {
+            h.fault_by(Source::Player(1), format!("trap:f{i}"));
+        }
+        let seen = h.signatures();
+        assert_eq!(seen.len(), SIGNATURES_KEPT + 1);
+        assert_eq!(seen[OTHER_SIGNATURE].count, 10);
     }
 }

@@ -93,7 +93,10 @@ impl RoomTask {
                 return Err(RoomFailure::InitRefused(why));
             }
             Err(fault) => {
-                module.health.fault();
+                // No player's input: the room's own source.
+                module
+                    .health
+                    .fault_by(crate::modules::version_health::Source::Room(self.id), fault.signature());
                 tracing::error!(room = %self.label, version = %module.version, kind = ?fault.kind, "guest fault in init: {}", fault.detail);
                 return Err(RoomFailure::InitTrapped(fault));
             }

@@ -135,18 +135,24 @@ impl RoomTask {
                     None => std::future::pending().await,
                 }
             };
-            // Biased: operators' commands first (a full inbox cannot hold
-            // up a rollback or a shutdown), then a due tick (ready at most
-            // once a period, so it cannot starve players), then players'.
+            // Operators' commands first (a full inbox cannot hold up a
+            // rollback or a shutdown); between a due tick and players'
+            // commands the pick is fair, so a tick that takes its whole
+            // period cannot starve the players (nor they the tick).
+            let players_or_tick = async {
+                tokio::select! {
+                    _ = tick => Ok(Wake::Tick),
+                    cmd = rx.recv() => cmd.map(Wake::Cmd).ok_or(Stop::InboxClosed),
+                    () = linger => Err(Stop::Empty),
+                }
+            };
             let wake = tokio::select! {
                 biased;
                 Some(cmd) = control.recv() => Wake::Cmd(cmd),
-                _ = tick => Wake::Tick,
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => Wake::Cmd(cmd),
-                    None => break Stop::InboxClosed,
+                woke = players_or_tick => match woke {
+                    Ok(wake) => wake,
+                    Err(stop) => break stop,
                 },
-                () = linger => break Stop::Empty,
             };
             let step = match wake {
                 Wake::Cmd(cmd) => self.handle(&mut guest, cmd).await,

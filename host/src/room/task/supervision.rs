@@ -3,6 +3,7 @@
 //! that keeps failing closed with a crash report.
 
 use super::*;
+use crate::modules::version_health::Source;
 
 /// Hands one input to the guest.
 pub(super) async fn call(guest: &mut GuestInstance, now: u64, input: &Input) -> CallResult<Result<(), Rejection>> {
@@ -26,6 +27,11 @@ pub(super) async fn checkpoint_of(guest: &mut GuestInstance, now: u64) -> CallRe
 }
 
 impl RoomTask {
+    /// Who caused a call on `input`: its player, or this room (a tick).
+    pub(super) fn source_of(&self, input: &Input) -> Source {
+        input.player().map_or(Source::Room(self.id), Source::Player)
+    }
+
     /// Applies one input. `Some(answer)` if the guest took it (it is
     /// journaled); `None` if the guest failed on it and was restarted
     /// without it.
@@ -38,7 +44,7 @@ impl RoomTask {
         self.module.health.call();
         let started = std::time::Instant::now();
         let result = call(guest, now, &input).await;
-        self.module.health.took(started.elapsed());
+        self.module.health.took(started.elapsed(), self.source_of(&input));
         match result {
             Ok(answer) => {
                 self.journal.record(now, input);
@@ -72,8 +78,10 @@ impl RoomTask {
         fault: GuestFault,
         failed: Option<Entry>,
     ) -> Result<(), Stop> {
-        let player = failed.as_ref().and_then(|e| e.input.player());
-        self.module.health.fault_by(player, fault.signature());
+        let source = failed
+            .as_ref()
+            .map_or(Source::Room(self.id), |e| self.source_of(&e.input));
+        self.module.health.fault_by(source, fault.signature());
         let sup = &self.rooms.config.supervision;
         let window = Duration::from_millis(sup.window_ms);
         let now = Instant::now();
