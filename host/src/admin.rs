@@ -125,6 +125,7 @@ impl From<DeployError> for ApiError {
         let status = match e {
             DeployError::Lookup(_) => StatusCode::NOT_FOUND,
             DeployError::Aborted { .. } | DeployError::Moved(_) | DeployError::Untrusted { .. } => StatusCode::CONFLICT,
+            DeployError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self {
             status,

@@ -259,8 +259,9 @@ pub fn print_status(status: &Value) {
 }
 
 /// `respawn connect`: stdin lines to the host's TCP port, its lines to
-/// stdout, until the host closes; once stdin ends (a pipe), until the host
-/// has been quiet for a second, so the answers to the last lines arrive.
+/// stdout (its heartbeat pings answered, not shown), until the host
+/// closes; once stdin ends (a pipe), until the host has been quiet for a
+/// second, so the answers to the last lines arrive.
 pub async fn connect(addr: &str) -> anyhow::Result<()> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
@@ -288,6 +289,12 @@ pub async fn connect(addr: &str) -> anyhow::Result<()> {
             () = tokio::time::sleep(QUIET), if !stdin_open => return Ok(()),
         };
         let Some(line) = next else { return Ok(()) };
+        // The host's heartbeat is answered here, so a terminal left alone
+        // is not closed as idle.
+        if line == r#"{"type":"ping"}"# {
+            write.write_all(b"{\"type\":\"pong\"}\n").await?;
+            continue;
+        }
         out.write_all(line.as_bytes()).await?;
         out.write_all(b"\n").await?;
         out.flush().await?;

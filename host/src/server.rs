@@ -172,7 +172,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     while shared.admission.open() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    crate::blocking::blocking(|| deployer.flush_audit());
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    crate::blocking::blocking(|| deployer.flush_audit(left.max(Duration::from_millis(100))));
     tracing::info!(
         rooms_saved = saved,
         connections_left = shared.admission.open(),
@@ -327,9 +328,11 @@ async fn serve_connection(kind: Kind, stream: TcpStream, peer: SocketAddr, slot:
                 Kind::Tcp => serve(TcpTransport::new(stream, net), peer, permit, &shared).await,
             }
         }
-        Err((why, _slot)) => {
+        // Told why while a refusal permit lasts; beyond, dropped at once.
+        Err((why, Some(_telling))) => {
             let _ = tokio::time::timeout(REFUSAL_TIME, refuse(kind, stream, why, &shared)).await;
         }
+        Err((_, None)) => {}
     }
 }
 

@@ -33,6 +33,9 @@ pub enum DeployError {
     /// The game's active version changed while this waited; nothing done.
     #[error("the active version of {0} changed meanwhile; nothing done")]
     Moved(String),
+    /// The host is shutting down: no promotion starts.
+    #[error("the host is shutting down; nothing done")]
+    ShuttingDown,
     /// The version was signed by a key that is no longer trusted.
     #[error("{game} {version} was signed by a key that is no longer trusted")]
     Untrusted {
@@ -61,6 +64,7 @@ impl DeployError {
             DeployError::Aborted { .. } => "migration_failed",
             DeployError::Moved(_) => "active_version_moved",
             DeployError::Untrusted { .. } => "untrusted_signer",
+            DeployError::ShuttingDown => "shutting_down",
         }
     }
 }
@@ -274,9 +278,11 @@ impl Deployer {
         }
     }
 
-    /// Waits until every audit record so far is on disk.
-    pub fn flush_audit(&self) {
-        self.audit.flush();
+    /// Waits (up to `timeout`) until every audit record so far is on disk.
+    pub fn flush_audit(&self, timeout: std::time::Duration) {
+        if !self.audit.flush(timeout) {
+            tracing::warn!("the audit log did not reach the disk within {timeout:?}");
+        }
     }
 
     fn count(&self, f: impl FnOnce(&mut Counters)) {
@@ -496,13 +502,17 @@ impl Deployer {
     /// Runs `work` as a job the host owns: it runs to its end even if the
     /// caller stops waiting (an operator's Ctrl-C drops the admin request),
     /// and shutdown waits for it ([`Deployer::finish_jobs`]).
-    async fn job<T, F>(self: &Arc<Self>, work: impl FnOnce(Arc<Self>) -> F) -> T
+    /// `None` once shutdown began: no new job starts then.
+    async fn job<T, F>(self: &Arc<Self>, work: impl FnOnce(Arc<Self>) -> F) -> Option<T>
     where
         T: Send + 'static,
         F: std::future::Future<Output = T> + Send + 'static,
     {
+        if self.jobs.is_closed() {
+            return None;
+        }
         match self.jobs.spawn(work(self.clone())).await {
-            Ok(done) => done,
+            Ok(done) => Some(done),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Jobs are never aborted; only a runtime going away ends one.
             Err(_) => std::future::pending().await,
@@ -527,6 +537,7 @@ impl Deployer {
         let (game, version) = (game.to_owned(), version.clone());
         self.job(move |this| async move { this.promote_if(&game, &version, trigger, None).await })
             .await
+            .unwrap_or(Err(DeployError::ShuttingDown))
     }
 
     /// [`Deployer::promote`], only if `expected` is still the active version
@@ -569,8 +580,18 @@ impl Deployer {
                 if let Err(e) = self.games.activate(game, version) {
                     // The version left the slots while its rooms moved (a
                     // newer upload evicted it): the rooms go back.
-                    if let Some(b) = &before {
-                        let _ = self.rooms.migrate(game, b).await;
+                    if let Some(b) = &before
+                        && let Err(reasons) = self.rooms.migrate(game, b).await
+                    {
+                        tracing::error!(game, version = %b.version, "rooms could not move back: {}", reasons.join("; "));
+                        self.audit.record(AuditEntry {
+                            event: "migration_back_failed",
+                            game: Some(game.to_owned()),
+                            version: Some(b.version.to_string()),
+                            from: Some(version.to_string()),
+                            detail: Some(reasons.join("; ")),
+                            ..AuditEntry::default()
+                        });
                     }
                     return Err(e.into());
                 }
@@ -600,6 +621,10 @@ impl Deployer {
                     detail: Some(format!("{rooms} rooms migrated")),
                     ..AuditEntry::default()
                 });
+                // The decision is on disk before it is answered: the
+                // active version, its stored state and its audit record
+                // change together.
+                crate::blocking::blocking(|| self.flush_audit(AUDIT_FLUSH));
                 Ok(Promotion {
                     game: game.to_owned(),
                     from,
@@ -705,6 +730,9 @@ impl Deployer {
         &self.games
     }
 }
+
+/// How long a promotion waits for its audit record to reach the disk.
+const AUDIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3

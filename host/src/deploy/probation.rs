@@ -119,7 +119,9 @@ impl Deployer {
                 Verdict::Failed(reason, why) => {
                     lock(&self.probations).remove(&game);
                     let (game, p) = (game.clone(), p.clone());
-                    self.job(move |this| async move { this.fail_probation(&game, &p, reason, &why).await })
+                    // None: the host is shutting down; the version stays.
+                    let _ = self
+                        .job(move |this| async move { this.fail_probation(&game, &p, reason, &why).await })
                         .await;
                 }
             }

@@ -86,12 +86,11 @@ impl AuditLog {
         let _ = crate::lock(&self.lines).send(Line::Record(line));
     }
 
-    /// Waits until every record so far is on disk (at shutdown, before the
-    /// process exits).
-    pub fn flush(&self) {
+    /// Waits until every record so far is on disk, for at most `timeout`
+    /// (a stuck disk must not hold a shutdown or a promotion forever).
+    /// Whether it got there.
+    pub fn flush(&self, timeout: std::time::Duration) -> bool {
         let (done, wait) = std::sync::mpsc::sync_channel(1);
-        if crate::lock(&self.lines).send(Line::Flush(done)).is_ok() {
-            let _ = wait.recv();
-        }
+        crate::lock(&self.lines).send(Line::Flush(done)).is_ok() && wait.recv_timeout(timeout).is_ok()
     }
 }

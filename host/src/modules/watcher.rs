@@ -57,6 +57,9 @@ pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatch
     })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     let dir = dir.to_owned();
+    // Files older than the watch were there at start-up, loaded (or
+    // refused) then: a rescan after a flood looks only at newer ones.
+    let since = std::time::SystemTime::now();
 
     let (ready_tx, ready_rx) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -97,9 +100,14 @@ pub fn watch(dir: &Path, debounce: Duration) -> notify::Result<(RecommendedWatch
             {
                 tracing::warn!(dir = %dir.display(), "too many file events at once; looking at the whole folder");
                 let now = Instant::now();
+                let changed = |p: &PathBuf| {
+                    std::fs::metadata(p)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t >= since)
+                };
                 for path in entries
                     .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| is_candidate(p))
+                    .filter(|p| is_candidate(p) && changed(p))
                 {
                     debouncer.event(path, now);
                 }

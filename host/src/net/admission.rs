@@ -2,11 +2,13 @@
 //! room creations per address, and parked seats in total and per address.
 //! One client (or one address) cannot lock everyone else out.
 //!
-//! The accept loops take an [`AcceptSlot`] before they accept: at most
-//! `max_connections` admitted connections plus [`REFUSALS`] being told
-//! `server_full` exist at once. Beyond that the loops stop accepting and
-//! new connections wait in the kernel's backlog (back-pressure before any
-//! handshake), instead of each costing a task and a socket here.
+//! The accept loops take an [`AcceptSlot`] before they accept, from a pool
+//! of `max_connections` plus one per accept loop: when every admitted place
+//! is taken the loops stop accepting and new connections wait in the
+//! kernel's backlog (back-pressure before any handshake), instead of each
+//! costing a task and a socket here. A connection that is not admitted
+//! gives its slot back at once; at most [`REFUSALS`] are told why at a
+//! time, the rest are dropped unanswered.
 
 use crate::session::TokenBucket;
 use std::collections::HashMap;
@@ -16,8 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Connections being refused at once, beyond the admitted ones.
+/// Connections being told why they were refused, at once.
 pub const REFUSALS: usize = 64;
+
+/// Accept loops (WebSocket and TCP): each may hold one slot for a
+/// connection it is about to look at.
+const ACCEPT_LOOPS: usize = 2;
 
 /// What the limits are (from `[net]` and `[rooms]`).
 #[derive(Debug, Clone)]
@@ -66,6 +72,8 @@ pub struct Admission {
     open: AtomicUsize,
     parked: AtomicUsize,
     addresses: Mutex<HashMap<IpAddr, Address>>,
+    /// Refused connections being told why.
+    refusals: Arc<Semaphore>,
     /// How many addresses the last sweep kept.
     swept_at: AtomicUsize,
     accept: Arc<Semaphore>,
@@ -92,7 +100,8 @@ impl Admission {
     /// Admission under `limits`.
     pub fn new(limits: Limits) -> Arc<Self> {
         Arc::new(Self {
-            accept: Arc::new(Semaphore::new(limits.connections.saturating_add(REFUSALS))),
+            accept: Arc::new(Semaphore::new(limits.connections.saturating_add(ACCEPT_LOOPS))),
+            refusals: Arc::new(Semaphore::new(REFUSALS)),
             limits,
             open: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),
@@ -110,16 +119,23 @@ impl Admission {
         }
     }
 
-    /// Admits a connection from `ip`, or says why not. The refused keep
-    /// their slot only while they are told.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr, slot: AcceptSlot) -> Result<ConnectionPermit, (Refused, AcceptSlot)> {
+    /// Admits a connection from `ip`, or says why not, with a permit to
+    /// tell it so (`None`: too many are being told already; drop it).
+    pub fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        slot: AcceptSlot,
+    ) -> Result<ConnectionPermit, (Refused, Option<OwnedSemaphorePermit>)> {
+        let ip = address_key(ip);
+        // The slot is given back as this returns (it is not kept).
+        let refuse = |why| Err((why, self.refusals.clone().try_acquire_owned().ok()));
         let mut addresses = crate::lock(&self.addresses);
         if self.open.load(Ordering::Acquire) >= self.limits.connections {
-            return Err((Refused::HostFull, slot));
+            return refuse(Refused::HostFull);
         }
         let entry = addresses.entry(ip).or_insert_with(|| self.address());
         if entry.connections >= self.limits.connections_per_address {
-            return Err((Refused::AddressFull, slot));
+            return refuse(Refused::AddressFull);
         }
         entry.connections += 1;
         self.open.fetch_add(1, Ordering::AcqRel);
@@ -145,6 +161,7 @@ impl Admission {
     /// Whether `ip` may create one more room now (its per-address budget).
     /// Asked by a connection of that address, so its entry exists.
     pub fn create_room(&self, ip: IpAddr) -> bool {
+        let ip = address_key(ip);
         let mut addresses = crate::lock(&self.addresses);
         addresses
             .get_mut(&ip)
@@ -153,6 +170,7 @@ impl Admission {
 
     /// A place for a parked seat of `ip`, if the limits allow one.
     pub fn park(self: &Arc<Self>, ip: IpAddr) -> Option<ParkPermit> {
+        let ip = address_key(ip);
         let mut addresses = crate::lock(&self.addresses);
         if self.parked.load(Ordering::Acquire) >= self.limits.parked {
             return None;
@@ -196,6 +214,22 @@ impl Admission {
             let now = Instant::now();
             addresses.retain(|_, a| !a.idle(now));
             self.swept_at.store(addresses.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// What counts as one address: an IPv4 address, or an IPv6 /64 (one
+/// subscriber's network, where a client can pick any of 2^64 addresses).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            octets[8..].fill(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(octets))
         }
     }
 }
@@ -262,20 +296,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_accept_loop_waits_once_admitted_and_refused_fill_their_slots() {
+    async fn the_accept_loop_waits_only_for_admitted_places_and_refusals_are_bounded() {
         let a = Admission::new(limits());
-        let mut held = Vec::new();
-        for _ in 0..limits().connections + REFUSALS {
-            held.push(a.accept_slot().await);
-        }
-        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), a.accept_slot()).await;
-        assert!(waiting.is_err(), "no slot beyond admitted plus refusals");
-        held.pop();
-        assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(50), a.accept_slot())
+        let wait = std::time::Duration::from_millis(50);
+        // The host is full (3 admitted)...
+        let _admitted: Vec<_> = [1, 1, 2]
+            .into_iter()
+            .map(|n| {
+                a.admit(ip(n), futures_util::FutureExt::now_or_never(a.accept_slot()).unwrap())
+                    .ok()
+                    .unwrap()
+            })
+            .collect();
+        // ...and refused connections give their slot back at once, however
+        // many come; at most REFUSALS of them are told why.
+        let mut told = Vec::new();
+        for _ in 0..REFUSALS + 10 {
+            let slot = tokio::time::timeout(wait, a.accept_slot())
                 .await
-                .is_ok()
-        );
+                .expect("a slot is free again");
+            let (why, permit) = a.admit(ip(3), slot).err().expect("refused");
+            assert_eq!(why, Refused::HostFull);
+            told.extend(permit);
+        }
+        assert_eq!(told.len(), REFUSALS, "the rest are dropped unanswered");
+        // Only the accept loops' own slots remain beyond the admitted.
+        let _loops: Vec<_> = futures_util::future::join_all((0..ACCEPT_LOOPS).map(|_| a.accept_slot())).await;
+        assert!(tokio::time::timeout(wait, a.accept_slot()).await.is_err());
+    }
+
+    #[test]
+    fn an_ipv6_64_counts_as_one_address() {
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(one), address_key(same));
+        assert_ne!(address_key(one), address_key(other));
+        let mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        assert_eq!(address_key(mapped), ip(2));
     }
 
     #[tokio::test]

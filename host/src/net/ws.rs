@@ -21,6 +21,10 @@ const CLOSE_WRITE: std::time::Duration = std::time::Duration::from_secs(1);
 /// A WebSocket player connection.
 pub struct WsTransport {
     ws: WebSocketStream<TcpStream>,
+    /// A close frame owed to the peer for a frame it sent that could not
+    /// be taken; kept until written, so a `recv` cancelled mid-close (the
+    /// session's `select!`) finishes it on the next call.
+    owed_close: Option<CloseFrame>,
 }
 
 impl WsTransport {
@@ -42,7 +46,7 @@ impl WsTransport {
             .max_message_size(Some(hard_cap))
             .max_frame_size(Some(hard_cap));
         let ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
-        Ok(Self { ws })
+        Ok(Self { ws, owed_close: None })
     }
 }
 
@@ -61,6 +65,17 @@ fn close_for(e: &WsError) -> Option<CloseFrame> {
     })
 }
 
+impl WsTransport {
+    /// Writes the close frame owed (best effort and brief: the connection
+    /// ends anyway).
+    async fn pay_close(&mut self) {
+        if let Some(frame) = self.owed_close.clone() {
+            let _ = tokio::time::timeout(CLOSE_WRITE, self.ws.close(Some(frame))).await;
+            self.owed_close = None;
+        }
+    }
+}
+
 fn to_io(e: WsError) -> io::Error {
     match e {
         WsError::Io(e) => e,
@@ -70,6 +85,12 @@ fn to_io(e: WsError) -> io::Error {
 
 impl Transport for WsTransport {
     async fn recv(&mut self) -> Option<io::Result<Inbound>> {
+        if self.owed_close.is_some() {
+            self.pay_close().await;
+            return Some(Err(io::Error::other(
+                "the connection was closed after a frame it could not take",
+            )));
+        }
         loop {
             return match self.ws.next().await? {
                 Ok(Message::Text(text)) => Some(Ok(Inbound::Data(Bytes::from(text)))),
@@ -84,8 +105,8 @@ impl Transport for WsTransport {
                 }
                 Err(e) => {
                     if let Some(frame) = close_for(&e) {
-                        // Best effort and brief: the connection ends anyway.
-                        let _ = tokio::time::timeout(CLOSE_WRITE, self.ws.close(Some(frame))).await;
+                        self.owed_close = Some(frame);
+                        self.pay_close().await;
                     }
                     Some(Err(to_io(e)))
                 }

@@ -654,7 +654,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_wasi_resource_table_is_bounded() {
+    async fn every_instance_caps_its_wasi_resource_table() {
         let sb = sandbox(false, 4, 64);
         let echo = crate::testing::module(&sb, "echo", "echo", "1.0.0");
         let guest = GuestInstance::new(&sb, &echo.code, "t".into(), 1)

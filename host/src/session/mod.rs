@@ -201,6 +201,14 @@ impl<T: Transport> Session<T> {
                 match self.step().await {
                     Ok(Flow::Continue) => {}
                     Ok(Flow::Close(end)) => break end,
+                    // A full queue at shutdown is the shutdown's last word
+                    // not fitting: say goodbye rather than cut the player.
+                    Err(e) if is_overflow(&e) && self.hub.rooms.closing() => {
+                        self.seat = None;
+                        if let Flow::Close(end) = self.say_goodbye().await {
+                            break end;
+                        }
+                    }
                     Err(e) if is_overflow(&e) => break self.cut_slow_consumer().await,
                     Err(e) => {
                         tracing::debug!(player = self.player, "connection lost: {e}");

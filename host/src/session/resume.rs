@@ -134,7 +134,9 @@ impl Resumes {
             && let Ok(Ok(answer)) = tokio::time::timeout(self.takeover_wait, rx).await
         {
             match answer {
-                Some(seat) => return Some((player, seat)),
+                // A seat its room already gave up (its queue overflowed)
+                // cannot be resumed, live holder or not.
+                Some(mut seat) => return seat.resumable().then_some((player, seat)),
                 // No seat there: the connection goes on and keeps its token.
                 None => {
                     self.relist(token, player, takeover);
