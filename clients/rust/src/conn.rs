@@ -3,6 +3,7 @@
 
 use crate::{ClientError, Endpoint};
 use futures_util::{SinkExt, StreamExt};
+use respawn_protocol::ServerFrame;
 use serde_json::{Value, json};
 use std::io;
 use std::time::Duration;
@@ -94,12 +95,14 @@ impl Conn {
                     Some(r) => r?,
                     None => return Err(ClientError::Io(closed())),
                 };
-                match frame["type"].as_str() {
-                    Some(k) if k == kind => return Ok(frame),
-                    Some("ping") => {
+                if frame["type"] == kind {
+                    return Ok(frame);
+                }
+                match crate::typed(&frame) {
+                    Some(ServerFrame::Ping) => {
                         let _ = self.send(&json!({"type": "pong"})).await;
                     }
-                    Some("error") => {
+                    Some(ServerFrame::Error { .. }) => {
                         let code = frame["code"].as_str().unwrap_or_default().to_owned();
                         return Err(ClientError::Refused { code, frame });
                     }

@@ -21,6 +21,8 @@ pub use backoff::Backoff;
 
 use conn::Conn;
 use rand::{Rng, SeedableRng, TryRng};
+pub use respawn_protocol::{ErrorCode, ServerFrame};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -112,9 +114,10 @@ impl Client {
         let _ = rand::rngs::SysRng.try_fill_bytes(&mut seed);
         let mut conn = Conn::open(&endpoint).await?;
         let welcome = conn.expect_within(options.handshake_timeout, "welcome").await?;
+        let (player, token) = seat_of(&welcome)?;
         Ok(Self {
-            player: welcome["player"].as_u64().unwrap_or(0),
-            token: welcome["resume"].as_str().unwrap_or_default().to_owned(),
+            player,
+            token,
             endpoint,
             options,
             conn,
@@ -179,17 +182,19 @@ impl Client {
         }
         loop {
             match self.conn.recv().await {
-                Some(Ok(frame)) if frame["type"] == "ping" => {
-                    let _ = self.conn.send(&json!({"type": "pong"})).await;
-                }
                 Some(Ok(frame)) => {
-                    if let Some(seq) = frame["seq"].as_u64() {
-                        self.last_seq = seq;
+                    let typed = typed(&frame);
+                    if typed == Some(ServerFrame::Ping) {
+                        let _ = self.conn.send(&json!({"type": "pong"})).await;
+                        continue;
                     }
-                    let room_gone = matches!(frame["type"].as_str(), Some("kicked" | "left" | "shutdown"))
-                        || (frame["type"] == "error" && frame["code"] == "guest_fault");
-                    if room_gone {
-                        self.seat = None;
+                    if let Some(typed) = typed {
+                        if let Some(seq) = typed.seq() {
+                            self.last_seq = seq;
+                        }
+                        if typed.ends_seat() {
+                            self.seat = None;
+                        }
                     }
                     return Ok(frame);
                 }
@@ -211,7 +216,7 @@ impl Client {
             let timeout = self.options.handshake_timeout;
             let _ = tokio::time::timeout(timeout, async {
                 while let Some(Ok(frame)) = self.conn.recv().await {
-                    if frame["type"] == "left" {
+                    if matches!(typed(&frame), Some(ServerFrame::Left { .. })) {
                         break;
                     }
                 }
@@ -233,8 +238,11 @@ impl Client {
             let Ok(welcome) = conn.expect_within(timeout, "welcome").await else {
                 continue;
             };
+            let Ok(fresh) = seat_of(&welcome) else {
+                continue;
+            };
             let Some(seat) = self.seat.clone() else {
-                self.adopt(conn, &welcome);
+                self.adopt(conn, fresh);
                 return Ok(json!({"type": "reconnected", "resumed": false}));
             };
             if conn
@@ -246,22 +254,34 @@ impl Client {
             }
             match conn.expect_within(timeout, "resumed").await {
                 Ok(resumed) => {
+                    let Some(ServerFrame::Resumed {
+                        player,
+                        resume,
+                        replayed,
+                        lost,
+                        ..
+                    }) = typed(&resumed)
+                    else {
+                        return Err(ClientError::Protocol(format!(
+                            "a `resumed` frame without its fields: {resumed}"
+                        )));
+                    };
                     self.conn = conn;
-                    self.player = resumed["player"].as_u64().unwrap_or(self.player);
-                    self.token = resumed["resume"].as_str().unwrap_or_default().to_owned();
+                    self.player = player;
+                    self.token = resume;
                     self.reconnects += 1;
                     self.resumes += 1;
                     return Ok(json!({
                         "type": "reconnected",
                         "resumed": true,
-                        "replayed": resumed["replayed"],
-                        "lost": resumed["lost"],
+                        "replayed": replayed,
+                        "lost": lost,
                     }));
                 }
                 Err(ClientError::Refused { code, .. }) if code == "resume_failed" => {
                     match Self::join_on(&mut conn, &seat, timeout).await {
                         Ok(joined) => {
-                            self.adopt(conn, &welcome);
+                            self.adopt(conn, fresh);
                             self.last_seq = 0;
                             self.pending.push_back(joined);
                             return Ok(json!({"type": "reconnected", "resumed": false}));
@@ -279,10 +299,26 @@ impl Client {
         Err(ClientError::GaveUp(self.options.max_attempts))
     }
 
-    fn adopt(&mut self, conn: Conn, welcome: &Value) {
+    fn adopt(&mut self, conn: Conn, (player, token): (u64, String)) {
         self.conn = conn;
-        self.player = welcome["player"].as_u64().unwrap_or(0);
-        self.token = welcome["resume"].as_str().unwrap_or_default().to_owned();
+        self.player = player;
+        self.token = token;
         self.reconnects += 1;
+    }
+}
+
+/// A frame as the host's typed frame, if it is one (any frame of a host
+/// speaking this protocol is; an unknown type reads as `Unknown`).
+pub(crate) fn typed(frame: &Value) -> Option<ServerFrame> {
+    ServerFrame::deserialize(frame).ok()
+}
+
+/// The player id and resume token a `welcome` gives.
+fn seat_of(welcome: &Value) -> Result<(u64, String), ClientError> {
+    match typed(welcome) {
+        Some(ServerFrame::Welcome { player, resume, .. }) => Ok((player, resume)),
+        _ => Err(ClientError::Protocol(format!(
+            "a `welcome` without its fields: {welcome}"
+        ))),
     }
 }

@@ -27,7 +27,7 @@ pub const MAX_ROOM_LEN: usize = 64;
 
 /// Stable machine-readable error codes. Clients match on these; never
 /// rename one, only add.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The frame's bytes are not UTF-8.
@@ -86,6 +86,9 @@ pub enum ErrorCode {
     Superseded,
     /// A bug in the host; it has been logged.
     Internal,
+    /// A code this build does not know (a newer host's); never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 /// A request the host could not accept, as sent to the player.
@@ -504,6 +507,182 @@ pub fn event_frame(payload: &[u8]) -> Utf8Bytes {
     Utf8Bytes::from(out)
 }
 
+/// A frame from the host as a client reads it: [`ServerMsg`] owned, plus
+/// the `seq` room frames carry and the `event` frame. Fields a newer host
+/// adds are ignored; a `type` this build does not know is [`Unknown`].
+///
+/// [`Unknown`]: ServerFrame::Unknown
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The first frame of a connection.
+    Welcome {
+        /// [`PROTOCOL_VERSION`] of the host.
+        protocol: u32,
+        /// The host's name and version.
+        server: String,
+        /// This connection's player id.
+        player: u64,
+        /// The resume token of this connection's seat.
+        resume: String,
+        /// The host closes a connection silent this long.
+        idle_timeout_ms: u64,
+        /// A dropped seat is kept this long.
+        resume_grace_ms: u64,
+    },
+    /// A `join` succeeded.
+    Joined {
+        /// The game.
+        game: String,
+        /// The room.
+        room: String,
+        /// The player id.
+        player: u64,
+        /// The version the room runs.
+        version: String,
+        /// The request's `ref`.
+        #[serde(rename = "ref", default)]
+        reference: Option<serde_json::Value>,
+    },
+    /// A `resume` succeeded.
+    Resumed {
+        /// The player id (the seat's).
+        player: u64,
+        /// The game.
+        game: String,
+        /// The room.
+        room: String,
+        /// The version the room runs.
+        version: String,
+        /// The new resume token.
+        resume: String,
+        /// Frames sent again.
+        replayed: u64,
+        /// Frames no longer kept.
+        lost: u64,
+        /// The request's `ref`.
+        #[serde(rename = "ref", default)]
+        reference: Option<serde_json::Value>,
+    },
+    /// What the game sent.
+    Event {
+        /// The room frame's number.
+        #[serde(default)]
+        seq: Option<u64>,
+        /// The game's payload.
+        data: serde_json::Value,
+    },
+    /// The game took a message that had a `ref`.
+    Ack {
+        /// The room frame's number.
+        #[serde(default)]
+        seq: Option<u64>,
+        /// The request's `ref`.
+        #[serde(rename = "ref")]
+        reference: serde_json::Value,
+    },
+    /// A request or the room failed.
+    Error {
+        /// The room frame's number (room errors only).
+        #[serde(default)]
+        seq: Option<u64>,
+        /// What class of problem.
+        code: ErrorCode,
+        /// For people.
+        message: String,
+        /// The game's own code.
+        #[serde(default)]
+        reason: Option<String>,
+        /// The request's `ref`.
+        #[serde(rename = "ref", default)]
+        reference: Option<serde_json::Value>,
+    },
+    /// The answer to `ping`.
+    Pong {
+        /// The request's `ref`.
+        #[serde(rename = "ref", default)]
+        reference: Option<serde_json::Value>,
+    },
+    /// The host's heartbeat over TCP: answer `pong`.
+    Ping,
+    /// The player left the room.
+    Left {
+        /// The room frame's number.
+        #[serde(default)]
+        seq: Option<u64>,
+        /// The request's `ref`.
+        #[serde(rename = "ref", default)]
+        reference: Option<serde_json::Value>,
+    },
+    /// The game removed the player.
+    Kicked {
+        /// The room frame's number.
+        #[serde(default)]
+        seq: Option<u64>,
+        /// The game's reason.
+        reason: String,
+    },
+    /// The room moved to another version.
+    Swapped {
+        /// The room frame's number.
+        #[serde(default)]
+        seq: Option<u64>,
+        /// The version before.
+        from: String,
+        /// The version now.
+        version: String,
+    },
+    /// The room restarted from its checkpoint after a fault.
+    Restarted {
+        /// The room frame's number.
+        #[serde(default)]
+        seq: Option<u64>,
+        /// The version it runs.
+        version: String,
+        /// The fault's kind.
+        reason: String,
+    },
+    /// The host is shutting down.
+    Shutdown {
+        /// For people.
+        message: String,
+    },
+    /// A frame type this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ServerFrame {
+    /// The room frame's `seq`, if it is one.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            ServerFrame::Event { seq, .. }
+            | ServerFrame::Ack { seq, .. }
+            | ServerFrame::Error { seq, .. }
+            | ServerFrame::Left { seq, .. }
+            | ServerFrame::Kicked { seq, .. }
+            | ServerFrame::Swapped { seq, .. }
+            | ServerFrame::Restarted { seq, .. } => *seq,
+            _ => None,
+        }
+    }
+
+    /// Whether the player is out of the room after this frame (kicked,
+    /// left, the room failed for good, or the host is going away).
+    pub fn ends_seat(&self) -> bool {
+        matches!(
+            self,
+            ServerFrame::Kicked { .. }
+                | ServerFrame::Left { .. }
+                | ServerFrame::Shutdown { .. }
+                | ServerFrame::Error {
+                    code: ErrorCode::GuestFault,
+                    ..
+                }
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -681,5 +860,37 @@ mod tests {
             joined,
             json!({"type":"joined","game":"g","room":"r","player":3,"version":"1.0.0"})
         );
+    }
+
+    #[test]
+    fn clients_read_every_frame_the_host_writes() {
+        let read = |frame: Utf8Bytes| serde_json::from_str::<ServerFrame>(&frame).expect("a frame clients read");
+        let r = RawValue::from_string("7".into()).unwrap();
+        assert_eq!(
+            read(ServerMsg::Pong { reference: Some(&r) }.encode()),
+            ServerFrame::Pong {
+                reference: Some(serde_json::json!(7))
+            }
+        );
+        assert_eq!(read(ServerMsg::Ping.encode()), ServerFrame::Ping);
+        let err = ProtocolError::new(ErrorCode::GuestFault, "gone");
+        let frame = read(error_frame(&err, None, Some(&r)));
+        assert!(frame.ends_seat(), "{frame:?}");
+        let stamped = r#"{"seq":4,"type":"event","data":{"n":1}}"#;
+        let event: ServerFrame = serde_json::from_str(stamped).unwrap();
+        assert_eq!(event.seq(), Some(4));
+        // A newer host's frame type and error code do not break a client.
+        assert_eq!(
+            serde_json::from_str::<ServerFrame>(r#"{"type":"teleported","x":1}"#).unwrap(),
+            ServerFrame::Unknown
+        );
+        let newer: ServerFrame = serde_json::from_str(r#"{"type":"error","code":"brand_new","message":"m"}"#).unwrap();
+        assert!(matches!(
+            newer,
+            ServerFrame::Error {
+                code: ErrorCode::Unknown,
+                ..
+            }
+        ));
     }
 }
