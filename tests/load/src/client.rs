@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use futures_util::SinkExt;
+use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::colyseus::ColyseusConn;
 use crate::proto;
 use crate::stats::{Stats, Tracker};
+use crate::wire;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -153,37 +154,8 @@ impl Conn {
     /// Cancel-safe (used in `select!`): nothing read is lost if dropped.
     async fn recv(&mut self, out: &mut Vec<Incoming>) -> anyhow::Result<bool> {
         match self {
-            Conn::Ws(ws) => match ws.next().await {
-                None | Some(Ok(Message::Close(_))) => Ok(false),
-                Some(Ok(Message::Text(t))) => {
-                    out.push(Incoming::Raw(t.as_str().to_owned()));
-                    Ok(true)
-                }
-                Some(Ok(Message::Binary(b))) => {
-                    out.push(Incoming::Raw(String::from_utf8_lossy(&b).into_owned()));
-                    Ok(true)
-                }
-                Some(Ok(_)) => Ok(true),
-                Some(Err(e)) => Err(e.into()),
-            },
-            Conn::Tcp { rd, buf, .. } => {
-                let mut chunk = [0u8; 8192];
-                let n = rd.read(&mut chunk).await?;
-                if n == 0 {
-                    return Ok(false);
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let mut start = 0;
-                while let Some(i) = buf[start..].iter().position(|&b| b == b'\n') {
-                    let line = &buf[start..start + i];
-                    if !line.is_empty() {
-                        out.push(Incoming::Raw(String::from_utf8_lossy(line).into_owned()));
-                    }
-                    start += i + 1;
-                }
-                buf.drain(..start);
-                Ok(true)
-            }
+            Conn::Ws(ws) => wire::read_ws(ws, &mut |t| out.push(Incoming::Raw(t))).await,
+            Conn::Tcp { rd, buf, .. } => wire::read_lines(rd, buf, &mut |l| out.push(Incoming::Raw(l))).await,
             // `next_said` must be cancel-safe for this select! loop.
             Conn::Colyseus(c) => match c.next_said().await? {
                 Some(text) => {

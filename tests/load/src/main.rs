@@ -9,6 +9,7 @@ mod procfs;
 mod proto;
 mod run;
 mod stats;
+mod wire;
 
 use std::path::Path;
 

@@ -72,6 +72,27 @@ async fn a_flood_is_rate_limited_and_the_connection_lives_on() {
     }
 }
 
+/// Says lines of 500 bytes in a chat room until another member, who never
+/// reads, is dropped; returns the lines said and the `left` event.
+async fn talk_until_someone_leaves(talker: &mut Client) -> (u64, Value) {
+    let text = "x".repeat(500);
+    let mut sent = 0;
+    loop {
+        assert!(sent < 100_000, "the slow player was never dropped");
+        talker.message(json!({"say": text})).await;
+        sent += 1;
+        loop {
+            let data = talker.event().await;
+            if data["type"] == "left" {
+                return (sent, data);
+            }
+            if data["type"] == "said" {
+                break;
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_player_who_stops_reading_is_disconnected_not_buffered() {
     let host = host("[net]\noutbound_queue = 8\nwrite_timeout_ms = 300\nrate_per_sec = 100000\nrate_burst = 100000\n");
@@ -79,25 +100,9 @@ async fn a_player_who_stops_reading_is_disconnected_not_buffered() {
     reader.join("chat", "flood", "slow").await;
     let mut talker = host.client(Transport::Tcp).await;
     talker.join("chat", "flood", "fast").await;
-    // Lines of 500 bytes until the slow player, who never reads, is
-    // dropped: socket buffers hold a few MB, then the queue of 8 fills.
-    let text = "x".repeat(500);
-    let mut sent = 0;
-    'talk: loop {
-        assert!(sent < 100_000, "the slow player was never dropped");
-        talker.message(json!({"say": text})).await;
-        sent += 1;
-        loop {
-            let data = talker.event().await;
-            if data["type"] == "left" {
-                assert_eq!(data["name"], "slow");
-                break 'talk;
-            }
-            if data["type"] == "said" {
-                break;
-            }
-        }
-    }
+    // Socket buffers hold a few MB, then the queue of 8 fills.
+    let (sent, left) = talk_until_someone_leaves(&mut talker).await;
+    assert_eq!(left["name"], "slow");
     println!("the slow player was dropped after {sent} lines");
     host.wait_until("the slow connection is closed", |h| h.runtime()["connections"] == 1)
         .await;
@@ -333,22 +338,7 @@ async fn a_slow_consumer_is_cut_at_once_and_the_kernel_keeps_nothing_for_it() {
         let (slow, listener) = (reader.local_addr(), host.addr(transport));
         let mut talker = host.client(Transport::Tcp).await;
         talker.join("chat", &room, "fast").await;
-        let text = "x".repeat(500);
-        let mut sent = 0;
-        'talk: loop {
-            assert!(sent < 100_000, "the slow player was never dropped");
-            talker.message(json!({"say": text})).await;
-            sent += 1;
-            loop {
-                let data = talker.event().await;
-                if data["type"] == "left" {
-                    break 'talk;
-                }
-                if data["type"] == "said" {
-                    break;
-                }
-            }
-        }
+        talk_until_someone_leaves(&mut talker).await;
         // Closed by the host well within its wait_until (30 s), a quarter
         // of the write timeout.
         host.wait_until("the slow connection is closed", |h| h.runtime()["connections"] == 1)

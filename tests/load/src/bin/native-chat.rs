@@ -6,6 +6,9 @@
 //! bounded outbound queue per connection, and every queued frame written
 //! before one flush.
 
+#[path = "../wire.rs"]
+mod wire;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,9 +17,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -183,40 +186,13 @@ impl Io {
     /// end of stream. Cancel-safe: nothing is lost if the future is dropped.
     async fn recv(&mut self, out: &mut Vec<String>, max: usize) -> anyhow::Result<bool> {
         match self {
-            Io::Ws(ws) => match ws.next().await {
-                None | Some(Ok(Message::Close(_))) => Ok(false),
-                Some(Ok(Message::Text(t))) => {
-                    out.push(t.as_str().to_owned());
-                    Ok(true)
-                }
-                Some(Ok(Message::Binary(b))) => {
-                    out.push(String::from_utf8_lossy(&b).into_owned());
-                    Ok(true)
-                }
-                Some(Ok(_)) => Ok(true),
-                Some(Err(e)) => Err(e.into()),
-            },
+            Io::Ws(ws) => wire::read_ws(ws, &mut |t| out.push(t)).await,
             Io::Tcp { rd, buf, .. } => {
-                let mut chunk = [0u8; 8192];
-                let n = rd.read(&mut chunk).await?;
-                if n == 0 {
-                    return Ok(false);
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let mut start = 0;
-                while let Some(i) = buf[start..].iter().position(|&b| b == b'\n') {
-                    let line = &buf[start..start + i];
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    if !line.is_empty() {
-                        out.push(String::from_utf8_lossy(line).into_owned());
-                    }
-                    start += i + 1;
-                }
-                buf.drain(..start);
+                let open = wire::read_lines(rd, buf, &mut |l| out.push(l)).await?;
                 if buf.len() > max {
                     bail!("line too long");
                 }
-                Ok(true)
+                Ok(open)
             }
         }
     }
