@@ -478,6 +478,9 @@ const HANDLERS = {
   resumed(f) {
     this._resuming = false;
     this._fresh = null;
+    // The host crashed and came back without the last frames we saw (a
+    // durability level below `strict`): its numbering goes on from there.
+    if (typeof f.rewound === "number" && f.rewound > 0) this._lastSeq = Math.max(0, this._lastSeq - f.rewound);
     this.player = f.player;
     this._token = f.resume ?? this._token;
     this._seatMaybe = true;

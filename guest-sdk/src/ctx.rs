@@ -1,6 +1,7 @@
 //! The handle a game uses to act on its room.
 
 use crate::PlayerId;
+use crate::kv::{Kv, KvError};
 use serde::Serialize;
 
 /// Severity of a log line written with [`Ctx::log`].
@@ -28,10 +29,14 @@ pub(crate) trait Backend {
     fn now_ms(&mut self) -> u64;
     fn random_u64(&mut self) -> u64;
     fn set_tick_interval(&mut self, ms: u32);
+    fn kv_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    fn kv_set(&mut self, key: &str, value: &[u8]) -> Result<(), KvError>;
+    fn kv_delete(&mut self, key: &str) -> Result<(), KvError>;
+    fn kv_list(&mut self, prefix: &str, start_after: Option<&str>, limit: u32) -> Result<Vec<String>, KvError>;
 }
 
 /// The room as seen from game code: send to players, read the room's clock
-/// and random numbers, ask for ticks.
+/// and random numbers, ask for ticks, keep data in the game's storage.
 ///
 /// Sends are delivered when the current call returns, in order; if the call
 /// panics they are dropped together with the call.
@@ -105,6 +110,12 @@ impl<'a> Ctx<'a> {
     /// may raise a too-small interval to its minimum.
     pub fn set_tick_interval(&mut self, ms: u32) {
         self.backend.set_tick_interval(ms);
+    }
+
+    /// The game's durable storage, shared with its other rooms (see [`Kv`]
+    /// for when writes become visible and when calls fail).
+    pub fn kv(&mut self) -> Kv<'_> {
+        Kv::new(&mut *self.backend)
     }
 
     fn encode<T: Serialize + ?Sized>(&mut self, msg: &T) -> Option<Vec<u8>> {

@@ -5,7 +5,8 @@
 //! messages into your [`Game::Message`] type, and `snapshot`/`restore` come
 //! for free from the state's serialization, so a hot swap carries the state
 //! without any code of yours. Add a field with `#[serde(default)]` and the
-//! next version restores the old state.
+//! next version restores the old state. What must outlive a room (scores,
+//! profiles) goes in the game's storage, [`Ctx::kv`], shared by its rooms.
 //!
 //! ```
 //! use respawn_guest_sdk::{Ctx, Game, Player, PlayerId, Reject};
@@ -41,10 +42,12 @@
 extern crate self as respawn_guest_sdk;
 
 mod ctx;
+pub mod kv;
 mod runtime;
 pub mod testing;
 
 pub use ctx::{Ctx, Level};
+pub use kv::{Kv, KvError};
 pub use serde_json;
 
 use serde::Serialize;
@@ -58,8 +61,40 @@ pub type PlayerId = u64;
 pub struct Player {
     /// The host-assigned id used by every other call.
     pub id: PlayerId,
-    /// The display name the player chose (validated by the host).
+    /// The display name the player chose (validated by the host). Anyone
+    /// may pick any free name, so it identifies nobody across sessions.
     pub name: String,
+    /// Who the player is, when the host verified a join ticket; `None` on a
+    /// host that does not require tickets. Key anything that must follow a
+    /// person across sessions (scores, unlocks) by this, not by `id`.
+    pub user: Option<Identity>,
+}
+
+/// A player's verified identity: the subject of the join ticket the host
+/// checked. Unlike [`PlayerId`], it is stable across connections, resumes
+/// and host restarts, so it is what a game keys stored data by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The account service's user id.
+    pub user_id: String,
+    /// The ticket claims the host's config passes to games, as (name, JSON
+    /// text) pairs: the SDK does not guess their types.
+    pub claims: Vec<(String, String)>,
+}
+
+impl Identity {
+    /// An identity without claims, e.g. for tests.
+    pub fn new(user_id: impl Into<String>) -> Self {
+        Self {
+            user_id: user_id.into(),
+            claims: Vec::new(),
+        }
+    }
+
+    /// The JSON text of the claim `name`, if the ticket carried it.
+    pub fn claim(&self, name: &str) -> Option<&str> {
+        self.claims.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
 }
 
 /// Why a game refused a join or a message. The player receives both fields:
@@ -171,8 +206,7 @@ macro_rules! export_game {
                     __with(|g| $crate::__private::init(g, &room, &config))
                 }
                 fn on_join(player: __t::Player) -> Result<(), __t::Rejection> {
-                    __with(|g| $crate::__private::on_join(g, player.id, player.name))
-                        .map_err($crate::__private::to_wit_rejection)
+                    __with(|g| $crate::__private::on_join(g, player)).map_err($crate::__private::to_wit_rejection)
                 }
                 fn on_leave(player: __t::PlayerId) {
                     __with(|g| $crate::__private::on_leave(g, player))

@@ -55,9 +55,9 @@ pub(crate) fn decode_snapshot<G: Game>(g: &mut G, state: &[u8]) -> Result<(), St
 #[cfg(target_arch = "wasm32")]
 mod wasm {
     use super::*;
-    use crate::Level;
     use crate::bindings::exports::respawn::game::game as exports;
-    use crate::bindings::respawn::game::{host, types};
+    use crate::bindings::respawn::game::{host, kv, types};
+    use crate::{Identity, KvError, Level};
 
     /// The backend inside a component: every effect is a host import call.
     struct Wit;
@@ -91,6 +91,28 @@ mod wasm {
         fn set_tick_interval(&mut self, ms: u32) {
             host::set_tick_interval(ms)
         }
+        fn kv_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+            kv::get(key).map_err(from_wit)
+        }
+        fn kv_set(&mut self, key: &str, value: &[u8]) -> Result<(), KvError> {
+            kv::set(key, value).map_err(from_wit)
+        }
+        fn kv_delete(&mut self, key: &str) -> Result<(), KvError> {
+            kv::delete(key).map_err(from_wit)
+        }
+        fn kv_list(&mut self, prefix: &str, start_after: Option<&str>, limit: u32) -> Result<Vec<String>, KvError> {
+            kv::list(prefix, start_after, limit).map_err(from_wit)
+        }
+    }
+
+    fn from_wit(e: kv::KvError) -> KvError {
+        match e {
+            kv::KvError::InvalidKey => KvError::InvalidKey,
+            kv::KvError::TooLarge(max) => KvError::TooLarge(max),
+            kv::KvError::QuotaExceeded(quota) => KvError::QuotaExceeded(quota),
+            kv::KvError::NotNow => KvError::NotNow,
+            kv::KvError::Unavailable => KvError::Unavailable,
+        }
     }
 
     pub fn init<G: Game>(g: &mut G, room: &str, config: &[u8]) -> Result<(), String> {
@@ -102,8 +124,22 @@ mod wasm {
         }));
         dispatch_init(g, &mut Wit, room, config)
     }
-    pub fn on_join<G: Game>(g: &mut G, id: PlayerId, name: String) -> Result<(), Reject> {
-        dispatch_join(g, &mut Wit, Player { id, name })
+    /// Takes the world's player whole, so the macro need not change when
+    /// the record grows.
+    pub fn on_join<G: Game>(g: &mut G, p: types::Player) -> Result<(), Reject> {
+        let user = p.user.map(|u| Identity {
+            user_id: u.user_id,
+            claims: u.claims,
+        });
+        dispatch_join(
+            g,
+            &mut Wit,
+            Player {
+                id: p.id,
+                name: p.name,
+                user,
+            },
+        )
     }
     pub fn on_leave<G: Game>(g: &mut G, player: PlayerId) {
         dispatch_leave(g, &mut Wit, player)

@@ -74,12 +74,14 @@ fn calls(c: &mut Criterion) {
     for name in ["null", "echo"] {
         let code = compile(&sb, name);
         let mut inst = rt
-            .block_on(GuestInstance::new(&sb, &code, name.into(), 7))
+            .block_on(GuestInstance::new(&sb, &code, name.into(), 7, None))
             .expect("instance");
         rt.block_on(inst.init(1, "bench", b"{}"))
             .expect("init")
             .expect("init ok");
-        rt.block_on(inst.on_join(1, 1, "p")).expect("join").expect("join ok");
+        rt.block_on(inst.on_join(1, 1, "p", None))
+            .expect("join")
+            .expect("join ok");
         inst.take_effects().for_each(drop);
         group.bench_function(format!("{name}/on_message_64B"), |b| {
             // Many calls per block_on, so the executor's entry cost is not
@@ -111,7 +113,7 @@ fn instantiation(c: &mut Criterion) {
             let code = compile(&sb, name);
             group.bench_function(format!("{alloc}/{name}"), |b| {
                 b.iter(|| {
-                    let inst = rt.block_on(GuestInstance::new(&sb, &code, String::new(), 1));
+                    let inst = rt.block_on(GuestInstance::new(&sb, &code, String::new(), 1, None));
                     black_box(inst.expect("instance"))
                 })
             });
@@ -120,7 +122,7 @@ fn instantiation(c: &mut Criterion) {
         group.bench_function(format!("{alloc}/tictactoe+init"), |b| {
             b.iter(|| {
                 rt.block_on(async {
-                    let mut inst = GuestInstance::new(&sb, &code, String::new(), 1)
+                    let mut inst = GuestInstance::new(&sb, &code, String::new(), 1, None)
                         .await
                         .expect("instance");
                     inst.init(1, "bench", b"{}").await.expect("init").expect("init ok");
@@ -162,6 +164,26 @@ mod sync_path {
     }
 
     impl respawn::game::types::Host for Data {}
+
+    impl respawn::game::kv::Host for Data {
+        fn get(&mut self, _: String) -> wasmtime::Result<Result<Option<Vec<u8>>, respawn::game::kv::KvError>> {
+            Ok(Ok(None))
+        }
+        fn set(&mut self, _: String, _: Vec<u8>) -> wasmtime::Result<Result<(), respawn::game::kv::KvError>> {
+            Ok(Ok(()))
+        }
+        fn delete(&mut self, _: String) -> wasmtime::Result<Result<(), respawn::game::kv::KvError>> {
+            Ok(Ok(()))
+        }
+        fn list(
+            &mut self,
+            _: String,
+            _: Option<String>,
+            _: u32,
+        ) -> wasmtime::Result<Result<Vec<String>, respawn::game::kv::KvError>> {
+            Ok(Ok(Vec::new()))
+        }
+    }
 
     impl respawn::game::host::Host for Data {
         fn send(&mut self, _: u64, _: Vec<u8>) -> wasmtime::Result<()> {
@@ -231,6 +253,7 @@ fn sync_calls(c: &mut Criterion) {
             &sync_path::respawn::game::types::Player {
                 id: 1,
                 name: "p".into(),
+                user: None,
             },
         )
         .expect("join")
@@ -327,12 +350,12 @@ fn deploy(c: &mut Criterion) {
         })
     });
 
-    let rooms = Rooms::new(sandbox.clone(), games.clone(), config.clone());
+    let rooms = Rooms::new(sandbox.clone(), games.clone(), config.clone(), None, None);
     let mut queues = Vec::new();
     rt.block_on(async {
         for i in 0..1000u64 {
             let (_, _, rx) = rooms
-                .join("tictactoe", &format!("r{i}"), i, "p", &mut || true)
+                .join("tictactoe", &format!("r{i}"), i, "p", None, &mut || true)
                 .await
                 .expect("join");
             queues.push(rx);
@@ -380,7 +403,7 @@ fn offer(c: &mut Criterion) {
     let config = Arc::new(respawn::config::Config::default());
     let sandbox = Arc::new(Sandbox::new(&config.sandbox).expect("sandbox"));
     let games = Arc::new(Games::new(3));
-    let rooms = Rooms::new(sandbox.clone(), games.clone(), config);
+    let rooms = Rooms::new(sandbox.clone(), games.clone(), config, None, None);
     let trust = TrustStore::load(&[key.public().to_openssh("")], None, false).expect("trust");
     let deployer = Arc::new(Deployer::new(
         sandbox,
@@ -418,12 +441,12 @@ fn supervision(c: &mut Criterion) {
     // A checkpoint of a tictactoe room with two players and four moves.
     let ttt = compile(&sb, "tictactoe");
     let mut room = rt
-        .block_on(GuestInstance::new(&sb, &ttt, "bench".into(), 7))
+        .block_on(GuestInstance::new(&sb, &ttt, "bench".into(), 7, None))
         .expect("instance");
     rt.block_on(async {
         room.init(1, "bench", b"{}").await.expect("init").expect("init ok");
         for p in [1, 2] {
-            room.on_join(1, p, "p").await.expect("join").expect("join ok");
+            room.on_join(1, p, "p", None).await.expect("join").expect("join ok");
         }
         for (p, cell) in [(1, 0), (2, 4), (1, 1), (2, 8)] {
             let mv = format!(r#"{{"action":"move","cell":{cell}}}"#);
@@ -445,11 +468,11 @@ fn supervision(c: &mut Criterion) {
     // Restarts of a faulty room (a counter), with 0 and 64 inputs to replay.
     let faulty = compile(&sb, "faulty");
     let mut origin = rt
-        .block_on(GuestInstance::new(&sb, &faulty, "bench".into(), 7))
+        .block_on(GuestInstance::new(&sb, &faulty, "bench".into(), 7, None))
         .expect("instance");
     let (checkpoint, entropy) = rt.block_on(async {
         origin.init(1, "bench", b"{}").await.expect("init").expect("init ok");
-        origin.on_join(1, 1, "p").await.expect("join").expect("join ok");
+        origin.on_join(1, 1, "p", None).await.expect("join").expect("join ok");
         (origin.snapshot(1).await.expect("snapshot"), origin.entropy_position())
     });
     const ADD: &[u8] = br#"{"do":"add","n":3}"#;
@@ -457,7 +480,7 @@ fn supervision(c: &mut Criterion) {
         group.bench_function(format!("restart/{replayed}_inputs"), |b| {
             b.iter(|| {
                 rt.block_on(async {
-                    let mut fresh = GuestInstance::new(&sb, &faulty, "bench".into(), 7)
+                    let mut fresh = GuestInstance::new(&sb, &faulty, "bench".into(), 7, None)
                         .await
                         .expect("instance");
                     fresh.init(2, "bench", b"{}").await.expect("init").expect("init ok");

@@ -65,6 +65,66 @@ pub struct Config {
     pub probation: ProbationConfig,
     /// Stopping the host.
     pub shutdown: ShutdownConfig,
+    /// What reaches the disk, and when: rooms, seats and game storage.
+    pub storage: StorageConfig,
+}
+
+/// How much a crash of the host may lose (see the README's "Durability").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Rooms reach the disk only when the host stops gracefully: a crash
+    /// loses every room.
+    Off,
+    /// Checkpoints reach the disk: a crash loses the inputs since a room's
+    /// last checkpoint.
+    Checkpoint,
+    /// Every input reaches the disk within the group-commit window: a
+    /// crash loses at most that window.
+    Journal,
+    /// A player's `ack`, and every frame an input caused, goes out only
+    /// once the input is on disk: nothing acknowledged is lost.
+    Strict,
+}
+
+impl Durability {
+    /// Whether inputs are journaled on disk.
+    pub fn journals(self) -> bool {
+        matches!(self, Durability::Journal | Durability::Strict)
+    }
+    /// Whether checkpoints are written as they are taken.
+    pub fn checkpoints(self) -> bool {
+        self != Durability::Off
+    }
+}
+
+/// The embedded database (SQLite, `<state.dir>/respawn.db`) that keeps
+/// rooms, seats and game storage across a crash.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// What a crash may lose.
+    pub durability: Durability,
+    /// The longest an input waits for its group commit.
+    pub group_commit_ms: u64,
+    /// The most writes one commit takes.
+    pub group_commit_max: usize,
+    /// The largest value a game may store under one key.
+    pub kv_max_value_bytes: u32,
+    /// Bytes of keys and values one game may keep.
+    pub kv_quota_mib: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Journal,
+            group_commit_ms: 5,
+            group_commit_max: 1024,
+            kv_max_value_bytes: 64 << 10,
+            kv_quota_mib: 16,
+        }
+    }
 }
 
 /// Restarting rooms whose game failed, in the spirit of Erlang/OTP
@@ -543,6 +603,15 @@ impl Config {
             1e6,
         )?;
         range("shutdown.timeout_ms", self.shutdown.timeout_ms, 100, 600_000)?;
+        range("storage.group_commit_ms", self.storage.group_commit_ms, 0, 1_000)?;
+        range("storage.group_commit_max", self.storage.group_commit_max, 1, 1 << 20)?;
+        range(
+            "storage.kv_max_value_bytes",
+            self.storage.kv_max_value_bytes,
+            1,
+            16 << 20,
+        )?;
+        range("storage.kv_quota_mib", self.storage.kv_quota_mib, 1, 1 << 20)?;
         range("rooms.inbox", self.rooms.inbox, 1, 1 << 20)?;
         range("rooms.max_players", self.rooms.max_players, 1, 1 << 20)?;
         range("rooms.min_tick_ms", self.rooms.min_tick_ms, 1, 60_000)?;

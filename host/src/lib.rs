@@ -25,6 +25,7 @@ pub mod room;
 pub mod sandbox;
 pub mod server;
 pub mod session;
+pub mod storage;
 pub mod systemd;
 #[cfg(test)]
 mod testing;

@@ -33,6 +33,8 @@ pub struct RuntimeStats {
     pub connections: usize,
     /// Seats kept for dropped players.
     pub parked_seats: usize,
+    /// The database.
+    pub storage: Option<crate::storage::StorageStats>,
 }
 
 impl Health {
@@ -95,6 +97,7 @@ impl Gauges {
             rooms: self.rooms.count(),
             connections: self.connections.open(),
             parked_seats: self.resumes.parked(),
+            storage: self.rooms.store.as_ref().map(|s| s.stats()),
         }
     }
 }

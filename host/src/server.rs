@@ -17,6 +17,8 @@ use crate::readiness::{Gauges, Health};
 use crate::room::Rooms;
 use crate::sandbox::Sandbox;
 use crate::session::{Session, Sessions};
+use crate::storage::Store;
+use crate::storage::kv::{KvLimits, KvSpaces};
 use crate::{systemd, web};
 use anyhow::Context;
 use std::future::Future;
@@ -65,7 +67,31 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     crate::limits::check(config.net.max_connections, config.sandbox.max_instances);
     let sandbox = Arc::new(Sandbox::new(&config.sandbox).context("creating the WebAssembly engine")?);
     let games = Arc::new(Games::new(config.slots.keep));
-    let rooms = Rooms::new(sandbox.clone(), games.clone(), config.clone());
+    // The database first: a damaged file or one from a newer host stops
+    // the start here, with its path, before anything listens.
+    let (store, mut loaded) = {
+        let (dir, cfg) = (state_dir.clone(), config.storage.clone());
+        tokio::task::spawn_blocking(move || Store::open(&dir, &cfg))
+            .await?
+            .context("opening the database")?
+    };
+    if config.storage.durability == crate::config::Durability::Off {
+        tracing::warn!("storage.durability is off: a crash of the host loses every room");
+    }
+    let kv = KvSpaces::new(
+        KvLimits {
+            max_value: config.storage.kv_max_value_bytes,
+            quota: config.storage.kv_quota_mib << 20,
+        },
+        std::mem::take(&mut loaded.kv),
+    );
+    let rooms = Rooms::new(
+        sandbox.clone(),
+        games.clone(),
+        config.clone(),
+        Some(store.clone()),
+        Some(kv),
+    );
     let mut deployer = Deployer::new(
         sandbox.clone(),
         trust,
@@ -99,12 +125,28 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let _trust_watcher = watch_trust(&config, deployer.clone());
 
-    let sessions = Sessions::new(rooms.clone(), config.net.clone())
+    // Every room the database holds comes back now, before players can
+    // connect, with its players' seats parked for their resumes.
+    let first_player = loaded.next_player;
+    let recovering = std::time::Instant::now();
+    let rooms_before = loaded.rooms.len();
+    let seats = rooms.recover(loaded).await;
+    if rooms_before > 0 {
+        tracing::info!(
+            rooms = rooms.count(),
+            of = rooms_before,
+            seats = seats.len(),
+            ms = recovering.elapsed().as_millis() as u64,
+            "rooms recovered from the database"
+        );
+    }
+    let sessions = Sessions::new(rooms.clone(), config.net.clone(), first_player)
         .context("seeding resume tokens from the operating system's random source")?;
     let shared = Arc::new(Shared {
         sessions: sessions.clone(),
         admission: Admission::new(config.admission_limits()),
     });
+    sessions.park_recovered(seats, &shared.admission);
     let health = Health::new(games.clone());
     let mut accepting = Vec::new();
     let mut ws_port = None;
@@ -172,6 +214,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     while shared.admission.open() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if !store.flush(left.max(Duration::from_millis(100))).await {
+        tracing::error!(db = %store.path().display(), "storage did not take every write before the host stopped");
+    }
+    store.close();
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     crate::blocking::blocking(|| deployer.flush_audit(left.max(Duration::from_millis(100))));
     tracing::info!(

@@ -51,5 +51,5 @@ pub(crate) fn rooms_with_echo() -> (Arc<Rooms>, Arc<Games>) {
     games
         .activate("echo", &"1.0.0".parse().expect("version"))
         .expect("activate");
-    (Rooms::new(sandbox, games.clone(), config), games)
+    (Rooms::new(sandbox, games.clone(), config, None, None), games)
 }

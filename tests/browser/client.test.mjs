@@ -174,6 +174,22 @@ describe("RespawnClient", () => {
     client.close();
   });
 
+  test("after a host crash undid frames it saw (rewound), numbering goes on from the host's count", async () => {
+    const {client, ws} = await joinedClient();
+    for (let seq = 1; seq <= 5; seq++) ws.push({seq, type: "event", data: {n: seq}});
+    ws.drop();
+    await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
+    FakeSocket.all[1].push(welcome(8, "tok-8"));
+    assert.deepEqual(FakeSocket.all[1].sent, [{type: "resume", token: "tok-7", last_seq: 5}]);
+    // The host came back two frames short of what the client saw.
+    FakeSocket.all[1].push({type: "resumed", player: 7, game: "tictactoe", room: "r1", version: "1.0.0", resume: "tok-7b", replayed: 0, lost: 0, rewound: 2});
+    FakeSocket.all[1].drop();
+    await until(() => FakeSocket.all[2]?.readyState === 1, "third socket");
+    FakeSocket.all[2].push(welcome(9, "tok-9"));
+    assert.deepEqual(FakeSocket.all[2].sent, [{type: "resume", token: "tok-7b", last_seq: 3}], "frame 3 is the last the host still has");
+    client.close();
+  });
+
   test("when the resume fails it rejoins the same room and reports the lost seat", async () => {
     const {client, seen, ws} = await joinedClient();
     const waiting = client.request({action: "move", cell: 1});

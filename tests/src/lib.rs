@@ -206,6 +206,27 @@ impl Host {
         let _ = self.child.wait();
     }
 
+    /// Kills the process with SIGKILL (`kill -9`): no shutdown, nothing
+    /// saved but what was already on disk.
+    pub fn kill(&mut self) {
+        self.stop();
+    }
+
+    /// Starts a new process on the same folders after [`Host::kill`],
+    /// reporting a failed start (why, and the log) instead of panicking;
+    /// the folders stay for another attempt.
+    pub fn try_restart(&mut self) -> Result<Host, (String, String)> {
+        self.stop();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        match Self::spawn_in(dir, self.env.clone()) {
+            Ok(host) => Ok(host),
+            Err((msg, log, dir)) => {
+                self.dir = dir;
+                Err((msg, log))
+            }
+        }
+    }
+
     /// Sends SIGTERM and waits (up to 30 s) for the process to exit; returns
     /// whether it exited successfully and what it printed on stdout since
     /// it started listening.
@@ -277,6 +298,15 @@ impl Host {
     }
 
     fn spawn(dir: tempfile::TempDir, env: Vec<(String, String)>) -> Result<Host, (String, String)> {
+        Self::spawn_in(dir, env).map_err(|(msg, log, _)| (msg, log))
+    }
+
+    /// Starts the host on `dir`; on failure gives the folder back.
+    #[allow(clippy::result_large_err)]
+    fn spawn_in(
+        dir: tempfile::TempDir,
+        env: Vec<(String, String)>,
+    ) -> Result<Host, (String, String, tempfile::TempDir)> {
         let config_path = dir.path().join("respawn.toml");
         let log_path = dir.path().join("host.log");
         let log = std::fs::OpenOptions::new()
@@ -311,7 +341,7 @@ impl Host {
                     let _ = child.kill();
                     let _ = child.wait();
                     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    return Err(("no listening lines on stdout".into(), log));
+                    return Err(("no listening lines on stdout".into(), log, dir));
                 }
             };
             let mut parts = line.split_whitespace();

@@ -259,6 +259,7 @@ impl Client {
                         resume,
                         replayed,
                         lost,
+                        rewound,
                         ..
                     }) = typed(&resumed)
                     else {
@@ -269,6 +270,10 @@ impl Client {
                     self.conn = conn;
                     self.player = player;
                     self.token = resume;
+                    // The host crashed and came back without the last
+                    // frames seen (below `strict`): numbering goes on
+                    // from its count.
+                    self.last_seq = self.last_seq.saturating_sub(rewound);
                     self.reconnects += 1;
                     self.resumes += 1;
                     return Ok(json!({
@@ -276,6 +281,7 @@ impl Client {
                         "resumed": true,
                         "replayed": replayed,
                         "lost": lost,
+                        "rewound": rewound,
                     }));
                 }
                 Err(ClientError::Refused { code, .. }) if code == "resume_failed" => {

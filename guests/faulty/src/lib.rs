@@ -10,7 +10,11 @@
 //! clock the guest sees; `{"do": "add", "n": N}` adds to the counter and
 //! `{"do": "get"}` reads it; `{"do": "poison"}` makes the next `restore` of
 //! this state trap; `{"do": "slow", "ms": N}` makes every later message
-//! sleep N ms in WASI first.
+//! sleep N ms in WASI first. Game storage: `{"do": "kv_set", "key": K,
+//! "value": V}`, `{"do": "kv_get", "key": K}`, `{"do": "kv_del", "key": K}`,
+//! `{"do": "kv_list", "prefix": P, "after": A, "limit": N}` and
+//! `{"do": "kv_big", "key": K, "bytes": N}` (a string value of N bytes)
+//! reply with `{"kv": ...}` or `{"kv_error": code}`.
 
 use respawn_guest_sdk::{Ctx, Game, Player, PlayerId, Reject, export_game};
 use serde::{Deserialize, Serialize};
@@ -103,6 +107,47 @@ pub enum Order {
     Time,
     /// From now on, sleep `ms` in WASI at the start of every message.
     Slow { ms: u64 },
+    /// Store `value` under `key`.
+    KvSet { key: String, value: Value },
+    /// Store a string of `bytes` bytes under `key`.
+    KvBig { key: String, bytes: usize },
+    /// Read `key`.
+    KvGet { key: String },
+    /// Delete `key`.
+    KvDel { key: String },
+    /// List keys.
+    KvList {
+        prefix: String,
+        #[serde(default)]
+        after: Option<String>,
+        #[serde(default = "hundred")]
+        limit: u32,
+    },
+}
+
+fn hundred() -> u32 {
+    100
+}
+
+/// A storage error as a short code, for tests to match.
+fn kv_code(e: &respawn_guest_sdk::KvError) -> &'static str {
+    use respawn_guest_sdk::KvError as E;
+    match e {
+        E::InvalidKey => "invalid_key",
+        E::TooLarge(_) => "too_large",
+        E::QuotaExceeded(_) => "quota_exceeded",
+        E::NotNow => "not_now",
+        E::Unavailable => "unavailable",
+        E::Decode(_) => "decode",
+        _ => "other",
+    }
+}
+
+fn kv_reply(r: Result<Value, respawn_guest_sdk::KvError>) -> Value {
+    match r {
+        Ok(v) => json!({"kv": v}),
+        Err(e) => json!({"kv_error": kv_code(&e)}),
+    }
 }
 
 impl Game for Faulty {
@@ -167,6 +212,26 @@ impl Game for Faulty {
             Order::Poison => {
                 self.poisoned = true;
                 ctx.send(from, &json!({"poisoned": true}));
+            }
+            Order::KvSet { key, value } => {
+                let r = ctx.kv().set(&key, &value).map(|()| json!("ok"));
+                ctx.send(from, &kv_reply(r));
+            }
+            Order::KvBig { key, bytes } => {
+                let r = ctx.kv().set(&key, &"x".repeat(bytes)).map(|()| json!("ok"));
+                ctx.send(from, &kv_reply(r));
+            }
+            Order::KvGet { key } => {
+                let r = ctx.kv().get::<Value>(&key).map(|v| v.unwrap_or(Value::Null));
+                ctx.send(from, &kv_reply(r));
+            }
+            Order::KvDel { key } => {
+                let r = ctx.kv().delete(&key).map(|()| json!("ok"));
+                ctx.send(from, &kv_reply(r));
+            }
+            Order::KvList { prefix, after, limit } => {
+                let r = ctx.kv().list(&prefix, after.as_deref(), limit).map(|keys| json!(keys));
+                ctx.send(from, &kv_reply(r));
             }
             Order::Time => {
                 let wasi_ms = std::time::SystemTime::now()

@@ -3,8 +3,13 @@
 //! The first two players to join take X and O; later players become
 //! spectators and take a seat when one frees up. Every change broadcasts the
 //! whole board, so a client only ever renders the latest `state` event.
+//!
+//! Wins are counted in the game's storage, across rooms and restarts: per
+//! verified user when the player joined with a ticket, else per display
+//! name. The `state` of a won game carries the winner's total as
+//! `winner_wins`.
 
-use respawn_guest_sdk::{Ctx, Game, Player, PlayerId, Reject, export_game};
+use respawn_guest_sdk::{Ctx, Game, Level, Player, PlayerId, Reject, export_game};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -52,6 +57,28 @@ pub struct Member {
     pub id: PlayerId,
     /// Display name.
     pub name: String,
+    /// The verified user id, if the player joined with a ticket. Kept out
+    /// of broadcasts: other players see only `id` and `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+impl Member {
+    /// Where this member's wins are counted. Users and names live under
+    /// different prefixes, so nobody can pick a name that reads another
+    /// person's count.
+    fn wins_key(&self) -> String {
+        match &self.user_id {
+            Some(user) => format!("wins/user/{user}"),
+            None => format!("wins/name/{}", self.name),
+        }
+    }
+
+    /// What other players see of this member.
+    fn public(seat: &Option<Member>) -> serde_json::Value {
+        seat.as_ref()
+            .map_or(serde_json::Value::Null, |m| json!({"id": m.id, "name": m.name}))
+    }
 }
 
 /// The whole room.
@@ -73,6 +100,10 @@ pub struct TicTacToe {
     pub line: Option<[usize; 3]>,
     /// Finished games in this room.
     pub games: u32,
+    /// The winner's total wins once `status` is `won`, if storage counted
+    /// this one.
+    #[serde(default)]
+    pub winner_wins: Option<u64>,
 }
 
 /// What players send.
@@ -115,6 +146,7 @@ impl TicTacToe {
         self.board = [None; 9];
         self.winner = None;
         self.line = None;
+        self.winner_wins = None;
         if self.seats.iter().all(Option::is_some) {
             self.status = Status::Playing;
             self.turn = Some(Mark::X);
@@ -140,15 +172,34 @@ impl TicTacToe {
             "status": self.status,
             "winner": self.winner,
             "line": self.line,
-            "players": { "X": self.seats[0], "O": self.seats[1] },
+            "players": { "X": Member::public(&self.seats[0]), "O": Member::public(&self.seats[1]) },
             "spectators": self.spectators.len(),
             "games": self.games,
+            "winner_wins": self.winner_wins,
         }));
     }
 
     fn tell_roles(&self, ctx: &mut Ctx) {
         for m in self.seats.iter().flatten() {
             ctx.send(m.id, &json!({"type": "seat", "mark": self.role(m.id)}));
+        }
+    }
+
+    /// Adds the win to `mark`'s stored count and returns the new total.
+    /// Storage is a bonus: if it fails, the game still ends normally and
+    /// the operator sees a warning.
+    fn count_win(&self, ctx: &mut Ctx, mark: Mark) -> Option<u64> {
+        let key = self.seats[mark.seat()].as_ref()?.wins_key();
+        let counted = ctx.kv().get::<u64>(&key).and_then(|wins| {
+            let total = wins.unwrap_or(0).saturating_add(1);
+            ctx.kv().set(&key, &total).map(|()| total)
+        });
+        match counted {
+            Ok(total) => Some(total),
+            Err(e) => {
+                ctx.log(Level::Warn, &format!("win not counted under {key}: {e}"));
+                None
+            }
         }
     }
 
@@ -198,6 +249,7 @@ impl Game for TicTacToe {
         let member = Member {
             id: p.id,
             name: p.name.clone(),
+            user_id: p.user.as_ref().map(|u| u.user_id.clone()),
         };
         if let Some(free) = self.seats.iter_mut().find(|s| s.is_none()) {
             *free = Some(member);
@@ -238,7 +290,12 @@ impl Game for TicTacToe {
             return Err(Reject::new("spectator", "spectators cannot play"));
         };
         match action {
-            Action::Move { cell } => self.play(mark, cell)?,
+            Action::Move { cell } => {
+                self.play(mark, cell)?;
+                if self.status == Status::Won {
+                    self.winner_wins = self.count_win(ctx, mark);
+                }
+            }
             Action::Restart => {
                 if matches!(self.status, Status::Playing | Status::Waiting) {
                     return Err(Reject::new("game-not-over", "finish this game first"));
@@ -256,7 +313,8 @@ export_game!(TicTacToe);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use respawn_guest_sdk::testing::TestRoom;
+    use respawn_guest_sdk::Identity;
+    use respawn_guest_sdk::testing::{Effect, TestRoom};
 
     fn mv(cell: i64) -> serde_json::Value {
         json!({"action": "move", "cell": cell})
@@ -325,6 +383,74 @@ mod tests {
         assert_eq!(room.received(3)[0], json!({"type": "seat", "mark": "O"}));
         assert_eq!(room.game().status, Status::Playing);
         assert!(room.game().board.iter().all(Option::is_none), "new seats, new game");
+    }
+
+    /// X takes the top row while O plays the middle one.
+    fn x_wins(room: &mut TestRoom<TicTacToe>) -> serde_json::Value {
+        for (p, c) in [(1, 0), (2, 3), (1, 1), (2, 4), (1, 2)] {
+            room.message(p, &mv(c)).unwrap();
+        }
+        room.received(2).pop().unwrap()
+    }
+
+    #[test]
+    fn wins_are_counted_in_storage_across_games_and_rooms() {
+        let mut room = room_with_two();
+        let first = x_wins(&mut room);
+        assert_eq!(first["winner_wins"], 1);
+        room.message(2, &json!({"action": "restart"})).unwrap();
+        assert_eq!(room.received(2).pop().unwrap()["winner_wins"], json!(null));
+        assert_eq!(x_wins(&mut room)["winner_wins"], 2);
+        assert_eq!(room.kv().get::<u64>("wins/name/xena"), Ok(Some(2)));
+        assert_eq!(room.kv().keys(), ["wins/name/xena"], "the loser is not counted");
+
+        // Another room of the game reads the same storage.
+        let mut other = TestRoom::<TicTacToe>::new().with_kv(room.kv().clone());
+        other.join(1, "xena").unwrap();
+        other.join(2, "otto").unwrap();
+        assert_eq!(x_wins(&mut other)["winner_wins"], 3);
+        assert_eq!(
+            room.swap().map(|_| room.game().winner_wins),
+            Ok(Some(2)),
+            "the total survives a swap"
+        );
+    }
+
+    #[test]
+    fn a_verified_player_is_counted_by_user_id_which_others_do_not_see() {
+        let mut room = TestRoom::new();
+        room.join_as(1, "xena", Identity::new("u-7")).unwrap();
+        room.join(2, "otto").unwrap();
+        let last = x_wins(&mut room);
+        assert_eq!(last["winner_wins"], 1);
+        assert_eq!(last["players"]["X"], json!({"id": 1, "name": "xena"}));
+        assert_eq!(room.kv().keys(), ["wins/user/u-7"]);
+    }
+
+    #[test]
+    fn a_win_stands_when_storage_fails() {
+        let mut room = room_with_two();
+        room.set_kv_quota(Some(4));
+        let last = x_wins(&mut room);
+        assert_eq!(last["status"], "won");
+        assert_eq!(last["winner"], "X");
+        assert_eq!(last["winner_wins"], json!(null));
+        let warned = room
+            .take_effects()
+            .into_iter()
+            .any(|e| matches!(e, Effect::Log { level: Level::Warn, message } if message.contains("wins/name/xena")));
+        assert!(warned, "the operator is told");
+        room.message(2, &json!({"action": "restart"})).unwrap();
+        assert_eq!(room.game().status, Status::Playing);
+
+        room.set_kv_quota(None);
+        room.kv().set("wins/name/xena", "many").unwrap();
+        assert_eq!(
+            x_wins(&mut room)["winner_wins"],
+            json!(null),
+            "an unreadable count is left alone"
+        );
+        assert_eq!(room.kv().get::<String>("wins/name/xena"), Ok(Some("many".into())));
     }
 
     #[test]

@@ -84,11 +84,19 @@ pub enum ErrorCode {
     ResumeFailed,
     /// Another connection resumed this player's seat; this one closes.
     Superseded,
+    /// The host's storage is failing: the request was not applied (a join
+    /// refused, a message dropped unanswered by the game). Nothing the
+    /// host acknowledged before is lost; try again later.
+    StorageUnavailable,
     /// A bug in the host; it has been logged.
     Internal,
     /// A code this build does not know (a newer host's); never sent.
     #[serde(other)]
     Unknown,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A request the host could not accept, as sent to the player.
@@ -387,6 +395,12 @@ pub enum ServerMsg<'a> {
         /// Room frames after `last_seq` the host no longer had (it keeps
         /// the last `net.outbound_queue`).
         lost: u64,
+        /// Room frames the client saw that no longer happened: the host
+        /// crashed and came back without the inputs behind them (under a
+        /// durability level below `strict`). Numbering goes on from
+        /// `last_seq - rewound`; the client's view is ahead of the room's.
+        #[serde(skip_serializing_if = "is_zero")]
+        rewound: u64,
         /// The request's `ref`, echoed.
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a RawValue>,
@@ -560,6 +574,9 @@ pub enum ServerFrame {
         replayed: u64,
         /// Frames no longer kept.
         lost: u64,
+        /// Frames seen that a crash of the host undid.
+        #[serde(default)]
+        rewound: u64,
         /// The request's `ref`.
         #[serde(rename = "ref", default)]
         reference: Option<serde_json::Value>,

@@ -93,7 +93,8 @@ pub struct ConnectionPermit {
 /// A parked seat's place; dropping it frees the place.
 pub struct ParkPermit {
     admission: Arc<Admission>,
-    ip: IpAddr,
+    /// `None` for a seat recovered after a restart (no address yet).
+    ip: Option<IpAddr>,
 }
 
 impl Admission {
@@ -183,7 +184,21 @@ impl Admission {
         self.parked.fetch_add(1, Ordering::AcqRel);
         Some(ParkPermit {
             admission: self.clone(),
-            ip,
+            ip: Some(ip),
+        })
+    }
+
+    /// A place for a seat recovered after a restart: counted in the total
+    /// (`net.max_parked`) only, since its player has no address yet.
+    pub fn park_recovered(self: &Arc<Self>) -> Option<ParkPermit> {
+        let _addresses = crate::lock(&self.addresses);
+        if self.parked.load(Ordering::Acquire) >= self.limits.parked {
+            return None;
+        }
+        self.parked.fetch_add(1, Ordering::AcqRel);
+        Some(ParkPermit {
+            admission: self.clone(),
+            ip: None,
         })
     }
 
@@ -256,7 +271,9 @@ impl Drop for ConnectionPermit {
 impl Drop for ParkPermit {
     fn drop(&mut self) {
         self.admission.parked.fetch_sub(1, Ordering::AcqRel);
-        self.admission.release(self.ip, |a| a.parked -= 1);
+        if let Some(ip) = self.ip {
+            self.admission.release(ip, |a| a.parked -= 1);
+        }
     }
 }
 

@@ -6,12 +6,14 @@
 use super::PlayerId;
 use crate::budget::Budget;
 use crate::sandbox::determinism::EntropyPosition;
+use crate::storage::kv::KvRead;
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::sync::Arc;
 
 /// One input the guest took.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub(crate) enum Input {
     Join {
@@ -23,8 +25,16 @@ pub(crate) enum Input {
     },
     Message {
         player: PlayerId,
-        #[serde(serialize_with = "as_text")]
+        #[serde(serialize_with = "as_text", deserialize_with = "from_text")]
         payload: Bytes,
+        /// The request's `ref`, so a replay answers as the first run did.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            rename = "ref",
+            deserialize_with = "raw_from_value"
+        )]
+        reference: Option<Box<RawValue>>,
     },
     Tick,
 }
@@ -43,12 +53,28 @@ fn as_text<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(b))
 }
 
-/// An input and the room time it ran at.
-#[derive(Debug, Clone, Serialize)]
+/// A `ref` read back through `#[serde(flatten)]`, which cannot hand out
+/// raw JSON: parsed, then written again (same value, maybe other spacing).
+fn raw_from_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(d)?;
+    value
+        .map(|v| RawValue::from_string(v.to_string()).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+fn from_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+    String::deserialize(d).map(Bytes::from)
+}
+
+/// An input, the room time it ran at, and what it read from the game's
+/// storage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Entry {
     pub now: u64,
     #[serde(flatten)]
     pub input: Input,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<KvRead>,
 }
 
 /// The guest's state at a point, and where its random streams stood.
@@ -104,9 +130,8 @@ impl Journal {
         }
     }
 
-    /// The guest took `input` at `now`.
-    pub fn record(&mut self, now: u64, input: Input) {
-        let entry = Entry { now, input };
+    /// The guest took an input.
+    pub fn record(&mut self, entry: Entry) {
         let size = entry.size();
         self.bytes += size;
         self.budget.charge(size);
@@ -148,22 +173,41 @@ mod tests {
             now: 0,
         };
         let mut j = Journal::new(cp(b"0"), 2, Budget::new(1 << 20));
-        j.record(1, Input::Tick);
+        j.record(Entry {
+            now: 1,
+            input: Input::Tick,
+            reads: Vec::new(),
+        });
         assert!(!j.due());
-        j.record(2, Input::Leave { player: 3 });
+        j.record(Entry {
+            now: 2,
+            input: Input::Leave { player: 3 },
+            reads: Vec::new(),
+        });
         assert!(j.due());
         j.reset(cp(b"1"));
         assert!(j.entries().is_empty());
         assert_eq!(j.checkpoint().state, b"1");
-        let text = serde_json::to_string(&Entry {
+        let entry = Entry {
             now: 5,
             input: Input::Message {
                 player: 1,
                 payload: Bytes::from_static(b"{\"a\":1}"),
+                reference: RawValue::from_string("7".into()).ok(),
             },
-        })
-        .unwrap();
-        assert_eq!(text, r#"{"now":5,"kind":"message","player":1,"payload":"{\"a\":1}"}"#);
+            reads: vec![KvRead::Get {
+                key: "k".into(),
+                value: None,
+            }],
+        };
+        let text = serde_json::to_string(&entry).unwrap();
+        assert_eq!(
+            text,
+            r#"{"now":5,"kind":"message","player":1,"payload":"{\"a\":1}","ref":7,"reads":[{"op":"get","key":"k"}]}"#
+        );
+        // What the database keeps reads back as the same entry.
+        let back: Entry = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
     }
 
     #[test]
@@ -179,13 +223,15 @@ mod tests {
         // when due, as the room loop does.
         for round in 0..100 {
             for j in &mut rooms {
-                j.record(
-                    round,
-                    Input::Message {
+                j.record(Entry {
+                    now: round,
+                    input: Input::Message {
                         player: 1,
                         payload: Bytes::from(vec![b'x'; 16 << 10]),
+                        reference: None,
                     },
-                );
+                    reads: Vec::new(),
+                });
                 if j.due() {
                     j.reset(cp());
                 }

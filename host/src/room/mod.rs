@@ -9,11 +9,11 @@
 mod crash;
 mod failure;
 mod journal;
-mod persist;
 mod registry;
 mod task;
 
 pub use registry::Rooms;
+pub use task::RecoveredSeat;
 
 use crate::modules::GameModule;
 use crate::protocol::{ErrorCode, ProtocolError};
@@ -32,6 +32,10 @@ pub type PlayerId = u64;
 pub enum ToSession {
     /// A frame to write to the player.
     Frame(Utf8Bytes),
+    /// A reply to the player's request that is not part of the room's
+    /// story (its input was refused before the game saw it): written
+    /// unnumbered, never held back for durability, never replayed.
+    Notice(Utf8Bytes),
     /// A last frame: the player is no longer in the room (kicked, or the
     /// room closed).
     Removed(Utf8Bytes),
@@ -55,6 +59,9 @@ pub(crate) enum RoomCmd {
         name: String,
         outbound: mpsc::Sender<ToSession>,
         overflow: CancellationToken,
+        /// The hash of the player's resume token, kept with the seat so a
+        /// resume finds it after a restart.
+        seat: Option<String>,
         reply: oneshot::Sender<Result<Joined, JoinError>>,
     },
     Message {
@@ -119,6 +126,9 @@ pub enum JoinError {
     /// The game failed on the join; the room restarted without it.
     #[error("{0}")]
     Fault(String),
+    /// The host cannot save the room now (its storage is failing).
+    #[error("the host cannot save rooms right now; try again later")]
+    StorageUnavailable,
 }
 
 impl JoinError {
@@ -132,6 +142,7 @@ impl JoinError {
             JoinError::NoCapacity => ErrorCode::ServerFull,
             JoinError::TooManyRooms => ErrorCode::TooManyRooms,
             JoinError::Fault(_) => ErrorCode::GuestRestarted,
+            JoinError::StorageUnavailable => ErrorCode::StorageUnavailable,
         };
         let reason = match self {
             JoinError::Refused { code, .. } => Some(code.as_str()),

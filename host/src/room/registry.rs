@@ -31,6 +31,10 @@ pub struct Rooms {
     closing: AtomicBool,
     /// Every room's journal together (`rooms.journal_budget_mib`).
     pub(crate) journal_budget: Arc<crate::budget::Budget>,
+    /// The database rooms write to (none: nothing outlives the process).
+    pub(crate) store: Option<Arc<crate::storage::Store>>,
+    /// Every game's storage.
+    pub(crate) kv: Option<Arc<crate::storage::kv::KvSpaces>>,
 }
 
 /// How long a migration waits for every room to be ready before aborting.
@@ -46,8 +50,15 @@ const CONTROL_QUEUE: usize = 4;
 const JOIN_ATTEMPTS: usize = 3;
 
 impl Rooms {
-    /// An empty registry.
-    pub fn new(sandbox: Arc<Sandbox>, games: Arc<Games>, config: Arc<Config>) -> Arc<Self> {
+    /// An empty registry; rooms keep their state in `store` and games
+    /// their data in `kv`, when given.
+    pub fn new(
+        sandbox: Arc<Sandbox>,
+        games: Arc<Games>,
+        config: Arc<Config>,
+        store: Option<Arc<crate::storage::Store>>,
+        kv: Option<Arc<crate::storage::kv::KvSpaces>>,
+    ) -> Arc<Self> {
         let mut os = rand::rngs::SysRng;
         let seed = os.try_next_u64().unwrap_or_else(|_| {
             std::time::SystemTime::now()
@@ -65,7 +76,54 @@ impl Rooms {
             seeds: Mutex::new(rand::rngs::ChaCha8Rng::seed_from_u64(seed)),
             closing: AtomicBool::new(false),
             journal_budget: crate::budget::Budget::new(journal_budget),
+            store,
+            kv,
         })
+    }
+
+    /// Brings back every room the database holds, all at once (not on
+    /// their first join): each on the version that wrote its checkpoint if
+    /// that version is loaded, else on the game's active one. Returns the
+    /// seats to park for their players' resumes. Rooms of a game that is
+    /// not loaded stay in the database for a later start.
+    pub async fn recover(self: &Arc<Self>, loaded: crate::storage::Loaded) -> Vec<super::RecoveredSeat> {
+        let mut seats: HashMap<RoomKey, HashMap<PlayerId, String>> = HashMap::new();
+        for seat in loaded.seats {
+            let key = RoomKey {
+                game: seat.key.game,
+                room: seat.key.room,
+            };
+            seats.entry(key).or_default().insert(seat.player, seat.token_hash);
+        }
+        let mut waiting = Vec::new();
+        for stored in loaded.rooms {
+            let key = RoomKey {
+                game: stored.key.game.clone(),
+                room: stored.key.room.clone(),
+            };
+            let wrote = stored.checkpoints.last().and_then(|cp| {
+                let version = cp.version.parse().ok()?;
+                self.games
+                    .get(&key.game, &version)
+                    .ok()
+                    .filter(|m| m.digest() == cp.digest)
+            });
+            let Some(module) = wrote.or_else(|| self.games.active(&key.game)) else {
+                tracing::warn!(game = %key.game, room = %key.room, "game not loaded: its room stays in the database for a later start");
+                continue;
+            };
+            let (done, rx) = oneshot::channel();
+            let recovery = super::task::recovery_of(stored, seats.remove(&key).unwrap_or_default(), done);
+            self.spawn(key, module, Some(recovery));
+            waiting.push(rx);
+        }
+        let mut out = Vec::new();
+        for rx in waiting {
+            if let Ok(seats) = rx.await {
+                out.extend(seats);
+            }
+        }
+        out
     }
 
     /// Puts a player into a room, creating the room if needed. On success
@@ -76,6 +134,7 @@ impl Rooms {
         room: &str,
         player: PlayerId,
         name: &str,
+        seat: Option<&str>,
         may_create: &mut (dyn FnMut() -> bool + Send),
     ) -> Result<(RoomHandle, Joined, Frames), JoinError> {
         let mut last = JoinError::Closed("the room closed while joining".into());
@@ -98,6 +157,7 @@ impl Rooms {
                 name: name.to_owned(),
                 outbound,
                 overflow: overflow.clone(),
+                seat: seat.map(str::to_owned),
                 reply,
             };
             if handle.tx.send(cmd).await.is_err() {
@@ -154,8 +214,32 @@ impl Rooms {
         if !may_create() {
             return Err(JoinError::TooManyRooms);
         }
+        Ok(self.spawn_locked(&mut live, key, module, None))
+    }
+
+    /// Starts a room's task (a recovered room's if `recovery`).
+    fn spawn(
+        self: &Arc<Self>,
+        key: RoomKey,
+        module: Arc<GameModule>,
+        recovery: Option<super::task::Recovery>,
+    ) -> RoomHandle {
+        let mut live = crate::lock(&self.live);
+        self.spawn_locked(&mut live, key, module, recovery)
+    }
+
+    fn spawn_locked(
+        self: &Arc<Self>,
+        live: &mut std::sync::MutexGuard<'_, HashMap<RoomKey, RoomHandle>>,
+        key: RoomKey,
+        module: Arc<GameModule>,
+        recovery: Option<super::task::Recovery>,
+    ) -> RoomHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let seed = crate::lock(&self.seeds).try_next_u64().unwrap_or(id);
+        let seed = match &recovery {
+            Some(r) => r.stored.seed,
+            None => crate::lock(&self.seeds).try_next_u64().unwrap_or(id),
+        };
         let (tx, rx) = mpsc::channel(self.config.rooms.inbox);
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let running = Arc::new(Mutex::new(module.clone()));
@@ -166,10 +250,21 @@ impl Rooms {
             running: running.clone(),
         };
         live.insert(key.clone(), handle.clone());
-        drop(live);
-        let task = RoomTask::new(self.clone(), key, id, module, seed, running);
+        let mut task = RoomTask::new(self.clone(), key, id, module, seed, running);
+        if let Some(recovery) = recovery {
+            task = task.recovering(recovery);
+        }
         tokio::spawn(task.run(rx, control_rx));
-        Ok(handle)
+        handle
+    }
+
+    /// The live room `game`/`room`, if any.
+    pub fn handle(&self, game: &str, room: &str) -> Option<RoomHandle> {
+        let key = RoomKey {
+            game: game.to_owned(),
+            room: room.to_owned(),
+        };
+        crate::lock(&self.live).get(&key).cloned()
     }
 
     /// Forgets a room if the registry still points at this instance of it.

@@ -94,7 +94,7 @@ pub struct Entropy {
 
 /// Where a room's random streams stand: with the seed, all a fresh
 /// instance needs to draw the same numbers again.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EntropyPosition {
     /// Of the `random-u64` stream.
     pub host: u128,

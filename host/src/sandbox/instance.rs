@@ -1,11 +1,13 @@
 //! One room's guest: a wasmtime Store with its instance, the host imports
 //! it calls, and the limits it runs under.
 
-use super::bindings::{self, Level, Player, Rejection, Room};
+use super::bindings::{Identity, KvError, Level, Player, Rejection, v1, v2};
 use super::determinism::{Entropy, EntropyPosition, RoomClock, SharedRng};
 use super::{GameCode, Sandbox};
+use crate::storage::kv::{GameSpace, KvAccess, KvEffects, KvFailure, KvRead};
 use rand::Rng;
 use std::fmt;
+use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -288,6 +290,8 @@ pub struct RoomData {
     label: String,
     /// Epoch ticks the current call has run for.
     call_ticks: u64,
+    /// The game's storage, as this call may use it.
+    kv: KvAccess,
 }
 
 impl RoomData {
@@ -309,9 +313,71 @@ impl WasiView for RoomData {
     }
 }
 
-impl bindings::respawn::game::types::Host for RoomData {}
+impl v2::respawn::game::types::Host for RoomData {}
+impl v1::respawn::game::types::Host for RoomData {}
 
-impl bindings::respawn::game::host::Host for RoomData {
+impl From<KvFailure> for KvError {
+    fn from(f: KvFailure) -> Self {
+        match f {
+            KvFailure::InvalidKey => KvError::InvalidKey,
+            KvFailure::TooLarge(n) => KvError::TooLarge(n),
+            KvFailure::QuotaExceeded(n) => KvError::QuotaExceeded(n),
+            KvFailure::NotNow => KvError::NotNow,
+            KvFailure::Unavailable => KvError::Unavailable,
+        }
+    }
+}
+
+impl v2::respawn::game::kv::Host for RoomData {
+    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
+        Ok(self.kv.get(key).map_err(Into::into))
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), KvError>> {
+        self.charge(value.len())?;
+        Ok(self.kv.set(key, value).map_err(Into::into))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), KvError>> {
+        Ok(self.kv.delete(key).map_err(Into::into))
+    }
+
+    fn list(
+        &mut self,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<String>, KvError>> {
+        Ok(self.kv.list(prefix, start_after, limit).map_err(Into::into))
+    }
+}
+
+/// Games built against 0.1.0 call the same host functions.
+impl v1::respawn::game::host::Host for RoomData {
+    fn send(&mut self, to: u64, payload: Vec<u8>) -> wasmtime::Result<()> {
+        v2::respawn::game::host::Host::send(self, to, payload)
+    }
+    fn broadcast(&mut self, payload: Vec<u8>, except: Option<u64>) -> wasmtime::Result<()> {
+        v2::respawn::game::host::Host::broadcast(self, payload, except)
+    }
+    fn kick(&mut self, player: u64, reason: String) -> wasmtime::Result<()> {
+        v2::respawn::game::host::Host::kick(self, player, reason)
+    }
+    fn log(&mut self, level: v1::respawn::game::types::Level, message: String) -> wasmtime::Result<()> {
+        v2::respawn::game::host::Host::log(self, level.into(), message)
+    }
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        v2::respawn::game::host::Host::now_ms(self)
+    }
+    fn random_u64(&mut self) -> wasmtime::Result<u64> {
+        v2::respawn::game::host::Host::random_u64(self)
+    }
+    fn set_tick_interval(&mut self, ms: u32) -> wasmtime::Result<()> {
+        v2::respawn::game::host::Host::set_tick_interval(self, ms)
+    }
+}
+
+impl v2::respawn::game::host::Host for RoomData {
     fn send(&mut self, to: u64, payload: Vec<u8>) -> wasmtime::Result<()> {
         self.charge(payload.len())?;
         self.effects.push(Effect::Send { to, payload });
@@ -368,13 +434,35 @@ impl bindings::respawn::game::host::Host for RoomData {
 /// after a [`GuestFault`] the instance is spent and must be dropped.
 pub struct GuestInstance {
     store: Store<RoomData>,
-    room: Room,
+    room: Bound,
+    /// Reads the next input call replays (see [`GuestInstance::replaying`]).
+    replay: Option<Vec<KvRead>>,
     _live: LiveInstance,
     /// The sandbox's count of calls running (see `IDLE_TICK`).
     in_call: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// `sandbox.call_timeout_ms`, and the wall-clock bound it gives.
     timeout_ms: u64,
     wall: std::time::Duration,
+}
+
+/// An instance of either world version.
+enum Bound {
+    V1(v1::Room),
+    V2(v2::Room),
+}
+
+/// Calls export `$f` on whichever world the instance implements, bounded
+/// in time; `$map` turns a 0.1.0 answer into ours.
+macro_rules! call_export {
+    ($self:ident, $f:ident ( $($arg:expr),* ), $map:expr) => {{
+        let (wall, ms) = ($self.wall, $self.timeout_ms);
+        match &$self.room {
+            Bound::V2(r) => bounded(wall, ms, r.respawn_game_game().$f(&mut $self.store, $($arg),*)).await,
+            Bound::V1(r) => bounded(wall, ms, r.respawn_game_game().$f(&mut $self.store, $($arg),*))
+                .await
+                .map($map),
+        }
+    }};
 }
 
 /// Counts a guest call among the running ones (see the sandbox's epoch
@@ -409,7 +497,15 @@ pub type CallResult<T> = Result<T, GuestFault>;
 impl GuestInstance {
     /// Instantiates `code` for a room labelled `label` (used in logs),
     /// with all its randomness derived from `seed`.
-    pub async fn new(sandbox: &Sandbox, code: &GameCode, label: String, seed: u64) -> Result<Self, InstantiateError> {
+    /// `kv` is the game's storage (`None`: storage calls fail with
+    /// `unavailable`).
+    pub async fn new(
+        sandbox: &Sandbox,
+        code: &GameCode,
+        label: String,
+        seed: u64,
+        kv: Option<Arc<GameSpace>>,
+    ) -> Result<Self, InstantiateError> {
         let clock = RoomClock::default();
         let entropy = Entropy::from_seed(seed);
         let wasi_rngs = [entropy.wasi_secure.clone(), entropy.wasi_insecure.clone()];
@@ -444,6 +540,7 @@ impl GuestInstance {
             tick_request: None,
             label,
             call_ticks: 0,
+            kv: KvAccess::new(kv),
         };
         let mut store = Store::new(sandbox.engine(), data);
         store.limiter(|d| &mut d.limits);
@@ -462,15 +559,24 @@ impl GuestInstance {
         let room = {
             // Start functions run guest code too: tick at the calls' pace.
             let _in_call = InCall::new(&sandbox.in_call);
-            code.pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(InstantiateError::classify)?
+            match &code.pre {
+                super::Pre::V2(pre) => Bound::V2(
+                    pre.instantiate_async(&mut store)
+                        .await
+                        .map_err(InstantiateError::classify)?,
+                ),
+                super::Pre::V1(pre) => Bound::V1(
+                    pre.instantiate_async(&mut store)
+                        .await
+                        .map_err(InstantiateError::classify)?,
+                ),
+            }
         };
         sandbox.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Self {
             store,
             room,
+            replay: None,
             _live: LiveInstance(sandbox.live.clone()),
             in_call: sandbox.in_call.clone(),
             timeout_ms: sandbox.limits.call_timeout_ms,
@@ -480,8 +586,10 @@ impl GuestInstance {
 
     /// Prepares a call; the call counts as running until the returned
     /// guard drops (also when the call's future is dropped mid-call).
-    fn begin(&mut self, now_ms: u64) -> InCall {
+    fn begin(&mut self, now_ms: u64, input: bool) -> InCall {
+        let replay = if input { self.replay.take() } else { None };
         let data = self.store.data_mut();
+        data.kv.begin(input, replay);
         data.clock.set_ms(now_ms);
         data.effects.clear();
         data.effect_bytes = 0;
@@ -492,99 +600,101 @@ impl GuestInstance {
 
     fn finish<T>(&mut self, r: wasmtime::Result<T>) -> CallResult<T> {
         r.map_err(|e| {
-            self.store.data_mut().effects.clear();
+            let data = self.store.data_mut();
+            data.effects.clear();
+            data.kv.discard();
             GuestFault::from_error(e)
         })
     }
 
     /// `init(room, config)`.
     pub async fn init(&mut self, now_ms: u64, room: &str, config: &[u8]) -> CallResult<Result<(), String>> {
-        let _in_call = self.begin(now_ms);
-        let r = bounded(
-            self.wall,
-            self.timeout_ms,
-            self.room.respawn_game_game().call_init(&mut self.store, room, config),
-        )
-        .await;
+        let _in_call = self.begin(now_ms, false);
+        let r = call_export!(self, call_init(room, config), |r| r);
         self.finish(r)
     }
 
     /// `on-join(player)`.
-    pub async fn on_join(&mut self, now_ms: u64, id: u64, name: &str) -> CallResult<Result<(), Rejection>> {
-        let _in_call = self.begin(now_ms);
+    /// `user` is the player's verified identity, if any (games built
+    /// against 0.1.0 do not see it).
+    pub async fn on_join(
+        &mut self,
+        now_ms: u64,
+        id: u64,
+        name: &str,
+        user: Option<&Identity>,
+    ) -> CallResult<Result<(), Rejection>> {
+        let _in_call = self.begin(now_ms, true);
         let player = Player {
             id,
             name: name.to_owned(),
+            user: user.cloned(),
         };
-        let r = bounded(
-            self.wall,
-            self.timeout_ms,
-            self.room.respawn_game_game().call_on_join(&mut self.store, &player),
-        )
-        .await;
+        let old = v1::respawn::game::types::Player {
+            id,
+            name: name.to_owned(),
+        };
+        let (wall, ms) = (self.wall, self.timeout_ms);
+        let r = match &self.room {
+            Bound::V2(r) => bounded(wall, ms, r.respawn_game_game().call_on_join(&mut self.store, &player)).await,
+            Bound::V1(r) => bounded(wall, ms, r.respawn_game_game().call_on_join(&mut self.store, &old))
+                .await
+                .map(|a| a.map_err(Rejection::from)),
+        };
         self.finish(r)
     }
 
     /// `on-leave(player)`.
     pub async fn on_leave(&mut self, now_ms: u64, id: u64) -> CallResult<()> {
-        let _in_call = self.begin(now_ms);
-        let r = bounded(
-            self.wall,
-            self.timeout_ms,
-            self.room.respawn_game_game().call_on_leave(&mut self.store, id),
-        )
-        .await;
+        let _in_call = self.begin(now_ms, true);
+        let r = call_export!(self, call_on_leave(id), |r| r);
         self.finish(r)
     }
 
     /// `on-message(player, payload)`.
     pub async fn on_message(&mut self, now_ms: u64, id: u64, payload: &[u8]) -> CallResult<Result<(), Rejection>> {
-        let _in_call = self.begin(now_ms);
-        let r = bounded(
-            self.wall,
-            self.timeout_ms,
-            self.room
-                .respawn_game_game()
-                .call_on_message(&mut self.store, id, payload),
-        )
-        .await;
+        let _in_call = self.begin(now_ms, true);
+        let r = call_export!(self, call_on_message(id, payload), |a| a.map_err(Rejection::from));
         self.finish(r)
     }
 
     /// `on-tick(now)`.
     pub async fn on_tick(&mut self, now_ms: u64) -> CallResult<()> {
-        let _in_call = self.begin(now_ms);
-        let r = bounded(
-            self.wall,
-            self.timeout_ms,
-            self.room.respawn_game_game().call_on_tick(&mut self.store, now_ms),
-        )
-        .await;
+        let _in_call = self.begin(now_ms, true);
+        let r = call_export!(self, call_on_tick(now_ms), |r| r);
         self.finish(r)
     }
 
     /// `snapshot()`.
     pub async fn snapshot(&mut self, now_ms: u64) -> CallResult<Vec<u8>> {
-        let _in_call = self.begin(now_ms);
-        let r = bounded(
-            self.wall,
-            self.timeout_ms,
-            self.room.respawn_game_game().call_snapshot(&mut self.store),
-        )
-        .await;
+        let _in_call = self.begin(now_ms, false);
+        let r = call_export!(self, call_snapshot(), |r| r);
         self.finish(r)
     }
 
     /// `restore(state)`.
     pub async fn restore(&mut self, now_ms: u64, state: &[u8]) -> CallResult<Result<(), String>> {
-        let _in_call = self.begin(now_ms);
-        let r = bounded(
-            self.wall,
-            self.timeout_ms,
-            self.room.respawn_game_game().call_restore(&mut self.store, state),
-        )
-        .await;
+        let _in_call = self.begin(now_ms, false);
+        let r = call_export!(self, call_restore(state), |r| r);
         self.finish(r)
+    }
+
+    /// The next input call is a replay: its storage reads are answered
+    /// with `reads` (what the first run saw) and its writes dropped.
+    pub fn replaying(&mut self, reads: Vec<KvRead>) {
+        self.replay = Some(reads);
+    }
+
+    /// What the last input call read from and wrote to the game's
+    /// storage; the writes are the caller's to apply.
+    pub fn take_kv(&mut self) -> KvEffects {
+        self.store.data_mut().kv.take()
+    }
+
+    /// Whether a replayed call asked storage something else than the first
+    /// run did (a nondeterministic game, or a host bug); cleared on read.
+    pub fn take_divergence(&mut self) -> bool {
+        std::mem::take(&mut self.store.data_mut().kv.diverged)
     }
 
     /// The effects of the last call, in the order the guest produced them.
@@ -637,19 +747,19 @@ mod tests {
         // A full pool is the host's capacity, whatever wasmtime's words.
         let pool = sandbox(true, 2, 64);
         let echo = crate::testing::module(&pool, "echo", "echo", "1.0.0");
-        let _a = GuestInstance::new(&pool, &echo.code, "a".into(), 1)
+        let _a = GuestInstance::new(&pool, &echo.code, "a".into(), 1, None)
             .await
             .expect("first");
-        let _b = GuestInstance::new(&pool, &echo.code, "b".into(), 2)
+        let _b = GuestInstance::new(&pool, &echo.code, "b".into(), 2, None)
             .await
             .expect("second");
-        let third = GuestInstance::new(&pool, &echo.code, "c".into(), 3).await.err();
+        let third = GuestInstance::new(&pool, &echo.code, "c".into(), 3, None).await.err();
         assert!(matches!(third, Some(InstantiateError::PoolExhausted(_))), "{third:?}");
         // A memory limit below what the module needs at start is the
         // limiter's refusal.
         let small = sandbox(false, 16, 1);
         let echo = crate::testing::module(&small, "echo", "echo", "1.0.0");
-        let tight = GuestInstance::new(&small, &echo.code, "d".into(), 4).await.err();
+        let tight = GuestInstance::new(&small, &echo.code, "d".into(), 4, None).await.err();
         assert!(matches!(tight, Some(InstantiateError::OverLimit(_))), "{tight:?}");
     }
 
@@ -657,7 +767,7 @@ mod tests {
     async fn every_instance_caps_its_wasi_resource_table() {
         let sb = sandbox(false, 4, 64);
         let echo = crate::testing::module(&sb, "echo", "echo", "1.0.0");
-        let guest = GuestInstance::new(&sb, &echo.code, "t".into(), 1)
+        let guest = GuestInstance::new(&sb, &echo.code, "t".into(), 1, None)
             .await
             .expect("instance");
         assert_eq!(guest.store.data().table.max_capacity(), MAX_WASI_RESOURCES);

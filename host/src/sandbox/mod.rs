@@ -5,7 +5,7 @@ mod bindings;
 pub mod determinism;
 mod instance;
 
-pub use bindings::Rejection;
+pub use bindings::{Identity, Rejection};
 pub use instance::{CallResult, Effect, FaultKind, GuestFault, GuestInstance, InstantiateError, RoomData};
 
 use crate::config::SandboxConfig;
@@ -55,7 +55,24 @@ impl CompileError {
 /// Compiled code of one game version, ready to instantiate many times.
 #[derive(Clone)]
 pub struct GameCode {
-    pre: bindings::RoomPre<RoomData>,
+    pre: Pre,
+}
+
+/// Pre-linked code of either world version.
+#[derive(Clone)]
+enum Pre {
+    V1(bindings::v1::RoomPre<RoomData>),
+    V2(bindings::v2::RoomPre<RoomData>),
+}
+
+impl GameCode {
+    /// The version of the `respawn:game` world the game was built for.
+    pub fn world(&self) -> &'static str {
+        match self.pre {
+            Pre::V1(_) => "0.1.0",
+            Pre::V2(_) => "0.2.0",
+        }
+    }
 }
 
 pub(crate) struct InstanceLimits {
@@ -127,7 +144,8 @@ impl Sandbox {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        bindings::Room::add_to_linker::<RoomData, HasSelf<RoomData>>(&mut linker, |d| d)?;
+        bindings::v2::Room::add_to_linker::<RoomData, HasSelf<RoomData>>(&mut linker, |d| d)?;
+        bindings::v1::Room::add_to_linker::<RoomData, HasSelf<RoomData>>(&mut linker, |d| d)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let in_call = Arc::new(AtomicUsize::new(0));
@@ -205,7 +223,14 @@ impl Sandbox {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| CompileError::WrongWorld(format!("{e:#}")))?;
-        let pre = bindings::RoomPre::new(instance_pre).map_err(|e| CompileError::WrongWorld(format!("{e:#}")))?;
+        // The current world first; a game built against 0.1.0 still runs.
+        let pre = match bindings::v2::RoomPre::new(instance_pre.clone()) {
+            Ok(pre) => Pre::V2(pre),
+            Err(current) => match bindings::v1::RoomPre::new(instance_pre) {
+                Ok(pre) => Pre::V1(pre),
+                Err(_) => return Err(CompileError::WrongWorld(format!("{current:#}"))),
+            },
+        };
         Ok((GameCode { pre }, hit))
     }
 }
@@ -278,6 +303,39 @@ fn import_allowed(name: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn games_built_against_either_world_version_run() {
+        let sandbox = Sandbox::new(&crate::config::SandboxConfig {
+            pooling: false,
+            ..Default::default()
+        })
+        .expect("sandbox");
+        let old = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/echo-wit-0.1.0.wasm"
+        ))
+        .expect("fixture");
+        for (bytes, world) in [(old, "0.1.0"), (crate::testing::guest("echo"), "0.2.0")] {
+            let code = sandbox
+                .compile(&crate::testing::verified(&bytes, "echo", "1.0.0"))
+                .expect("compiles");
+            assert_eq!(code.world(), world);
+            let mut g = GuestInstance::new(&sandbox, &code, "t".into(), 1, None)
+                .await
+                .expect("instance");
+            assert_eq!(g.init(1, "r", b"{}").await.expect("init"), Ok(()));
+            assert!(g.on_join(1, 7, "ann", None).await.expect("join").is_ok());
+            assert!(g.on_message(1, 7, br#"{"hi":1}"#).await.expect("message").is_ok());
+            let effects: Vec<Effect> = g.take_effects().collect();
+            assert!(
+                effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::Send { to: 7, .. } | Effect::Broadcast { .. })),
+                "{world}: {effects:?}"
+            );
+        }
+    }
+
     #[test]
     fn only_the_game_world_and_harmless_wasi_may_be_imported() {
         for ok in [
@@ -322,6 +380,15 @@ mod tests {
             Err(other) => panic!("refused for another reason: {other}"),
             Ok(_) => panic!("a component importing wasi:sockets was accepted"),
         }
+        // A game built against the first world (kept in tests/fixtures)
+        // still passes.
+        let old = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/echo-wit-0.1.0.wasm"
+        ))
+        .expect("fixture");
+        let c = Component::new(&Engine::default(), &old).expect("compile");
+        assert!(check_imports(&Engine::default(), &c).is_ok());
         // Every guest built here passes.
         let engine = Engine::default();
         for g in ["echo", "chat", "tictactoe", "faulty", "null"] {

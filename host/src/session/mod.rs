@@ -73,7 +73,9 @@ impl Sessions {
     /// Shared state for the sessions of one host.
     /// Fails only without the operating system's random source, which
     /// resume tokens need.
-    pub fn new(rooms: Arc<Rooms>, net: NetConfig) -> io::Result<Arc<Self>> {
+    /// Player ids start at `first_player` (above every id the database
+    /// has seen, so a restarted host never reuses one).
+    pub fn new(rooms: Arc<Rooms>, net: NetConfig, first_player: u64) -> io::Result<Arc<Self>> {
         let room_creations = (
             f64::from(rooms.config.rooms.create_per_minute) / 60.0,
             f64::from(rooms.config.rooms.create_burst),
@@ -87,8 +89,39 @@ impl Sessions {
             rooms,
             net,
             controls: Controls::default(),
-            next_player: AtomicU64::new(1),
+            next_player: AtomicU64::new(first_player.max(1)),
         }))
+    }
+
+    /// Parks the seats of rooms recovered at start until their players
+    /// resume (or the grace period ends and they leave).
+    pub fn park_recovered(
+        &self,
+        seats: Vec<crate::room::RecoveredSeat>,
+        admission: &Arc<crate::net::admission::Admission>,
+    ) {
+        for s in seats {
+            let Some(handle) = self.rooms.handle(&s.game, &s.room) else {
+                continue;
+            };
+            let seat = Seat::recovered(
+                handle,
+                s.frames,
+                s.game,
+                s.room,
+                self.net.outbound_queue,
+                self.replay_budget.clone(),
+                s.seq,
+                &s.missed,
+            );
+            match admission.park_recovered() {
+                Some(place) => self.resumes.park_recovered(s.token_hash, s.player, seat, place),
+                None => {
+                    let player = s.player;
+                    tokio::spawn(async move { seat.leave(player).await });
+                }
+            }
+        }
     }
 
     /// Tells every live session, and every one that starts from now on,
@@ -480,6 +513,8 @@ impl<T: Transport> Session<T> {
                     until(deadline, Some(&seat.overflow), self.transport.flush()).await?;
                 }
             }
+            // A reply outside the room's numbered story.
+            Some(ToSession::Notice(frame)) => self.send(frame).await?,
             // A last word (kicked, the room closed) ends the seat, unless
             // the connection is already gone: then the seat is parked with
             // the last word still in it, for the resume to deliver. The
@@ -571,6 +606,29 @@ impl<T: Transport> Session<T> {
         Ok(Flow::Continue)
     }
 
+    /// Keeps the seat under this connection's new token, so a resume
+    /// after a restart finds it; under `strict`, before the player learns
+    /// the token.
+    async fn save_seat(&self, seat: &Seat) {
+        let Some(store) = &self.hub.rooms.store else { return };
+        if !store.level().checkpoints() {
+            return;
+        }
+        let op = crate::storage::Op::Seat(crate::storage::StoredSeat {
+            key: crate::storage::RoomRef {
+                game: seat.game.clone(),
+                room: seat.room_name.clone(),
+            },
+            player: self.player,
+            token_hash: crate::storage::token_hash(&self.token),
+        });
+        if let Ok(ticket) = store.submit(op)
+            && store.level() == crate::config::Durability::Strict
+        {
+            store.wait(ticket, self.hub.net.write_timeout()).await;
+        }
+    }
+
     async fn reply_error(
         &mut self,
         err: &ProtocolError,
@@ -601,10 +659,16 @@ impl<T: Transport> Session<T> {
                 let (creations, permit) = (&mut self.creations, &self.permit);
                 let mut may_create =
                     || creations.take(std::time::Instant::now()) && permit.admission().create_room(permit.ip());
+                let seat_hash = self
+                    .hub
+                    .rooms
+                    .store
+                    .as_ref()
+                    .map(|_| crate::storage::token_hash(&self.token));
                 match self
                     .hub
                     .rooms
-                    .join(&game, &room, self.player, &name, &mut may_create)
+                    .join(&game, &room, self.player, &name, seat_hash.as_deref(), &mut may_create)
                     .await
                 {
                     Ok((handle, joined, frames)) => {
@@ -654,8 +718,18 @@ impl<T: Transport> Session<T> {
                 };
                 self.token = self.hub.resumes.rekey(&self.token, player, self.control_tx.clone());
                 self.player = player;
-                let (replay, lost) = last_seq.map_or((Vec::new(), 0), |last| seat.replay.since(last));
-                tracing::debug!(player, last_seq = ?last_seq, seq = seat.replay.seq(), replayed = replay.len(), lost, "seat resumed");
+                self.save_seat(&seat).await;
+                let seq = seat.replay.seq();
+                let (replay, lost, rewound) = match last_seq {
+                    // Ahead of the room: a crash undid what it saw.
+                    Some(last) if last > seq => (Vec::new(), 0, last - seq),
+                    Some(last) => {
+                        let (replay, lost) = seat.replay.since(last);
+                        (replay, lost, 0)
+                    }
+                    None => (Vec::new(), 0, 0),
+                };
+                tracing::debug!(player, last_seq = ?last_seq, seq, replayed = replay.len(), lost, rewound, "seat resumed");
                 let msg = ServerMsg::Resumed {
                     player,
                     game: &seat.game,
@@ -664,6 +738,7 @@ impl<T: Transport> Session<T> {
                     resume: &self.token,
                     replayed: replay.len(),
                     lost,
+                    rewound,
                     reference,
                 }
                 .encode();
@@ -698,8 +773,14 @@ impl<T: Transport> Session<T> {
                     // belong to the player; the queue ends once the room
                     // has dropped it.
                     let flush = async {
-                        while let Some(ToSession::Frame(f) | ToSession::Removed(f)) = seat.next().await {
-                            let f = seat.replay.stamp(&f);
+                        while let Some(frame @ (ToSession::Frame(_) | ToSession::Removed(_) | ToSession::Notice(_))) =
+                            seat.next().await
+                        {
+                            let f = match frame {
+                                ToSession::Notice(f) => f,
+                                ToSession::Frame(f) | ToSession::Removed(f) => seat.replay.stamp(&f),
+                                ToSession::Shutdown => continue,
+                            };
                             self.feed(f).await?;
                             if seat.is_empty() {
                                 self.flush().await?;

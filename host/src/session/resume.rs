@@ -12,6 +12,7 @@ use super::Seat;
 use super::control::{Control, ControlTx};
 use crate::net::admission::ParkPermit;
 use crate::room::PlayerId;
+use crate::storage::token_hash;
 use rand::{SeedableRng, TryRng};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +34,9 @@ enum Holder {
     },
 }
 
-/// Resume tokens of the host's players.
+/// Resume tokens of the host's players, kept by their SHA-256 (as the
+/// database keeps them), so seats recovered after a restart are found by
+/// the same token.
 pub struct Resumes {
     entries: Mutex<HashMap<String, (PlayerId, Holder)>>,
     grace: Duration,
@@ -74,13 +77,14 @@ impl Resumes {
     /// Registers a live connection of `player`; returns its token.
     pub(crate) fn register(&self, player: PlayerId, takeover: ControlTx) -> String {
         let token = self.new_token();
-        self.lock().insert(token.clone(), (player, Holder::Live { takeover }));
+        self.lock()
+            .insert(token_hash(&token), (player, Holder::Live { takeover }));
         token
     }
 
     /// The connection ended without a seat to keep.
     pub(crate) fn forget(&self, token: &str) {
-        self.lock().remove(token);
+        self.lock().remove(&token_hash(token));
     }
 
     /// The connection dropped while seated: keep the seat for the grace
@@ -91,9 +95,19 @@ impl Resumes {
             tokio::spawn(async move { seat.leave(player).await });
             return;
         }
+        self.park_hashed(token_hash(token), player, seat, place);
+    }
+
+    /// Parks a seat of a room recovered after a restart, under the hash of
+    /// its token (the token itself was never stored).
+    pub(crate) fn park_recovered(self: &Arc<Self>, hash: String, player: PlayerId, seat: Seat, place: ParkPermit) {
+        self.park_hashed(hash, player, seat, place);
+    }
+
+    fn park_hashed(self: &Arc<Self>, token: String, player: PlayerId, seat: Seat, place: ParkPermit) {
         let id = self.parks.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(
-            token.to_owned(),
+            token.clone(),
             (
                 player,
                 Holder::Parked {
@@ -103,7 +117,7 @@ impl Resumes {
                 },
             ),
         );
-        let (this, token) = (self.clone(), token.to_owned());
+        let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(this.grace).await;
             let expired = {
@@ -124,6 +138,7 @@ impl Resumes {
     /// connection holding it. `None` if the token is unknown, its grace
     /// period ended, or it had no seat.
     pub(crate) async fn claim(&self, token: &str) -> Option<(PlayerId, Seat)> {
+        let token = &token_hash(token);
         let (player, holder) = self.lock().remove(token)?;
         let takeover = match holder {
             Holder::Parked { mut seat, .. } => return seat.resumable().then_some((player, *seat)),
@@ -160,8 +175,8 @@ impl Resumes {
         None
     }
 
-    /// Puts a live connection's token back after a take-over that did not
-    /// happen, unless the token moved on meanwhile.
+    /// Puts a live connection's token (by hash) back after a take-over that
+    /// did not happen, unless the token moved on meanwhile.
     fn relist(&self, token: &str, player: PlayerId, takeover: ControlTx) {
         self.lock()
             .entry(token.to_owned())

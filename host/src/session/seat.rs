@@ -68,6 +68,28 @@ impl Seat {
         self.inbox.drained.push_front(frame);
     }
 
+    /// A seat of a room recovered after a restart: numbering goes on from
+    /// `seq`, and `missed` (what the room's replay produced) is kept for
+    /// the resume as if it had been written.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn recovered(
+        room: RoomHandle,
+        frames: Frames,
+        game: String,
+        room_name: String,
+        keep: usize,
+        budget: Arc<Budget>,
+        seq: u64,
+        missed: &[Utf8Bytes],
+    ) -> Self {
+        let mut seat = Self::new(room, frames, game, room_name, keep, budget);
+        seat.replay.seq = seq;
+        for frame in missed {
+            seat.replay.stamp(frame);
+        }
+        seat
+    }
+
     /// Whether a resume may take the seat (see [`Inbox::resumable`]).
     pub(crate) fn resumable(&mut self) -> bool {
         !self.overflow.is_cancelled() && self.inbox.resumable()
@@ -255,6 +277,7 @@ mod tests {
         match f {
             Some(ToSession::Frame(f)) => format!("frame {f}"),
             Some(ToSession::Removed(f)) => format!("removed {f}"),
+            Some(ToSession::Notice(f)) => format!("notice {f}"),
             Some(ToSession::Shutdown) => "shutdown".into(),
             None => "end".into(),
         }

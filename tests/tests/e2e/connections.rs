@@ -233,7 +233,7 @@ async fn the_rust_client_reconnects_with_backoff_and_resumes() {
         c.send(json!({"type": "message", "data": {"do": "add", "n": 1}}))
             .await
             .unwrap();
-        let reconnected = json!({"type": "reconnected", "resumed": true, "replayed": 0, "lost": 0});
+        let reconnected = json!({"type": "reconnected", "resumed": true, "replayed": 0, "lost": 0, "rewound": 0});
         assert_eq!(c.recv().await.unwrap(), reconnected);
         assert_eq!(c.recv().await.unwrap()["data"]["count"], 6);
         assert_eq!(c.player(), player);

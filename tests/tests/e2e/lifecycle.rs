@@ -27,7 +27,7 @@ async fn liveness_and_readiness_need_no_token_and_say_why() {
 async fn sigterm_tells_players_saves_rooms_and_exits_cleanly() {
     let mut host = Host::start();
     let mut seated = Client::tcp(host.tcp).await;
-    seated.expect("welcome").await;
+    let seated_token = seated.expect("welcome").await["resume"].as_str().unwrap().to_owned();
     seated.join("faulty", "saved", "t").await;
     seated
         .send(json!({"type": "message", "data": {"do": "add", "n": 42}, "ref": 1}))
@@ -48,26 +48,38 @@ async fn sigterm_tells_players_saves_rooms_and_exits_cleanly() {
         assert!(c.try_recv().await.is_none(), "closed after the goodbye");
     }
 
-    // The saved file says which version wrote it.
-    let rooms = host.state_dir().join("rooms/faulty");
-    let saved = std::fs::read(rooms.join(format!("{}.state", hex("saved")))).expect("saved room");
-    let header: serde_json::Value = serde_json::from_slice(saved.split(|b| *b == b'\n').next().unwrap()).unwrap();
-    assert_eq!(header["version"], "1.0.0", "{header}");
+    // The database says which version wrote the room's last checkpoint.
+    let db = rusqlite::Connection::open(host.state_dir().join("respawn.db")).expect("database");
+    let version: String = db
+        .query_row(
+            "SELECT version FROM checkpoints WHERE game = 'faulty' AND room = 'saved'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("a saved checkpoint");
+    assert_eq!(version, "1.0.0");
+    drop(db);
 
-    // The room's state is back after a restart.
+    // The room is back after a restart, before anyone joins, and the
+    // player's seat waits for a resume.
+    let token = seated_token;
     let host = host.restart();
+    assert!(
+        host.log().contains("rooms recovered from the database"),
+        "{}",
+        host.log()
+    );
     let mut back = host.client(Transport::Tcp).await;
-    back.join("faulty", "saved", "t").await;
+    back.send(json!({"type": "resume", "token": token, "last_seq": 2}))
+        .await;
+    let resumed = back.expect("resumed").await;
+    assert_eq!(
+        (resumed["lost"].as_u64(), resumed["replayed"].as_u64()),
+        (Some(0), Some(0)),
+        "{resumed}"
+    );
     back.send(json!({"type": "message", "data": {"do": "get"}})).await;
     assert_eq!(back.event().await["count"], 42);
-    assert!(host.log().contains("room state restored from the last shutdown"));
-    // Removed once restored, not before.
-    let left: Vec<_> = std::fs::read_dir(&rooms).unwrap().collect();
-    assert!(left.is_empty(), "{left:?}");
-}
-
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test]

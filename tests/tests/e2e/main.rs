@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod connections;
 mod deploy;
+mod durability;
 mod lifecycle;
 mod modules;
 mod play;

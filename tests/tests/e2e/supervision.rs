@@ -195,10 +195,18 @@ async fn crash_report(host: &Host) -> Value {
     let dir = host.state_dir().join("crashes");
     let mut found = None;
     host.wait_until("a crash report is written", |_| {
+        // Reports are written to a temporary file and renamed: only a
+        // `.json` file is a whole one.
         found = std::fs::read_dir(&dir)
             .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| std::fs::read(e.ok()?.path()).ok());
+            .and_then(|mut d| {
+                d.find_map(|e| {
+                    e.ok()
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                })
+            })
+            .and_then(|p| std::fs::read(p).ok());
         found.is_some()
     })
     .await;

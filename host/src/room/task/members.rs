@@ -2,24 +2,69 @@
 //! the guest's effects delivered to it, and departures settled after each
 //! call.
 
+use super::outbox::{Held, Outbox, send_frame};
 use super::*;
 
 pub(super) struct Member {
-    pub(super) outbound: mpsc::Sender<ToSession>,
+    /// The session's queue; `None` while the room is being recovered after
+    /// a restart and its frames are collected for the parked seat.
+    pub(super) outbound: Option<mpsc::Sender<ToSession>>,
     /// Raised when the queue overflowed (see [`crate::room::Frames`]).
     pub(super) overflow: CancellationToken,
     /// Kicked or too slow: receives nothing more, leaves after this batch.
     pub(super) leaving: bool,
+    pub(super) name: String,
+    /// Room frames the player was sent: the session numbers them the same
+    /// way (`seq`), and a checkpoint keeps it so a recovered seat goes on
+    /// from there.
+    pub(super) seq: u64,
+    /// Frames of a recovering room, for the seat it will park.
+    pub(super) collected: Vec<ToSession>,
 }
 
 impl Member {
+    pub(super) fn new(outbound: Option<mpsc::Sender<ToSession>>, overflow: CancellationToken, name: String) -> Self {
+        Self {
+            outbound,
+            overflow,
+            leaving: false,
+            name,
+            seq: 0,
+            collected: Vec::new(),
+        }
+    }
+
+    /// Queues a [`ToSession::Notice`] at once, past anything held.
+    pub(super) fn notify(&mut self, frame: Utf8Bytes) {
+        if let (false, Some(to)) = (self.leaving, &self.outbound)
+            && !send_frame(to, &self.overflow, ToSession::Notice(frame))
+        {
+            self.leaving = true;
+        }
+    }
+
     /// Queues a frame unless the player is on the way out. A full queue
     /// makes the player leave: it is too slow to keep up, and its session
-    /// is told at once.
-    pub(super) fn offer(&mut self, frame: ToSession) {
-        if !self.leaving && self.outbound.try_send(frame).is_err() {
+    /// is told at once. Under `strict` durability the frame may wait in
+    /// `outbox` for its input to reach the disk.
+    pub(super) fn offer(&mut self, frame: ToSession, outbox: &mut Outbox) {
+        if self.leaving {
+            return;
+        }
+        self.seq += 1;
+        let Some(to) = &self.outbound else {
+            self.collected.push(frame);
+            return;
+        };
+        let held = Held::Frame {
+            to: to.clone(),
+            overflow: self.overflow.clone(),
+            frame,
+        };
+        if let Some(Held::Frame { to, overflow, frame }) = outbox.pass(held)
+            && !send_frame(&to, &overflow, frame)
+        {
             self.leaving = true;
-            self.overflow.cancel();
         }
     }
 }
@@ -41,6 +86,7 @@ impl RoomTask {
         self.deliver(guest);
         while let Some(player) = self.players.iter().find(|(_, m)| m.leaving).map(|(id, _)| *id) {
             self.players.remove(&player);
+            self.seat_gone(player);
             tracing::debug!(room = %self.label, player, "player left the room");
             if self.apply(guest, Input::Leave { player }).await?.is_none() {
                 // The game failed on the leave and restarted without it, so
@@ -57,6 +103,7 @@ impl RoomTask {
                         failed: Some(Entry {
                             now: self.last_now,
                             input: Input::Leave { player },
+                            reads: Vec::new(),
                         }),
                     })));
                 }
@@ -75,13 +122,16 @@ impl RoomTask {
             match effect {
                 Effect::Send { to, payload } => {
                     if let Some(m) = self.players.get_mut(&to) {
-                        m.offer(ToSession::Frame(protocol::event_frame(&payload)));
+                        m.offer(ToSession::Frame(protocol::event_frame(&payload)), &mut self.outbox);
                     }
                 }
                 Effect::Broadcast { payload, except } => self.broadcast(protocol::event_frame(&payload), except),
                 Effect::Kick { player, reason } => {
                     if let Some(m) = self.players.get_mut(&player) {
-                        m.offer(ToSession::Removed(ServerMsg::Kicked { reason: &reason }.encode()));
+                        m.offer(
+                            ToSession::Removed(ServerMsg::Kicked { reason: &reason }.encode()),
+                            &mut self.outbox,
+                        );
                         m.leaving = true;
                     }
                 }
@@ -94,9 +144,29 @@ impl RoomTask {
     pub(super) fn broadcast(&mut self, frame: Utf8Bytes, except: Option<PlayerId>) {
         for (id, m) in &mut self.players {
             if Some(*id) != except {
-                m.offer(ToSession::Frame(frame.clone()));
+                m.offer(ToSession::Frame(frame.clone()), &mut self.outbox);
             }
         }
+    }
+
+    /// Sends what the store made durable since; a join whose session
+    /// went away meanwhile becomes a leave.
+    pub(super) async fn release(&mut self, guest: &mut GuestInstance) -> Result<(), Stop> {
+        for held in self.outbox.release() {
+            match held {
+                Held::Frame { to, overflow, frame } => {
+                    send_frame(&to, &overflow, frame);
+                }
+                Held::Reply { reply, result, player } => {
+                    if reply.send(result).is_err()
+                        && let Some(m) = self.players.get_mut(&player)
+                    {
+                        m.leaving = true;
+                    }
+                }
+            }
+        }
+        self.settle(guest).await
     }
 
     pub(super) fn apply_tick_request(&mut self, guest: &mut GuestInstance) {

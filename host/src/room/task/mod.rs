@@ -3,18 +3,21 @@
 //! guest that fails is replaced by a fresh instance brought back to the
 //! last good state (checkpoint plus journal, minus the failing input).
 
+mod durability;
 mod lifecycle;
 mod members;
 mod migration;
+mod outbox;
+mod recovery;
 mod supervision;
 
 use members::Member;
+use outbox::{Held, Outbox};
 use supervision::checkpoint_of;
 
 use super::crash::{self, CrashReport};
 use super::failure::{MoveRefused, RoomFailure};
 use super::journal::{Checkpoint, Entry, Input, Journal};
-use super::persist::{self, SavedRoom};
 use super::registry::RoomKey;
 use super::{JoinError, Joined, PlayerId, RoomCmd, Rooms, ToSession};
 use crate::modules::GameModule;
@@ -29,6 +32,18 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
+
+pub use recovery::RecoveredSeat;
+pub(super) use recovery::Recovery;
+
+/// What a room recovered at start begins from.
+pub(super) fn recovery_of(
+    stored: crate::storage::StoredRoom,
+    seats: HashMap<PlayerId, String>,
+    done: oneshot::Sender<Vec<RecoveredSeat>>,
+) -> Recovery {
+    Recovery { stored, seats, done }
+}
 
 pub(super) struct RoomTask {
     rooms: Arc<Rooms>,
@@ -47,6 +62,19 @@ pub(super) struct RoomTask {
     /// The player whose message the guest is handling and the `ref` it
     /// carried: if the room dies of it, the `guest_fault` echoes the ref.
     asking: Option<(PlayerId, Box<RawValue>)>,
+    /// The game's storage.
+    space: Option<Arc<crate::storage::kv::GameSpace>>,
+    /// Inputs journaled since the room opened (the next one's index).
+    index: u64,
+    /// Checkpoints written to the database.
+    generation: u64,
+    /// Frames waiting for their input to reach the disk (`strict`).
+    outbox: Outbox,
+    /// The durable state to come back from, for a room recovered at start.
+    recovery: Option<recovery::Recovery>,
+    /// A frame that no input explains went out (a restart notice): take a
+    /// checkpoint after this step.
+    resync: bool,
 }
 
 /// A room that had to close because its guest could not be kept alive.
@@ -77,7 +105,19 @@ impl RoomTask {
         let label = format!("{}/{}#{id}", key.game, key.room);
         let every = rooms.config.supervision.checkpoint_every as usize;
         let journal_budget = rooms.journal_budget.clone();
+        let space = rooms.kv.as_ref().map(|kv| kv.game(&key.game));
+        let durable = rooms
+            .store
+            .as_ref()
+            .filter(|s| s.level() == crate::config::Durability::Strict)
+            .map(|s| s.watch());
         Self {
+            space,
+            index: 0,
+            generation: 0,
+            outbox: Outbox::new(durable),
+            recovery: None,
+            resync: false,
             rooms,
             key,
             id,
@@ -103,6 +143,12 @@ impl RoomTask {
         }
     }
 
+    /// The room comes back from the database instead of starting fresh.
+    pub(super) fn recovering(mut self, recovery: Recovery) -> Self {
+        self.recovery = Some(recovery);
+        self
+    }
+
     /// The room's clock for the next input: wall time, never going back.
     fn now(&mut self) -> u64 {
         self.last_now = self.last_now.max(crate::unix_ms());
@@ -120,7 +166,10 @@ impl RoomTask {
             }
         };
         tracing::info!(room = %self.label, version = %self.module.version, seed = self.seed, "room opened");
-        self.empty_deadline = Some(Instant::now() + self.rooms.config.rooms.linger());
+        // A recovered room may have players (parked, waiting to resume).
+        if self.players.is_empty() {
+            self.empty_deadline = Some(Instant::now() + self.rooms.config.rooms.linger());
+        }
 
         let stop = loop {
             let linger = async {
@@ -146,15 +195,18 @@ impl RoomTask {
                     () = linger => Err(Stop::Empty),
                 }
             };
+            let holding = self.outbox.holding();
             let wake = tokio::select! {
                 biased;
                 Some(cmd) = control.recv() => Wake::Cmd(cmd),
+                () = self.outbox.progress(), if holding => Wake::Durable,
                 woke = players_or_tick => match woke {
                     Ok(wake) => wake,
                     Err(stop) => break stop,
                 },
             };
             let step = match wake {
+                Wake::Durable => self.release(&mut guest).await,
                 Wake::Cmd(cmd) => self.handle(&mut guest, cmd).await,
                 Wake::Tick => match self.apply(&mut guest, Input::Tick).await {
                     Ok(_) => self.settle(&mut guest).await,
@@ -162,7 +214,7 @@ impl RoomTask {
                 },
             };
             let step = match step {
-                Ok(()) if self.journal.due() => self.checkpoint(&mut guest).await,
+                Ok(()) if self.journal.due() || std::mem::take(&mut self.resync) => self.checkpoint(&mut guest).await,
                 other => other,
             };
             if let Err(stop) = step {
@@ -172,8 +224,11 @@ impl RoomTask {
 
         self.rooms.retire(&self.key, self.id);
         let mut done = None;
+        // What is held goes out once durable, before the last words.
+        self.drain_outbox().await;
         let closing = match stop {
             Stop::Empty | Stop::InboxClosed => {
+                self.forget_durable();
                 tracing::info!(room = %self.label, "room closed: empty");
                 JoinError::Closed("the room closed".into())
             }
@@ -183,6 +238,7 @@ impl RoomTask {
             }
             Stop::Crashed(crash) => {
                 self.report(&crash);
+                self.forget_durable();
                 let err = ProtocolError::new(
                     ErrorCode::GuestFault,
                     format!(
@@ -197,7 +253,9 @@ impl RoomTask {
                         Some((p, reference)) if *p == player => protocol::error_frame(&err, None, Some(reference)),
                         _ => frame.clone(),
                     };
-                    let _ = m.outbound.try_send(ToSession::Removed(frame));
+                    if let Some(to) = m.outbound {
+                        let _ = to.try_send(ToSession::Removed(frame));
+                    }
                 }
                 JoinError::Closed("the room's game failed; try again".into())
             }
@@ -217,6 +275,7 @@ impl RoomTask {
                 name,
                 outbound,
                 overflow,
+                seat,
                 reply,
             } => {
                 let max = self.rooms.config.rooms.max_players;
@@ -224,16 +283,18 @@ impl RoomTask {
                     let _ = reply.send(Err(JoinError::Full(max)));
                     return Ok(());
                 }
-                let result = match self.apply(guest, Input::Join { player, name }).await? {
+                if !self.storage_accepting() {
+                    let _ = reply.send(Err(JoinError::StorageUnavailable));
+                    return Ok(());
+                }
+                let input = Input::Join {
+                    player,
+                    name: name.clone(),
+                };
+                let result = match self.apply(guest, input).await? {
                     Some(Ok(())) => {
-                        self.players.insert(
-                            player,
-                            Member {
-                                outbound,
-                                overflow,
-                                leaving: false,
-                            },
-                        );
+                        self.players.insert(player, Member::new(Some(outbound), overflow, name));
+                        self.save_seat(player, seat);
                         self.empty_deadline = None;
                         Ok(Joined {
                             version: self.module.version.to_string(),
@@ -248,7 +309,9 @@ impl RoomTask {
                     )),
                 };
                 self.settle(guest).await?;
-                if reply.send(result).is_err() {
+                if let Some(Held::Reply { reply, result, .. }) = self.outbox.pass(Held::Reply { reply, result, player })
+                    && reply.send(result).is_err()
+                {
                     // The session went away while joining.
                     self.remove(guest, player).await?;
                 }
@@ -262,34 +325,37 @@ impl RoomTask {
                     // Kicked or dropped while the message was queued.
                     return Ok(());
                 }
+                if !self.storage_accepting() {
+                    let frame = protocol::error_frame(
+                        &ProtocolError::new(
+                            ErrorCode::StorageUnavailable,
+                            "the host cannot save this room right now; the message was not applied",
+                        ),
+                        None,
+                        reference.as_deref(),
+                    );
+                    if let Some(m) = self.players.get_mut(&player) {
+                        m.notify(frame);
+                    }
+                    return Ok(());
+                }
                 // A copy: the frame's bytes share the connection's read
                 // buffer, which the journal must not keep alive.
                 let payload = Bytes::copy_from_slice(&payload);
-                self.asking = reference.map(|r| (player, r));
-                let answer = self.apply(guest, Input::Message { player, payload }).await?;
+                self.asking = reference.clone().map(|r| (player, r));
+                let input = Input::Message {
+                    player,
+                    payload,
+                    reference,
+                };
+                let answer = self.apply(guest, input).await?;
                 let reference = self.asking.take().map(|(_, r)| r);
                 self.deliver(guest);
-                let reply = match (&answer, &reference) {
-                    (Some(Ok(())), Some(r)) => Some(ServerMsg::Ack { reference: r }.encode()),
-                    (Some(Ok(())), None) => None,
-                    (Some(Err(rej)), r) => Some(protocol::error_frame(
-                        &ProtocolError::new(ErrorCode::Rejected, rej.message.clone()),
-                        Some(&rej.code),
-                        r.as_deref(),
-                    )),
-                    (None, r) => Some(protocol::error_frame(
-                        &ProtocolError::new(
-                            ErrorCode::GuestRestarted,
-                            "the game failed on this message; the room restarted without it",
-                        ),
-                        None,
-                        r.as_deref(),
-                    )),
-                };
+                let reply = message_reply(answer.as_ref(), reference.as_deref());
                 if let Some(frame) = reply
                     && let Some(m) = self.players.get_mut(&player)
                 {
-                    m.offer(ToSession::Frame(frame));
+                    m.offer(ToSession::Frame(frame), &mut self.outbox);
                 }
                 self.settle(guest).await?;
             }
@@ -305,10 +371,34 @@ impl RoomTask {
     }
 }
 
+/// What a player is told about a message the room handled: `ack` when it
+/// asked (`ref`), the game's rejection, or that the game failed on it.
+fn message_reply(answer: Option<&Result<(), Rejection>>, reference: Option<&RawValue>) -> Option<Utf8Bytes> {
+    match (answer, reference) {
+        (Some(Ok(())), Some(r)) => Some(ServerMsg::Ack { reference: r }.encode()),
+        (Some(Ok(())), None) => None,
+        (Some(Err(rej)), r) => Some(protocol::error_frame(
+            &ProtocolError::new(ErrorCode::Rejected, rej.message.clone()),
+            Some(&rej.code),
+            r,
+        )),
+        (None, r) => Some(protocol::error_frame(
+            &ProtocolError::new(
+                ErrorCode::GuestRestarted,
+                "the game failed on this message; the room restarted without it",
+            ),
+            None,
+            r,
+        )),
+    }
+}
+
 /// What woke the room.
 enum Wake {
     Cmd(RoomCmd),
     Tick,
+    /// More of the store is durable: held frames may go.
+    Durable,
 }
 
 /// After a room stops: refuse what is still queued so joiners retry a

@@ -8,9 +8,9 @@ use crate::modules::version_health::Source;
 /// Hands one input to the guest.
 pub(super) async fn call(guest: &mut GuestInstance, now: u64, input: &Input) -> CallResult<Result<(), Rejection>> {
     match input {
-        Input::Join { player, name } => guest.on_join(now, *player, name).await,
+        Input::Join { player, name } => guest.on_join(now, *player, name, None).await,
         Input::Leave { player } => guest.on_leave(now, *player).await.map(Ok),
-        Input::Message { player, payload } => guest.on_message(now, *player, payload).await,
+        Input::Message { player, payload, .. } => guest.on_message(now, *player, payload).await,
         Input::Tick => guest.on_tick(now).await.map(Ok),
     }
 }
@@ -47,11 +47,23 @@ impl RoomTask {
         self.module.health.took(started.elapsed(), self.source_of(&input));
         match result {
             Ok(answer) => {
-                self.journal.record(now, input);
+                let kv = guest.take_kv();
+                let entry = Entry {
+                    now,
+                    input,
+                    reads: kv.reads,
+                };
+                self.persist(&entry, kv.writes);
+                self.journal.record(entry);
                 Ok(Some(answer))
             }
             Err(fault) => {
-                self.restart(guest, fault, Some(Entry { now, input })).await?;
+                let failed = Entry {
+                    now,
+                    input,
+                    reads: Vec::new(),
+                };
+                self.restart(guest, fault, Some(failed)).await?;
                 Ok(None)
             }
         }
@@ -64,6 +76,7 @@ impl RoomTask {
         match checkpoint_of(guest, now).await {
             Ok(cp) => {
                 self.journal.reset(cp);
+                self.save_checkpoint(false);
                 Ok(())
             }
             Err(fault) => self.restart(guest, fault, None).await,
@@ -117,6 +130,9 @@ impl RoomTask {
         }
         .encode();
         self.broadcast(frame, None);
+        // The notice is no input: a checkpoint after it keeps a recovered
+        // room's numbering of frames (`seq`) in step with the players'.
+        self.resync = true;
         Ok(())
     }
 
@@ -146,11 +162,16 @@ impl RoomTask {
         fresh.seek_entropy(cp.entropy);
         // Each call starts with no effects; only the last call's are left.
         for entry in self.journal.entries() {
+            fresh.replaying(entry.reads.clone());
             if let Err(fault) = call(&mut fresh, entry.now, &entry.input).await {
                 return Err(RoomFailure::ReplayTrapped { at: entry.now, fault });
             }
         }
         fresh.take_effects().for_each(drop);
+        fresh.take_kv();
+        if fresh.take_divergence() {
+            tracing::error!(room = %self.label, "the replay read the game's storage differently from the first run: a nondeterministic game or a host bug");
+        }
         fresh.take_tick_request();
         Ok(fresh)
     }
