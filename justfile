@@ -162,6 +162,19 @@ fuzz runs="10000000":
 bench: guests
     cargo bench -p respawn --bench room
 
+# Durability levels side by side (BENCHMARKS.md, "Durability"): Respawn at
+# off, checkpoint, journal and strict, pinned like load-compare; then the
+# recovery of 1,000 rooms after kill -9. Writes target/durability.md.
+bench-durability *args: guests
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p respawn -p respawn-load
+    pin=(); if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then pin=(taskset -c 1); fi
+    "${pin[@]}" target/release/respawn-load compare --scenarios a,b \
+        --servers respawn@off,respawn@checkpoint,respawn@journal,respawn@strict \
+        --out target/durability.md --json target/durability.json {{args}}
+    target/release/respawn-load recovery --rooms 1000 --inputs 10 | tee -a target/durability.md
+
 # Servers pinned to core 0, the harness to core 1; writes target/load-compare.md
 # and .json and puts the tables into BENCHMARKS.md. Extra flags go to
 # `respawn-load compare` (see tests/load/README.md), e.g. `--scenarios a,b`.

@@ -115,6 +115,7 @@ mod wasm {
         }
     }
 
+    /// `init`, with the panic hook that sends a guest panic to the host's log.
     pub fn init<G: Game>(g: &mut G, room: &str, config: &[u8]) -> Result<(), String> {
         // A panic's message goes to the host's log, tagged with the room,
         // instead of a stderr nobody reads; the trap that follows is the
@@ -141,12 +142,15 @@ mod wasm {
             },
         )
     }
+    /// `on-leave`.
     pub fn on_leave<G: Game>(g: &mut G, player: PlayerId) {
         dispatch_leave(g, &mut Wit, player)
     }
+    /// `on-message`: the payload is parsed into the game's message type.
     pub fn on_message<G: Game>(g: &mut G, from: PlayerId, payload: &[u8]) -> Result<(), Reject> {
         dispatch_message(g, &mut Wit, from, payload)
     }
+    /// `on-tick` (the time is also the room clock `Ctx::now_ms` reads).
     pub fn on_tick<G: Game>(g: &mut G, _now_ms: u64) {
         dispatch_tick(g, &mut Wit)
     }
@@ -159,9 +163,11 @@ mod wasm {
             Err(why) => panic!("{why}"),
         }
     }
+    /// `restore` of a snapshot, possibly an older version's.
     pub fn restore<G: Game>(g: &mut G, state: &[u8]) -> Result<(), String> {
         decode_snapshot(g, state)
     }
+    /// A [`Reject`] as the world's rejection record.
     pub fn to_wit_rejection(r: Reject) -> exports::Rejection {
         exports::Rejection {
             code: r.code,

@@ -105,7 +105,9 @@ impl Durability {
 pub struct StorageConfig {
     /// What a crash may lose.
     pub durability: Durability,
-    /// The longest an input waits for its group commit.
+    /// How long the writer waits, after the first write of a commit, for
+    /// more to share it. 0: none; writes that arrive while a commit is
+    /// syncing share the next one anyway.
     pub group_commit_ms: u64,
     /// The most writes one commit takes.
     pub group_commit_max: usize,
@@ -119,7 +121,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             durability: Durability::Journal,
-            group_commit_ms: 5,
+            group_commit_ms: 1,
             group_commit_max: 1024,
             kv_max_value_bytes: 64 << 10,
             kv_quota_mib: 16,

@@ -193,6 +193,9 @@ pub trait Backend: Send + 'static {
     fn load(&mut self) -> Result<Loaded, StorageError>;
     /// Applies `ops` in one transaction, durable when it returns.
     fn commit(&mut self, ops: &[Op]) -> Result<(), StorageError>;
+    /// Housekeeping the writer runs when no write waits (SQLite: copying
+    /// the WAL into the database).
+    fn maintain(&mut self) {}
 }
 
 /// Writes queued at most; past half of it, rooms refuse new inputs with

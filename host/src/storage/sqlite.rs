@@ -45,7 +45,12 @@ pub const SCHEMA: i64 = MIGRATIONS.len() as i64;
 pub struct Sqlite {
     conn: Connection,
     path: PathBuf,
+    /// Commits since the WAL was last copied into the database.
+    since_checkpoint: u64,
 }
+
+/// Commits after which an idle writer copies the WAL into the database.
+const CHECKPOINT_AFTER: u64 = 64;
 
 impl Sqlite {
     /// Opens or creates the database at `path` and brings its schema up to
@@ -84,15 +89,22 @@ impl Sqlite {
                 why: "it cannot be written (a read-only file or file system)".into(),
             });
         }
+        // One process owns the database: no file locks taken and dropped
+        // on every commit, and the WAL index lives in memory.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(io)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(io)?;
         // FULL syncs every commit: what `journal` and `strict` promise
         // survives a power cut, not only a crash of the process.
         let sync = if level.journals() { "FULL" } else { "NORMAL" };
         conn.pragma_update(None, "synchronous", sync).map_err(io)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(io)?;
+        // The WAL is copied into the database when the writer is idle
+        // (`maintain`), not inside a commit that players wait on.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(io)?;
         let mut db = Self {
             conn,
             path: path.to_owned(),
+            since_checkpoint: 0,
         };
         db.migrate(version)?;
         Ok(db)
@@ -367,7 +379,19 @@ impl Backend for Sqlite {
             .and_then(|mut s| s.execute(params![next as i64]))
             .map_err(e)?;
         }
-        tx.commit().map_err(e)
+        tx.commit().map_err(e)?;
+        self.since_checkpoint += 1;
+        Ok(())
+    }
+
+    fn maintain(&mut self) {
+        if self.since_checkpoint < CHECKPOINT_AFTER {
+            return;
+        }
+        match self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            Ok(()) => self.since_checkpoint = 0,
+            Err(e) => tracing::debug!(db = %self.path.display(), "WAL checkpoint: {e}"),
+        }
     }
 }
 

@@ -61,7 +61,14 @@ impl Writer {
             self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
             batch.clear();
             self.durable.send_replace(last);
+            if self.rx_is_empty() {
+                self.backend.maintain();
+            }
         }
+    }
+
+    fn rx_is_empty(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) == 0
     }
 
     fn commit(&mut self, batch: &[Op]) {

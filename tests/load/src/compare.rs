@@ -309,21 +309,32 @@ dir = {state:?}
     )
 }
 
-async fn start_respawn(args: &CompareArgs) -> anyhow::Result<Server> {
+/// `respawn@strict` → `Some("strict")`: Respawn at that durability level.
+fn durability_of(server: &str) -> Option<&str> {
+    server.strip_prefix("respawn@")
+}
+
+/// Whether `server` is Respawn (at any durability level).
+fn is_respawn(server: &str) -> bool {
+    server == "respawn" || durability_of(server).is_some()
+}
+
+async fn start_respawn(args: &CompareArgs, durability: Option<&str>) -> anyhow::Result<Server> {
     let tmp = tmp_dir("respawn")?;
     let modules = tmp.join("modules");
     copy_dir(&args.modules, &modules)?;
     let trust = std::path::absolute(&args.trust)?;
     let config = tmp.join("respawn.toml");
-    std::fs::write(
-        &config,
-        respawn_config(
-            &modules,
-            &trust,
-            &tmp.join("state"),
-            (args.read_buffer, args.write_buffer),
-        ),
-    )?;
+    let mut text = respawn_config(
+        &modules,
+        &trust,
+        &tmp.join("state"),
+        (args.read_buffer, args.write_buffer),
+    );
+    if let Some(level) = durability {
+        text += &format!("\n[storage]\ndurability = {level:?}\n");
+    }
+    std::fs::write(&config, text)?;
     let argv = vec!["serve".to_owned(), "--config".to_owned(), config.display().to_string()];
     start_announcing(args, &args.respawn_bin, &argv, tmp, &["ws", "tcp", "admin"]).await
 }
@@ -444,13 +455,13 @@ async fn scenario(
     out: &mut Output,
 ) -> anyhow::Result<Option<Report>> {
     let server = match server_name {
-        "respawn" => start_respawn(args).await?,
+        name if is_respawn(name) => start_respawn(args, durability_of(name)).await?,
         "native" => start_native(args).await?,
         "colyseus" => start_colyseus(args).await?,
         other => bail!("unknown server {other}"),
     };
     let (target, transport) = match server_name {
-        "respawn" => (Target::Respawn, args.transport),
+        name if is_respawn(name) => (Target::Respawn, args.transport),
         "native" => (Target::Native, args.transport),
         _ => (Target::Colyseus, Transport::Ws),
     };
@@ -574,7 +585,7 @@ pub async fn compare(args: &CompareArgs) -> anyhow::Result<bool> {
             }
         }
         for key in &keys {
-            if *key == "e" && server_name != "respawn" {
+            if *key == "e" && !is_respawn(server_name) {
                 continue;
             }
             eprintln!("== scenario {key} on {server_name}");
@@ -745,8 +756,11 @@ fn rounds_table(out: &Output, order: &[String]) -> String {
     );
     let cpu = |r: &Report| r.server.as_ref().map_or(f64::NAN, |u| u.cpu_us_per_delivered);
     let p99 = |r: &Report| r.latency.p99_ms;
-    let base = out.rounds.get("respawn").map(|v| median(v.iter().map(cpu).collect()));
-    let base_p99 = out.rounds.get("respawn").map(|v| median(v.iter().map(p99).collect()));
+    // Ratios are to the first server given (Respawn in a comparison with
+    // its peers, `respawn@off` in one of durability levels).
+    let base_name = names.first().map_or("respawn", |n| n.as_str());
+    let base = out.rounds.get(base_name).map(|v| median(v.iter().map(cpu).collect()));
+    let base_p99 = out.rounds.get(base_name).map(|v| median(v.iter().map(p99).collect()));
     let row = |label: &str, f: &dyn Fn(&[Report]) -> String| {
         let cells: Vec<String> = names.iter().map(|n| f(&out.rounds[*n])).collect();
         format!("| {label} | {} |\n", cells.join(" | "))
@@ -767,7 +781,7 @@ fn rounds_table(out: &Output, order: &[String]) -> String {
     s += &row("**CPU µs / frame, median**", &|v| {
         let m = median(v.iter().map(cpu).collect());
         match base {
-            Some(b) if b > 0.0 => format!("**{m:.2}** ({:.2}× Respawn; Respawn {:.2}× this)", m / b, b / m),
+            Some(b) if b > 0.0 => format!("**{m:.2}** ({:.2}× {base_name}; {base_name} {:.2}× this)", m / b, b / m),
             _ => format!("**{m:.2}**"),
         }
     });
@@ -911,7 +925,8 @@ fn markdown(args: &CompareArgs, out: &Output, keys: &[&str]) -> String {
             }
             let _ = writeln!(s);
         }
-        let respawn = results.get("respawn").and_then(|r| r.as_ref().ok());
+        let base_name = args.servers.first().map_or("respawn", String::as_str);
+        let respawn = results.get(base_name).and_then(|r| r.as_ref().ok());
         for (name, f, ratio) in ms {
             let _ = write!(s, "| {name} |");
             for c in &cols {
@@ -920,7 +935,7 @@ fn markdown(args: &CompareArgs, out: &Output, keys: &[&str]) -> String {
                         let v = f(r);
                         let mut cell = fmt_num(v);
                         if *ratio
-                            && c.as_str() != "respawn"
+                            && c.as_str() != base_name
                             && let Some(base) = respawn.map(f).filter(|b| *b > 0.0)
                         {
                             let _ = write!(cell, " ({:.2}×)", v / base);

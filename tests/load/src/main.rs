@@ -7,6 +7,7 @@ mod colyseus;
 mod compare;
 mod procfs;
 mod proto;
+mod recovery;
 mod run;
 mod stats;
 mod wire;
@@ -33,6 +34,8 @@ enum Command {
     Step(run::StepArgs),
     /// Start each server in turn and run the comparison scenarios.
     Compare(compare::CompareArgs),
+    /// Fill rooms, kill -9 the host, and time their recovery at restart.
+    Recovery(recovery::RecoveryArgs),
 }
 
 fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -72,6 +75,7 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(report.best.is_some())
             }
             Command::Compare(args) => compare::compare(&args).await,
+            Command::Recovery(args) => recovery::recovery(&args).await,
         }
     })?;
     // Client tasks may linger on closing sockets: do not wait for them.
