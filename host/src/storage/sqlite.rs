@@ -20,11 +20,14 @@ const MIGRATIONS: &[&str] = &[
          at_index INTEGER NOT NULL, now INTEGER NOT NULL, state BLOB NOT NULL,
          entropy TEXT NOT NULL, version TEXT NOT NULL, digest TEXT NOT NULL,
          members TEXT NOT NULL,
+         log_from INTEGER NOT NULL,
          PRIMARY KEY (game, room, generation)
      );
+     -- Every room's inputs in one append-only log: a commit writes the
+     -- last page or two, however many rooms its inputs come from.
      CREATE TABLE journal (
-         game TEXT NOT NULL, room TEXT NOT NULL, idx INTEGER NOT NULL, entry BLOB NOT NULL,
-         PRIMARY KEY (game, room, idx)
+         seq INTEGER PRIMARY KEY,
+         game TEXT NOT NULL, room TEXT NOT NULL, idx INTEGER NOT NULL, entry BLOB NOT NULL
      );
      CREATE TABLE seats (
          game TEXT NOT NULL, room TEXT NOT NULL, player INTEGER NOT NULL,
@@ -49,7 +52,8 @@ pub struct Sqlite {
     since_checkpoint: u64,
 }
 
-/// Commits after which an idle writer copies the WAL into the database.
+/// Commits after which an idle writer drops the log entries no
+/// checkpoint needs and copies the WAL into the database.
 const CHECKPOINT_AFTER: u64 = 64;
 
 impl Sqlite {
@@ -121,6 +125,17 @@ impl Sqlite {
             tracing::info!(db = %path.display(), version = i + 1, "database schema migrated");
         }
         Ok(())
+    }
+
+    /// Drops the log's prefix that every room's checkpoint has passed (a
+    /// range of the rowid, cheap); returns how many entries went.
+    fn prune(&mut self) -> rusqlite::Result<usize> {
+        self.conn.execute(
+            "DELETE FROM journal WHERE seq < (SELECT coalesce(
+                 (SELECT min(log_from) FROM checkpoints),
+                 (SELECT coalesce(max(seq), 0) + 1 FROM journal)))",
+            [],
+        )
     }
 
     fn err(&self, e: rusqlite::Error) -> StorageError {
@@ -220,7 +235,12 @@ impl Backend for Sqlite {
         }
         {
             let mut q = c
-                .prepare("SELECT game, room, idx, entry FROM journal ORDER BY game, room, idx")
+                // Each room's entries written after its checkpoint.
+                .prepare(
+                    "SELECT j.game, j.room, j.idx, j.entry FROM journal j
+                     JOIN checkpoints c ON c.game = j.game AND c.room = j.room
+                     WHERE j.seq >= c.log_from ORDER BY j.seq",
+                )
                 .map_err(|e| self.err(e))?;
             let rows = q
                 .query_map([], |r| {
@@ -296,10 +316,13 @@ impl Backend for Sqlite {
                 Op::Checkpoint { key, checkpoint: cp } => {
                     let entropy = serde_json::to_string(&cp.entropy).unwrap_or_default();
                     let members = serde_json::to_string(&cp.members).unwrap_or_else(|_| "[]".into());
+                    // Entries the room journals from here on come after the
+                    // log's current end.
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO checkpoints
-                         (game, room, generation, at_index, now, state, entropy, version, digest, members)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                         (game, room, generation, at_index, now, state, entropy, version, digest, members, log_from)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                                 (SELECT coalesce(max(seq), 0) + 1 FROM journal))",
                     )
                     .and_then(|mut s| {
                         s.execute(params![
@@ -316,12 +339,10 @@ impl Backend for Sqlite {
                         ])
                     })
                     .map_err(e)?;
-                    // The journal before it is no longer needed.
+                    // The older checkpoint goes; the entries before this one
+                    // leave the log once no checkpoint needs them (`maintain`).
                     tx.prepare_cached("DELETE FROM checkpoints WHERE game = ?1 AND room = ?2 AND generation < ?3")
                         .and_then(|mut s| s.execute(params![key.game, key.room, cp.generation as i64]))
-                        .map_err(e)?;
-                    tx.prepare_cached("DELETE FROM journal WHERE game = ?1 AND room = ?2 AND idx < ?3")
-                        .and_then(|mut s| s.execute(params![key.game, key.room, cp.at_index as i64]))
                         .map_err(e)?;
                 }
                 Op::Append {
@@ -331,11 +352,9 @@ impl Backend for Sqlite {
                     joined,
                     kv,
                 } => {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO journal (game, room, idx, entry) VALUES (?1, ?2, ?3, ?4)",
-                    )
-                    .and_then(|mut s| s.execute(params![key.game, key.room, *index as i64, entry]))
-                    .map_err(e)?;
+                    tx.prepare_cached("INSERT INTO journal (game, room, idx, entry) VALUES (?1, ?2, ?3, ?4)")
+                        .and_then(|mut s| s.execute(params![key.game, key.room, *index as i64, entry]))
+                        .map_err(e)?;
                     if let Some(p) = joined {
                         next_player = next_player.max(Some(p + 1));
                     }
@@ -363,7 +382,8 @@ impl Backend for Sqlite {
                         .map_err(e)?;
                 }
                 Op::Close { key } => {
-                    for table in ["rooms", "checkpoints", "journal", "seats"] {
+                    // Its log entries go with the next prune.
+                    for table in ["rooms", "checkpoints", "seats"] {
                         tx.prepare_cached(&format!("DELETE FROM {table} WHERE game = ?1 AND room = ?2"))
                             .and_then(|mut s| s.execute(params![key.game, key.room]))
                             .map_err(e)?;
@@ -387,6 +407,9 @@ impl Backend for Sqlite {
     fn maintain(&mut self) {
         if self.since_checkpoint < CHECKPOINT_AFTER {
             return;
+        }
+        if let Err(e) = self.prune() {
+            tracing::debug!(db = %self.path.display(), "pruning the journal: {e}");
         }
         match self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
             Ok(()) => self.since_checkpoint = 0,
@@ -492,6 +515,15 @@ mod tests {
         assert_eq!(room.checkpoints[0].members[0].seq, 9);
         let idx: Vec<u64> = room.journal.iter().map(|(i, _)| *i).collect();
         assert_eq!(idx, [3], "the journal since the checkpoint");
+        // The log keeps what no checkpoint needs until it is pruned.
+        let rows = |db: &Sqlite| -> i64 {
+            db.conn
+                .query_row("SELECT count(*) FROM journal", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(rows(&db), 4);
+        assert_eq!(db.prune().unwrap(), 3);
+        assert_eq!(rows(&db), 1);
         assert_eq!(loaded.seats.len(), 1);
         let keys: Vec<&str> = loaded.kv.iter().map(|(_, k, _)| k.as_str()).collect();
         assert_eq!(keys, ["k1", "k2", "k3"]);
@@ -499,6 +531,9 @@ mod tests {
         db.commit(&[Op::Close { key: key() }]).unwrap();
         let loaded = db.load().unwrap();
         assert!(loaded.rooms.is_empty() && loaded.seats.is_empty());
+        // No room needs any of the log now.
+        assert_eq!(db.prune().unwrap(), 1);
+        assert_eq!(rows(&db), 0);
         assert_eq!(loaded.kv.len(), 3, "game storage outlives rooms");
     }
 

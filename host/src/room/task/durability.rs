@@ -79,6 +79,9 @@ impl RoomTask {
             Some(space) => space.apply_then(&writes, || store.submit(op)),
             None => store.submit(op),
         };
+        if self.quiet_at.is_none() && store.level().journals() {
+            self.quiet_at = Some(Instant::now() + super::QUIET_CHECKPOINT);
+        }
         match submitted {
             Ok(ticket) => self.outbox.gate(ticket),
             Err(_) => tracing::warn!(room = %self.label, "storage queue full: an input is not saved"),
@@ -100,6 +103,7 @@ impl RoomTask {
             });
         }
         self.generation += 1;
+        self.quiet_at = None;
         let cp = self.journal.checkpoint();
         let mut members: Vec<StoredMember> = self
             .players

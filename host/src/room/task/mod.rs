@@ -75,7 +75,15 @@ pub(super) struct RoomTask {
     /// A frame that no input explains went out (a restart notice): take a
     /// checkpoint after this step.
     resync: bool,
+    /// When a quiet room checkpoints what it journaled (see
+    /// [`QUIET_CHECKPOINT`]).
+    quiet_at: Option<Instant>,
 }
+
+/// A room that journaled inputs and then went quiet checkpoints after this
+/// long, so the database's log need not keep its few entries (and every
+/// later room's) around.
+const QUIET_CHECKPOINT: Duration = Duration::from_secs(10);
 
 /// A room that had to close because its guest could not be kept alive.
 struct Crash {
@@ -118,6 +126,7 @@ impl RoomTask {
             outbox: Outbox::new(durable),
             recovery: None,
             resync: false,
+            quiet_at: None,
             rooms,
             key,
             id,
@@ -195,11 +204,18 @@ impl RoomTask {
                     () = linger => Err(Stop::Empty),
                 }
             };
+            let quiet = async {
+                match self.quiet_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let holding = self.outbox.holding();
             let wake = tokio::select! {
                 biased;
                 Some(cmd) = control.recv() => Wake::Cmd(cmd),
                 () = self.outbox.progress(), if holding => Wake::Durable,
+                () = quiet => Wake::Quiet,
                 woke = players_or_tick => match woke {
                     Ok(wake) => wake,
                     Err(stop) => break stop,
@@ -207,6 +223,11 @@ impl RoomTask {
             };
             let step = match wake {
                 Wake::Durable => self.release(&mut guest).await,
+                Wake::Quiet => {
+                    self.quiet_at = None;
+                    self.resync = !self.journal.entries().is_empty();
+                    Ok(())
+                }
                 Wake::Cmd(cmd) => self.handle(&mut guest, cmd).await,
                 Wake::Tick => match self.apply(&mut guest, Input::Tick).await {
                     Ok(_) => self.settle(&mut guest).await,
@@ -399,6 +420,8 @@ enum Wake {
     Tick,
     /// More of the store is durable: held frames may go.
     Durable,
+    /// The room journaled inputs and went quiet: time to checkpoint.
+    Quiet,
 }
 
 /// After a room stops: refuse what is still queued so joiners retry a
