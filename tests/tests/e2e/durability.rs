@@ -317,9 +317,34 @@ async fn a_damaged_or_newer_database_stops_the_start_naming_the_file() {
         games: &["faulty"],
         ..Default::default()
     });
+    // Some rooms, so the database has pages to tear.
+    for i in 0..20 {
+        let mut c = host.client(Transport::Tcp).await;
+        c.join("faulty", &format!("t{i}"), "t").await;
+        c.message(json!({"do": "kv_big", "key": format!("k{i}"), "bytes": 4000}))
+            .await;
+        c.event().await;
+    }
     let db = host.state_dir().join("respawn.db");
     let mut host = host;
     host.kill();
+    // Torn (cut short, as by a disk that lost its last writes): refused,
+    // untouched.
+    // (The WAL copied into the file first, so the cut takes real pages.)
+    rusqlite::Connection::open(&db)
+        .and_then(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())))
+        .expect("checkpoint");
+    let whole = std::fs::read(&db).expect("database");
+    assert!(whole.len() >= 64 << 10, "{} bytes", whole.len());
+    std::fs::write(&db, &whole[..whole.len() / 2]).expect("tear");
+    let (err, log) = host.try_restart().err().expect("a torn database must stop the start");
+    assert!(log.contains("is damaged") && log.contains("respawn.db"), "{err}\n{log}");
+    assert_eq!(
+        std::fs::read(&db).expect("still there").len(),
+        whole.len() / 2,
+        "left as it was"
+    );
+    std::fs::write(&db, &whole).expect("mend");
     // From a newer host: refused, untouched.
     {
         let conn = rusqlite::Connection::open(&db).expect("open");

@@ -74,14 +74,14 @@ impl RoomTask {
                 writes: writes.clone(),
             })
         };
+        if self.quiet_at.is_none() && store.level().checkpoints() {
+            self.quiet_at = Some(Instant::now() + super::QUIET_CHECKPOINT);
+        }
         let Some(op) = op else { return };
         let submitted = match &self.space {
             Some(space) => space.apply_then(&writes, || store.submit(op)),
             None => store.submit(op),
         };
-        if self.quiet_at.is_none() && store.level().journals() {
-            self.quiet_at = Some(Instant::now() + super::QUIET_CHECKPOINT);
-        }
         match submitted {
             Ok(ticket) => self.outbox.gate(ticket),
             Err(_) => tracing::warn!(room = %self.label, "storage queue full: an input is not saved"),

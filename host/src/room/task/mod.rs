@@ -80,8 +80,9 @@ pub(super) struct RoomTask {
     quiet_at: Option<Instant>,
 }
 
-/// A room that journaled inputs and then went quiet checkpoints after this
-/// long, so the database's log need not keep its few entries (and every
+/// A room that took inputs and then went quiet checkpoints after this
+/// long: under `checkpoint` its last inputs are on disk soon, and under
+/// `journal` the database's log need not keep its few entries (and every
 /// later room's) around.
 const QUIET_CHECKPOINT: Duration = Duration::from_secs(10);
 
