@@ -214,6 +214,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     while shared.admission.open() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let _ = store.submit(crate::storage::Op::PlayerIds {
+        next: sessions.next_player(),
+    });
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     if !store.flush(left.max(Duration::from_millis(100))).await {
         tracing::error!(db = %store.path().display(), "storage did not take every write before the host stopped");

@@ -46,6 +46,9 @@ const MIGRATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5)
 /// time, rarely more.
 const CONTROL_QUEUE: usize = 4;
 
+/// How long a join waits for its room's answer.
+const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How often a join retries a room that closed under it.
 const JOIN_ATTEMPTS: usize = 3;
 
@@ -163,7 +166,13 @@ impl Rooms {
             if handle.tx.send(cmd).await.is_err() {
                 continue;
             }
-            match answer.await {
+            // A reply held for a commit that does not come (a failing disk
+            // under `strict`) gives up; the room then sees the player leave.
+            let answer = match tokio::time::timeout(JOIN_WAIT, answer).await {
+                Ok(answer) => answer,
+                Err(_) => return Err(JoinError::StorageUnavailable),
+            };
+            match answer {
                 Ok(Ok(joined)) => return Ok((handle, joined, Frames { queue, overflow })),
                 // The room was closing when the join arrived: a fresh one
                 // is created on the next attempt, unless the host is

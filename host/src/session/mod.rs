@@ -93,6 +93,11 @@ impl Sessions {
         }))
     }
 
+    /// Above every player id handed out so far.
+    pub fn next_player(&self) -> u64 {
+        self.next_player.load(Ordering::Relaxed)
+    }
+
     /// Parks the seats of rooms recovered at start until their players
     /// resume (or the grace period ends and they leave).
     pub fn park_recovered(

@@ -180,6 +180,12 @@ pub enum Op {
         /// The player.
         player: u64,
     },
+    /// Player ids below `next` were handed out (written at a graceful
+    /// stop; joins and seats record theirs as they go).
+    PlayerIds {
+        /// Above every id handed out.
+        next: u64,
+    },
     /// A room closed empty: it has nothing to come back to.
     Close {
         /// Which.
@@ -193,9 +199,11 @@ pub trait Backend: Send + 'static {
     fn load(&mut self) -> Result<Loaded, StorageError>;
     /// Applies `ops` in one transaction, durable when it returns.
     fn commit(&mut self, ops: &[Op]) -> Result<(), StorageError>;
-    /// Housekeeping the writer runs when no write waits (SQLite: copying
-    /// the WAL into the database).
-    fn maintain(&mut self) {}
+    /// Housekeeping the writer runs between commits (SQLite: copying the
+    /// WAL into the database), `idle` when no write waits.
+    fn maintain(&mut self, idle: bool) {
+        let _ = idle;
+    }
 }
 
 /// Writes queued at most; past half of it, rooms refuse new inputs with

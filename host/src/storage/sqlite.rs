@@ -26,7 +26,9 @@ const MIGRATIONS: &[&str] = &[
      -- Every room's inputs in one append-only log: a commit writes the
      -- last page or two, however many rooms its inputs come from.
      CREATE TABLE journal (
-         seq INTEGER PRIMARY KEY,
+         -- AUTOINCREMENT: numbers are never reused, even after a prune
+         -- empties the table (checkpoints point into this numbering).
+         seq INTEGER PRIMARY KEY AUTOINCREMENT,
          game TEXT NOT NULL, room TEXT NOT NULL, idx INTEGER NOT NULL, entry BLOB NOT NULL
      );
      CREATE TABLE seats (
@@ -309,6 +311,14 @@ impl Backend for Sqlite {
         for op in ops {
             match op {
                 Op::Room { key, seed } => {
+                    // A room starting afresh under a name the database
+                    // still holds (its game was not loaded at the last
+                    // start) replaces what is there.
+                    for table in ["checkpoints", "seats"] {
+                        tx.prepare_cached(&format!("DELETE FROM {table} WHERE game = ?1 AND room = ?2"))
+                            .and_then(|mut s| s.execute(params![key.game, key.room]))
+                            .map_err(e)?;
+                    }
                     tx.prepare_cached("INSERT OR REPLACE INTO rooms (game, room, seed) VALUES (?1, ?2, ?3)")
                         .and_then(|mut s| s.execute(params![key.game, key.room, *seed as i64]))
                         .map_err(e)?;
@@ -341,7 +351,7 @@ impl Backend for Sqlite {
                     .map_err(e)?;
                     // The older checkpoint goes; the entries before this one
                     // leave the log once no checkpoint needs them (`maintain`).
-                    tx.prepare_cached("DELETE FROM checkpoints WHERE game = ?1 AND room = ?2 AND generation < ?3")
+                    tx.prepare_cached("DELETE FROM checkpoints WHERE game = ?1 AND room = ?2 AND generation != ?3")
                         .and_then(|mut s| s.execute(params![key.game, key.room, cp.generation as i64]))
                         .map_err(e)?;
                 }
@@ -376,6 +386,7 @@ impl Backend for Sqlite {
                     })
                     .map_err(e)?;
                 }
+                Op::PlayerIds { next } => next_player = next_player.max(Some(*next)),
                 Op::SeatGone { key, player } => {
                     tx.prepare_cached("DELETE FROM seats WHERE game = ?1 AND room = ?2 AND player = ?3")
                         .and_then(|mut s| s.execute(params![key.game, key.room, *player as i64]))
@@ -404,8 +415,11 @@ impl Backend for Sqlite {
         Ok(())
     }
 
-    fn maintain(&mut self) {
-        if self.since_checkpoint < CHECKPOINT_AFTER {
+    fn maintain(&mut self, idle: bool) {
+        // Under steady load the writer is never idle: then now and then
+        // anyway, or the WAL and the log would grow until traffic stops.
+        let due = if idle { CHECKPOINT_AFTER } else { CHECKPOINT_AFTER * 16 };
+        if self.since_checkpoint < due {
             return;
         }
         if let Err(e) = self.prune() {
@@ -534,6 +548,37 @@ mod tests {
         // No room needs any of the log now.
         assert_eq!(db.prune().unwrap(), 1);
         assert_eq!(rows(&db), 0);
+        // Numbers go on after the log was emptied, so a checkpoint taken
+        // now still finds the entries that follow it.
+        db.commit(&[
+            Op::Room { key: key(), seed: 8 },
+            Op::Checkpoint {
+                key: key(),
+                checkpoint: cp(1, 0),
+            },
+            append(0),
+        ])
+        .unwrap();
+        let loaded = db.load().unwrap();
+        assert_eq!(loaded.rooms[0].journal.len(), 1, "the entry after the checkpoint");
+        // A room that starts afresh under the same name replaces the old
+        // one's checkpoints, whatever their generation.
+        db.commit(&[Op::Checkpoint {
+            key: key(),
+            checkpoint: cp(57, 1),
+        }])
+        .unwrap();
+        db.commit(&[
+            Op::Room { key: key(), seed: 9 },
+            Op::Checkpoint {
+                key: key(),
+                checkpoint: cp(1, 0),
+            },
+        ])
+        .unwrap();
+        let loaded = db.load().unwrap();
+        let gens: Vec<u64> = loaded.rooms[0].checkpoints.iter().map(|c| c.generation).collect();
+        assert_eq!((loaded.rooms[0].seed, gens), (9, vec![1]));
         assert_eq!(loaded.kv.len(), 3, "game storage outlives rooms");
     }
 

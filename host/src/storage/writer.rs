@@ -61,9 +61,8 @@ impl Writer {
             self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
             batch.clear();
             self.durable.send_replace(last);
-            if self.rx_is_empty() {
-                self.backend.maintain();
-            }
+            let idle = self.rx_is_empty();
+            self.backend.maintain(idle);
         }
     }
 

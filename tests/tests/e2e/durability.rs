@@ -529,3 +529,69 @@ async fn the_rust_client_carries_on_across_a_host_crash_without_rejoining() {
     assert_eq!(c.player(), player, "the same player, in the same seat");
     drop(host);
 }
+
+#[tokio::test]
+async fn a_room_swapped_to_a_new_version_comes_back_on_it_after_a_crash() {
+    let mut host = Host::start_with(HostOptions {
+        games: &["faulty"],
+        config: "[storage]\ndurability = \"strict\"",
+        ..Default::default()
+    });
+    let mut c = host.client(Transport::Tcp).await;
+    c.join("faulty", "swap", "s").await;
+    c.message(json!({"do": "add", "n": 3})).await;
+    assert_eq!(c.event().await["count"], 3);
+    // 1.1.0 counts in tens.
+    host.drop_module(
+        "faulty-1.1.0.wasm",
+        &respawn_e2e::signed("faulty-v2", "faulty", "1.1.0"),
+    );
+    assert_eq!(c.expect("swapped").await["version"], "1.1.0");
+    c.message(json!({"do": "count"})).await;
+    assert_eq!(c.event().await["count"], 13);
+    host.kill();
+    let host = host.restart();
+    let mut back = host.client(Transport::Tcp).await;
+    back.join("faulty", "swap", "b").await;
+    assert_eq!(count_of(&mut back).await, 13, "the state 1.1.0 made");
+    back.message(json!({"do": "count"})).await;
+    assert_eq!(back.event().await["count"], 23, "still on 1.1.0");
+}
+
+#[tokio::test]
+async fn off_keeps_rooms_across_graceful_restarts_only() {
+    let mut host = Host::start_with(HostOptions {
+        games: &["faulty"],
+        config: "[storage]\ndurability = \"off\"",
+        ..Default::default()
+    });
+    let mut c = host.client(Transport::Tcp).await;
+    c.join("faulty", "kept", "k").await;
+    c.message(json!({"do": "add", "n": 5})).await;
+    assert_eq!(c.event().await["count"], 5);
+    for round in 0..2 {
+        let (ok, out) = host.terminate();
+        assert!(ok, "graceful stop {round}: {out:?}\n{}", host.log());
+        host = host.restart();
+        let mut back = host.client(Transport::Tcp).await;
+        back.join("faulty", "kept", "b").await;
+        assert_eq!(count_of(&mut back).await, 5, "after graceful restart {round}");
+    }
+    // A crash loses it, once the recovery's removal of the stopped
+    // state is on disk (until then a crash brings back the state of the
+    // last graceful stop once more).
+    host.wait_until("the recovered room is forgotten on disk", |h| {
+        h.runtime()["storage"]["durable"].as_u64() >= Some(1)
+    })
+    .await;
+    host.kill();
+    let host = host.restart();
+    let mut back = host.client(Transport::Tcp).await;
+    back.join("faulty", "kept", "b").await;
+    assert_eq!(
+        count_of(&mut back).await,
+        0,
+        "off: a crash loses the room\n{}",
+        host.log()
+    );
+}

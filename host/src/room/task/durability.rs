@@ -84,7 +84,11 @@ impl RoomTask {
         };
         match submitted {
             Ok(ticket) => self.outbox.gate(ticket),
-            Err(_) => tracing::warn!(room = %self.label, "storage queue full: an input is not saved"),
+            Err(_) => {
+                // A hole in the journal: the next step checkpoints over it.
+                tracing::warn!(room = %self.label, "storage queue full: an input is not saved");
+                self.resync = true;
+            }
         }
     }
 
@@ -96,7 +100,9 @@ impl RoomTask {
         if self.recovery.is_some() || !(always || store.level().checkpoints()) {
             return;
         }
-        if self.generation == 0 {
+        // A graceful stop writes the room's row again: under `off` the
+        // recovery that came before removed it.
+        if self.generation == 0 || always {
             let _ = store.submit(Op::Room {
                 key: self.room_ref(),
                 seed: self.seed,
@@ -171,7 +177,7 @@ impl RoomTask {
     /// of it should come back at the next start.
     pub(super) fn forget_durable(&mut self) {
         if let Some(store) = &self.rooms.store
-            && self.generation > 0
+            && (self.generation > 0 || self.recovery.is_some())
         {
             let _ = store.submit(Op::Close { key: self.room_ref() });
         }
@@ -188,7 +194,9 @@ impl RoomTask {
                 self.outbox.progress().await;
                 for held in self.outbox.release() {
                     match held {
-                        Held::Frame { to, overflow, frame } => {
+                        Held::Frame {
+                            to, overflow, frame, ..
+                        } => {
                             outbox::send_frame(&to, &overflow, frame);
                         }
                         Held::Reply { reply, result, .. } => {

@@ -47,7 +47,7 @@ impl Member {
     /// makes the player leave: it is too slow to keep up, and its session
     /// is told at once. Under `strict` durability the frame may wait in
     /// `outbox` for its input to reach the disk.
-    pub(super) fn offer(&mut self, frame: ToSession, outbox: &mut Outbox) {
+    pub(super) fn offer(&mut self, player: PlayerId, frame: ToSession, outbox: &mut Outbox) {
         if self.leaving {
             return;
         }
@@ -57,11 +57,14 @@ impl Member {
             return;
         };
         let held = Held::Frame {
+            player,
             to: to.clone(),
             overflow: self.overflow.clone(),
             frame,
         };
-        if let Some(Held::Frame { to, overflow, frame }) = outbox.pass(held)
+        if let Some(Held::Frame {
+            to, overflow, frame, ..
+        }) = outbox.pass(held)
             && !send_frame(&to, &overflow, frame)
         {
             self.leaving = true;
@@ -122,13 +125,14 @@ impl RoomTask {
             match effect {
                 Effect::Send { to, payload } => {
                     if let Some(m) = self.players.get_mut(&to) {
-                        m.offer(ToSession::Frame(protocol::event_frame(&payload)), &mut self.outbox);
+                        m.offer(to, ToSession::Frame(protocol::event_frame(&payload)), &mut self.outbox);
                     }
                 }
                 Effect::Broadcast { payload, except } => self.broadcast(protocol::event_frame(&payload), except),
                 Effect::Kick { player, reason } => {
                     if let Some(m) = self.players.get_mut(&player) {
                         m.offer(
+                            player,
                             ToSession::Removed(ServerMsg::Kicked { reason: &reason }.encode()),
                             &mut self.outbox,
                         );
@@ -144,7 +148,7 @@ impl RoomTask {
     pub(super) fn broadcast(&mut self, frame: Utf8Bytes, except: Option<PlayerId>) {
         for (id, m) in &mut self.players {
             if Some(*id) != except {
-                m.offer(ToSession::Frame(frame.clone()), &mut self.outbox);
+                m.offer(*id, ToSession::Frame(frame.clone()), &mut self.outbox);
             }
         }
     }
@@ -154,8 +158,17 @@ impl RoomTask {
     pub(super) async fn release(&mut self, guest: &mut GuestInstance) -> Result<(), Stop> {
         for held in self.outbox.release() {
             match held {
-                Held::Frame { to, overflow, frame } => {
-                    send_frame(&to, &overflow, frame);
+                Held::Frame {
+                    player,
+                    to,
+                    overflow,
+                    frame,
+                } => {
+                    if !send_frame(&to, &overflow, frame)
+                        && let Some(m) = self.players.get_mut(&player)
+                    {
+                        m.leaving = true;
+                    }
                 }
                 Held::Reply { reply, result, player } => {
                     if reply.send(result).is_err()

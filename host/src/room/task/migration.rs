@@ -75,6 +75,9 @@ impl RoomTask {
         }
         .encode();
         self.broadcast(frame, None);
+        // The database's checkpoint is the old version's, and the notice
+        // is no input: checkpoint after this step.
+        self.resync = true;
         self.settle(guest).await
     }
 

@@ -230,6 +230,9 @@ impl RoomTask {
                     Ok(())
                 }
                 Wake::Cmd(cmd) => self.handle(&mut guest, cmd).await,
+                // While storage fails the room does not move on its own
+                // (its inputs could not be saved).
+                Wake::Tick if !self.storage_accepting() => Ok(()),
                 Wake::Tick => match self.apply(&mut guest, Input::Tick).await {
                     Ok(_) => self.settle(&mut guest).await,
                     Err(stop) => Err(stop),
@@ -244,13 +247,17 @@ impl RoomTask {
             }
         };
 
+        // Forgotten by the database before the registry: a room created
+        // under this name from now on writes after this.
+        if !matches!(stop, Stop::Shutdown(_)) {
+            self.forget_durable();
+        }
         self.rooms.retire(&self.key, self.id);
         let mut done = None;
         // What is held goes out once durable, before the last words.
         self.drain_outbox().await;
         let closing = match stop {
             Stop::Empty | Stop::InboxClosed => {
-                self.forget_durable();
                 tracing::info!(room = %self.label, "room closed: empty");
                 JoinError::Closed("the room closed".into())
             }
@@ -260,7 +267,6 @@ impl RoomTask {
             }
             Stop::Crashed(crash) => {
                 self.report(&crash);
-                self.forget_durable();
                 let err = ProtocolError::new(
                     ErrorCode::GuestFault,
                     format!(
@@ -377,7 +383,7 @@ impl RoomTask {
                 if let Some(frame) = reply
                     && let Some(m) = self.players.get_mut(&player)
                 {
-                    m.offer(ToSession::Frame(frame), &mut self.outbox);
+                    m.offer(player, ToSession::Frame(frame), &mut self.outbox);
                 }
                 self.settle(guest).await?;
             }

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 /// Something the room holds back until an input is durable.
 pub(super) enum Held {
     Frame {
+        player: PlayerId,
         to: mpsc::Sender<ToSession>,
         overflow: CancellationToken,
         frame: ToSession,

@@ -47,8 +47,8 @@ impl RoomTask {
         let Some(cp) = rec.stored.checkpoints.pop() else {
             // The host died before the room's first checkpoint was on
             // disk: there is nothing to come back to.
-            self.recovery = None;
             self.forget_durable();
+            self.recovery = None;
             return Err(failed("no checkpoint".into()));
         };
         let journal = std::mem::take(&mut rec.stored.journal);
@@ -59,6 +59,13 @@ impl RoomTask {
         let module = self.module.clone();
         let mut guest = match self.prepare(&module, cp.now, &cp.state).await {
             Ok(guest) => guest,
+            // No instance now (the pool is full, a limit changed): the
+            // state is not at fault and stays for the next start.
+            Err(why @ RoomFailure::Instantiate(_)) => {
+                tracing::error!(room = %self.label, "cannot recover the room now, it stays in the database: {why}");
+                self.recovery = None;
+                return Err(failed(why.to_string()));
+            }
             Err(why) => return Err(self.set_aside(&why.to_string(), None)),
         };
         guest.seek_entropy(cp.entropy);
@@ -169,7 +176,7 @@ impl RoomTask {
             && let Some(frame) = message_reply(Some(&answer), reference.as_deref())
             && let Some(m) = self.players.get_mut(player)
         {
-            m.offer(ToSession::Frame(frame), &mut self.outbox);
+            m.offer(*player, ToSession::Frame(frame), &mut self.outbox);
         }
         // Kicked players left in the first run; their leave is journaled.
         self.players.retain(|_, m| !m.leaving);
