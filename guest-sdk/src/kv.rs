@@ -30,7 +30,7 @@ pub enum KvError {
     /// re-run when a room is rebuilt and so must not read what other rooms
     /// wrote since.
     NotNow,
-    /// The host's storage is turned off or failing.
+    /// The host offers no game storage (one run without a database).
     Unavailable,
     /// The stored bytes are not JSON of the type asked for.
     Decode(String),

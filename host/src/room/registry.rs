@@ -126,7 +126,36 @@ impl Rooms {
                 out.extend(seats);
             }
         }
+        self.catch_up().await;
         out
+    }
+
+    /// Rooms recovered on the version that wrote their checkpoint move to
+    /// their game's active version (promoted meanwhile, say at this
+    /// start), the way a hot swap moves them; if they cannot, they stay.
+    async fn catch_up(&self) {
+        let behind: Vec<(String, Arc<GameModule>)> = self
+            .running_counts()
+            .into_keys()
+            .filter_map(|(game, digest)| {
+                let active = self.games.active(&game)?;
+                (active.digest() != digest).then_some((game, active))
+            })
+            .collect();
+        for (game, active) in behind {
+            let Some(swap) = self.games.swap_lock(&game) else {
+                continue;
+            };
+            let _migrating = swap.write().await;
+            match self.migrate(&game, &active).await {
+                Ok(n) => {
+                    tracing::info!(%game, version = %active.version, rooms = n, "recovered rooms moved to the active version")
+                }
+                Err(why) => {
+                    tracing::warn!(%game, version = %active.version, "recovered rooms stay on the version that saved them: {}", why.join("; "))
+                }
+            }
+        }
     }
 
     /// Puts a player into a room, creating the room if needed. On success

@@ -143,6 +143,9 @@ pub enum Op {
         key: RoomRef,
         /// Its seed.
         seed: u64,
+        /// A new room (not one recovered or saved again): whatever the
+        /// database holds under its name is an older room's and goes.
+        fresh: bool,
     },
     /// A new checkpoint; the older one goes, with the journal before it.
     Checkpoint {

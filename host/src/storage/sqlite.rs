@@ -310,11 +310,14 @@ impl Backend for Sqlite {
         let mut next_player = None::<u64>;
         for op in ops {
             match op {
-                Op::Room { key, seed } => {
+                Op::Room { key, seed, fresh } => {
                     // A room starting afresh under a name the database
                     // still holds (its game was not loaded at the last
                     // start) replaces what is there.
                     for table in ["checkpoints", "seats"] {
+                        if !fresh {
+                            break;
+                        }
                         tx.prepare_cached(&format!("DELETE FROM {table} WHERE game = ?1 AND room = ?2"))
                             .and_then(|mut s| s.execute(params![key.game, key.room]))
                             .map_err(e)?;
@@ -491,7 +494,11 @@ mod tests {
         let path = dir.path().join("respawn.db");
         let mut db = Sqlite::open(&path, Durability::Strict).unwrap();
         db.commit(&[
-            Op::Room { key: key(), seed: 7 },
+            Op::Room {
+                key: key(),
+                seed: 7,
+                fresh: true,
+            },
             Op::Checkpoint {
                 key: key(),
                 checkpoint: cp(0, 0),
@@ -551,7 +558,11 @@ mod tests {
         // Numbers go on after the log was emptied, so a checkpoint taken
         // now still finds the entries that follow it.
         db.commit(&[
-            Op::Room { key: key(), seed: 8 },
+            Op::Room {
+                key: key(),
+                seed: 8,
+                fresh: true,
+            },
             Op::Checkpoint {
                 key: key(),
                 checkpoint: cp(1, 0),
@@ -569,7 +580,11 @@ mod tests {
         }])
         .unwrap();
         db.commit(&[
-            Op::Room { key: key(), seed: 9 },
+            Op::Room {
+                key: key(),
+                seed: 9,
+                fresh: true,
+            },
             Op::Checkpoint {
                 key: key(),
                 checkpoint: cp(1, 0),
@@ -579,7 +594,9 @@ mod tests {
         let loaded = db.load().unwrap();
         let gens: Vec<u64> = loaded.rooms[0].checkpoints.iter().map(|c| c.generation).collect();
         assert_eq!((loaded.rooms[0].seed, gens), (9, vec![1]));
-        assert_eq!(loaded.kv.len(), 3, "game storage outlives rooms");
+        let mut keys: Vec<&str> = loaded.kv.iter().map(|(_, k, _)| k.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["k0", "k1", "k2", "k3"], "game storage outlives rooms");
     }
 
     #[test]

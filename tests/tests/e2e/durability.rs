@@ -595,3 +595,35 @@ async fn off_keeps_rooms_across_graceful_restarts_only() {
         host.log()
     );
 }
+
+#[tokio::test]
+async fn rooms_recovered_on_their_version_move_to_one_promoted_while_the_host_was_down() {
+    let mut host = Host::start_with(HostOptions {
+        games: &["faulty"],
+        config: "[storage]\ndurability = \"strict\"",
+        ..Default::default()
+    });
+    let mut c = host.client(Transport::Tcp).await;
+    c.join("faulty", "behind", "b").await;
+    c.message(json!({"do": "add", "n": 3})).await;
+    assert_eq!(c.event().await["count"], 3);
+    host.kill();
+    // 1.1.0 (counts in tens) lands while the host is down.
+    std::fs::write(
+        host.modules_dir().join("faulty-1.1.0.wasm"),
+        respawn_e2e::signed("faulty-v2", "faulty", "1.1.0"),
+    )
+    .expect("module");
+    let host = host.restart();
+    assert!(
+        host.log().contains("recovered rooms moved to the active version"),
+        "{}",
+        host.log()
+    );
+    let mut back = host.client(Transport::Tcp).await;
+    let joined = back.join("faulty", "behind", "b2").await;
+    assert_eq!(joined["version"], "1.1.0");
+    assert_eq!(count_of(&mut back).await, 3, "the state came along");
+    back.message(json!({"do": "count"})).await;
+    assert_eq!(back.event().await["count"], 13);
+}

@@ -106,6 +106,7 @@ impl RoomTask {
             let _ = store.submit(Op::Room {
                 key: self.room_ref(),
                 seed: self.seed,
+                fresh: self.generation == 0,
             });
         }
         self.generation += 1;
