@@ -303,8 +303,13 @@ impl Store {
         // Counted before the writer can see it, so its count never dips
         // below zero.
         self.queued.fetch_add(1, Ordering::Relaxed);
-        if tx.try_send((ticket, op)).is_err() {
+        if let Err(e) = tx.try_send((ticket, op)) {
             self.queued.fetch_sub(1, Ordering::Relaxed);
+            if matches!(e, std::sync::mpsc::TrySendError::Disconnected(_)) {
+                // The writer is gone (it panicked): nothing reaches the
+                // disk any more, and inputs must be refused.
+                self.healthy.store(false, Ordering::Relaxed);
+            }
             return Err(Unavailable);
         }
         q.next = ticket;
