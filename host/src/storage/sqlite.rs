@@ -26,9 +26,11 @@ const MIGRATIONS: &[&str] = &[
      -- Every room's inputs in one append-only log: a commit writes the
      -- last page or two, however many rooms its inputs come from.
      CREATE TABLE journal (
-         -- AUTOINCREMENT: numbers are never reused, even after a prune
-         -- empties the table (checkpoints point into this numbering).
-         seq INTEGER PRIMARY KEY AUTOINCREMENT,
+         -- Numbers are never reused: a prune always keeps the newest row,
+         -- so the next is numbered above every earlier one (checkpoints
+         -- point into this numbering). No AUTOINCREMENT, which would
+         -- write one more page per commit.
+         seq INTEGER PRIMARY KEY,
          game TEXT NOT NULL, room TEXT NOT NULL, idx INTEGER NOT NULL, entry BLOB NOT NULL
      );
      CREATE TABLE seats (
@@ -130,12 +132,13 @@ impl Sqlite {
     }
 
     /// Drops the log's prefix that every room's checkpoint has passed (a
-    /// range of the rowid, cheap); returns how many entries went.
+    /// range of the rowid, cheap), always keeping the newest entry so
+    /// numbers go on from it; returns how many entries went.
     fn prune(&mut self) -> rusqlite::Result<usize> {
         self.conn.execute(
-            "DELETE FROM journal WHERE seq < (SELECT coalesce(
-                 (SELECT min(log_from) FROM checkpoints),
-                 (SELECT coalesce(max(seq), 0) + 1 FROM journal)))",
+            "DELETE FROM journal WHERE seq < min(
+                 coalesce((SELECT min(log_from) FROM checkpoints), 9223372036854775807),
+                 (SELECT coalesce(max(seq), 0) FROM journal))",
             [],
         )
     }
@@ -552,9 +555,10 @@ mod tests {
         db.commit(&[Op::Close { key: key() }]).unwrap();
         let loaded = db.load().unwrap();
         assert!(loaded.rooms.is_empty() && loaded.seats.is_empty());
-        // No room needs any of the log now.
-        assert_eq!(db.prune().unwrap(), 1);
-        assert_eq!(rows(&db), 0);
+        // No room needs any of the log now; the newest entry stays so the
+        // numbering goes on.
+        assert_eq!(db.prune().unwrap(), 0);
+        assert_eq!(rows(&db), 1);
         // Numbers go on after the log was emptied, so a checkpoint taken
         // now still finds the entries that follow it.
         db.commit(&[
