@@ -143,6 +143,17 @@ impl Sqlite {
         )
     }
 
+    /// Every row of `sql` (no parameters), mapped by `map`.
+    fn query<T>(
+        &self,
+        sql: &str,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StorageError> {
+        let mut q = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        let rows = q.query_map([], map).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<T>>>().map_err(|e| self.err(e))
+    }
+
     fn err(&self, e: rusqlite::Error) -> StorageError {
         classify(&self.path, e)
     }
@@ -164,136 +175,95 @@ fn classify(path: &Path, e: rusqlite::Error) -> StorageError {
 
 impl Backend for Sqlite {
     fn load(&mut self) -> Result<Loaded, StorageError> {
-        let mut loaded = Loaded::default();
-        let c = &self.conn;
         let mut rooms: HashMap<RoomRef, StoredRoom> = HashMap::new();
-        {
-            let mut q = c
-                .prepare("SELECT game, room, seed FROM rooms")
-                .map_err(|e| self.err(e))?;
-            let rows = q
-                .query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
-                })
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                let (game, room, seed) = row.map_err(|e| self.err(e))?;
-                let key = RoomRef { game, room };
-                rooms.insert(
-                    key.clone(),
-                    StoredRoom {
-                        key,
-                        seed: seed as u64,
-                        checkpoints: Vec::new(),
-                        journal: Vec::new(),
+        for (game, room, seed) in self.query("SELECT game, room, seed FROM rooms", |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+        })? {
+            let key = RoomRef { game, room };
+            rooms.insert(
+                key.clone(),
+                StoredRoom {
+                    key,
+                    seed: seed as u64,
+                    checkpoints: Vec::new(),
+                    journal: Vec::new(),
+                },
+            );
+        }
+        let checkpoints = self.query(
+            "SELECT game, room, generation, at_index, now, state, entropy, version, digest, members
+             FROM checkpoints ORDER BY game, room, generation",
+            |r| {
+                Ok((
+                    RoomRef {
+                        game: r.get(0)?,
+                        room: r.get(1)?,
                     },
-                );
+                    (r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?),
+                    r.get::<_, Vec<u8>>(5)?,
+                    (r.get::<_, String>(6)?, r.get::<_, String>(7)?),
+                    (r.get::<_, String>(8)?, r.get::<_, String>(9)?),
+                ))
+            },
+        )?;
+        for (key, (generation, at_index, now), state, (entropy, version), (digest, members)) in checkpoints {
+            let damaged = |what: &str, e: serde_json::Error| StorageError::Damaged {
+                path: self.path.clone(),
+                why: format!(
+                    "the {what} of a checkpoint of {}/{} does not parse: {e}",
+                    key.game, key.room
+                ),
+            };
+            let cp = StoredCheckpoint {
+                generation: generation as u64,
+                at_index: at_index as u64,
+                now: now as u64,
+                state,
+                entropy: serde_json::from_str(&entropy).map_err(|e| damaged("entropy", e))?,
+                version,
+                digest,
+                members: serde_json::from_str::<Vec<StoredMember>>(&members).map_err(|e| damaged("members", e))?,
+            };
+            if let Some(r) = rooms.get_mut(&key) {
+                r.checkpoints.push(cp);
             }
         }
-        {
-            let mut q = c
-                .prepare(
-                    "SELECT game, room, generation, at_index, now, state, entropy, version, digest, members
-                     FROM checkpoints ORDER BY game, room, generation",
-                )
-                .map_err(|e| self.err(e))?;
-            let rows = q
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, Vec<u8>>(5)?,
-                        r.get::<_, String>(6)?,
-                        r.get::<_, String>(7)?,
-                        r.get::<_, String>(8)?,
-                        r.get::<_, String>(9)?,
-                    ))
-                })
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                let (game, room, generation, at_index, now, state, entropy, version, digest, members) =
-                    row.map_err(|e| self.err(e))?;
-                let damaged = |what: &str, e: serde_json::Error| StorageError::Damaged {
-                    path: self.path.clone(),
-                    why: format!("the {what} of a checkpoint of {game}/{room} does not parse: {e}"),
-                };
-                let cp = StoredCheckpoint {
-                    generation: generation as u64,
-                    at_index: at_index as u64,
-                    now: now as u64,
-                    state,
-                    entropy: serde_json::from_str(&entropy).map_err(|e| damaged("entropy", e))?,
-                    version,
-                    digest,
-                    members: serde_json::from_str::<Vec<StoredMember>>(&members).map_err(|e| damaged("members", e))?,
-                };
-                if let Some(r) = rooms.get_mut(&RoomRef {
-                    game: game.clone(),
-                    room: room.clone(),
-                }) {
-                    r.checkpoints.push(cp);
-                }
+        // Each room's entries written after its checkpoint.
+        let journal = self.query(
+            "SELECT j.game, j.room, j.idx, j.entry FROM journal j
+             JOIN checkpoints c ON c.game = j.game AND c.room = j.room
+             WHERE j.seq >= c.log_from ORDER BY j.seq",
+            |r| {
+                Ok((
+                    RoomRef {
+                        game: r.get(0)?,
+                        room: r.get(1)?,
+                    },
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            },
+        )?;
+        for (key, idx, entry) in journal {
+            if let Some(r) = rooms.get_mut(&key) {
+                r.journal.push((idx as u64, entry));
             }
         }
-        {
-            let mut q = c
-                // Each room's entries written after its checkpoint.
-                .prepare(
-                    "SELECT j.game, j.room, j.idx, j.entry FROM journal j
-                     JOIN checkpoints c ON c.game = j.game AND c.room = j.room
-                     WHERE j.seq >= c.log_from ORDER BY j.seq",
-                )
-                .map_err(|e| self.err(e))?;
-            let rows = q
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                    ))
-                })
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                let (game, room, idx, entry) = row.map_err(|e| self.err(e))?;
-                if let Some(r) = rooms.get_mut(&RoomRef { game, room }) {
-                    r.journal.push((idx as u64, entry));
-                }
-            }
-        }
-        {
-            let mut q = c
-                .prepare("SELECT game, room, player, token_hash FROM seats")
-                .map_err(|e| self.err(e))?;
-            let rows = q
-                .query_map([], |r| {
-                    Ok(StoredSeat {
-                        key: RoomRef {
-                            game: r.get(0)?,
-                            room: r.get(1)?,
-                        },
-                        player: r.get::<_, i64>(2)? as u64,
-                        token_hash: r.get(3)?,
-                    })
-                })
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                loaded.seats.push(row.map_err(|e| self.err(e))?);
-            }
-        }
-        {
-            let mut q = c.prepare("SELECT game, key, value FROM kv").map_err(|e| self.err(e))?;
-            let rows = q
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                loaded.kv.push(row.map_err(|e| self.err(e))?);
-            }
-        }
-        loaded.next_player = c
+        let seats = self.query("SELECT game, room, player, token_hash FROM seats", |r| {
+            Ok(StoredSeat {
+                key: RoomRef {
+                    game: r.get(0)?,
+                    room: r.get(1)?,
+                },
+                player: r.get::<_, i64>(2)? as u64,
+                token_hash: r.get(3)?,
+            })
+        })?;
+        let kv = self.query("SELECT game, key, value FROM kv", |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        let next_player = self
+            .conn
             .query_row("SELECT value FROM meta WHERE key = 'next_player'", [], |r| {
                 r.get::<_, i64>(0)
             })
@@ -302,8 +272,12 @@ impl Backend for Sqlite {
             .unwrap_or(0) as u64;
         let mut rooms: Vec<StoredRoom> = rooms.into_values().collect();
         rooms.sort_by(|a, b| a.key.cmp(&b.key));
-        loaded.rooms = rooms;
-        Ok(loaded)
+        Ok(Loaded {
+            rooms,
+            seats,
+            kv,
+            next_player,
+        })
     }
 
     fn commit(&mut self, ops: &[Op]) -> Result<(), StorageError> {
@@ -317,10 +291,8 @@ impl Backend for Sqlite {
                     // A room starting afresh under a name the database
                     // still holds (its game was not loaded at the last
                     // start) replaces what is there.
-                    for table in ["checkpoints", "seats"] {
-                        if !fresh {
-                            break;
-                        }
+                    let stale: &[&str] = if *fresh { &["checkpoints", "seats"] } else { &[] };
+                    for table in stale {
                         tx.prepare_cached(&format!("DELETE FROM {table} WHERE game = ?1 AND room = ?2"))
                             .and_then(|mut s| s.execute(params![key.game, key.room]))
                             .map_err(e)?;

@@ -193,17 +193,9 @@ impl RoomTask {
         let _ = tokio::time::timeout(DRAIN_WAIT, async {
             while self.outbox.holding() {
                 self.outbox.progress().await;
+                // The room is closing: who cannot take it is gone anyway.
                 for held in self.outbox.release() {
-                    match held {
-                        Held::Frame {
-                            to, overflow, frame, ..
-                        } => {
-                            outbox::send_frame(&to, &overflow, frame);
-                        }
-                        Held::Reply { reply, result, .. } => {
-                            let _ = reply.send(result);
-                        }
-                    }
+                    held.deliver();
                 }
             }
         })

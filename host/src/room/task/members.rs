@@ -157,26 +157,10 @@ impl RoomTask {
     /// went away meanwhile becomes a leave.
     pub(super) async fn release(&mut self, guest: &mut GuestInstance) -> Result<(), Stop> {
         for held in self.outbox.release() {
-            match held {
-                Held::Frame {
-                    player,
-                    to,
-                    overflow,
-                    frame,
-                } => {
-                    if !send_frame(&to, &overflow, frame)
-                        && let Some(m) = self.players.get_mut(&player)
-                    {
-                        m.leaving = true;
-                    }
-                }
-                Held::Reply { reply, result, player } => {
-                    if reply.send(result).is_err()
-                        && let Some(m) = self.players.get_mut(&player)
-                    {
-                        m.leaving = true;
-                    }
-                }
+            if let Some(gone) = held.deliver()
+                && let Some(m) = self.players.get_mut(&gone)
+            {
+                m.leaving = true;
             }
         }
         self.settle(guest).await

@@ -88,6 +88,22 @@ impl Outbox {
     }
 }
 
+impl Held {
+    /// Delivers what was held; returns the player if it could not take it
+    /// (a full queue, or a join whose session went away), who must leave.
+    pub(super) fn deliver(self) -> Option<PlayerId> {
+        match self {
+            Held::Frame {
+                player,
+                to,
+                overflow,
+                frame,
+            } => (!send_frame(&to, &overflow, frame)).then_some(player),
+            Held::Reply { reply, result, player } => reply.send(result).is_err().then_some(player),
+        }
+    }
+}
+
 /// Hands a released frame to its session; a full queue gives the player up.
 pub(super) fn send_frame(to: &mpsc::Sender<ToSession>, overflow: &CancellationToken, frame: ToSession) -> bool {
     if to.try_send(frame).is_err() {
