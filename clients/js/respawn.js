@@ -11,6 +11,13 @@
 //   client.connect();
 //   await client.join("tictactoe", "lobby", "ann");
 //   await client.request({action: "move", cell: 4});
+//
+// On a host that wants signed join tickets, pass `ticket`: a function is
+// asked before every join, since tickets expire within minutes:
+//
+//   new RespawnClient("wss://play.example.com/", {
+//     ticket: async () => (await (await fetch("/ticket")).json()).ticket,
+//   });
 
 /** The protocol version this client speaks (see the `welcome` frame). */
 export const PROTOCOL = 1;
@@ -31,8 +38,8 @@ export function backoffDelay(attempt, opts = DEFAULT_BACKOFF, random = Math.rand
 
 /** A refusal from the host or the client, with the protocol's `code`. */
 export class RespawnError extends Error {
-  constructor(code, message, {reason, ref, frame} = {}) {
-    super(message || code);
+  constructor(code, message, {reason, ref, frame, cause} = {}) {
+    super(message || code, cause === undefined ? undefined : {cause});
     this.name = "RespawnError";
     this.code = code;
     this.reason = reason;
@@ -42,14 +49,17 @@ export class RespawnError extends Error {
 }
 
 /** Error codes after which the host closes the connection; we come back. */
-const CLOSING_CODES = new Set(["superseded", "slow_consumer", "idle_timeout", "server_full"]);
+const CLOSING_CODES = new Set(["superseded", "slow_consumer", "idle_timeout", "server_full", "banned"]);
 
 /**
  * Error codes that mean the player is no longer in its room
  * (`guest_restarted`, by contrast, fails one message and keeps the room).
  * The host answering `not_joined` means our idea of being seated was stale.
+ * After `superseded` the seat lives on in another connection (another tab
+ * of the same user): resuming or rejoining would take it back, and that
+ * tab would do the same, so neither is done.
  */
-const ROOM_GONE_CODES = new Set(["guest_fault", "room_closed", "not_joined"]);
+const ROOM_GONE_CODES = new Set(["guest_fault", "room_closed", "not_joined", "superseded", "banned"]);
 
 const now = () => (globalThis.performance?.now ? globalThis.performance.now() : Date.now());
 
@@ -59,7 +69,9 @@ const now = () => (globalThis.performance?.now ? globalThis.performance.now() : 
  * Events (`on(type, fn)`; `fn` gets one argument):
  * - `state`: `"connecting" | "connected" | "reconnecting" | "closed"`
  * - `welcome`, `joined`, `resumed`, `swapped`, `restarted`, `kicked`,
- *   `left`, `shutdown`: the host's frame
+ *   `left`, `shutdown`: the host's frame. A `resumed` that answers a join
+ *   (the ticket's user already had a seat in the room, and this connection
+ *   took it over) is reported as `joined`, with `takeover: true`.
  * - `event`: the game's payload (the frame's `data`)
  * - `error`: a {@link RespawnError} that no pending promise took, or that
  *   took the player out of its room (`room` is null then)
@@ -75,10 +87,16 @@ export class RespawnClient {
    * @param {Function} [opts.WebSocket] constructor; defaults to the global one
    * @param {{baseMs: number, maxMs: number}} [opts.backoff]
    * @param {() => number} [opts.random] in [0, 1), for the jitter
-   * @param {number} [opts.requestTimeoutMs] how long `request`/`leave` wait
+   * @param {number} [opts.requestTimeoutMs] how long `request`/`leave`, and
+   *   an async `ticket`, wait
    * @param {number} [opts.welcomeTimeoutMs] a socket that sends no welcome
    *   within this long is given up and retried
    * @param {number} [opts.outboxLimit] frames kept while disconnected
+   * @param {string | ((want: {game: string, room: string, name?: string}) =>
+   *   string | null | Promise<string | null>)} [opts.ticket] the signed join
+   *   ticket, or a function asked for a fresh one before every join sent
+   *   (the app's, and the rejoin after a lost seat); null joins without one.
+   *   Also the `ticket` property, which may be changed at any time.
    */
   constructor(url, opts = {}) {
     this.url = url;
@@ -88,6 +106,7 @@ export class RespawnClient {
     this._requestTimeoutMs = opts.requestTimeoutMs ?? 10000;
     this._welcomeTimeoutMs = opts.welcomeTimeoutMs ?? 10000;
     this._outboxLimit = opts.outboxLimit ?? 256;
+    this.ticket = opts.ticket ?? null;
 
     this._listeners = new Map();
     this.state = "closed";
@@ -97,6 +116,8 @@ export class RespawnClient {
     this.player = null;
     /** `{game, room, version}` once seated, else null. */
     this.room = null;
+    /** The verified user id of the seat, when it was joined with a ticket. */
+    this.user = null;
 
     this._ws = null;
     this._stopped = true;
@@ -119,6 +140,8 @@ export class RespawnClient {
     /** The new connection's own `{player, token}`, used if the resume fails. */
     this._fresh = null;
     this._joinRef = null;
+    /** The `_joinRef` of a join still waiting for its ticket. */
+    this._ticketRef = null;
     this._joinWaiter = null;
     this._outbox = [];
     this._pending = new Map();
@@ -176,9 +199,15 @@ export class RespawnClient {
   }
 
   /**
-   * Enters `room` of `game` as `name`. Resolves with the `joined` frame;
-   * rejects with a {@link RespawnError} (`code`, and the game's `reason` for
-   * `join_refused`). Connects first if needed.
+   * Enters `room` of `game` as `name` (which may be left out with a ticket
+   * that names the player). Resolves with the `joined` frame; rejects with
+   * a {@link RespawnError}: `code`, and the game's `reason` for
+   * `join_refused`. Ticket refusals: `ticket_required`, `ticket_invalid`,
+   * `ticket_expired`, `ticket_not_yet_valid`, `ticket_wrong_issuer`,
+   * `ticket_wrong_audience`, `ticket_bad_signature`, `ticket_unknown_key`,
+   * `ticket_algorithm`, `ticket_not_allowed` (not for this game or room),
+   * and `ticket_unavailable` when the `ticket` function failed (`cause`);
+   * also `banned` and `too_many_joins`. Connects first if needed.
    */
   join(game, room, name) {
     if (this._stopped) this.connect();
@@ -218,6 +247,8 @@ export class RespawnClient {
     const seated = this._seatMaybe || this.room;
     this._want = null;
     this.room = null;
+    // A join still waiting for its ticket is simply never sent.
+    if (this._ticketRef !== null) this._joinRef = this._ticketRef = null;
     this._failJoin(new RespawnError("left", "left before the join completed"));
     if (!seated || this._stopped) {
       this._seatMaybe = false;
@@ -269,7 +300,7 @@ export class RespawnClient {
     this._ws = ws;
     this._welcomed = false;
     this._resuming = false;
-    this._joinRef = null;
+    this._joinRef = this._ticketRef = null;
     if ("binaryType" in ws) ws.binaryType = "arraybuffer";
     ws.onmessage = (ev) => this._onMessage(ws, ev.data);
     ws.onclose = () => this._socketGone(ws);
@@ -408,14 +439,85 @@ export class RespawnClient {
     return true;
   }
 
+  /**
+   * Sends the join for `_want`, with a ticket if there is one. Frames wait
+   * behind it from now on, also while an async ticket is on its way.
+   */
   _sendJoin() {
     if (!this._want || this._joinRef !== null) return;
+    const want = this._want;
     const ref = this._nextRef++;
     this._joinRef = ref;
+    let ticket;
+    try {
+      ticket = typeof this.ticket === "function" ? this.ticket({...want}) : this.ticket;
+    } catch (e) {
+      this._ticketFailed(e);
+      return;
+    }
+    if (typeof ticket?.then !== "function") {
+      this._writeJoin(want, ref, ticket);
+      return;
+    }
+    this._ticketRef = ref;
+    const ws = this._ws;
+    // Left, closed or cut off meanwhile: the next connection asks again.
+    const current = () => this._ticketRef === ref && this._ws === ws;
+    const ms = this._requestTimeoutMs;
+    const timer = setTimeout(() => current() && this._ticketFailed(new Error(`no ticket within ${ms} ms`)), ms);
+    ticket.then(
+      (t) => {
+        clearTimeout(timer);
+        if (current()) this._writeJoin(want, ref, t);
+      },
+      (e) => {
+        clearTimeout(timer);
+        if (current()) this._ticketFailed(e);
+      },
+    );
+  }
+
+  _writeJoin(want, ref, ticket) {
+    this._ticketRef = null;
+    if (ticket != null && typeof ticket !== "string") {
+      this._ticketFailed(new TypeError(`the ticket is a ${typeof ticket}, not a string`));
+      return;
+    }
     this._seatMaybe = true;
     // A new seat numbers its frames from 1.
     this._lastSeq = 0;
-    this._write({type: "join", ...this._want, ref});
+    const frame = {type: "join", game: want.game, room: want.room};
+    if (want.name != null && want.name !== "") frame.name = want.name;
+    if (ticket) frame.ticket = ticket;
+    this._write({...frame, ref});
+  }
+
+  /** No ticket, no join: fails like a join the host refused. */
+  _ticketFailed(cause) {
+    const err = new RespawnError("ticket_unavailable", `could not get a join ticket: ${cause?.message ?? cause}`, {cause});
+    this._joinRef = this._ticketRef = null;
+    this._want = null;
+    this._seatMaybe = false;
+    this._failOutbox(err);
+    if (!this._failJoin(err)) this._emit("error", err);
+  }
+
+  /** The host seated us (`joined`, or a taken-over seat's `resumed`). */
+  _joinAnswered(f) {
+    this._joinRef = null;
+    if (!this._want) {
+      // The app left before the join completed; the queued `leave` goes out next.
+      this._flush();
+      return;
+    }
+    this.room = {game: f.game, room: f.room, version: f.version};
+    this.player = f.player ?? this.player;
+    this.user = f.user ?? null;
+    const w = this._joinWaiter;
+    this._joinWaiter = null;
+    this._emit("joined", f);
+    w?.resolve(f);
+    this._flush();
   }
 
   _failJoin(err) {
@@ -476,6 +578,17 @@ const HANDLERS = {
   },
 
   resumed(f) {
+    if (!this._resuming) {
+      // One seat per user: the join found the ticket's user seated in the
+      // room already (another tab), and this connection took that seat.
+      if (this._joinRef !== null && (f.ref === undefined || f.ref === this._joinRef)) {
+        // The seat has its own token, and numbers its frames on from its
+        // own count (the host replays what it kept).
+        this._token = f.resume ?? this._token;
+        this._joinAnswered({...f, type: "joined", takeover: true});
+      }
+      return;
+    }
     this._resuming = false;
     this._fresh = null;
     // The host crashed and came back without the last frames we saw (a
@@ -483,6 +596,7 @@ const HANDLERS = {
     if (typeof f.rewound === "number" && f.rewound > 0) this._lastSeq = Math.max(0, this._lastSeq - f.rewound);
     this.player = f.player;
     this._token = f.resume ?? this._token;
+    this.user = f.user ?? this.user;
     this._seatMaybe = true;
     if (f.game && !this._want) {
       // The app left while we were away; the queued `leave` goes out next.
@@ -502,20 +616,8 @@ const HANDLERS = {
 
   joined(f) {
     if (this._joinRef !== null && f.ref !== undefined && f.ref !== this._joinRef) return;
-    this._joinRef = null;
-    if (!this._want) {
-      // The app left before the join completed; the queued `leave` goes out next.
-      this._flush();
-      return;
-    }
-    this.room = {game: f.game, room: f.room, version: f.version};
-    this.player = f.player ?? this.player;
     this._lastSeq = 0;
-    const w = this._joinWaiter;
-    this._joinWaiter = null;
-    this._emit("joined", f);
-    w?.resolve(f);
-    this._flush();
+    this._joinAnswered(f);
   },
 
   event(f) {
@@ -595,6 +697,7 @@ const HANDLERS = {
       this.room = null;
       this._want = null;
       this._seatMaybe = false;
+      this._failJoin(err);
     }
     const settled = f.ref !== undefined && this._settle(f.ref, false, err);
     // Losing the room is news for the app even when a promise took the error.

@@ -355,7 +355,17 @@ fn deploy(c: &mut Criterion) {
     rt.block_on(async {
         for i in 0..1000u64 {
             let (_, _, rx) = rooms
-                .join("tictactoe", &format!("r{i}"), i, "p", None, &mut || true)
+                .join(
+                    "tictactoe",
+                    &format!("r{i}"),
+                    respawn::room::Joiner {
+                        player: i,
+                        name: "p",
+                        user: None,
+                        seat: None,
+                    },
+                    &mut || true,
+                )
                 .await
                 .expect("join");
             queues.push(rx);

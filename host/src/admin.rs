@@ -25,6 +25,10 @@ pub struct Admin {
     pub health: Arc<Health>,
     /// Runtime figures for `/status`.
     pub gauges: Gauges,
+    /// Tickets and bans.
+    pub auth: Arc<crate::auth::Auth>,
+    /// Where bans are kept.
+    pub store: Arc<crate::storage::Store>,
 }
 
 /// Name of the token file inside the state folder.
@@ -60,6 +64,8 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/games/{game}/promote", post(promote))
         .route("/games/{game}/pin", post(pin))
         .route("/games/{game}/unpin", post(unpin))
+        .route("/bans", get(bans).post(ban))
+        .route("/unban", post(unban))
         .layer(axum::middleware::from_fn_with_state(admin.clone(), authorize));
     Router::new()
         .route("/healthz", get(healthz))
@@ -195,4 +201,113 @@ async fn pin(State(admin): State<Arc<Admin>>, Path(game): Path<String>, body: Op
 async fn unpin(State(admin): State<Arc<Admin>>, Path(game): Path<String>) -> ApiResult {
     admin.deployer.unpin(&game)?;
     Ok(Json(json!({"pinned": false})).into_response())
+}
+
+/// How long a ban waits for the database before the API says it is not
+/// saved.
+const BAN_SAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Body of `POST /bans`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanBody {
+    user: String,
+    reason: String,
+    #[serde(default)]
+    duration_secs: Option<u64>,
+}
+
+/// Body of `POST /unban`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnbanBody {
+    user: String,
+}
+
+fn bad_ban(message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "bad_ban",
+        message,
+    }
+}
+
+/// Writes a ban change and waits until it is on disk.
+async fn save(admin: &Admin, op: crate::storage::Op) -> Result<(), ApiError> {
+    let unsaved = || ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "storage_unavailable",
+        message: "the change is in force but the database did not take it; it will not survive a restart".into(),
+    };
+    let ticket = admin.store.submit(op).map_err(|_| unsaved())?;
+    if admin.store.wait(ticket, BAN_SAVE_WAIT).await {
+        Ok(())
+    } else {
+        Err(unsaved())
+    }
+}
+
+/// Bans a user: refused from now on, removed from every room, saved, and
+/// audited.
+async fn ban(State(admin): State<Arc<Admin>>, Json(body): Json<BanBody>) -> ApiResult {
+    if body.user.is_empty() || body.user.len() > crate::auth::ticket::MAX_USER_ID {
+        return Err(bad_ban(format!(
+            "`user` must be 1 to {} bytes",
+            crate::auth::ticket::MAX_USER_ID
+        )));
+    }
+    if body.reason.trim().is_empty() || body.reason.len() > 512 {
+        return Err(bad_ban("`reason` must be 1 to 512 bytes".into()));
+    }
+    let now = crate::unix_ms();
+    let until_ms = match body.duration_secs {
+        Some(s) => Some(
+            s.checked_mul(1000)
+                .and_then(|ms| ms.checked_add(now))
+                .filter(|_| s > 0)
+                .ok_or_else(|| bad_ban("`duration_secs` must be positive and within range".into()))?,
+        ),
+        None => None,
+    };
+    let ban = crate::auth::Ban {
+        user: body.user,
+        reason: body.reason,
+        since_ms: now,
+        until_ms,
+    };
+    admin.auth.bans.insert(ban.clone());
+    let rooms = admin
+        .gauges
+        .rooms
+        .kick_user(&ban.user, &crate::auth::banned_message(&ban))
+        .await;
+    admin.deployer.audit(crate::modules::audit::AuditEntry {
+        event: "ban",
+        user: Some(ban.user.clone()),
+        reason: Some(ban.reason.clone()),
+        until_ms,
+        ..Default::default()
+    });
+    tracing::info!(user = %ban.user, until_ms = ?until_ms, rooms, "user banned");
+    save(&admin, crate::storage::Op::Ban(ban.clone())).await?;
+    Ok(Json(json!({"ban": ban, "rooms": rooms})).into_response())
+}
+
+/// Lifts a ban.
+async fn unban(State(admin): State<Arc<Admin>>, Json(body): Json<UnbanBody>) -> ApiResult {
+    let lifted = admin.auth.bans.remove(&body.user).is_some();
+    if lifted {
+        admin.deployer.audit(crate::modules::audit::AuditEntry {
+            event: "unban",
+            user: Some(body.user.clone()),
+            ..Default::default()
+        });
+        tracing::info!(user = %body.user, "ban lifted");
+    }
+    save(&admin, crate::storage::Op::Unban { user: body.user }).await?;
+    Ok(Json(json!({"lifted": lifted})).into_response())
+}
+
+async fn bans(State(admin): State<Arc<Admin>>) -> Response {
+    Json(json!({"bans": admin.auth.bans.list()})).into_response()
 }

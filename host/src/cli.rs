@@ -300,3 +300,84 @@ pub async fn connect(addr: &str) -> anyhow::Result<()> {
         out.flush().await?;
     }
 }
+
+/// A ban's length: `90` (seconds), `30s`, `30m`, `12h`, `7d`.
+pub fn parse_duration(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("`{text}` is not a duration such as 30m, 12h or 7d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("`{text}`: the unit is s, m, h or d"),
+    };
+    n.checked_mul(scale)
+        .filter(|s| *s > 0)
+        .with_context(|| format!("`{text}` is not a positive duration within range"))
+}
+
+/// A time in ms since the Unix epoch, as UTC `YYYY-MM-DD HH:MM:SS`.
+pub fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Prints `GET /bans` as a table.
+pub fn print_bans(r: &Value) {
+    let bans: Vec<&Value> = r["bans"].as_array().into_iter().flatten().collect();
+    if bans.is_empty() {
+        println!("no bans");
+        return;
+    }
+    println!("{:<24} {:<24} REASON", "USER", "UNTIL");
+    for b in bans {
+        let until = b["until_ms"].as_u64().map_or_else(|| "-".to_owned(), format_time);
+        println!(
+            "{:<24} {:<24} {}",
+            b["user"].as_str().unwrap_or("?"),
+            until,
+            b["reason"].as_str().unwrap_or("")
+        );
+    }
+}
+
+#[cfg(test)]
+mod ban_tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_times_read_and_print_as_people_write_them() {
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert_eq!(parse_duration("30m").unwrap(), 1800);
+        assert_eq!(parse_duration("12h").unwrap(), 43_200);
+        assert_eq!(parse_duration("7d").unwrap(), 604_800);
+        for bad in ["", "m", "5w", "0", "-3h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_time(1_796_000_000_000), "2026-11-30 00:53:20 UTC");
+    }
+}

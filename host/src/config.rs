@@ -67,6 +67,97 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// What reaches the disk, and when: rooms, seats and game storage.
     pub storage: StorageConfig,
+    /// Who may join: signed join tickets, identities, bans, per-user
+    /// limits.
+    pub auth: AuthConfig,
+    /// TLS on the player listeners (WebSocket, TCP) and the demo site.
+    pub tls: Option<TlsConfig>,
+}
+
+/// Join tickets (see the README's "Player authentication").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Whether every join needs a valid ticket. Off, a join may still
+    /// carry one (and is then checked); without one the player has no
+    /// verified identity.
+    pub required: bool,
+    /// The `iss` a ticket must carry; not checked when unset.
+    pub issuer: Option<String>,
+    /// The `aud` a ticket must carry; not checked when unset.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// Public keys (or an HS256 secret) tickets are signed with.
+    pub keys: Vec<TicketKey>,
+    /// A JSON Web Key Set file (`{"keys": [...]}`), such as an account
+    /// service publishes; its keys are used besides `keys`.
+    pub jwks_file: Option<PathBuf>,
+    /// Ticket claims handed to the game with the user id, by name.
+    pub claims: Vec<String>,
+    /// A user has at most one seat per room: a second connection of the
+    /// same user that joins the room takes the seat over, as a resume does.
+    pub one_seat_per_user: bool,
+    /// Joins one user may make per minute, over all connections and
+    /// addresses, on average.
+    pub user_joins_per_minute: u32,
+    /// Joins one user may make in a burst.
+    pub user_join_burst: u32,
+    /// Frames one user may send per second, over all its connections.
+    pub user_rate_per_sec: u32,
+    /// Frames one user may send in a burst.
+    pub user_rate_burst: u32,
+    /// Serves short-lived tickets for any name at `/dev/ticket` on the
+    /// demo site, signed with a key made at start. For development only:
+    /// anyone who reaches the site gets any identity.
+    pub dev_issuer: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            required: false,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+            keys: Vec::new(),
+            jwks_file: None,
+            claims: Vec::new(),
+            one_seat_per_user: true,
+            user_joins_per_minute: 60,
+            user_join_burst: 20,
+            user_rate_per_sec: 100,
+            user_rate_burst: 200,
+            dev_issuer: false,
+        }
+    }
+}
+
+/// A key that signs join tickets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketKey {
+    /// The `kid` tickets signed with it carry; a ticket without a `kid`
+    /// is tried against every key of its algorithm.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// `EdDSA`, `RS256`, `ES256`, or `HS256` (a shared secret: development
+    /// and tests only).
+    pub alg: String,
+    /// A PEM public key (`EdDSA`, `RS256`, `ES256`), or a file holding
+    /// the secret (`HS256`).
+    pub file: PathBuf,
+}
+
+/// The certificate the player listeners and the demo site present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Replacing the file (and the key)
+    /// takes effect for new connections without a restart.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// How much a crash of the host may lose (see the README's "Durability").
@@ -338,6 +429,15 @@ pub struct NetConfig {
     /// How long a dropped player's seat is kept for `resume`, in
     /// milliseconds (0: a drop leaves the room at once).
     pub resume_grace_ms: u64,
+    /// Frames all connections from one source address may send per
+    /// second together, on average (players behind one NAT share it).
+    pub address_rate_per_sec: u32,
+    /// Frames one address may send in a burst.
+    pub address_rate_burst: u32,
+    /// Joins one source address may make per minute, on average.
+    pub address_joins_per_minute: u32,
+    /// Joins one address may make in a burst.
+    pub address_join_burst: u32,
     /// The demo site's listen address, or `"off"`.
     #[serde(deserialize_with = "listen_addr")]
     pub web: Option<SocketAddr>,
@@ -373,6 +473,10 @@ impl Default for NetConfig {
             rate_per_sec: 100,
             rate_burst: 200,
             resume_grace_ms: 30_000,
+            address_rate_per_sec: 2_000,
+            address_rate_burst: 4_000,
+            address_joins_per_minute: 600,
+            address_join_burst: 200,
             web: Some(SocketAddr::from(([127, 0, 0, 1], 7703))),
         }
     }
@@ -457,6 +561,12 @@ impl Config {
             parked_per_address: self.net.max_parked_per_address,
             rooms_per_minute_per_address: self.rooms.create_per_minute_per_address,
             rooms_burst_per_address: self.rooms.create_burst_per_address,
+            address: crate::session::rate::AllowanceRates {
+                joins_per_minute: self.net.address_joins_per_minute,
+                join_burst: self.net.address_join_burst,
+                frames_per_sec: self.net.address_rate_per_sec,
+                frame_burst: self.net.address_rate_burst,
+            },
         }
     }
 }
@@ -586,6 +696,25 @@ impl Config {
         range("net.rate_per_sec", self.net.rate_per_sec, 1, 1_000_000)?;
         range("net.rate_burst", self.net.rate_burst, 1, 1_000_000)?;
         range("net.resume_grace_ms", self.net.resume_grace_ms, 0, 3_600_000)?;
+        range("net.address_rate_per_sec", self.net.address_rate_per_sec, 1, 10_000_000)?;
+        range("net.address_rate_burst", self.net.address_rate_burst, 1, 10_000_000)?;
+        range(
+            "net.address_joins_per_minute",
+            self.net.address_joins_per_minute,
+            1,
+            10_000_000,
+        )?;
+        range("net.address_join_burst", self.net.address_join_burst, 1, 10_000_000)?;
+        range("auth.leeway_secs", self.auth.leeway_secs, 0, 3600)?;
+        range(
+            "auth.user_joins_per_minute",
+            self.auth.user_joins_per_minute,
+            1,
+            10_000_000,
+        )?;
+        range("auth.user_join_burst", self.auth.user_join_burst, 1, 10_000_000)?;
+        range("auth.user_rate_per_sec", self.auth.user_rate_per_sec, 1, 10_000_000)?;
+        range("auth.user_rate_burst", self.auth.user_rate_burst, 1, 10_000_000)?;
         range("supervision.max_restarts", self.supervision.max_restarts, 0, 10_000)?;
         range("supervision.window_ms", self.supervision.window_ms, 1, 86_400_000)?;
         range(

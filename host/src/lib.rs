@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod auth;
 mod blocking;
 mod bounded;
 pub mod budget;

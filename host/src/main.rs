@@ -148,6 +148,32 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Ban a user id (a ticket's `sub`): kicked from every room now, its
+    /// tickets refused until the ban ends. Survives restarts; audited.
+    Ban {
+        /// The user id.
+        user: String,
+        /// Why (told to the user, and audited).
+        #[arg(long)]
+        reason: String,
+        /// How long: `30m`, `12h`, `7d`, or seconds; forever if left out.
+        #[arg(long = "for")]
+        duration: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Lift a user's ban.
+    Unban {
+        /// The user id.
+        user: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the bans in force.
+    Bans {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Talk to the TCP port from a terminal (what `nc` does): each line you
     /// type is sent, each line the host sends is printed.
     Connect {
@@ -283,6 +309,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Unpin { game, target } => {
             client(&target)?.post(&format!("/games/{game}/unpin"), json!({}))?;
             println!("{game}: unpinned");
+            Ok(())
+        }
+        Command::Ban {
+            user,
+            reason,
+            duration,
+            target,
+        } => {
+            let seconds = duration.as_deref().map(cli::parse_duration).transpose()?;
+            let r = client(&target)?.post(
+                "/bans",
+                json!({"user": user, "reason": reason, "duration_secs": seconds}),
+            )?;
+            println!(
+                "{user}: banned {} ({} rooms told to remove them)",
+                match r["ban"]["until_ms"].as_u64() {
+                    Some(until) => format!("until {}", cli::format_time(until)),
+                    None => "with no end".to_owned(),
+                },
+                r["rooms"]
+            );
+            Ok(())
+        }
+        Command::Unban { user, target } => {
+            let r = client(&target)?.post("/unban", json!({"user": user}))?;
+            if r["lifted"].as_bool() == Some(true) {
+                println!("{user}: ban lifted");
+            } else {
+                println!("{user}: was not banned");
+            }
+            Ok(())
+        }
+        Command::Bans { target } => {
+            let r = client(&target)?.get("/bans")?;
+            cli::print_bans(&r);
             Ok(())
         }
     }

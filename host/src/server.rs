@@ -2,6 +2,7 @@
 //! shutdown.
 
 use crate::admin;
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::deploy::Deployer;
 use crate::modules::audit::AuditLog;
@@ -10,7 +11,9 @@ use crate::modules::store::SlotStore;
 use crate::modules::{self, Games, TrustStore};
 use crate::net::Transport;
 use crate::net::admission::{AcceptSlot, Admission, ConnectionPermit, Refused};
+use crate::net::stream::Stream;
 use crate::net::tcp::TcpTransport;
+use crate::net::tls::Tls;
 use crate::net::ws::WsTransport;
 use crate::protocol::{self, ErrorCode, ProtocolError};
 use crate::readiness::{Gauges, Health};
@@ -23,6 +26,7 @@ use crate::{systemd, web};
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -31,6 +35,8 @@ use tokio::net::{TcpListener, TcpStream};
 struct Shared {
     sessions: Arc<Sessions>,
     admission: Arc<Admission>,
+    /// The player listeners' TLS, when `[tls]` is set.
+    tls: Option<Tls>,
 }
 
 /// Which transport a listener speaks.
@@ -128,6 +134,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // Every room the database holds comes back now, before players can
     // connect, with its players' seats parked for their resumes.
     let first_player = loaded.next_player;
+    let mut loaded_bans = std::mem::take(&mut loaded.bans);
     let recovering = std::time::Instant::now();
     let rooms_before = loaded.rooms.len();
     let seats = rooms.recover(loaded).await;
@@ -140,11 +147,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             "rooms recovered from the database"
         );
     }
-    let sessions = Sessions::new(rooms.clone(), config.net.clone(), first_player)
+    let auth = Auth::load(&config.auth, Path::new("."), std::mem::take(&mut loaded_bans))
+        .context("loading the join ticket keys ([auth])")?;
+    let tls = match &config.tls {
+        Some(tls) => Some(Tls::new(tls).context("loading the TLS certificate ([tls])")?),
+        None => None,
+    };
+    let _tls_watcher = tls.as_ref().and_then(Tls::watch);
+    let sessions = Sessions::new(rooms.clone(), config.net.clone(), first_player, auth.clone())
         .context("seeding resume tokens from the operating system's random source")?;
     let shared = Arc::new(Shared {
         sessions: sessions.clone(),
         admission: Admission::new(config.admission_limits()),
+        tls: tls.clone(),
     });
     sessions.park_recovered(seats, &shared.admission);
     let health = Health::new(games.clone());
@@ -166,8 +181,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let app = web::router(Arc::new(web::Site {
             ws_port,
             games: games.clone(),
+            auth: auth.clone(),
+            tls: tls.is_some(),
         }));
-        services.push(serve_http("web", listener, app));
+        services.push(match &tls {
+            Some(tls) => serve_https("web", listener, tls.clone(), app),
+            None => serve_http("web", listener, app),
+        });
     }
     if let Some(addr) = config.admin.listen {
         let token = admin::ensure_token(state_dir).context("creating the admin token")?;
@@ -186,6 +206,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             token,
             health: health.clone(),
             gauges,
+            auth: auth.clone(),
+            store: store.clone(),
         }));
         services.push(serve_http("admin", listener, app));
     }
@@ -258,6 +280,81 @@ fn serve_http(kind: &'static str, listener: TcpListener, app: axum::Router) -> t
             tracing::error!("the {kind} listener stopped: {e}");
         }
     })
+}
+
+/// Serves an HTTP router over TLS on `listener` until the task is
+/// aborted. Handshakes run on their own tasks, bounded in time, so a slow
+/// or silent client holds up nobody.
+fn serve_https(kind: &'static str, listener: TcpListener, tls: Tls, app: axum::Router) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let local = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!("the {kind} listener has no address: {e}");
+                return;
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let handshakes = tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!("{kind} accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, tx) = (tls.acceptor().clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send((Stream::Tls(Box::new(stream)), peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, "{kind} TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "{kind} TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        let listener = Handshaken { rx, local };
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the {kind} listener stopped: {e}");
+        }
+        handshakes.abort();
+    })
+}
+
+/// Connections whose TLS handshake is done, for axum.
+struct Handshaken {
+    rx: tokio::sync::mpsc::Receiver<(Stream, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for Handshaken {
+    type Io = Stream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Stream, SocketAddr) {
+        match self.rx.recv().await {
+            Some(accepted) => accepted,
+            // The accepting task is gone: nothing more comes.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// The stream to speak on: the TCP connection itself, or TLS over it once
+/// the handshake is done.
+async fn secure(stream: TcpStream, tls: Option<&Tls>) -> std::io::Result<Stream> {
+    match tls {
+        None => Ok(Stream::Plain(stream)),
+        Some(tls) => tls.acceptor().accept(stream).await.map(|s| Stream::Tls(Box::new(s))),
+    }
 }
 
 /// The trusted keys as the config and the trust folder say now.
@@ -369,8 +466,14 @@ async fn serve_connection(kind: Kind, stream: TcpStream, peer: SocketAddr, slot:
     match shared.admission.admit(peer.ip(), slot) {
         Ok(permit) => {
             let net = &shared.sessions.net;
+            let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+            let stream = match tokio::time::timeout_at(deadline, secure(stream, shared.tls.as_ref())).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
             match kind {
-                Kind::Ws => match tokio::time::timeout(HANDSHAKE_TIMEOUT, WsTransport::accept(stream, net)).await {
+                Kind::Ws => match tokio::time::timeout_at(deadline, WsTransport::accept(stream, net)).await {
                     Ok(Ok(t)) => serve(t, peer, permit, &shared).await,
                     Ok(Err(e)) => tracing::debug!(%peer, "websocket handshake failed: {e}"),
                     Err(_) => tracing::debug!(%peer, "websocket handshake timed out"),
@@ -380,14 +483,19 @@ async fn serve_connection(kind: Kind, stream: TcpStream, peer: SocketAddr, slot:
         }
         // Told why while a refusal permit lasts; beyond, dropped at once.
         Err((why, Some(_telling))) => {
-            let _ = tokio::time::timeout(REFUSAL_TIME, refuse(kind, stream, why, &shared)).await;
+            let _ = tokio::time::timeout(REFUSAL_TIME, async {
+                if let Ok(stream) = secure(stream, shared.tls.as_ref()).await {
+                    refuse(kind, stream, why, &shared).await;
+                }
+            })
+            .await;
         }
         Err((_, None)) => {}
     }
 }
 
 /// Tells a connection that was not admitted why, and closes it.
-async fn refuse(kind: Kind, stream: TcpStream, why: Refused, shared: &Shared) {
+async fn refuse(kind: Kind, stream: Stream, why: Refused, shared: &Shared) {
     let code = match why {
         Refused::HostFull => ErrorCode::ServerFull,
         Refused::AddressFull => ErrorCode::TooManyConnections,

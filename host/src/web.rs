@@ -2,10 +2,11 @@
 //! into the binary, served on its own port (`net.web`). The page talks to
 //! the WebSocket listener like any client.
 
+use crate::auth::Auth;
 use crate::modules::Games;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -23,6 +24,10 @@ pub struct Site {
     pub ws_port: Option<u16>,
     /// Loaded games, for the game picker.
     pub games: Arc<Games>,
+    /// Whether tickets are required, and the development issuer.
+    pub auth: Arc<Auth>,
+    /// Whether the listeners speak TLS (the page then uses `wss://`).
+    pub tls: bool,
 }
 
 /// Set to the repository's root to serve the site's files from disk
@@ -59,6 +64,7 @@ pub fn router(site: Arc<Site>) -> Router {
             get(|| async { file(STYLE, "host/web/style.css", "text/css; charset=utf-8") }),
         )
         .route("/config.json", get(config))
+        .route("/dev/ticket", get(dev_ticket))
         .with_state(site)
 }
 
@@ -74,6 +80,38 @@ async fn config(State(site): State<Arc<Site>>) -> impl IntoResponse {
         .collect();
     (
         [(header::CACHE_CONTROL, "no-cache")],
-        Json(json!({"ws_port": site.ws_port, "games": games, "server": crate::session::SERVER})),
+        Json(json!({
+            "ws_port": site.ws_port,
+            "games": games,
+            "server": crate::session::SERVER,
+            "tls": site.tls,
+            "auth": {
+                "required": site.auth.config.required,
+                "dev_tickets": site.auth.dev_issuer().is_some(),
+            },
+        })),
     )
+}
+
+/// `?name=`.
+#[derive(serde::Deserialize)]
+struct TicketQuery {
+    #[serde(default)]
+    name: String,
+}
+
+/// A short-lived development ticket for `name` (`auth.dev_issuer`); 404
+/// when the issuer is off.
+async fn dev_ticket(State(site): State<Arc<Site>>, Query(q): Query<TicketQuery>) -> Response {
+    let Some(dev) = site.auth.dev_issuer() else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "the development ticket issuer is off (auth.dev_issuer)"})),
+        )
+            .into_response();
+    };
+    match dev.issue(&q.name) {
+        Ok(ticket) => ([(header::CACHE_CONTROL, "no-store")], Json(ticket)).into_response(),
+        Err(why) => (StatusCode::BAD_REQUEST, Json(json!({"error": why}))).into_response(),
+    }
 }

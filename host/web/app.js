@@ -18,6 +18,9 @@ const ui = {
   where: $("#where"),
   version: $("#version"),
   player: $("#player"),
+  userinfo: $("#userinfo"),
+  user: $("#user"),
+  signin: $("#signin"),
   idle: $("#idle"),
   log: $("#log"),
   panels: {tictactoe: $("#tictactoe"), chat: $("#chat"), raw: $("#raw")},
@@ -49,8 +52,28 @@ async function loadConfig() {
 
 function wsUrl(config) {
   if (params.get("ws")) return params.get("ws");
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const scheme = config.tls || location.protocol === "https:" ? "wss" : "ws";
   return `${scheme}://${location.hostname}:${config.ws_port ?? 7700}/`;
+}
+
+// --- join tickets ----------------------------------------------------------
+
+/**
+ * A short-lived ticket from the host's development issuer, fetched before
+ * every join (the client asks again for each rejoin, so one never expires
+ * on us). Real deployments get tickets from their own account service.
+ */
+async function devTicket({name}) {
+  const res = await fetch(`/dev/ticket?name=${encodeURIComponent(name ?? "")}`, {cache: "no-store"});
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(body.error ?? (res.status === 404 ? "the host's development ticket issuer is off" : `HTTP ${res.status}`));
+  return body.ticket;
+}
+
+/** Without a way to get tickets the page cannot join: say so up front. */
+function needSignIn() {
+  ui.signin.hidden = false;
+  ui.join.disabled = true;
 }
 
 // --- tictactoe -------------------------------------------------------------
@@ -251,6 +274,8 @@ function showRoom(info) {
   ui.where.textContent = `${info.game} / ${info.room}`;
   ui.version.textContent = info.version ?? "–";
   ui.player.textContent = String(client.player ?? "–");
+  ui.userinfo.hidden = client.user === null;
+  ui.user.textContent = client.user ?? "–";
   setJoined(true);
 }
 
@@ -264,7 +289,7 @@ function hideRoom() {
 }
 
 function setJoined(joined) {
-  ui.join.disabled = joined;
+  ui.join.disabled = joined || !ui.signin.hidden;
   ui.leave.disabled = !joined;
   for (const el of [ui.game, ui.room, ui.name]) el.disabled = joined;
 }
@@ -279,6 +304,7 @@ async function join() {
   const game = ui.game.value;
   const room = ui.room.value.trim() || "lobby";
   const name = ui.name.value.trim();
+  if (!ui.signin.hidden) return;
   if (!name) {
     ui.name.focus();
     return;
@@ -288,6 +314,7 @@ async function join() {
   try {
     await client.join(game, room, name);
   } catch (e) {
+    if (e.code === "ticket_required") needSignIn();
     setJoined(false);
     log(`join refused: ${e.code}${e.reason ? ` (${e.reason})` : ""}: ${e.message}`, "error");
   }
@@ -325,7 +352,8 @@ if (params.get("room")) ui.room.value = params.get("room");
 ui.name.value = params.get("name") || `player-${Math.floor(Math.random() * 900 + 100)}`;
 resetGameViews();
 
-const client = new RespawnClient(wsUrl(config));
+const auth = config.auth ?? {};
+const client = new RespawnClient(wsUrl(config), {ticket: auth.required && auth.dev_tickets ? devTicket : null});
 // For the console and for tests.
 window.respawn = client;
 
@@ -342,7 +370,9 @@ client.on("welcome", (w) => {
 });
 client.on("joined", (j) => {
   showRoom(j);
-  log(`joined ${j.game}/${j.room} as player ${j.player} (version ${j.version})`);
+  const who = j.user ? `player ${j.player}, user ${j.user}` : `player ${j.player}`;
+  if (j.takeover) log(`took over the seat of ${who} from another tab in ${j.game}/${j.room} (version ${j.version})`, "good");
+  else log(`joined ${j.game}/${j.room} as ${who} (version ${j.version})`);
 });
 client.on("resumed", (r) => {
   if (r.game) showRoom(r);
@@ -370,7 +400,8 @@ client.on("left", () => {
 });
 client.on("shutdown", (s) => log(`host shutting down: ${s.message}`, "warn"));
 client.on("error", (e) => {
-  log(`${e.code}${e.reason ? ` (${e.reason})` : ""}: ${e.message}`, "error");
+  if (e.code === "superseded") log("this seat was taken over by another tab or device of the same user", "warn");
+  else log(`${e.code}${e.reason ? ` (${e.reason})` : ""}: ${e.message}`, "error");
   if (!client.room && !client.joining && view.game) hideRoom();
 });
 client.on("event", (data) => {
@@ -380,4 +411,6 @@ client.on("event", (data) => {
 });
 
 client.connect();
-if (params.get("autojoin") === "1") join();
+if (auth.required && !auth.dev_tickets) needSignIn();
+else if (params.get("autojoin") === "1") join();
+if (auth.required && auth.dev_tickets) log("joining with development tickets from this host: anyone can play as anyone", "warn");

@@ -98,7 +98,8 @@ async function joinedClient(opts) {
   const ws = FakeSocket.all[0];
   ws.push(welcome(7, "tok-7"));
   const join = ws.last("join");
-  assert.deepEqual(join, {type: "join", game: "tictactoe", room: "r1", name: "ann", ref: join.ref});
+  const ticket = typeof opts?.ticket === "string" ? {ticket: opts.ticket} : {};
+  assert.deepEqual(join, {type: "join", game: "tictactoe", room: "r1", name: "ann", ...ticket, ref: join.ref});
   ws.push({type: "joined", game: "tictactoe", room: "r1", player: 7, version: "1.0.0", ref: join.ref});
   const joined = await joining;
   assert.equal(joined.version, "1.0.0");
@@ -243,11 +244,16 @@ describe("RespawnClient", () => {
     assert.equal(client.state, "closed");
   });
 
-  test("superseded reconnects at once, without waiting for the close", async () => {
-    const {client, ws} = await joinedClient();
+  test("superseded reconnects at once, and leaves the seat to the connection that took it", async () => {
+    const {client, ws, seen} = await joinedClient();
     ws.push({type: "error", code: "superseded", message: "another connection resumed this seat"});
     assert.equal(client.state, "reconnecting");
-    await until(() => FakeSocket.all.length === 2, "second socket");
+    assert.equal(client.room, null);
+    assert.deepEqual(seen.filter(([t]) => t === "error").map(([, e]) => e.code), ["superseded"]);
+    await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
+    FakeSocket.all[1].push(welcome(8, "tok-8"));
+    assert.deepEqual(FakeSocket.all[1].sent, [], "neither resumes nor rejoins: that would take the seat back");
+    assert.equal(client.state, "connected");
     client.close();
   });
 
@@ -370,5 +376,242 @@ describe("RespawnClient leave", () => {
     ws2.push({type: "joined", game: "tictactoe", room: "r2", player: 7, version: "1.0.0", ref: join.ref});
     assert.equal((await joining).room, "r2");
     client.close();
+  });
+});
+
+describe("RespawnClient tickets", () => {
+  /** A client with `ticket`, joining r1 as ann; returns once the join went out. */
+  async function joinWithTicket(ticket, name = "ann") {
+    const c = makeClient({ticket});
+    const joining = c.client.join("tictactoe", "r1", name);
+    await until(() => FakeSocket.all[0]?.readyState === 1, "socket open");
+    const ws = FakeSocket.all[0];
+    ws.push(welcome(7, "tok-7"));
+    await until(() => ws.last("join"), "the join");
+    return {...c, ws, joining};
+  }
+
+  test("a ticket string goes with the join; the name may be left out", async () => {
+    const {client, seen, ws, joining} = await joinWithTicket("a.b.c", null);
+    const join = ws.last("join");
+    assert.deepEqual(join, {type: "join", game: "tictactoe", room: "r1", ticket: "a.b.c", ref: join.ref});
+    ws.push({type: "joined", game: "tictactoe", room: "r1", player: 7, version: "1.0.0", user: "u-ann", name: "Ann", ref: join.ref});
+    assert.equal((await joining).user, "u-ann");
+    assert.equal(client.user, "u-ann");
+    assert.equal(seen.filter(([t]) => t === "joined").length, 1);
+    client.close();
+  });
+
+  test("a joined without user means no verified identity", async () => {
+    const {client} = await joinedClient({ticket: "a.b.c"});
+    assert.equal(client.user, null);
+    client.close();
+  });
+
+  test("a sync ticket function is asked before every join, with the room wanted", async () => {
+    const asked = [];
+    const {client, ws, joining} = await joinWithTicket((want) => {
+      asked.push(want);
+      return `t${asked.length}`;
+    });
+    assert.deepEqual(asked, [{game: "tictactoe", room: "r1", name: "ann"}]);
+    const first = ws.last("join");
+    assert.deepEqual(first, {type: "join", game: "tictactoe", room: "r1", name: "ann", ticket: "t1", ref: first.ref});
+    ws.push({type: "error", code: "ticket_expired", message: "the ticket expired", ref: first.ref});
+    await assert.rejects(joining, (e) => e.code === "ticket_expired");
+    assert.equal(client.joining, false);
+
+    const again = client.join("tictactoe", "r2", "ann");
+    const second = ws.last("join");
+    assert.equal(second.ticket, "t2", "a fresh ticket for the second join");
+    assert.deepEqual(asked.at(-1), {game: "tictactoe", room: "r2", name: "ann"});
+    ws.push({type: "joined", game: "tictactoe", room: "r2", player: 7, version: "1.0.0", user: "u-ann", ref: second.ref});
+    assert.equal((await again).room, "r2");
+    client.close();
+  });
+
+  test("an async ticket function is asked again for the rejoin after resume_failed, not for the resume", async () => {
+    let calls = 0;
+    const ticket = async () => {
+      calls++;
+      await tick(5);
+      return `t${calls}`;
+    };
+    const {client, seen, ws, joining} = await joinWithTicket(ticket);
+    const join = ws.last("join");
+    assert.equal(join.ticket, "t1");
+    ws.push({type: "joined", game: "tictactoe", room: "r1", player: 7, version: "1.0.0", user: "u-ann", ref: join.ref});
+    await joining;
+
+    ws.drop();
+    await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
+    const ws2 = FakeSocket.all[1];
+    ws2.push(welcome(12, "tok-12"));
+    assert.deepEqual(ws2.sent, [{type: "resume", token: "tok-7", last_seq: 0}], "a resume needs no ticket");
+    assert.equal(calls, 1);
+
+    ws2.push({type: "error", code: "resume_failed", message: "grace period over"});
+    assert.equal(seen.filter(([t]) => t === "seatlost").length, 1);
+    // Sent while the ticket is on its way: it waits behind the join.
+    client.send({action: "hello"});
+    assert.equal(ws2.last("message"), undefined);
+    await until(() => ws2.last("join"), "the rejoin");
+    assert.equal(calls, 2);
+    const rejoin = ws2.last("join");
+    assert.deepEqual(rejoin, {type: "join", game: "tictactoe", room: "r1", name: "ann", ticket: "t2", ref: rejoin.ref});
+    assert.equal(ws2.last("message"), undefined, "nothing goes out before the join is answered");
+    ws2.push({type: "joined", game: "tictactoe", room: "r1", player: 12, version: "1.0.0", user: "u-ann", ref: rejoin.ref});
+    assert.deepEqual(ws2.sent.at(-1), {type: "message", data: {action: "hello"}});
+    assert.equal(client.room.room, "r1");
+    assert.equal(seen.filter(([t]) => t === "error").length, 0);
+    client.close();
+  });
+
+  test("a ticket function that throws fails the join instead of hanging; the client stays usable", async () => {
+    const {client} = makeClient({
+      ticket: () => {
+        throw new Error("account service down");
+      },
+    });
+    const joining = client.join("tictactoe", "r1", "ann");
+    await until(() => FakeSocket.all[0]?.readyState === 1, "socket open");
+    const ws = FakeSocket.all[0];
+    ws.push(welcome(7, "tok-7"));
+    await assert.rejects(joining, (e) => e.code === "ticket_unavailable" && /account service down/.test(e.message) && e.cause.message === "account service down");
+    assert.equal(ws.last("join"), undefined);
+    assert.equal(client.joining, false);
+
+    client.ticket = async () => {
+      throw new Error("401 from /ticket");
+    };
+    await assert.rejects(client.join("tictactoe", "r1", "ann"), (e) => e.code === "ticket_unavailable" && /401/.test(e.message));
+    assert.equal(ws.last("join"), undefined);
+
+    client.ticket = async () => "fine";
+    const ok = client.join("tictactoe", "r1", "ann");
+    await until(() => ws.last("join"), "the join");
+    assert.equal(ws.last("join").ticket, "fine");
+    ws.push({type: "joined", game: "tictactoe", room: "r1", player: 7, version: "1.0.0", ref: ws.last("join").ref});
+    assert.equal((await ok).game, "tictactoe");
+    client.close();
+  });
+
+  test("a ticket that never comes fails the join after requestTimeoutMs", async () => {
+    const {client} = makeClient({ticket: () => new Promise(() => {}), requestTimeoutMs: 30});
+    const joining = client.join("tictactoe", "r1", "ann");
+    await until(() => FakeSocket.all[0]?.readyState === 1, "socket open");
+    FakeSocket.all[0].push(welcome(7, "tok-7"));
+    await assert.rejects(joining, (e) => e.code === "ticket_unavailable" && /within 30 ms/.test(e.message));
+    assert.equal(FakeSocket.all[0].last("join"), undefined);
+    client.close();
+  });
+
+  test("a ticket that fails for the rejoin after a lost seat is reported as an error", async () => {
+    let calls = 0;
+    const {client, seen, ws, joining} = await joinWithTicket(async () => {
+      if (++calls > 1) throw new Error("signed out");
+      return "t1";
+    });
+    ws.push({type: "joined", game: "tictactoe", room: "r1", player: 7, version: "1.0.0", ref: ws.last("join").ref});
+    await joining;
+    ws.drop();
+    await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
+    const ws2 = FakeSocket.all[1];
+    ws2.push(welcome(12, "tok-12"));
+    ws2.push({type: "error", code: "resume_failed", message: "grace period over"});
+    await until(() => seen.some(([t]) => t === "error"), "the error");
+    const [err] = seen.filter(([t]) => t === "error").map(([, e]) => e);
+    assert.equal(err.code, "ticket_unavailable");
+    assert.equal(client.joining, false);
+    assert.equal(client.room, null);
+    assert.equal(ws2.last("join"), undefined);
+    client.close();
+  });
+
+  test("a ticket that arrives after a leave or a drop is not used", async () => {
+    const gate = [];
+    const ticket = () => new Promise((resolve) => gate.push(resolve));
+    const {client} = makeClient({ticket});
+    const first = client.join("tictactoe", "r1", "ann");
+    await until(() => FakeSocket.all[0]?.readyState === 1, "socket open");
+    const ws = FakeSocket.all[0];
+    ws.push(welcome(7, "tok-7"));
+    assert.equal(gate.length, 1);
+    await client.leave();
+    await assert.rejects(first, (e) => e.code === "left");
+    gate[0]("late");
+    await tick(5);
+    assert.equal(ws.last("join"), undefined, "no join after the leave");
+
+    const second = client.join("tictactoe", "r2", "ann");
+    assert.equal(gate.length, 2, "asked again for the new join");
+    ws.drop();
+    gate[1]("stale");
+    await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
+    const ws2 = FakeSocket.all[1];
+    ws2.push(welcome(8, "tok-8"));
+    assert.deepEqual(ws2.sent, [], "the join sent nothing before the drop: nothing to resume");
+    assert.equal(gate.length, 3, "the new connection asks for a ticket again");
+    gate[2]("fresh");
+    await until(() => ws2.last("join"), "the join");
+    assert.equal(ws2.last("join").ticket, "fresh");
+    assert.equal(ws.last("join"), undefined);
+    ws2.push({type: "joined", game: "tictactoe", room: "r2", player: 8, version: "1.0.0", ref: ws2.last("join").ref});
+    assert.equal((await second).room, "r2");
+    client.close();
+  });
+
+  test("a resumed answering the join took over the user's seat: adopted like a joined", async () => {
+    const {client, seen, ws, joining} = await joinWithTicket("a.b.c");
+    const join = ws.last("join");
+    ws.push({type: "resumed", player: 3, game: "tictactoe", room: "r1", version: "1.0.0", resume: "tok-3b", replayed: 2, lost: 0, ref: join.ref});
+    const joined = await joining;
+    assert.equal(joined.type, "joined");
+    assert.equal(joined.takeover, true);
+    assert.equal(joined.player, 3);
+    assert.equal(client.player, 3);
+    assert.deepEqual(client.room, {game: "tictactoe", room: "r1", version: "1.0.0"});
+    assert.deepEqual(seen.filter(([t]) => t === "joined" || t === "resumed").map(([t, f]) => [t, f.takeover]), [["joined", true]]);
+    assert.equal(client.state, "connected");
+    // The seat's kept frames follow, numbered on from the seat's count.
+    ws.push({seq: 4, type: "event", data: {board: []}});
+    ws.push({seq: 5, type: "event", data: {board: [1]}});
+    client.send({action: "move", cell: 2});
+    assert.deepEqual(ws.sent.at(-1), {type: "message", data: {action: "move", cell: 2}});
+
+    ws.drop();
+    await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
+    FakeSocket.all[1].push(welcome(9, "tok-9"));
+    assert.deepEqual(FakeSocket.all[1].sent, [{type: "resume", token: "tok-3b", last_seq: 5}], "resumes the taken-over seat");
+    client.close();
+  });
+
+  test("a resumed for another ref is not taken for the join", async () => {
+    const {client, ws, joining} = await joinWithTicket("a.b.c");
+    const join = ws.last("join");
+    ws.push({type: "resumed", player: 3, game: "tictactoe", room: "r1", version: "1.0.0", resume: "x", replayed: 0, lost: 0, ref: join.ref + 100});
+    assert.equal(client.room, null);
+    ws.push({type: "joined", game: "tictactoe", room: "r1", player: 7, version: "1.0.0", ref: join.ref});
+    assert.equal((await joining).player, 7);
+    client.close();
+  });
+
+  test("banned on a join rejects it; banned or kicked in a room is not rejoined", async () => {
+    const refused = await joinWithTicket("a.b.c");
+    refused.ws.push({type: "error", code: "banned", message: "banned until tomorrow", ref: refused.ws.last("join").ref});
+    await assert.rejects(refused.joining, (e) => e.code === "banned" && /tomorrow/.test(e.message));
+    refused.client.close();
+
+    for (const last of [{type: "kicked", reason: "banned: cheating"}, {type: "error", code: "banned", message: "banned: cheating"}]) {
+      const {client, ws} = await joinedClient({ticket: "a.b.c"});
+      ws.push(last);
+      assert.equal(client.room, null, last.type);
+      assert.equal(client.joining, false, last.type);
+      ws.drop();
+      await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
+      FakeSocket.all[1].push(welcome(8, "tok-8"));
+      assert.deepEqual(FakeSocket.all[1].sent, [], `after ${last.type}: no resume, no rejoin`);
+      client.close();
+    }
   });
 });

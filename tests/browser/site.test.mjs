@@ -1,10 +1,12 @@
 // The demo site in a real browser against a real host: two pages play
 // tictactoe through a TCP proxy that can cut their connections, while the
-// host hot-swaps the game under them.
+// host hot-swaps the game under them; and against a second host with TLS
+// and join tickets, over https and wss.
 //
 // Needs target/debug/respawn and target/guests/tictactoe.wasm (`just
-// guests`) and Debian's chromium (`apt-get install chromium`); playwright
-// never downloads a browser here.
+// guests`), Debian's chromium (`apt-get install chromium`; playwright
+// never downloads a browser here) and the test certificate in
+// tests/fixtures/tls.
 //
 // RESPAWN_WEB=disk serves host/web and clients/js from the work tree
 // instead of the copies built into the binary (for editing the site
@@ -14,6 +16,7 @@ import assert from "node:assert/strict";
 import {spawn, execFileSync} from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -27,6 +30,10 @@ const WASM = path.join(ROOT, "target/guests/tictactoe.wasm");
 const CHAT_WASM = path.join(ROOT, "target/guests/chat.wasm");
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const ARTIFACTS = path.join(ROOT, "target/browser-artifacts");
+/** For localhost and 127.0.0.1, signed by the test CA in ca.pem. */
+const TLS_CERT = path.join(ROOT, "tests/fixtures/tls/cert.pem");
+const TLS_KEY = path.join(ROOT, "tests/fixtures/tls/key.pem");
+const TLS_CA = path.join(ROOT, "tests/fixtures/tls/ca.pem");
 const CHROMIUM_ARGS = [
   "--headless",
   "--no-sandbox",
@@ -51,8 +58,8 @@ let host;
 let proxy;
 let site;
 let browser;
-let webBase;
-let hostLog = [];
+/** Where `openPlayer` sends pages by default: the plain host, through the proxy. */
+let plain;
 
 // --- the host ---------------------------------------------------------------
 
@@ -60,10 +67,12 @@ function run(args) {
   return execFileSync(BIN, args, {cwd: tmp, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"]});
 }
 
-function startHost() {
-  const logFile = fs.createWriteStream(path.join(ARTIFACTS, "host.log"));
-  const child = spawn(BIN, ["serve", "-c", path.join(tmp, "respawn.toml")], {
-    cwd: tmp,
+/** Starts `respawn serve -c config`; its log goes to target/browser-artifacts/`name`.log. */
+function startHost(config, name = "host") {
+  const logFile = fs.createWriteStream(path.join(ARTIFACTS, `${name}.log`));
+  const hostLog = [];
+  const child = spawn(BIN, ["serve", "-c", config], {
+    cwd: path.dirname(config),
     stdio: ["ignore", "pipe", "pipe"],
     env: {...process.env, NO_COLOR: "1", RUST_LOG: process.env.RUST_LOG ?? "info,cranelift=warn,wasmtime=warn"},
   });
@@ -92,13 +101,13 @@ function startHost() {
         clearTimeout(timer);
         child.removeAllListeners("exit");
         child.on("exit", (code, signal) => keep(`[host exited: ${signal ?? code}]`));
-        resolve({child, ports: listening, logFile});
+        resolve({child, ports: listening, logFile, log: hostLog});
       }
     });
   });
 }
 
-async function stopHost() {
+async function stopHost(host) {
   if (!host) return;
   const {child, logFile} = host;
   if (child.exitCode === null && child.signalCode === null) {
@@ -159,15 +168,31 @@ function startProxy(targetPort) {
   });
 }
 
+/** GETs `url`; over https it trusts the test CA. */
+function get(url) {
+  const tls = url.startsWith("https:");
+  return new Promise((resolve, reject) => {
+    (tls ? https : http)
+      .get(url, tls ? {ca: fs.readFileSync(TLS_CA)} : {}, (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk) => (text += chunk));
+        res.on("end", () => resolve({status: res.statusCode, text, json: () => JSON.parse(text)}));
+      })
+      .on("error", reject);
+  });
+}
+
 // --- the site from the work tree (RESPAWN_WEB=disk) -------------------------
 
-function startDiskSite(hostWebPort) {
-  const server = http.createServer(async (req, res) => {
+/** Serves the site's files from disk and the host's own routes from `hostBase`; over TLS when `tls` has `{cert, key}`. */
+function startDiskSite(hostBase, tls = null) {
+  const handler = async (req, res) => {
     const url = new URL(req.url, "http://x");
-    if (url.pathname === "/config.json") {
-      const upstream = await fetch(`http://127.0.0.1:${hostWebPort}/config.json`);
+    if (url.pathname === "/config.json" || url.pathname === "/dev/ticket") {
+      const upstream = await get(hostBase + url.pathname + url.search);
       res.writeHead(upstream.status, {"content-type": "application/json"});
-      res.end(await upstream.text());
+      res.end(upstream.text);
       return;
     }
     const file = SITE_FILES[url.pathname];
@@ -177,16 +202,29 @@ function startDiskSite(hostWebPort) {
     }
     res.writeHead(200, {"content-type": file[1], "cache-control": "no-cache"});
     res.end(fs.readFileSync(path.join(ROOT, file[0])));
-  });
+  };
+  const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
   return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+}
+
+/** The site of a host with web port `webPort`: the host's own, or from disk under RESPAWN_WEB=disk. */
+async function siteOf(webPort, tls = null) {
+  const scheme = tls ? "https" : "http";
+  const hostBase = `${scheme}://127.0.0.1:${webPort}`;
+  if (process.env.RESPAWN_WEB === "disk") {
+    const server = await startDiskSite(hostBase, tls);
+    return {server, base: `${scheme}://127.0.0.1:${server.address().port}`};
+  }
+  await checkSiteIsCurrent(hostBase);
+  return {server: null, base: hostBase};
 }
 
 /** Refuses to test a binary whose built-in site is older than the files. */
 async function checkSiteIsCurrent(base) {
   for (const [route, [file]] of Object.entries(SITE_FILES)) {
-    const res = await fetch(base + route);
+    const res = await get(base + route);
     assert.equal(res.status, 200, `GET ${route} from the host`);
-    const served = await res.text();
+    const served = res.text;
     if (served !== fs.readFileSync(path.join(ROOT, file), "utf8")) {
       throw new Error(
         `${BIN} serves a different ${file} than the work tree: rebuild the host ` +
@@ -200,16 +238,28 @@ async function checkSiteIsCurrent(base) {
 
 const opened = [];
 
-async function openPlayer(room, name, game = "tictactoe") {
-  const context = await browser.newContext({viewport: {width: 1000, height: 640}});
+/**
+ * A page in a context of its own on `via`'s browser (`via`: `{browser,
+ * base, ws, context}`; `ws` null lets the page pick it from /config.json).
+ */
+async function newPage(via, label) {
+  const context = await via.browser.newContext({viewport: {width: 1000, height: 640}, ...via.context});
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_MS);
   page.errors = [];
   page.on("pageerror", (e) => page.errors.push(String(e)));
-  page.label = name;
+  page.sockets = [];
+  page.on("websocket", (ws) => page.sockets.push(ws.url()));
+  page.label = label;
   opened.push(page);
-  const q = new URLSearchParams({ws: `ws://127.0.0.1:${proxy.port}/`, game, room, name, autojoin: "1"});
-  await page.goto(`${webBase}/?${q}`);
+  return page;
+}
+
+/** Opens the site of `via` and joins `room` as `name`. */
+async function openPlayer(room, name, game = "tictactoe", via = plain) {
+  const page = await newPage(via, name);
+  const q = new URLSearchParams({...(via.ws ? {ws: via.ws} : {}), game, room, name, autojoin: "1"});
+  await page.goto(`${via.base}/?${q}`);
   await waitText(page, "#state", "connected");
   return page;
 }
@@ -245,10 +295,10 @@ const board = (page) => page.$$eval("#board .cell", (cells) => cells.map((c) => 
 const text = (page, sel) => page.$eval(sel, (el) => el.textContent.trim());
 
 /** Two players in a fresh room: the first page is X, the second O. */
-async function pair(room) {
-  const x = await openPlayer(room, "xena");
+async function pair(room, via = plain) {
+  const x = await openPlayer(room, "xena", "tictactoe", via);
   await waitAttr(x, "#status", {mark: "X"});
-  const o = await openPlayer(room, "otto");
+  const o = await openPlayer(room, "otto", "tictactoe", via);
   await waitAttr(o, "#status", {mark: "O"});
   for (const p of [x, o]) await waitAttr(p, "#status", {status: "playing", turn: "X"});
   return {X: x, O: o};
@@ -275,8 +325,8 @@ async function shot(page, name) {
   await page.screenshot({path: path.join(ARTIFACTS, `${name}.png`)});
 }
 
-/** Runs a test body; on failure saves a screenshot and the log of every open page. */
-async function scenario(name, body) {
+/** Runs a test body; on failure saves a screenshot and the log of every open page and the host's. */
+async function scenario(name, body, on = host) {
   try {
     await body();
     for (const p of opened) assert.deepEqual(p.errors, [], `${p.label}: uncaught errors in the page`);
@@ -287,7 +337,7 @@ async function scenario(name, body) {
       const log = await p.$$eval("#log li", (lis) => lis.map((li) => li.textContent).reverse()).catch(() => []);
       notes.push(`--- ${p.label}: state=${await text(p, "#state").catch(() => "?")} log:\n${log.join("\n")}`);
     }
-    notes.push(`--- host log (tail) ---\n${hostLog.slice(-30).join("\n")}`);
+    notes.push(`--- host log (tail) ---\n${on.log.slice(-30).join("\n")}`);
     e.message += `\n${notes.join("\n")}`;
     throw e;
   } finally {
@@ -331,27 +381,25 @@ dir = "${path.join(tmp, "trust")}"
 dir = "${path.join(tmp, "state")}"
 `,
   );
-  host = await startHost();
+  host = await startHost(path.join(tmp, "respawn.toml"));
   proxy = await startProxy(host.ports.ws);
-  if (process.env.RESPAWN_WEB === "disk") {
-    site = await startDiskSite(host.ports.web);
-    webBase = `http://127.0.0.1:${site.address().port}`;
-  } else {
-    webBase = `http://127.0.0.1:${host.ports.web}`;
-    await checkSiteIsCurrent(webBase);
-  }
-  const config = await (await fetch(`${webBase}/config.json`)).json();
+  const {server, base} = await siteOf(host.ports.web);
+  site = server;
+  const config = (await get(`${base}/config.json`)).json();
   const games = [...config.games].sort((a, b) => a.name.localeCompare(b.name));
   assert.deepEqual(games, [{name: "chat", version: "1.0.0"}, {name: "tictactoe", version: "1.0.0"}], "config.json lists the signed games");
   assert.equal(config.ws_port, host.ports.ws, "config.json names the ws port");
+  assert.equal(config.tls, false, "config.json: no TLS");
+  assert.equal(config.auth?.required, false, "config.json: no tickets needed");
   browser = await chromium.launch({executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 20_000});
+  plain = {browser, base, ws: `ws://127.0.0.1:${proxy.port}/`, context: {}};
 });
 
 after(async () => {
   await browser?.close().catch(() => {});
   await proxy?.close();
   site?.close();
-  await stopHost();
+  await stopHost(host);
   if (tmp) fs.rmSync(tmp, {recursive: true, force: true});
 });
 
@@ -364,6 +412,10 @@ describe("demo site", {timeout: 60_000}, () => {
     scenario("play", async () => {
       const players = await pair("play-1");
       for (const p of [players.X, players.O]) assert.equal(await text(p, "#version"), "1.0.0");
+      for (const p of [players.X, players.O]) {
+        assert.ok(await p.$eval("#userinfo", (el) => el.hidden), `${p.label}: no user without a ticket`);
+        assert.ok(p.sockets.every((url) => url.startsWith("ws:")), `${p.label}: plain ws: ${p.sockets}`);
+      }
       await shot(players.X, "a-start-x");
       // X: 0 1 2 across the top; O: 3 4.
       await play(players, [0, 3, 1, 4, 2]);
@@ -468,4 +520,122 @@ describe("demo site", {timeout: 60_000}, () => {
       await waitFor(ann, () => document.querySelector("#messages").textContent.includes("bob left"), null, "bob's leave");
       assert.equal(await text(bob, "#state"), "connected");
     }));
+});
+
+describe("over wss with tickets", {timeout: 60_000}, () => {
+  let tlsHost;
+  let tlsSite;
+  let tlsBrowser;
+  /** The second host's site: https, and the page finds wss from /config.json. */
+  let secure;
+
+  before(async () => {
+    for (const file of [TLS_CERT, TLS_KEY, TLS_CA]) if (!fs.existsSync(file)) throw new Error(`${file} is missing`);
+    const dir = path.join(tmp, "tls");
+    for (const sub of ["modules", "state"]) fs.mkdirSync(path.join(dir, sub), {recursive: true});
+    // The 1.0.0 builds only: the swap test may have added 1.1.0 to the first host's.
+    for (const game of ["tictactoe", "chat"]) {
+      fs.copyFileSync(path.join(tmp, `modules/${game}.wasm`), path.join(dir, `modules/${game}.wasm`));
+    }
+    const config = path.join(dir, "respawn.toml");
+    fs.writeFileSync(
+      config,
+      `[net]
+ws = "127.0.0.1:0"
+tcp = "127.0.0.1:0"
+web = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[modules]
+dir = "${path.join(dir, "modules")}"
+[trust]
+dir = "${path.join(tmp, "trust")}"
+[state]
+dir = "${path.join(dir, "state")}"
+[tls]
+cert = "${TLS_CERT}"
+key = "${TLS_KEY}"
+[auth]
+required = true
+dev_issuer = true
+issuer = "respawn-dev"
+audience = "respawn"
+`,
+    );
+    tlsHost = await startHost(config, "host-tls");
+    const tls = {cert: fs.readFileSync(TLS_CERT), key: fs.readFileSync(TLS_KEY)};
+    const {server, base} = await siteOf(tlsHost.ports.web, tls);
+    tlsSite = server;
+    const served = (await get(`${base}/config.json`)).json();
+    assert.equal(served.tls, true, "config.json: tls");
+    assert.equal(served.auth?.required, true, "config.json: auth.required");
+    assert.equal(served.auth?.dev_tickets, true, "config.json: auth.dev_tickets");
+    assert.equal(served.ws_port, tlsHost.ports.ws);
+    tlsBrowser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [...CHROMIUM_ARGS, "--ignore-certificate-errors"],
+      timeout: 20_000,
+    });
+    secure = {browser: tlsBrowser, base, ws: null, context: {ignoreHTTPSErrors: true}};
+  });
+
+  after(async () => {
+    await tlsBrowser?.close().catch(() => {});
+    tlsSite?.close();
+    await stopHost(tlsHost);
+  });
+
+  process.on("exit", () => tlsHost?.child.kill("SIGKILL"));
+
+  test("two pages sign in with development tickets and play over https and wss", {timeout: 45_000}, () =>
+    scenario(
+      "tls",
+      async () => {
+        const players = await pair("tls-1", secure);
+        for (const p of [players.X, players.O]) {
+          assert.equal(await p.evaluate(() => location.protocol), "https:");
+          const wss = `wss://127.0.0.1:${tlsHost.ports.ws}/`;
+          assert.ok(p.sockets.length > 0 && p.sockets.every((url) => url === wss), `${p.label}: WebSockets ${p.sockets}, not ${wss}`);
+          // The dev issuer names the user the same way for the same name.
+          const ticket = (await get(`${secure.base}/dev/ticket?name=${p.label}`)).json();
+          assert.ok(ticket.ticket && ticket.user && ticket.expires_in_ms > 0, JSON.stringify(ticket));
+          await waitFor(p, () => !document.querySelector("#userinfo").hidden, null, "the user id");
+          assert.equal(await text(p, "#user"), ticket.user, `${p.label}: the user id from the ticket`);
+          assert.equal(await p.evaluate(() => window.respawn.user), ticket.user);
+        }
+        await shot(players.X, "e-tls-start-x");
+        await play(players, [0, 3, 1, 4, 2]);
+        await expectXWon(players);
+        await shot(players.X, "e-tls-win-x");
+      },
+      tlsHost,
+    ));
+
+  test("a bad name gets no development ticket", async () => {
+    const res = await get(`${secure.base}/dev/ticket?name=${encodeURIComponent(" ")}`);
+    assert.equal(res.status, 400);
+    assert.equal(typeof res.json().error, "string");
+  });
+
+  test("without a way to get tickets the page says so instead of joining", {timeout: 30_000}, () =>
+    scenario(
+      "signin",
+      async () => {
+        const page = await newPage(secure, "nina");
+        // The host as if its development issuer were off.
+        const served = (await get(`${secure.base}/config.json`)).json();
+        await page.route("**/config.json", (route) => route.fulfill({json: {...served, auth: {required: true, dev_tickets: false}}}));
+        const joins = [];
+        page.on("websocket", (ws) => ws.on("framesent", (f) => typeof f.payload === "string" && f.payload.includes('"join"') && joins.push(f.payload)));
+        await page.goto(`${secure.base}/?${new URLSearchParams({game: "tictactoe", room: "tls-2", name: "nina", autojoin: "1"})}`);
+        await waitFor(page, () => !document.querySelector("#signin").hidden, null, "the sign-in notice");
+        assert.match(await text(page, "#signin"), /requires sign-in tickets from your studio's account service/);
+        assert.equal(await page.$eval("#join", (b) => b.disabled), true);
+        await waitText(page, "#state", "connected");
+        assert.deepEqual(joins, [], "no join sent");
+        await shot(page, "f-signin");
+      },
+      tlsHost,
+    ));
 });

@@ -786,6 +786,14 @@ impl Client {
         self.ping().await;
     }
 
+    /// Joins a room with a ticket and returns the answer (`joined`, or
+    /// `resumed` for a user who had a seat there).
+    pub async fn join_with(&mut self, game: &str, room: &str, ticket: &str) -> Value {
+        self.send(json!({"type": "join", "game": game, "room": room, "ticket": ticket}))
+            .await;
+        self.recv().await
+    }
+
     /// Joins a room and returns the `joined` frame.
     pub async fn join(&mut self, game: &str, room: &str, name: &str) -> Value {
         self.send(json!({"type": "join", "game": game, "room": room, "name": name}))
@@ -804,4 +812,68 @@ impl Client {
         let pong = self.expect("pong").await;
         assert_eq!(pong["ref"], "alive?");
     }
+}
+
+/// The test fixtures folder (`tests/fixtures`).
+pub fn fixtures() -> PathBuf {
+    workspace().join("tests/fixtures")
+}
+
+/// `[auth]` of a host that requires tickets signed by the test keys
+/// (`tests/fixtures/auth`), from issuer `accounts` for audience `respawn`,
+/// passing the `tier` claim to games; `extra` is added to the section.
+pub fn auth_config(extra: &str) -> String {
+    let dir = fixtures().join("auth");
+    format!(
+        r#"
+        [auth]
+        required = true
+        issuer = "accounts"
+        audience = "respawn"
+        claims = ["tier"]
+        jwks_file = {jwks:?}
+        keys = [{{ kid = "ed-1", alg = "EdDSA", file = {ed:?} }}]
+        {extra}
+        "#,
+        jwks = dir.join("jwks.json"),
+        ed = dir.join("ed25519.pub"),
+    )
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Claims of a valid ticket for `user` (display name `name`), for
+/// [`auth_config`]; change them to make bad ones.
+pub fn claims(user: &str, name: &str) -> Value {
+    json!({
+        "sub": user, "name": name, "iss": "accounts", "aud": "respawn",
+        "exp": unix_secs() + 300, "tier": "gold",
+    })
+}
+
+/// A ticket signed with a test key: `key_file` in `tests/fixtures/auth`,
+/// `kid` in the header.
+pub fn sign_ticket(claims: &Value, alg: jsonwebtoken::Algorithm, kid: &str, key_file: &str) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let pem = std::fs::read(fixtures().join("auth").join(key_file)).expect("test key");
+    let key = match alg {
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+        _ => Ok(EncodingKey::from_secret(pem.trim_ascii())),
+    }
+    .expect("encoding key");
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, &key).expect("sign")
+}
+
+/// A valid ticket (EdDSA, `kid` `ed-1`) with `claims`.
+pub fn ticket(claims: &Value) -> String {
+    sign_ticket(claims, jsonwebtoken::Algorithm::EdDSA, "ed-1", "ed25519.key")
 }

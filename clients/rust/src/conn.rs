@@ -1,23 +1,28 @@
-//! One connection to the host, WebSocket or TCP lines, carrying JSON
-//! frames.
+//! One connection to the host, WebSocket or TCP lines, plain or over TLS,
+//! carrying JSON frames.
 
-use crate::{ClientError, Endpoint};
+use crate::{ClientError, Endpoint, Tls};
 use futures_util::{SinkExt, StreamExt};
 use respawn_protocol::ServerFrame;
 use serde_json::{Value, json};
 use std::io;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A byte stream to the host: TCP, or TLS over TCP.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Stream = Box<dyn Io>;
 
 pub(crate) enum Conn {
-    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    Ws(Box<WebSocketStream<Stream>>),
     Tcp {
-        reader: BufReader<OwnedReadHalf>,
-        writer: OwnedWriteHalf,
+        reader: BufReader<ReadHalf<Stream>>,
+        writer: WriteHalf<Stream>,
     },
     /// Cut by the caller; every operation fails until replaced.
     Closed,
@@ -27,19 +32,49 @@ fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "connection closed")
 }
 
+/// The `host:port` of a `ws://` or `wss://` URL.
+fn authority(url: &str) -> io::Result<&str> {
+    let rest = url
+        .strip_prefix("wss://")
+        .or_else(|| url.strip_prefix("ws://"))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{url}` is not a ws:// or wss:// URL"),
+            )
+        })?;
+    Ok(rest.split(['/', '?']).next().unwrap_or(rest))
+}
+
+async fn connect(addr: &str, tls: Option<&Tls>) -> io::Result<Stream> {
+    let tcp = TcpStream::connect(addr).await?;
+    let _ = tcp.set_nodelay(true);
+    Ok(match tls {
+        None => Box::new(tcp),
+        Some(tls) => Box::new(tls.connector().connect(tls.server_name()?, tcp).await?),
+    })
+}
+
 impl Conn {
-    pub(crate) async fn open(endpoint: &Endpoint) -> io::Result<Conn> {
+    pub(crate) async fn open(endpoint: &Endpoint, tls: Option<&Tls>) -> io::Result<Conn> {
         match endpoint {
             Endpoint::Ws(url) => {
-                let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                let secure = url.starts_with("wss://");
+                if secure && tls.is_none() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a wss:// endpoint needs `Options::tls`",
+                    ));
+                }
+                let stream = connect(authority(url)?, tls.filter(|_| secure)).await?;
+                let (ws, _) = tokio_tungstenite::client_async(url.as_str(), stream)
                     .await
                     .map_err(io::Error::other)?;
                 Ok(Conn::Ws(Box::new(ws)))
             }
             Endpoint::Tcp(addr) => {
-                let stream = TcpStream::connect(addr).await?;
-                let _ = stream.set_nodelay(true);
-                let (r, w) = stream.into_split();
+                let stream = connect(&addr.to_string(), tls).await?;
+                let (r, w) = tokio::io::split(stream);
                 Ok(Conn::Tcp {
                     reader: BufReader::new(r),
                     writer: w,
@@ -55,7 +90,8 @@ impl Conn {
             Conn::Tcp { writer, .. } => {
                 let mut line = text.into_bytes();
                 line.push(b'\n');
-                writer.write_all(&line).await
+                writer.write_all(&line).await?;
+                writer.flush().await
             }
             Conn::Closed => Err(closed()),
         }
@@ -86,16 +122,21 @@ impl Conn {
         Some(serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("invalid JSON {text:?}: {e}"))))
     }
 
-    /// The next frame of `kind`, answering heartbeats on the way; an error
-    /// frame is returned as [`ClientError::Refused`].
+    /// The next frame of one of `kinds`, answering heartbeats on the way;
+    /// an error frame is returned as [`ClientError::Refused`].
     pub(crate) async fn expect_within(&mut self, timeout: Duration, kind: &str) -> Result<Value, ClientError> {
+        self.expect_any_within(timeout, &[kind]).await
+    }
+
+    /// [`Conn::expect_within`] for any of several kinds.
+    pub(crate) async fn expect_any_within(&mut self, timeout: Duration, kinds: &[&str]) -> Result<Value, ClientError> {
         let wait = async {
             loop {
                 let frame = match self.recv().await {
                     Some(r) => r?,
                     None => return Err(ClientError::Io(closed())),
                 };
-                if frame["type"] == kind {
+                if kinds.iter().any(|k| frame["type"] == *k) {
                     return Ok(frame);
                 }
                 match crate::typed(&frame) {
@@ -106,13 +147,18 @@ impl Conn {
                         let code = frame["code"].as_str().unwrap_or_default().to_owned();
                         return Err(ClientError::Refused { code, frame });
                     }
-                    _ => return Err(ClientError::Protocol(format!("expected `{kind}`, got {frame}"))),
+                    _ => {
+                        return Err(ClientError::Protocol(format!(
+                            "expected `{}`, got {frame}",
+                            kinds.join("` or `")
+                        )));
+                    }
                 }
             }
         };
         tokio::time::timeout(timeout, wait)
             .await
-            .map_err(|_| ClientError::Protocol(format!("no `{kind}` within {timeout:?}")))?
+            .map_err(|_| ClientError::Protocol(format!("no `{}` within {timeout:?}", kinds.join("` or `"))))?
     }
 
     /// Drops the socket without a close handshake.

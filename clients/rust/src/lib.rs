@@ -31,10 +31,91 @@ use std::time::Duration;
 /// Where the host listens.
 #[derive(Debug, Clone)]
 pub enum Endpoint {
-    /// A WebSocket URL, `ws://127.0.0.1:7700/`.
+    /// A WebSocket URL, `ws://127.0.0.1:7700/` (or `wss://` with
+    /// [`Options::tls`]).
     Ws(String),
-    /// The TCP listener.
+    /// The TCP listener (TLS when [`Options::tls`] is set).
     Tcp(SocketAddr),
+}
+
+/// TLS to a host that serves it (`[tls]` in the host's config): the
+/// certificates to trust and the name the host's certificate carries.
+#[derive(Clone)]
+pub struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    server_name: String,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("server_name", &self.server_name).finish()
+    }
+}
+
+impl Tls {
+    /// Trusts the certificates of a PEM file (a private CA, or the host's
+    /// own self-signed certificate) for a host named `server_name`.
+    pub fn with_roots_pem(pem: &[u8], server_name: &str) -> std::io::Result<Self> {
+        use rustls_pki_types::pem::PemObject;
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| invalid(format!("not a PEM certificate: {e}")))?;
+            roots.add(cert).map_err(|e| invalid(e.to_string()))?;
+        }
+        let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+            server_name: server_name.to_owned(),
+        })
+    }
+
+    pub(crate) fn connector(&self) -> &tokio_rustls::TlsConnector {
+        &self.connector
+    }
+
+    pub(crate) fn server_name(&self) -> std::io::Result<rustls_pki_types::ServerName<'static>> {
+        rustls_pki_types::ServerName::try_from(self.server_name.clone())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    }
+}
+
+/// A future that fetches a fresh join ticket.
+pub type TicketFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>;
+
+/// Where join tickets come from: one ticket, or a function called before
+/// every join (the first, and each rejoin after a seat was lost), since
+/// tickets expire. A resume needs none.
+#[derive(Clone)]
+pub enum Ticket {
+    /// The same ticket every time.
+    Fixed(String),
+    /// A fresh ticket each time, typically from the studio's account
+    /// service.
+    Fetch(std::sync::Arc<dyn Fn() -> TicketFuture + Send + Sync>),
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ticket::Fixed(_) => f.write_str("Ticket::Fixed(..)"),
+            Ticket::Fetch(_) => f.write_str("Ticket::Fetch(..)"),
+        }
+    }
+}
+
+impl Ticket {
+    async fn get(&self) -> Result<String, ClientError> {
+        match self {
+            Ticket::Fixed(t) => Ok(t.clone()),
+            Ticket::Fetch(f) => f().await.map_err(ClientError::Ticket),
+        }
+    }
 }
 
 /// How the client behaves.
@@ -47,6 +128,10 @@ pub struct Options {
     /// How long to wait for a frame the protocol promises (welcome,
     /// joined, resumed).
     pub handshake_timeout: Duration,
+    /// TLS, for a `wss://` endpoint or a TCP listener that speaks it.
+    pub tls: Option<Tls>,
+    /// The join ticket, for a host that requires them.
+    pub ticket: Option<Ticket>,
 }
 
 impl Default for Options {
@@ -55,6 +140,8 @@ impl Default for Options {
             backoff: Backoff::default(),
             max_attempts: 20,
             handshake_timeout: Duration::from_secs(10),
+            tls: None,
+            ticket: None,
         }
     }
 }
@@ -79,6 +166,9 @@ pub enum ClientError {
     /// Every reconnect attempt failed.
     #[error("gave up after {0} reconnect attempts")]
     GaveUp(u32),
+    /// The ticket function failed.
+    #[error("fetching a join ticket: {0}")]
+    Ticket(String),
 }
 
 /// The seat to get back after a reconnect.
@@ -112,7 +202,7 @@ impl Client {
     pub async fn connect(endpoint: Endpoint, options: Options) -> Result<Self, ClientError> {
         let mut seed = [0u8; 32];
         let _ = rand::rngs::SysRng.try_fill_bytes(&mut seed);
-        let mut conn = Conn::open(&endpoint).await?;
+        let mut conn = Conn::open(&endpoint, options.tls.as_ref()).await?;
         let welcome = conn.expect_within(options.handshake_timeout, "welcome").await?;
         let (player, token) = seat_of(&welcome)?;
         Ok(Self {
@@ -140,23 +230,44 @@ impl Client {
         (self.reconnects, self.resumes)
     }
 
-    /// Joins a room; on success the client rejoins it after drops.
+    /// Joins a room; on success the client rejoins it after drops. With
+    /// [`Options::ticket`] the join carries a ticket (and the host may
+    /// answer `resumed`: this user's seat in the room, taken over from
+    /// another connection).
     pub async fn join(&mut self, game: &str, room: &str, name: &str) -> Result<Value, ClientError> {
         let seat = Seat {
             game: game.into(),
             room: room.into(),
             name: name.into(),
         };
-        let joined = Self::join_on(&mut self.conn, &seat, self.options.handshake_timeout).await?;
+        let ticket = self.options.ticket.clone();
+        let joined = Self::join_on(&mut self.conn, &seat, ticket.as_ref(), self.options.handshake_timeout).await?;
         self.seat = Some(seat);
         self.last_seq = 0;
+        self.adopt_answer(&joined);
         Ok(joined)
     }
 
-    async fn join_on(conn: &mut Conn, seat: &Seat, timeout: Duration) -> Result<Value, ClientError> {
-        conn.send(&json!({"type": "join", "game": seat.game, "room": seat.room, "name": seat.name}))
-            .await?;
-        conn.expect_within(timeout, "joined").await
+    async fn join_on(
+        conn: &mut Conn,
+        seat: &Seat,
+        ticket: Option<&Ticket>,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
+        let mut join = json!({"type": "join", "game": seat.game, "room": seat.room, "name": seat.name});
+        if let Some(ticket) = ticket {
+            join["ticket"] = Value::String(ticket.get().await?);
+        }
+        conn.send(&join).await?;
+        conn.expect_any_within(timeout, &["joined", "resumed"]).await
+    }
+
+    /// A join answered `resumed` plays as the seat it took over.
+    fn adopt_answer(&mut self, answer: &Value) {
+        if let Some(ServerFrame::Resumed { player, resume, .. }) = typed(answer) {
+            self.player = player;
+            self.token = resume;
+        }
     }
 
     /// Sends a request. A connection that fails is replaced first (see
@@ -231,7 +342,7 @@ impl Client {
         for attempt in 0..self.options.max_attempts {
             let unit = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
             tokio::time::sleep(self.options.backoff.delay(attempt, unit)).await;
-            let Ok(mut conn) = Conn::open(&self.endpoint).await else {
+            let Ok(mut conn) = Conn::open(&self.endpoint, self.options.tls.as_ref()).await else {
                 continue;
             };
             let timeout = self.options.handshake_timeout;
@@ -285,9 +396,11 @@ impl Client {
                     }));
                 }
                 Err(ClientError::Refused { code, .. }) if code == "resume_failed" => {
-                    match Self::join_on(&mut conn, &seat, timeout).await {
+                    let ticket = self.options.ticket.clone();
+                    match Self::join_on(&mut conn, &seat, ticket.as_ref(), timeout).await {
                         Ok(joined) => {
                             self.adopt(conn, fresh);
+                            self.adopt_answer(&joined);
                             self.last_seq = 0;
                             self.pending.push_back(joined);
                             return Ok(json!({"type": "reconnected", "resumed": false}));

@@ -3,7 +3,7 @@
 
 use respawn_guest_sdk::{Ctx, Game, Player, PlayerId, Reject, export_game};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Longest accepted line, in characters.
@@ -62,9 +62,19 @@ impl Game for Chat {
             .iter()
             .map(|(id, name)| json!({"id": id, "name": name}))
             .collect();
+        // Who the host says the player is (with a join ticket): the
+        // account's user id and the claims the host passes on.
+        let you = p.user.as_ref().map(|u| {
+            let claims: serde_json::Map<String, Value> = u
+                .claims
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap_or(Value::Null)))
+                .collect();
+            json!({"user": u.user_id, "claims": claims})
+        });
         ctx.send(
             p.id,
-            &json!({"type": "welcome", "members": members, "history": self.history}),
+            &json!({"type": "welcome", "members": members, "history": self.history, "you": you}),
         );
         ctx.broadcast_except(p.id, &json!({"type": "joined", "id": p.id, "name": p.name}));
         self.members.insert(p.id, p.name.clone());
@@ -144,6 +154,20 @@ mod tests {
         room.clear();
         room.leave(2);
         assert_eq!(room.received(1), vec![json!({"type": "left", "id": 2, "name": "bob"})]);
+    }
+
+    #[test]
+    fn a_verified_player_is_told_its_user_id_and_claims() {
+        let mut room = TestRoom::<Chat>::new();
+        room.join(1, "ann").unwrap();
+        assert_eq!(room.received(1)[0]["you"], Value::Null);
+        let mut id = respawn_guest_sdk::Identity::new("user-7");
+        id.claims.push(("tier".into(), "\"gold\"".into()));
+        room.join_as(2, "bob", id).unwrap();
+        assert_eq!(
+            room.received(2)[0]["you"],
+            json!({"user": "user-7", "claims": {"tier": "gold"}})
+        );
     }
 
     #[test]

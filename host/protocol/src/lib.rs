@@ -88,6 +88,36 @@ pub enum ErrorCode {
     /// refused, a message dropped unanswered by the game). Nothing the
     /// host acknowledged before is lost; try again later.
     StorageUnavailable,
+    /// The host requires a signed join ticket (`auth.required`) and the
+    /// `join` had none.
+    TicketRequired,
+    /// The ticket is not a well-formed JWT (parts, base64url, JSON, claim
+    /// types, size).
+    TicketInvalid,
+    /// The ticket's `exp` has passed: fetch a fresh one.
+    TicketExpired,
+    /// The ticket's `nbf` is still ahead.
+    TicketNotYetValid,
+    /// The ticket's `iss` is missing or not the host's issuer.
+    TicketWrongIssuer,
+    /// The ticket's `aud` is missing or not the host's audience.
+    TicketWrongAudience,
+    /// The ticket's signature does not verify: tampered, or another key.
+    TicketBadSignature,
+    /// The ticket's `kid` names a key the host does not have.
+    TicketUnknownKey,
+    /// The ticket's `alg` is `none`, unknown, or not its key's algorithm.
+    TicketAlgorithm,
+    /// The ticket limits its games or rooms (`games`, `rooms` claims) and
+    /// this join is for another.
+    TicketNotAllowed,
+    /// The ticket's user is banned (`message` says why and until when);
+    /// sent on a join, or as the last word before a banned player's
+    /// connection closes.
+    Banned,
+    /// This user or address joined more often than the host allows
+    /// (`auth.user_joins_per_minute`, `net.address_joins_per_minute`).
+    TooManyJoins,
     /// A bug in the host; it has been logged.
     Internal,
     /// A code this build does not know (a newer host's); never sent.
@@ -128,8 +158,11 @@ pub enum Request<'a> {
         game: String,
         /// The room's name within the game.
         room: String,
-        /// The player's display name.
-        name: String,
+        /// The player's display name; may be left out with a ticket that
+        /// names the player.
+        name: Option<String>,
+        /// A signed join ticket (a JWT) from the studio's account service.
+        ticket: Option<String>,
         /// Echoed in the reply.
         reference: Option<&'a RawValue>,
     },
@@ -191,6 +224,8 @@ struct Wire<'a> {
     name: Option<String>,
     #[serde(default)]
     token: Option<String>,
+    #[serde(default)]
+    ticket: Option<String>,
     #[serde(default)]
     last_seq: Option<u64>,
     #[serde(default, borrow, deserialize_with = "present")]
@@ -260,14 +295,20 @@ pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, ProtocolError> {
     match &*wire.kind {
         "join" => {
             let game = need(wire.game.clone(), "game")?;
-            let name = need(wire.name.clone(), "name")?;
+            let name = match &wire.ticket {
+                Some(_) => wire.name.clone(),
+                None => Some(need(wire.name.clone(), "name")?),
+            };
             let room = wire.room.clone().unwrap_or_else(|| DEFAULT_ROOM.to_owned());
-            check_name(&name)?;
+            if let Some(name) = &name {
+                check_name(name)?;
+            }
             check_room(&room)?;
             Ok(Request::Join {
                 game,
                 room,
                 name,
+                ticket: wire.ticket.clone(),
                 reference,
             })
         }
@@ -323,7 +364,10 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
-fn check_name(name: &str) -> Result<(), ProtocolError> {
+/// Checks a display name: 1 to [`MAX_NAME_CHARS`] characters, something
+/// visible, no control, bidirectional or invisible characters, no spaces
+/// at either end. Names from tickets are held to the same rule.
+pub fn check_name(name: &str) -> Result<(), ProtocolError> {
     let chars = name.chars().count();
     let joiner = |c: char| matches!(c, '\u{200C}' | '\u{200D}');
     if chars == 0
@@ -401,6 +445,10 @@ pub enum ServerMsg<'a> {
         /// `last_seq - rewound`; the client's view is ahead of the room's.
         #[serde(skip_serializing_if = "is_zero")]
         rewound: u64,
+        /// The verified user id of the seat, if it was joined with a
+        /// ticket.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
         /// The request's `ref`, echoed.
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a RawValue>,
@@ -431,6 +479,12 @@ pub enum ServerMsg<'a> {
         player: u64,
         /// The version of the game the room runs.
         version: &'a str,
+        /// The verified user id, when the player joined with a ticket.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
+        /// The display name the room knows the player by (a ticket's
+        /// `name` wins over the request's).
+        name: &'a str,
         /// The request's `ref`, echoed.
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a RawValue>,
@@ -554,6 +608,12 @@ pub enum ServerFrame {
         player: u64,
         /// The version the room runs.
         version: String,
+        /// The verified user id, with a ticket.
+        #[serde(default)]
+        user: Option<String>,
+        /// The display name the room uses.
+        #[serde(default)]
+        name: Option<String>,
         /// The request's `ref`.
         #[serde(rename = "ref", default)]
         reference: Option<serde_json::Value>,
@@ -577,6 +637,9 @@ pub enum ServerFrame {
         /// Frames seen that a crash of the host undid.
         #[serde(default)]
         rewound: u64,
+        /// The seat's verified user id, if it was joined with a ticket.
+        #[serde(default)]
+        user: Option<String>,
         /// The request's `ref`.
         #[serde(rename = "ref", default)]
         reference: Option<serde_json::Value>,
@@ -791,13 +854,27 @@ mod tests {
                 game,
                 room,
                 name,
+                ticket,
                 reference,
             } => {
-                assert_eq!((game.as_str(), room.as_str(), name.as_str()), ("chat", "lobby", "ann"));
+                assert_eq!(
+                    (game.as_str(), room.as_str(), name.as_deref()),
+                    ("chat", "lobby", Some("ann"))
+                );
                 assert_eq!(reference.unwrap().get(), "7");
+                assert!(ticket.is_none());
             }
             other => panic!("{other:?}"),
         }
+        // With a ticket the name may come from the ticket; without one it
+        // is needed.
+        match parse_request(br#"{"type":"join","game":"chat","ticket":"a.b.c"}"#).unwrap() {
+            Request::Join { name, ticket, .. } => {
+                assert_eq!((name, ticket.as_deref()), (None, Some("a.b.c")));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(code(br#"{"type":"join","game":"chat"}"#), ErrorCode::BadRequest);
         match parse_request(br#"{"type":"message","data":{"a": [1, 2]}}"#).unwrap() {
             Request::Message { data, reference } => {
                 assert_eq!(data.get(), r#"{"a": [1, 2]}"#);
@@ -868,6 +945,8 @@ mod tests {
                 room: "r",
                 player: 3,
                 version: "1.0.0",
+                user: None,
+                name: "ann",
                 reference: None,
             }
             .encode(),
@@ -875,7 +954,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             joined,
-            json!({"type":"joined","game":"g","room":"r","player":3,"version":"1.0.0"})
+            json!({"type":"joined","game":"g","room":"r","player":3,"version":"1.0.0","name":"ann"})
         );
     }
 

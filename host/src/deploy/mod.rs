@@ -278,6 +278,12 @@ impl Deployer {
         }
     }
 
+    /// Appends an operator's decision made outside deployment (a ban) to
+    /// the same audit log.
+    pub fn audit(&self, entry: AuditEntry) {
+        self.audit.record(entry);
+    }
+
     /// Waits (up to `timeout`) until every audit record so far is on disk.
     pub fn flush_audit(&self, timeout: std::time::Duration) {
         if !self.audit.flush(timeout) {

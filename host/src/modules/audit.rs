@@ -12,7 +12,7 @@ pub struct AuditEntry {
     /// Milliseconds since the Unix epoch.
     pub ts_ms: u64,
     /// `load`, `promote`, `rollback`, `promotion_aborted`, `pin`, `unpin`,
-    /// `reject`.
+    /// `reject`, `ban`, `unban`.
     pub event: &'static str,
     /// The game, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -38,6 +38,12 @@ pub struct AuditEntry {
     /// The file concerned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// The user concerned (bans).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// When a ban ends, in ms since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
 }
 
 /// An append-only JSON-lines file, written by a thread of its own so that

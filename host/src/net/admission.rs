@@ -11,6 +11,7 @@
 //! time, the rest are dropped unanswered.
 
 use crate::session::TokenBucket;
+use crate::session::rate::{Allowance, AllowanceRates, SharedAllowance};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,6 +41,8 @@ pub struct Limits {
     pub rooms_per_minute_per_address: u32,
     /// See `rooms_per_minute_per_address`.
     pub rooms_burst_per_address: u32,
+    /// Joins and frames one address may make, over all its connections.
+    pub address: AllowanceRates,
 }
 
 /// Why a connection was not admitted.
@@ -57,12 +60,17 @@ struct Address {
     connections: usize,
     parked: usize,
     rooms: TokenBucket,
+    /// Joins and frames, shared by the address's connections.
+    allowance: SharedAllowance,
 }
 
 impl Address {
     /// Holds nothing and owes nothing.
     fn idle(&mut self, now: Instant) -> bool {
-        self.connections == 0 && self.parked == 0 && self.rooms.is_full(now)
+        self.connections == 0
+            && self.parked == 0
+            && self.rooms.is_full(now)
+            && crate::lock(&self.allowance).is_full(now)
     }
 }
 
@@ -87,6 +95,7 @@ pub struct AcceptSlot(#[allow(dead_code)] OwnedSemaphorePermit);
 pub struct ConnectionPermit {
     admission: Arc<Admission>,
     ip: IpAddr,
+    allowance: SharedAllowance,
     _slot: AcceptSlot,
 }
 
@@ -143,6 +152,7 @@ impl Admission {
         Ok(ConnectionPermit {
             admission: self.clone(),
             ip,
+            allowance: entry.allowance.clone(),
             _slot: slot,
         })
     }
@@ -156,6 +166,7 @@ impl Admission {
                 f64::from(self.limits.rooms_burst_per_address),
                 Instant::now(),
             ),
+            allowance: Arc::new(Mutex::new(Allowance::new(self.limits.address, Instant::now()))),
         }
     }
 
@@ -255,6 +266,11 @@ impl ConnectionPermit {
         self.ip
     }
 
+    /// The joins and frames the connection's address may still make.
+    pub fn allowance(&self) -> &SharedAllowance {
+        &self.allowance
+    }
+
     /// The host's admission state, for the connection's later requests.
     pub fn admission(&self) -> &Arc<Admission> {
         &self.admission
@@ -289,6 +305,12 @@ mod tests {
             parked_per_address: 1,
             rooms_per_minute_per_address: 60,
             rooms_burst_per_address: 2,
+            address: AllowanceRates {
+                joins_per_minute: 60,
+                join_burst: 10,
+                frames_per_sec: 100,
+                frame_burst: 100,
+            },
         }
     }
 

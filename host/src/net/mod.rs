@@ -3,7 +3,9 @@
 //! the session never knows which one it speaks.
 
 pub mod admission;
+pub mod stream;
 pub mod tcp;
+pub mod tls;
 pub mod ws;
 
 use std::future::Future;

@@ -1,21 +1,21 @@
 //! Newline-delimited JSON over TCP: one envelope per line, so a person can
 //! play with `nc`. Blank lines are ignored; `\r\n` works too.
 
+use super::stream::Stream;
 use super::{Inbound, Transport};
 use crate::config::NetConfig;
 use futures_util::StreamExt;
 pub use respawn_protocol::line::LineDecoder;
 use std::io;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::codec::FramedRead;
 
-/// A TCP player connection.
+/// A TCP player connection. Reads and writes take turns in the session's
+/// task, so the stream is not split: writes go through the reader's
+/// stream.
 pub struct TcpTransport {
-    reader: FramedRead<OwnedReadHalf, LineDecoder>,
-    writer: OwnedWriteHalf,
+    reader: FramedRead<Stream, LineDecoder>,
     /// Frames fed and not yet written, and how much of them is written.
     out: Vec<u8>,
     written: usize,
@@ -25,12 +25,10 @@ pub struct TcpTransport {
 
 impl TcpTransport {
     /// Wraps an accepted stream, with buffers sized by `net`.
-    pub fn new(stream: TcpStream, net: &NetConfig) -> Self {
-        let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
+    pub fn new(stream: Stream, net: &NetConfig) -> Self {
+        let _ = stream.tcp().set_nodelay(true);
         Self {
-            reader: FramedRead::with_capacity(r, LineDecoder::new(net.max_message_bytes), net.read_buffer_bytes),
-            writer: w,
+            reader: FramedRead::with_capacity(stream, LineDecoder::new(net.max_message_bytes), net.read_buffer_bytes),
             out: Vec::new(),
             written: 0,
             write_buffer: net.write_buffer_bytes,
@@ -41,7 +39,7 @@ impl TcpTransport {
     /// where it stopped.
     async fn write_out(&mut self) -> io::Result<()> {
         while self.written < self.out.len() {
-            let n = self.writer.write(&self.out[self.written..]).await?;
+            let n = self.reader.get_mut().write(&self.out[self.written..]).await?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -81,19 +79,20 @@ impl Transport for TcpTransport {
 
     async fn close(&mut self) {
         let _ = self.write_out().await;
-        let _ = self.writer.shutdown().await;
+        let _ = self.reader.get_mut().shutdown().await;
     }
 
     fn abort(&mut self) {
         self.out = Vec::new();
         self.written = 0;
-        let _ = self.writer.as_ref().set_zero_linger();
+        let _ = self.reader.get_ref().tcp().set_zero_linger();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     #[tokio::test]
     async fn frames_are_gathered_until_a_flush_or_a_full_buffer() {
@@ -105,7 +104,7 @@ mod tests {
             write_buffer_bytes: 64,
             ..NetConfig::default()
         };
-        let mut t = TcpTransport::new(server, &net);
+        let mut t = TcpTransport::new(Stream::Plain(server), &net);
         t.feed(Utf8Bytes::from_static("one")).await.unwrap();
         t.feed(Utf8Bytes::from_static("two")).await.unwrap();
         assert_eq!(t.out, b"one\ntwo\n", "held until the flush");

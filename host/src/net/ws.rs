@@ -2,12 +2,12 @@
 //! envelopes; pings are answered by tungstenite,
 //! and pings and pongs count as signs of life.
 
+use super::stream::Stream;
 use super::{Inbound, Transport};
 use crate::config::NetConfig;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use std::io;
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -20,7 +20,7 @@ const CLOSE_WRITE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A WebSocket player connection.
 pub struct WsTransport {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Stream>,
     /// A close frame owed to the peer for a frame it sent that could not
     /// be taken; kept until written, so a `recv` cancelled mid-close (the
     /// session's `select!`) finishes it on the next call.
@@ -37,8 +37,8 @@ impl WsTransport {
     /// part of its read buffer on every read attempt, and allocates it
     /// for every connection (its 128 KiB default cost half the host's CPU
     /// and most of an idle connection's memory).
-    pub async fn accept(stream: TcpStream, net: &NetConfig) -> Result<Self, WsError> {
-        let _ = stream.set_nodelay(true);
+    pub async fn accept(stream: Stream, net: &NetConfig) -> Result<Self, WsError> {
+        let _ = stream.tcp().set_nodelay(true);
         let hard_cap = net.max_message_bytes.saturating_mul(4).max(1 << 20);
         let config = WebSocketConfig::default()
             .read_buffer_size(net.read_buffer_bytes)
@@ -132,6 +132,6 @@ impl Transport for WsTransport {
 
     fn abort(&mut self) {
         // tungstenite's own buffer goes with the transport.
-        let _ = self.ws.get_ref().set_zero_linger();
+        let _ = self.ws.get_ref().tcp().set_zero_linger();
     }
 }

@@ -19,6 +19,9 @@ pub(crate) enum Input {
     Join {
         player: PlayerId,
         name: String,
+        /// The verified identity, when the player joined with a ticket.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<crate::auth::User>,
     },
     Leave {
         player: PlayerId,
@@ -110,7 +113,12 @@ impl Entry {
     fn size(&self) -> usize {
         std::mem::size_of::<Entry>()
             + match &self.input {
-                Input::Join { name, .. } => name.len(),
+                Input::Join { name, user, .. } => {
+                    name.len()
+                        + user.as_ref().map_or(0, |u| {
+                            u.id.len() + u.claims.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                        })
+                }
                 Input::Message { payload, .. } => payload.len(),
                 Input::Leave { .. } | Input::Tick => 0,
             }

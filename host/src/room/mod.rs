@@ -12,7 +12,7 @@ mod journal;
 mod registry;
 mod task;
 
-pub use registry::Rooms;
+pub use registry::{Joiner, Rooms};
 pub use task::RecoveredSeat;
 
 use crate::modules::GameModule;
@@ -57,6 +57,8 @@ pub(crate) enum RoomCmd {
     Join {
         player: PlayerId,
         name: String,
+        /// The verified identity, when the player joined with a ticket.
+        user: Option<crate::auth::User>,
         outbound: mpsc::Sender<ToSession>,
         overflow: CancellationToken,
         /// The hash of the player's resume token, kept with the seat so a
@@ -78,6 +80,11 @@ pub(crate) enum RoomCmd {
         module: Arc<GameModule>,
         ready: oneshot::Sender<Result<(), failure::MoveRefused>>,
         decision: oneshot::Receiver<bool>,
+    },
+    /// Remove every player of this user (a ban), telling them `reason`.
+    KickUser {
+        user: String,
+        reason: String,
     },
     /// Save the state for the next start, tell the players, close.
     Shutdown {
@@ -129,6 +136,10 @@ pub enum JoinError {
     /// The host cannot save the room now (its storage is failing).
     #[error("the host cannot save rooms right now; try again later")]
     StorageUnavailable,
+    /// The user already has a seat in the room (as this player) and may
+    /// have only one (`auth.one_seat_per_user`).
+    #[error("you already have a seat in this room, on another connection")]
+    Seated(PlayerId),
 }
 
 impl JoinError {
@@ -143,6 +154,7 @@ impl JoinError {
             JoinError::TooManyRooms => ErrorCode::TooManyRooms,
             JoinError::Fault(_) => ErrorCode::GuestRestarted,
             JoinError::StorageUnavailable => ErrorCode::StorageUnavailable,
+            JoinError::Seated(_) => ErrorCode::AlreadyJoined,
         };
         let reason = match self {
             JoinError::Refused { code, .. } => Some(code.as_str()),

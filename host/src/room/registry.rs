@@ -52,6 +52,20 @@ const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often a join retries a room that closed under it.
 const JOIN_ATTEMPTS: usize = 3;
 
+/// Who joins: the player, its display name, its verified identity, and
+/// the hash of its resume token (kept with the seat).
+#[derive(Clone, Copy)]
+pub struct Joiner<'a> {
+    /// The player's id.
+    pub player: PlayerId,
+    /// The display name.
+    pub name: &'a str,
+    /// The verified identity, when the player joined with a ticket.
+    pub user: Option<&'a crate::auth::User>,
+    /// SHA-256 of the resume token, when the host keeps seats.
+    pub seat: Option<&'a str>,
+}
+
 impl Rooms {
     /// An empty registry; rooms keep their state in `store` and games
     /// their data in `kv`, when given.
@@ -164,9 +178,7 @@ impl Rooms {
         self: &Arc<Self>,
         game: &str,
         room: &str,
-        player: PlayerId,
-        name: &str,
-        seat: Option<&str>,
+        joiner: Joiner<'_>,
         may_create: &mut (dyn FnMut() -> bool + Send),
     ) -> Result<(RoomHandle, Joined, Frames), JoinError> {
         let mut last = JoinError::Closed("the room closed while joining".into());
@@ -185,11 +197,12 @@ impl Rooms {
             let overflow = tokio_util::sync::CancellationToken::new();
             let (reply, answer) = oneshot::channel();
             let cmd = RoomCmd::Join {
-                player,
-                name: name.to_owned(),
+                player: joiner.player,
+                name: joiner.name.to_owned(),
+                user: joiner.user.cloned(),
                 outbound,
                 overflow: overflow.clone(),
-                seat: seat.map(str::to_owned),
+                seat: joiner.seat.map(str::to_owned),
                 reply,
             };
             if handle.tx.send(cmd).await.is_err() {
@@ -339,6 +352,24 @@ impl Rooms {
             *counts.entry((k.game.clone(), digest)).or_insert(0) += 1;
         }
         counts
+    }
+
+    /// Removes every player of `user` from every room (a ban), telling
+    /// them `reason`. Returns how many rooms were told.
+    pub async fn kick_user(&self, user: &str, reason: &str) -> usize {
+        let handles: Vec<RoomHandle> = crate::lock(&self.live).values().cloned().collect();
+        let mut told = 0;
+        for h in handles {
+            let cmd = RoomCmd::KickUser {
+                user: user.to_owned(),
+                reason: reason.to_owned(),
+            };
+            // A room stuck in a long call is not waited for past a moment.
+            if let Ok(Ok(())) = tokio::time::timeout(std::time::Duration::from_secs(1), h.control.send(cmd)).await {
+                told += 1;
+            }
+        }
+        told
     }
 
     /// Host shutdown: no room is created any more; every room saves its

@@ -4,7 +4,7 @@
 
 mod control;
 mod liveness;
-mod rate;
+pub mod rate;
 mod resume;
 mod seat;
 
@@ -13,12 +13,15 @@ use liveness::{Due, Liveness};
 pub use rate::TokenBucket;
 pub use resume::Resumes;
 
+use crate::auth::Auth;
 use crate::config::NetConfig;
 use crate::net::admission::ConnectionPermit;
 use crate::net::{Inbound, Transport};
 use crate::protocol::{self, ErrorCode, ProtocolError, Request, ServerMsg};
-use crate::room::{PlayerId, Rooms, ToSession};
+use crate::room::{JoinError, PlayerId, Rooms, ToSession};
 use bytes::Bytes;
+use rate::SharedAllowance;
+use resume::UserSeat;
 pub(crate) use seat::Seat;
 use serde_json::value::RawValue;
 use std::future::Future;
@@ -67,6 +70,8 @@ pub struct Sessions {
     room_creations: (f64, f64),
     /// Every seat's replay buffer together (`net.replay_budget_mib`).
     replay_budget: Arc<crate::budget::Budget>,
+    /// Tickets, bans and per-user limits.
+    pub auth: Arc<Auth>,
 }
 
 impl Sessions {
@@ -75,7 +80,7 @@ impl Sessions {
     /// resume tokens need.
     /// Player ids start at `first_player` (above every id the database
     /// has seen, so a restarted host never reuses one).
-    pub fn new(rooms: Arc<Rooms>, net: NetConfig, first_player: u64) -> io::Result<Arc<Self>> {
+    pub fn new(rooms: Arc<Rooms>, net: NetConfig, first_player: u64, auth: Arc<Auth>) -> io::Result<Arc<Self>> {
         let room_creations = (
             f64::from(rooms.config.rooms.create_per_minute) / 60.0,
             f64::from(rooms.config.rooms.create_burst),
@@ -90,6 +95,7 @@ impl Sessions {
             net,
             controls: Controls::default(),
             next_player: AtomicU64::new(first_player.max(1)),
+            auth,
         }))
     }
 
@@ -109,7 +115,7 @@ impl Sessions {
             let Some(handle) = self.rooms.handle(&s.game, &s.room) else {
                 continue;
             };
-            let seat = Seat::recovered(
+            let mut seat = Seat::recovered(
                 handle,
                 s.frames,
                 s.game,
@@ -119,6 +125,7 @@ impl Sessions {
                 s.seq,
                 &s.missed,
             );
+            seat.user = s.user;
             match admission.park_recovered() {
                 Some(place) => self.resumes.park_recovered(s.token_hash, s.player, seat, place),
                 None => {
@@ -173,6 +180,9 @@ pub struct Session<T: Transport> {
     bucket: TokenBucket,
     /// Rooms this connection may still create.
     creations: TokenBucket,
+    /// The joins and frames the player's user may still make over all its
+    /// connections, once it joined with a ticket.
+    user_allowance: Option<SharedAllowance>,
     /// The connection's place, with its source address.
     permit: ConnectionPermit,
     liveness: Liveness,
@@ -206,6 +216,7 @@ impl<T: Transport> Session<T> {
             seat: None,
             bucket: TokenBucket::new(hub.net.rate_per_sec, hub.net.rate_burst, now.into_std()),
             creations: TokenBucket::with_rate(hub.room_creations.0, hub.room_creations.1, now.into_std()),
+            user_allowance: None,
             permit,
             liveness: Liveness::new(now, hub.net.heartbeat(), hub.net.idle_timeout()),
             timer: Box::pin(tokio::time::sleep_until(
@@ -573,12 +584,35 @@ impl<T: Transport> Session<T> {
                 )));
             }
         };
-        if !self.bucket.take(now.into_std()) {
+        let now = now.into_std();
+        if !self.bucket.take(now) {
             return Err(Some(ProtocolError::new(
                 ErrorCode::RateLimited,
                 format!(
                     "more than {} frames per second (burst {}); this one was dropped",
                     self.hub.net.rate_per_sec, self.hub.net.rate_burst
+                ),
+            )));
+        }
+        if !crate::lock(self.permit.allowance()).frame(now) {
+            return Err(Some(ProtocolError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "your address sent more than {} frames per second (burst {}); this one was dropped",
+                    self.hub.net.address_rate_per_sec, self.hub.net.address_rate_burst
+                ),
+            )));
+        }
+        if let Some(user) = &self.user_allowance
+            && !crate::lock(user).frame(now)
+        {
+            let auth = &self.hub.auth.config;
+            return Err(Some(ProtocolError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "your account sent more than {} frames per second (burst {}) over all its connections; \
+                     this one was dropped",
+                    auth.user_rate_per_sec, auth.user_rate_burst
                 ),
             )));
         }
@@ -634,6 +668,196 @@ impl<T: Transport> Session<T> {
         }
     }
 
+    /// A `join`: the ticket checked (when there is one, or one is
+    /// required), the address's and the user's join rates, then the room.
+    /// A user who already sits in the room takes that seat over.
+    async fn join(
+        &mut self,
+        game: String,
+        room: String,
+        name: Option<String>,
+        ticket: Option<String>,
+        reference: Option<&RawValue>,
+    ) -> io::Result<Result<(), Refusal>> {
+        let now = std::time::Instant::now();
+        if !crate::lock(self.permit.allowance()).join(now) {
+            return Ok(Err(Refusal::new(
+                ErrorCode::TooManyJoins,
+                "too many joins from your address; try again in a minute",
+            )));
+        }
+        let verified = match self.hub.auth.admit(ticket.as_deref(), &game, &room) {
+            Ok(verified) => verified,
+            Err(e) => return Ok(Err(Refusal::from(e.to_protocol()))),
+        };
+        // The account service's name for the player wins over the
+        // request's, so nobody plays under a name a ticket did not give.
+        let name = match verified.as_ref().and_then(|v| v.name.clone()).or(name) {
+            Some(name) => name,
+            None => {
+                return Ok(Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    "`join` needs `name` (the ticket names no player)",
+                )));
+            }
+        };
+        if let Err(e) = protocol::check_name(&name) {
+            return Ok(Err(Refusal::from(e)));
+        }
+        let user = verified.map(|v| crate::auth::User {
+            id: v.user,
+            claims: v.claims,
+        });
+        if let Some(user) = &user {
+            let allowance = self.hub.auth.allowance(&user.id);
+            if !crate::lock(&allowance).join(now) {
+                return Ok(Err(Refusal::new(
+                    ErrorCode::TooManyJoins,
+                    "too many joins for your account; try again in a minute",
+                )));
+            }
+            self.user_allowance = Some(allowance);
+        }
+        let (creations, permit) = (&mut self.creations, &self.permit);
+        let mut may_create =
+            || creations.take(std::time::Instant::now()) && permit.admission().create_room(permit.ip());
+        let seat_hash = self
+            .hub
+            .rooms
+            .store
+            .as_ref()
+            .map(|_| crate::storage::token_hash(&self.token));
+        let joiner = crate::room::Joiner {
+            player: self.player,
+            name: &name,
+            user: user.as_ref(),
+            seat: seat_hash.as_deref(),
+        };
+        let joined = self.hub.rooms.join(&game, &room, joiner, &mut may_create).await;
+        let user_seat = user.as_ref().map(|u| UserSeat {
+            game: game.clone(),
+            room: room.clone(),
+            user: u.id.clone(),
+        });
+        let (handle, joined, frames) = match (joined, user_seat) {
+            (Ok(ok), _) => ok,
+            // One seat per user: this connection takes the other's over.
+            (Err(JoinError::Seated(_)), Some(user_seat)) => {
+                return match self.hub.resumes.claim_user(&user_seat).await {
+                    // The new connection has seen nothing: it gets every
+                    // frame the seat still keeps.
+                    Some((player, seat)) => {
+                        self.take_seat(player, seat, Some(0), reference).await?;
+                        Ok(Ok(()))
+                    }
+                    None => Ok(Err(Refusal::new(
+                        ErrorCode::AlreadyJoined,
+                        "you already have a seat in this room, on a connection that could not hand it over",
+                    ))),
+                };
+            }
+            (Err(e), _) => {
+                let (error, reason) = e.to_protocol();
+                return Ok(Err(Refusal {
+                    error,
+                    reason: reason.map(str::to_owned),
+                }));
+            }
+        };
+        let msg = ServerMsg::Joined {
+            game: &game,
+            room: &room,
+            player: self.player,
+            version: &joined.version,
+            user: user.as_ref().map(|u| u.id.as_str()),
+            name: &name,
+            reference,
+        }
+        .encode();
+        let mut seat = Seat::new(
+            handle,
+            frames,
+            game,
+            room,
+            self.hub.net.outbound_queue,
+            self.hub.replay_budget.clone(),
+        );
+        if let Some(user) = user {
+            // Banned while the join was on its way: the room may have
+            // taken the kick before the player.
+            if let Some(ban) = self.hub.auth.bans.check(&user.id) {
+                seat.leave(self.player).await;
+                return Ok(Err(Refusal::from(crate::auth::AuthError::Banned(ban).to_protocol())));
+            }
+            self.hub.resumes.index_user(
+                UserSeat {
+                    game: seat.game.clone(),
+                    room: seat.room_name.clone(),
+                    user: user.id.clone(),
+                },
+                &self.token,
+            );
+            seat.user = Some(user.id);
+        }
+        self.seat = Some(seat);
+        self.send(msg).await?;
+        Ok(Ok(()))
+    }
+
+    /// Takes over a seat given up by another connection (a resume, or a
+    /// second join of the same user): the player plays as the seat's
+    /// player under a new token, and gets what it missed after `last_seq`.
+    async fn take_seat(
+        &mut self,
+        player: PlayerId,
+        seat: Seat,
+        last_seq: Option<u64>,
+        reference: Option<&RawValue>,
+    ) -> io::Result<()> {
+        self.token = self.hub.resumes.rekey(&self.token, player, self.control_tx.clone());
+        self.player = player;
+        if let Some(user) = &seat.user {
+            self.user_allowance = Some(self.hub.auth.allowance(user));
+            let key = UserSeat {
+                game: seat.game.clone(),
+                room: seat.room_name.clone(),
+                user: user.clone(),
+            };
+            self.hub.resumes.index_user(key, &self.token);
+        }
+        self.save_seat(&seat).await;
+        let seq = seat.replay.seq();
+        let (replay, lost, rewound) = match last_seq {
+            // Ahead of the room: a crash undid what it saw.
+            Some(last) if last > seq => (Vec::new(), 0, last - seq),
+            Some(last) => {
+                let (replay, lost) = seat.replay.since(last);
+                (replay, lost, 0)
+            }
+            None => (Vec::new(), 0, 0),
+        };
+        tracing::debug!(player, last_seq = ?last_seq, seq, replayed = replay.len(), lost, rewound, "seat resumed");
+        let msg = ServerMsg::Resumed {
+            player,
+            game: &seat.game,
+            room: &seat.room_name,
+            version: &seat.room.version(),
+            resume: &self.token,
+            replayed: replay.len(),
+            lost,
+            rewound,
+            user: seat.user.as_deref(),
+            reference,
+        }
+        .encode();
+        self.seat = Some(seat);
+        self.feed(msg).await?;
+        for frame in replay {
+            self.feed(frame).await?;
+        }
+        self.flush().await
+    }
+
     async fn reply_error(
         &mut self,
         err: &ProtocolError,
@@ -653,6 +877,7 @@ impl<T: Transport> Session<T> {
                 game,
                 room,
                 name,
+                ticket,
                 reference,
             } => {
                 if self.seat.is_some() {
@@ -661,48 +886,7 @@ impl<T: Transport> Session<T> {
                         "already in a room; leave it first",
                     )));
                 }
-                let (creations, permit) = (&mut self.creations, &self.permit);
-                let mut may_create =
-                    || creations.take(std::time::Instant::now()) && permit.admission().create_room(permit.ip());
-                let seat_hash = self
-                    .hub
-                    .rooms
-                    .store
-                    .as_ref()
-                    .map(|_| crate::storage::token_hash(&self.token));
-                match self
-                    .hub
-                    .rooms
-                    .join(&game, &room, self.player, &name, seat_hash.as_deref(), &mut may_create)
-                    .await
-                {
-                    Ok((handle, joined, frames)) => {
-                        let msg = ServerMsg::Joined {
-                            game: &game,
-                            room: &room,
-                            player: self.player,
-                            version: &joined.version,
-                            reference,
-                        }
-                        .encode();
-                        self.seat = Some(Seat::new(
-                            handle,
-                            frames,
-                            game,
-                            room,
-                            self.hub.net.outbound_queue,
-                            self.hub.replay_budget.clone(),
-                        ));
-                        self.send(msg).await?;
-                    }
-                    Err(e) => {
-                        let (error, reason) = e.to_protocol();
-                        return Ok(Err(Refusal {
-                            error,
-                            reason: reason.map(str::to_owned),
-                        }));
-                    }
-                }
+                return self.join(game, room, name, ticket, reference).await;
             }
             Request::Resume {
                 token,
@@ -721,38 +905,7 @@ impl<T: Transport> Session<T> {
                         "no seat to resume: the token is unknown or its grace period is over; join again",
                     )));
                 };
-                self.token = self.hub.resumes.rekey(&self.token, player, self.control_tx.clone());
-                self.player = player;
-                self.save_seat(&seat).await;
-                let seq = seat.replay.seq();
-                let (replay, lost, rewound) = match last_seq {
-                    // Ahead of the room: a crash undid what it saw.
-                    Some(last) if last > seq => (Vec::new(), 0, last - seq),
-                    Some(last) => {
-                        let (replay, lost) = seat.replay.since(last);
-                        (replay, lost, 0)
-                    }
-                    None => (Vec::new(), 0, 0),
-                };
-                tracing::debug!(player, last_seq = ?last_seq, seq, replayed = replay.len(), lost, rewound, "seat resumed");
-                let msg = ServerMsg::Resumed {
-                    player,
-                    game: &seat.game,
-                    room: &seat.room_name,
-                    version: &seat.room.version(),
-                    resume: &self.token,
-                    replayed: replay.len(),
-                    lost,
-                    rewound,
-                    reference,
-                }
-                .encode();
-                self.seat = Some(seat);
-                self.feed(msg).await?;
-                for frame in replay {
-                    self.feed(frame).await?;
-                }
-                self.flush().await?;
+                self.take_seat(player, seat, last_seq, reference).await?;
             }
             Request::Message { data, reference } => {
                 let Some(seat) = &self.seat else {
@@ -864,6 +1017,12 @@ fn is_overflow(e: &io::Error) -> bool {
 struct Refusal {
     error: ProtocolError,
     reason: Option<String>,
+}
+
+impl From<ProtocolError> for Refusal {
+    fn from(error: ProtocolError) -> Self {
+        Self { error, reason: None }
+    }
 }
 
 impl Refusal {

@@ -34,11 +34,28 @@ enum Holder {
     },
 }
 
+/// A user's seat in one room: with `auth.one_seat_per_user`, a second
+/// join of the user takes it over.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct UserSeat {
+    pub(crate) game: String,
+    pub(crate) room: String,
+    pub(crate) user: String,
+}
+
+/// Which token (by hash) holds each user's seat, both ways.
+#[derive(Default)]
+struct UserIndex {
+    by_user: HashMap<UserSeat, String>,
+    by_token: HashMap<String, UserSeat>,
+}
+
 /// Resume tokens of the host's players, kept by their SHA-256 (as the
 /// database keeps them), so seats recovered after a restart are found by
 /// the same token.
 pub struct Resumes {
     entries: Mutex<HashMap<String, (PlayerId, Holder)>>,
+    users: Mutex<UserIndex>,
     grace: Duration,
     takeover_wait: Duration,
     parks: AtomicU64,
@@ -56,6 +73,7 @@ impl Resumes {
         let seed = crate::util::random_secret()?;
         Ok(Arc::new(Self {
             entries: Mutex::new(HashMap::new()),
+            users: Mutex::new(UserIndex::default()),
             grace,
             takeover_wait,
             parks: AtomicU64::new(0),
@@ -84,7 +102,40 @@ impl Resumes {
 
     /// The connection ended without a seat to keep.
     pub(crate) fn forget(&self, token: &str) {
-        self.lock().remove(&token_hash(token));
+        let hash = token_hash(token);
+        self.lock().remove(&hash);
+        self.unindex(&hash);
+    }
+
+    /// Notes that the seat behind `token` is `seat`'s user's.
+    pub(crate) fn index_user(&self, seat: UserSeat, token: &str) {
+        self.index_hashed(seat, token_hash(token));
+    }
+
+    fn index_hashed(&self, seat: UserSeat, hash: String) {
+        let mut users = crate::lock(&self.users);
+        if let Some(old) = users.by_user.insert(seat.clone(), hash.clone()) {
+            users.by_token.remove(&old);
+        }
+        users.by_token.insert(hash, seat);
+    }
+
+    fn unindex(&self, hash: &str) {
+        let mut users = crate::lock(&self.users);
+        if let Some(seat) = users.by_token.remove(hash) {
+            users.by_user.remove(&seat);
+        }
+    }
+
+    /// Takes `seat`'s user's seat over, as a resume of its token would.
+    pub(crate) async fn claim_user(&self, seat: &UserSeat) -> Option<(PlayerId, Seat)> {
+        let hash = crate::lock(&self.users).by_user.get(seat).cloned()?;
+        self.claim_hashed(&hash).await
+    }
+
+    /// How many users' seats are indexed.
+    pub fn indexed_users(&self) -> usize {
+        crate::lock(&self.users).by_user.len()
     }
 
     /// The connection dropped while seated: keep the seat for the grace
@@ -101,6 +152,14 @@ impl Resumes {
     /// Parks a seat of a room recovered after a restart, under the hash of
     /// its token (the token itself was never stored).
     pub(crate) fn park_recovered(self: &Arc<Self>, hash: String, player: PlayerId, seat: Seat, place: ParkPermit) {
+        if let Some(user) = &seat.user {
+            let key = UserSeat {
+                game: seat.game.clone(),
+                room: seat.room_name.clone(),
+                user: user.clone(),
+            };
+            self.index_hashed(key, hash.clone());
+        }
         self.park_hashed(hash, player, seat, place);
     }
 
@@ -127,6 +186,9 @@ impl Resumes {
                     _ => None,
                 }
             };
+            if expired.is_some() {
+                this.unindex(&token);
+            }
             if let Some((player, Holder::Parked { seat, .. })) = expired {
                 tracing::debug!(player, "resume grace period over; the player leaves the room");
                 seat.leave(player).await;
@@ -138,7 +200,10 @@ impl Resumes {
     /// connection holding it. `None` if the token is unknown, its grace
     /// period ended, or it had no seat.
     pub(crate) async fn claim(&self, token: &str) -> Option<(PlayerId, Seat)> {
-        let token = &token_hash(token);
+        self.claim_hashed(&token_hash(token)).await
+    }
+
+    async fn claim_hashed(&self, token: &str) -> Option<(PlayerId, Seat)> {
         let (player, holder) = self.lock().remove(token)?;
         let takeover = match holder {
             Holder::Parked { mut seat, .. } => return seat.resumable().then_some((player, *seat)),

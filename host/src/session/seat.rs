@@ -26,6 +26,8 @@ pub(crate) struct Seat {
     pub(crate) game: String,
     pub(crate) room_name: String,
     pub(crate) replay: Replay,
+    /// The verified user id of the player who joined it with a ticket.
+    pub(crate) user: Option<String>,
 }
 
 impl Seat {
@@ -44,6 +46,7 @@ impl Seat {
             game,
             room_name,
             replay: Replay::new(keep, REPLAY_BYTES, budget),
+            user: None,
         }
     }
 

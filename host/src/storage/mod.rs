@@ -71,6 +71,9 @@ pub struct StoredMember {
     pub player: u64,
     /// Its display name.
     pub name: String,
+    /// Its verified user id, if it joined with a ticket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// The `seq` of the last room frame it was sent.
     pub seq: u64,
 }
@@ -132,6 +135,8 @@ pub struct Loaded {
     pub kv: Vec<(String, String, Vec<u8>)>,
     /// Above every player id ever handed out.
     pub next_player: u64,
+    /// Banned users.
+    pub bans: Vec<crate::auth::Ban>,
 }
 
 /// One write.
@@ -193,6 +198,13 @@ pub enum Op {
     Close {
         /// Which.
         key: RoomRef,
+    },
+    /// A user is banned (or the ban changed).
+    Ban(crate::auth::Ban),
+    /// A user's ban is lifted.
+    Unban {
+        /// The user id.
+        user: String,
     },
 }
 

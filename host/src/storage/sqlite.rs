@@ -3,6 +3,7 @@
 //! open.
 
 use super::{Backend, Loaded, Op, RoomRef, StorageError, StoredCheckpoint, StoredMember, StoredRoom, StoredSeat};
+use crate::auth::Ban;
 use crate::config::Durability;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
@@ -43,6 +44,11 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (game, key)
      );
      CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+    // 1 → 2: banned users (`respawn ban`).
+    "CREATE TABLE bans (
+         user TEXT PRIMARY KEY, reason TEXT NOT NULL,
+         since_ms INTEGER NOT NULL, until_ms INTEGER
+     );",
 ];
 
 /// The schema version this host writes.
@@ -262,6 +268,14 @@ impl Backend for Sqlite {
         let kv = self.query("SELECT game, key, value FROM kv", |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
+        let bans = self.query("SELECT user, reason, since_ms, until_ms FROM bans", |r| {
+            Ok(Ban {
+                user: r.get(0)?,
+                reason: r.get(1)?,
+                since_ms: r.get::<_, i64>(2)? as u64,
+                until_ms: r.get::<_, Option<i64>>(3)?.map(|t| t as u64),
+            })
+        })?;
         let next_player = self
             .conn
             .query_row("SELECT value FROM meta WHERE key = 'next_player'", [], |r| {
@@ -277,6 +291,7 @@ impl Backend for Sqlite {
             seats,
             kv,
             next_player,
+            bans,
         })
     }
 
@@ -365,6 +380,25 @@ impl Backend for Sqlite {
                     .map_err(e)?;
                 }
                 Op::PlayerIds { next } => next_player = next_player.max(Some(*next)),
+                Op::Ban(ban) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO bans (user, reason, since_ms, until_ms) VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            ban.user,
+                            ban.reason,
+                            ban.since_ms as i64,
+                            ban.until_ms.map(|t| t as i64)
+                        ])
+                    })
+                    .map_err(e)?;
+                }
+                Op::Unban { user } => {
+                    tx.prepare_cached("DELETE FROM bans WHERE user = ?1")
+                        .and_then(|mut s| s.execute(params![user]))
+                        .map_err(e)?;
+                }
                 Op::SeatGone { key, player } => {
                     tx.prepare_cached("DELETE FROM seats WHERE game = ?1 AND room = ?2 AND player = ?3")
                         .and_then(|mut s| s.execute(params![key.game, key.room, *player as i64]))
@@ -448,6 +482,7 @@ mod tests {
             members: vec![StoredMember {
                 player: 3,
                 name: "ann".into(),
+                user: None,
                 seq: 9,
             }],
         })

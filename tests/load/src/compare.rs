@@ -284,6 +284,10 @@ max_connections_per_address = 25000
 max_parked_per_address = 25000
 rate_per_sec = 100000
 rate_burst = 100000
+address_rate_per_sec = 10000000
+address_rate_burst = 10000000
+address_joins_per_minute = 10000000
+address_join_burst = 10000000
 
 [rooms]
 create_burst = 1000000

@@ -2,6 +2,7 @@
 //! (`just guests`), real WebSocket and TCP sockets on loopback.
 
 mod admission;
+mod auth;
 mod bad_input;
 mod cli;
 mod connections;

@@ -118,6 +118,7 @@ impl RoomTask {
             .map(|(id, m)| StoredMember {
                 player: *id,
                 name: m.name.clone(),
+                user: m.user.clone(),
                 seq: m.seq,
             })
             .collect();

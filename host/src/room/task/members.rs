@@ -14,6 +14,8 @@ pub(super) struct Member {
     /// Kicked or too slow: receives nothing more, leaves after this batch.
     pub(super) leaving: bool,
     pub(super) name: String,
+    /// The verified user id, when the player joined with a ticket.
+    pub(super) user: Option<String>,
     /// Room frames the player was sent: the session numbers them the same
     /// way (`seq`), and a checkpoint keeps it so a recovered seat goes on
     /// from there.
@@ -29,6 +31,7 @@ impl Member {
             overflow,
             leaving: false,
             name,
+            user: None,
             seq: 0,
             collected: Vec::new(),
         }

@@ -301,11 +301,19 @@ impl RoomTask {
             RoomCmd::Join {
                 player,
                 name,
+                user,
                 outbound,
                 overflow,
                 seat,
                 reply,
             } => {
+                if let Some(u) = &user
+                    && self.rooms.config.auth.one_seat_per_user
+                    && let Some((seated, _)) = self.players.iter().find(|(_, m)| m.user.as_deref() == Some(&u.id))
+                {
+                    let _ = reply.send(Err(JoinError::Seated(*seated)));
+                    return Ok(());
+                }
                 let max = self.rooms.config.rooms.max_players;
                 if self.players.len() >= max {
                     let _ = reply.send(Err(JoinError::Full(max)));
@@ -315,13 +323,17 @@ impl RoomTask {
                     let _ = reply.send(Err(JoinError::StorageUnavailable));
                     return Ok(());
                 }
+                let user_id = user.as_ref().map(|u| u.id.clone());
                 let input = Input::Join {
                     player,
                     name: name.clone(),
+                    user,
                 };
                 let result = match self.apply(guest, input).await? {
                     Some(Ok(())) => {
-                        self.players.insert(player, Member::new(Some(outbound), overflow, name));
+                        let mut member = Member::new(Some(outbound), overflow, name);
+                        member.user = user_id;
+                        self.players.insert(player, member);
                         self.save_seat(player, seat);
                         self.empty_deadline = None;
                         Ok(Joined {
@@ -388,6 +400,16 @@ impl RoomTask {
                 self.settle(guest).await?;
             }
             RoomCmd::Leave { player } => self.remove(guest, player).await?,
+            RoomCmd::KickUser { user, reason } => {
+                let frame = ServerMsg::Kicked { reason: &reason }.encode();
+                for (id, m) in &mut self.players {
+                    if m.user.as_deref() == Some(&user) {
+                        m.offer(*id, ToSession::Removed(frame.clone()), &mut self.outbox);
+                        m.leaving = true;
+                    }
+                }
+                self.settle(guest).await?;
+            }
             RoomCmd::Swap {
                 module,
                 ready,

@@ -26,6 +26,8 @@ pub struct RecoveredSeat {
     pub player: PlayerId,
     /// SHA-256 of the player's resume token.
     pub token_hash: String,
+    /// The player's verified user id, if it joined with a ticket.
+    pub user: Option<String>,
     /// The room's frames for the seat.
     pub frames: crate::room::Frames,
     /// `seq` of the first of `missed`, less one.
@@ -77,6 +79,7 @@ impl RoomTask {
         for m in cp.members {
             let mut member = Member::new(None, CancellationToken::new(), m.name);
             member.seq = m.seq;
+            member.user = m.user;
             self.players.insert(m.player, member);
         }
         let replayed = journal.len();
@@ -119,6 +122,7 @@ impl RoomTask {
                         room: self.key.room.clone(),
                         player: *player,
                         token_hash: token_hash.clone(),
+                        user: m.user.clone(),
                         frames: crate::room::Frames {
                             queue: rx,
                             overflow: m.overflow.clone(),
@@ -165,9 +169,10 @@ impl RoomTask {
         let answer = supervision::call(guest, now, &entry.input).await?;
         guest.take_kv();
         match &entry.input {
-            Input::Join { player, name } if answer.is_ok() => {
-                self.players
-                    .insert(*player, Member::new(None, CancellationToken::new(), name.clone()));
+            Input::Join { player, name, user } if answer.is_ok() => {
+                let mut member = Member::new(None, CancellationToken::new(), name.clone());
+                member.user = user.as_ref().map(|u| u.id.clone());
+                self.players.insert(*player, member);
             }
             _ => {}
         }

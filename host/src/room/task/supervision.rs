@@ -8,7 +8,13 @@ use crate::modules::version_health::Source;
 /// Hands one input to the guest.
 pub(super) async fn call(guest: &mut GuestInstance, now: u64, input: &Input) -> CallResult<Result<(), Rejection>> {
     match input {
-        Input::Join { player, name } => guest.on_join(now, *player, name, None).await,
+        Input::Join { player, name, user } => {
+            let identity = user.as_ref().map(|u| crate::sandbox::Identity {
+                user_id: u.id.clone(),
+                claims: u.claims.clone(),
+            });
+            guest.on_join(now, *player, name, identity.as_ref()).await
+        }
         Input::Leave { player } => guest.on_leave(now, *player).await.map(Ok),
         Input::Message { player, payload, .. } => guest.on_message(now, *player, payload).await,
         Input::Tick => guest.on_tick(now).await.map(Ok),
