@@ -49,7 +49,7 @@ export class RespawnError extends Error {
 }
 
 /** Error codes after which the host closes the connection; we come back. */
-const CLOSING_CODES = new Set(["superseded", "slow_consumer", "idle_timeout", "server_full", "banned"]);
+const CLOSING_CODES = new Set(["superseded", "slow_consumer", "idle_timeout", "server_full"]);
 
 /**
  * Error codes that mean the player is no longer in its room

@@ -232,14 +232,14 @@ fn bad_ban(message: String) -> ApiError {
     }
 }
 
-/// Writes a ban change and waits until it is on disk.
-async fn save(admin: &Admin, op: crate::storage::Op) -> Result<(), ApiError> {
+/// Waits until a submitted ban change is on disk.
+async fn saved_within(admin: &Admin, submitted: Result<u64, crate::storage::Unavailable>) -> Result<(), ApiError> {
     let unsaved = || ApiError {
         status: StatusCode::SERVICE_UNAVAILABLE,
         code: "storage_unavailable",
         message: "the change is in force but the database did not take it; it will not survive a restart".into(),
     };
-    let ticket = admin.store.submit(op).map_err(|_| unsaved())?;
+    let ticket = submitted.map_err(|_| unsaved())?;
     if admin.store.wait(ticket, BAN_SAVE_WAIT).await {
         Ok(())
     } else {
@@ -275,12 +275,14 @@ async fn ban(State(admin): State<Arc<Admin>>, Json(body): Json<BanBody>) -> ApiR
         since_ms: now,
         until_ms,
     };
+    // In memory and queued for the database in one step (no await in
+    // between), so a ban and an unban right after reach the disk in order.
     admin.auth.bans.insert(ban.clone());
+    let saved = admin.store.submit(crate::storage::Op::Ban(ban.clone()));
     let rooms = admin
         .gauges
         .rooms
-        .kick_user(&ban.user, &crate::auth::banned_message(&ban))
-        .await;
+        .kick_user(&ban.user, &crate::auth::banned_message(&ban));
     admin.deployer.audit(crate::modules::audit::AuditEntry {
         event: "ban",
         user: Some(ban.user.clone()),
@@ -289,13 +291,16 @@ async fn ban(State(admin): State<Arc<Admin>>, Json(body): Json<BanBody>) -> ApiR
         ..Default::default()
     });
     tracing::info!(user = %ban.user, until_ms = ?until_ms, rooms, "user banned");
-    save(&admin, crate::storage::Op::Ban(ban.clone())).await?;
+    saved_within(&admin, saved).await?;
     Ok(Json(json!({"ban": ban, "rooms": rooms})).into_response())
 }
 
 /// Lifts a ban.
 async fn unban(State(admin): State<Arc<Admin>>, Json(body): Json<UnbanBody>) -> ApiResult {
     let lifted = admin.auth.bans.remove(&body.user).is_some();
+    let saved = admin.store.submit(crate::storage::Op::Unban {
+        user: body.user.clone(),
+    });
     if lifted {
         admin.deployer.audit(crate::modules::audit::AuditEntry {
             event: "unban",
@@ -304,7 +309,7 @@ async fn unban(State(admin): State<Arc<Admin>>, Json(body): Json<UnbanBody>) -> 
         });
         tracing::info!(user = %body.user, "ban lifted");
     }
-    save(&admin, crate::storage::Op::Unban { user: body.user }).await?;
+    saved_within(&admin, saved).await?;
     Ok(Json(json!({"lifted": lifted})).into_response())
 }
 

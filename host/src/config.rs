@@ -473,10 +473,10 @@ impl Default for NetConfig {
             rate_per_sec: 100,
             rate_burst: 200,
             resume_grace_ms: 30_000,
-            address_rate_per_sec: 2_000,
-            address_rate_burst: 4_000,
-            address_joins_per_minute: 600,
-            address_join_burst: 200,
+            address_rate_per_sec: 5_000,
+            address_rate_burst: 10_000,
+            address_joins_per_minute: 1_200,
+            address_join_burst: 300,
             web: Some(SocketAddr::from(([127, 0, 0, 1], 7703))),
         }
     }

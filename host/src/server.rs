@@ -295,8 +295,15 @@ fn serve_https(kind: &'static str, listener: TcpListener, tls: Tls, app: axum::R
             }
         };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let handshakes = tokio::spawn(async move {
+        // Handshakes at once: a flood of them waits in the kernel's
+        // backlog instead of taking the host's CPU from the rooms.
+        let handshaking = Arc::new(tokio::sync::Semaphore::new(WEB_HANDSHAKES));
+        // Stops accepting when this task stops (or is aborted).
+        let _handshakes = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             loop {
+                let Ok(permit) = handshaking.clone().acquire_owned().await else {
+                    return;
+                };
                 let (stream, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -307,6 +314,7 @@ fn serve_https(kind: &'static str, listener: TcpListener, tls: Tls, app: axum::R
                 };
                 let (acceptor, tx) = (tls.acceptor().clone(), tx.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let _ = tx.send((Stream::Tls(Box::new(stream)), peer)).await;
@@ -316,14 +324,16 @@ fn serve_https(kind: &'static str, listener: TcpListener, tls: Tls, app: axum::R
                     }
                 });
             }
-        });
+        }));
         let listener = Handshaken { rx, local };
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("the {kind} listener stopped: {e}");
         }
-        handshakes.abort();
     })
 }
+
+/// TLS handshakes the demo site runs at once.
+const WEB_HANDSHAKES: usize = 64;
 
 /// Connections whose TLS handshake is done, for axum.
 struct Handshaken {

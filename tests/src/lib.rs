@@ -168,6 +168,12 @@ impl Host {
             ws = "127.0.0.1:0"
             tcp = "127.0.0.1:0"
             web = "127.0.0.1:0"
+            # Every test client comes from loopback: one address for all
+            # (the admission and auth tests set these low themselves).
+            address_rate_per_sec = 1000000
+            address_rate_burst = 1000000
+            address_joins_per_minute = 1000000
+            address_join_burst = 1000000
             [modules]
             dir = {modules:?}
             debounce_ms = 50

@@ -32,18 +32,27 @@ fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "connection closed")
 }
 
-/// The `host:port` of a `ws://` or `wss://` URL.
-fn authority(url: &str) -> io::Result<&str> {
-    let rest = url
-        .strip_prefix("wss://")
-        .or_else(|| url.strip_prefix("ws://"))
-        .ok_or_else(|| {
-            io::Error::new(
+/// The `host:port` of a `ws://` or `wss://` URL (port 80 or 443 when it
+/// names none).
+fn authority(url: &str) -> io::Result<String> {
+    let (rest, port) = match (url.strip_prefix("wss://"), url.strip_prefix("ws://")) {
+        (Some(rest), _) => (rest, 443),
+        (_, Some(rest)) => (rest, 80),
+        _ => {
+            return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("`{url}` is not a ws:// or wss:// URL"),
-            )
-        })?;
-    Ok(rest.split(['/', '?']).next().unwrap_or(rest))
+            ));
+        }
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    // A port follows the last `:`, outside an IPv6 literal's brackets.
+    let has_port = host.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']'));
+    Ok(if has_port {
+        host.to_owned()
+    } else {
+        format!("{host}:{port}")
+    })
 }
 
 async fn connect(addr: &str, tls: Option<&Tls>) -> io::Result<Stream> {
@@ -66,7 +75,7 @@ impl Conn {
                         "a wss:// endpoint needs `Options::tls`",
                     ));
                 }
-                let stream = connect(authority(url)?, tls.filter(|_| secure)).await?;
+                let stream = connect(&authority(url)?, tls.filter(|_| secure)).await?;
                 let (ws, _) = tokio_tungstenite::client_async(url.as_str(), stream)
                     .await
                     .map_err(io::Error::other)?;
@@ -178,5 +187,20 @@ impl Conn {
             Conn::Closed => {}
         }
         *self = Conn::Closed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_without_a_port_get_the_scheme_s_default() {
+        assert_eq!(
+            super::authority("wss://play.example.com/").unwrap(),
+            "play.example.com:443"
+        );
+        assert_eq!(super::authority("ws://127.0.0.1:7700/x").unwrap(), "127.0.0.1:7700");
+        assert_eq!(super::authority("ws://[::1]/").unwrap(), "[::1]:80");
+        assert_eq!(super::authority("wss://[::1]:9/").unwrap(), "[::1]:9");
+        assert!(super::authority("http://x/").is_err());
     }
 }

@@ -111,9 +111,9 @@ pub enum ErrorCode {
     /// The ticket limits its games or rooms (`games`, `rooms` claims) and
     /// this join is for another.
     TicketNotAllowed,
-    /// The ticket's user is banned (`message` says why and until when);
-    /// sent on a join, or as the last word before a banned player's
-    /// connection closes.
+    /// The ticket's user is banned (`message` says why and until when).
+    /// A player banned while in a room gets `kicked` instead; the
+    /// connection stays open either way.
     Banned,
     /// This user or address joined more often than the host allows
     /// (`auth.user_joins_per_minute`, `net.address_joins_per_minute`).
@@ -756,7 +756,7 @@ impl ServerFrame {
                 | ServerFrame::Left { .. }
                 | ServerFrame::Shutdown { .. }
                 | ServerFrame::Error {
-                    code: ErrorCode::GuestFault,
+                    code: ErrorCode::GuestFault | ErrorCode::Superseded | ErrorCode::Banned,
                     ..
                 }
         )

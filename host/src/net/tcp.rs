@@ -70,7 +70,10 @@ impl Transport for TcpTransport {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        self.write_out().await
+        self.write_out().await?;
+        // TLS keeps records it could not send yet; a plain socket has
+        // nothing to flush.
+        self.reader.get_mut().flush().await
     }
 
     async fn heartbeat(&mut self) -> io::Result<()> {
@@ -79,6 +82,7 @@ impl Transport for TcpTransport {
 
     async fn close(&mut self) {
         let _ = self.write_out().await;
+        let _ = self.reader.get_mut().flush().await;
         let _ = self.reader.get_mut().shutdown().await;
     }
 

@@ -122,10 +122,15 @@ impl Tls {
     }
 
     /// Reads the files again; on failure the certificate in use stays.
-    pub fn reload(&self) -> Result<(), CertError> {
+    /// Whether the certificate changed.
+    pub fn reload(&self) -> Result<bool, CertError> {
         let fresh = load(&self.certs.cert, &self.certs.key)?;
-        *self.certs.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
-        Ok(())
+        let mut current = self.certs.current.write().unwrap_or_else(|p| p.into_inner());
+        if current.cert == fresh.cert {
+            return Ok(false);
+        }
+        *current = Arc::new(fresh);
+        Ok(true)
     }
 
     /// Reloads the certificate whenever its files change (their folders
@@ -135,18 +140,11 @@ impl Tls {
         use notify::Watcher;
         let files = [self.certs.cert.clone(), self.certs.key.clone()];
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let names: Vec<_> = files
-            .iter()
-            .filter_map(|f| f.file_name().map(|n| n.to_owned()))
-            .collect();
+        // Any change in the folders counts (a Kubernetes secret swaps a
+        // symlinked folder, so no event names the files); a reload that
+        // finds the same certificate changes nothing.
         let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(event) = res
-                && !event.kind.is_access()
-                && event
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)))
-            {
+            if res.is_ok_and(|event| !event.kind.is_access()) {
                 let _ = tx.send(());
             }
         }) {
@@ -171,7 +169,8 @@ impl Tls {
             while rx.recv().await.is_some() {
                 while let Ok(Some(())) = tokio::time::timeout(SETTLE, rx.recv()).await {}
                 match crate::blocking::blocking(|| this.reload()) {
-                    Ok(()) => tracing::info!(cert = %this.certs.cert.display(), "TLS certificate reloaded"),
+                    Ok(true) => tracing::info!(cert = %this.certs.cert.display(), "TLS certificate reloaded"),
+                    Ok(false) => {}
                     Err(e) => {
                         tracing::error!("the TLS certificate changed but cannot be used; the one before stays: {e}")
                     }

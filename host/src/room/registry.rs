@@ -356,7 +356,7 @@ impl Rooms {
 
     /// Removes every player of `user` from every room (a ban), telling
     /// them `reason`. Returns how many rooms were told.
-    pub async fn kick_user(&self, user: &str, reason: &str) -> usize {
+    pub fn kick_user(&self, user: &str, reason: &str) -> usize {
         let handles: Vec<RoomHandle> = crate::lock(&self.live).values().cloned().collect();
         let mut told = 0;
         for h in handles {
@@ -364,9 +364,15 @@ impl Rooms {
                 user: user.to_owned(),
                 reason: reason.to_owned(),
             };
-            // A room stuck in a long call is not waited for past a moment.
-            if let Ok(Ok(())) = tokio::time::timeout(std::time::Duration::from_secs(1), h.control.send(cmd)).await {
-                told += 1;
+            // A room whose control queue is full (a slow start, a burst of
+            // bans) gets the kick as soon as it has room; nobody waits.
+            match h.control.try_send(cmd) {
+                Ok(()) => told += 1,
+                Err(mpsc::error::TrySendError::Full(cmd)) => {
+                    told += 1;
+                    tokio::spawn(async move { h.control.send(cmd).await });
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
         told

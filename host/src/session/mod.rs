@@ -21,7 +21,6 @@ use crate::protocol::{self, ErrorCode, ProtocolError, Request, ServerMsg};
 use crate::room::{JoinError, PlayerId, Rooms, ToSession};
 use bytes::Bytes;
 use rate::SharedAllowance;
-use resume::UserSeat;
 pub(crate) use seat::Seat;
 use serde_json::value::RawValue;
 use std::future::Future;
@@ -125,8 +124,10 @@ impl Sessions {
                 s.seq,
                 &s.missed,
             );
+            // A user banned since keeps no seat.
+            let banned = s.user.as_deref().is_some_and(|u| self.auth.bans.check(u).is_some());
             seat.user = s.user;
-            match admission.park_recovered() {
+            match admission.park_recovered().filter(|_| !banned) {
                 Some(place) => self.resumes.park_recovered(s.token_hash, s.player, seat, place),
                 None => {
                     let player = s.player;
@@ -470,18 +471,26 @@ impl<T: Transport> Session<T> {
             }
         };
         // The resume behind it gave up waiting already: nothing to do.
-        if takeover.is_closed() {
+        if takeover.reply.is_closed() {
             return Ok(Flow::Continue);
         }
-        // Nothing to hand over: this connection goes on, the resume fails.
-        if self.seat.is_none() {
-            let _ = takeover.send(None);
+        // Nothing to hand over (or not the seat asked for: a second join
+        // of this user wants its seat in one room): this connection goes
+        // on, the take-over fails.
+        let wanted = |seat: &Seat| {
+            takeover
+                .room
+                .as_ref()
+                .is_none_or(|(g, r)| (&seat.game, &seat.room_name) == (g, r))
+        };
+        if !self.seat.as_ref().is_some_and(wanted) {
+            let _ = takeover.reply.send(None);
             return Ok(Flow::Continue);
         }
         // What this connection got before it was given up still counts: a
         // client that cut it and resumed at once has its last requests here.
         self.salvage().await;
-        match takeover.send(self.seat.take()) {
+        match takeover.reply.send(self.seat.take()) {
             Ok(()) => {
                 let err = ProtocolError::new(ErrorCode::Superseded, "another connection resumed this seat");
                 let _ = self.reply_error(&err, None, None).await;
@@ -708,15 +717,16 @@ impl<T: Transport> Session<T> {
             id: v.user,
             claims: v.claims,
         });
-        if let Some(user) = &user {
-            let allowance = self.hub.auth.allowance(&user.id);
-            if !crate::lock(&allowance).join(now) {
-                return Ok(Err(Refusal::new(
-                    ErrorCode::TooManyJoins,
-                    "too many joins for your account; try again in a minute",
-                )));
-            }
-            self.user_allowance = Some(allowance);
+        // The connection's frames count against the user it joins as now
+        // (none without a ticket).
+        self.user_allowance = user.as_ref().map(|u| self.hub.auth.allowance(&u.id));
+        if let Some(allowance) = &self.user_allowance
+            && !crate::lock(allowance).join(now)
+        {
+            return Ok(Err(Refusal::new(
+                ErrorCode::TooManyJoins,
+                "too many joins for your account; try again in a minute",
+            )));
         }
         let (creations, permit) = (&mut self.creations, &self.permit);
         let mut may_create =
@@ -734,29 +744,23 @@ impl<T: Transport> Session<T> {
             seat: seat_hash.as_deref(),
         };
         let joined = self.hub.rooms.join(&game, &room, joiner, &mut may_create).await;
-        let user_seat = user.as_ref().map(|u| UserSeat {
-            game: game.clone(),
-            room: room.clone(),
-            user: u.id.clone(),
-        });
-        let (handle, joined, frames) = match (joined, user_seat) {
-            (Ok(ok), _) => ok,
-            // One seat per user: this connection takes the other's over.
-            (Err(JoinError::Seated(_)), Some(user_seat)) => {
-                return match self.hub.resumes.claim_user(&user_seat).await {
+        let (handle, joined, frames) = match joined {
+            Ok(ok) => ok,
+            // One seat per user: this connection takes the other's over
+            // (the room named the player holding it).
+            Err(JoinError::Seated(holder)) => {
+                let room = (game, room);
+                return match self.hub.resumes.claim_player(holder, &room).await {
                     // The new connection has seen nothing: it gets every
                     // frame the seat still keeps.
-                    Some((player, seat)) => {
-                        self.take_seat(player, seat, Some(0), reference).await?;
-                        Ok(Ok(()))
-                    }
+                    Some((player, seat)) => self.take_seat(player, seat, Some(0), reference).await,
                     None => Ok(Err(Refusal::new(
                         ErrorCode::AlreadyJoined,
                         "you already have a seat in this room, on a connection that could not hand it over",
                     ))),
                 };
             }
-            (Err(e), _) => {
+            Err(e) => {
                 let (error, reason) = e.to_protocol();
                 return Ok(Err(Refusal {
                     error,
@@ -789,14 +793,6 @@ impl<T: Transport> Session<T> {
                 seat.leave(self.player).await;
                 return Ok(Err(Refusal::from(crate::auth::AuthError::Banned(ban).to_protocol())));
             }
-            self.hub.resumes.index_user(
-                UserSeat {
-                    game: seat.game.clone(),
-                    room: seat.room_name.clone(),
-                    user: user.id.clone(),
-                },
-                &self.token,
-            );
             seat.user = Some(user.id);
         }
         self.seat = Some(seat);
@@ -813,18 +809,16 @@ impl<T: Transport> Session<T> {
         seat: Seat,
         last_seq: Option<u64>,
         reference: Option<&RawValue>,
-    ) -> io::Result<()> {
+    ) -> io::Result<Result<(), Refusal>> {
+        // Banned since the seat was joined (a kick that did not reach the
+        // room, or a seat recovered from before the ban): it ends here.
+        if let Some(ban) = seat.user.as_deref().and_then(|u| self.hub.auth.bans.check(u)) {
+            seat.leave(player).await;
+            return Ok(Err(Refusal::from(crate::auth::AuthError::Banned(ban).to_protocol())));
+        }
         self.token = self.hub.resumes.rekey(&self.token, player, self.control_tx.clone());
         self.player = player;
-        if let Some(user) = &seat.user {
-            self.user_allowance = Some(self.hub.auth.allowance(user));
-            let key = UserSeat {
-                game: seat.game.clone(),
-                room: seat.room_name.clone(),
-                user: user.clone(),
-            };
-            self.hub.resumes.index_user(key, &self.token);
-        }
+        self.user_allowance = seat.user.as_deref().map(|u| self.hub.auth.allowance(u));
         self.save_seat(&seat).await;
         let seq = seat.replay.seq();
         let (replay, lost, rewound) = match last_seq {
@@ -855,7 +849,8 @@ impl<T: Transport> Session<T> {
         for frame in replay {
             self.feed(frame).await?;
         }
-        self.flush().await
+        self.flush().await?;
+        Ok(Ok(()))
     }
 
     async fn reply_error(
@@ -905,7 +900,7 @@ impl<T: Transport> Session<T> {
                         "no seat to resume: the token is unknown or its grace period is over; join again",
                     )));
                 };
-                self.take_seat(player, seat, last_seq, reference).await?;
+                return self.take_seat(player, seat, last_seq, reference).await;
             }
             Request::Message { data, reference } => {
                 let Some(seat) = &self.seat else {

@@ -20,8 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// A request to a live session to give up its seat.
-pub(crate) type Takeover = oneshot::Sender<Option<Seat>>;
+/// A request to a live session to give up its seat (only a seat in
+/// `room`, game and room, when given).
+pub(crate) struct Takeover {
+    pub(crate) reply: oneshot::Sender<Option<Seat>>,
+    pub(crate) room: Option<(String, String)>,
+}
 
 enum Holder {
     Live {
@@ -34,28 +38,11 @@ enum Holder {
     },
 }
 
-/// A user's seat in one room: with `auth.one_seat_per_user`, a second
-/// join of the user takes it over.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct UserSeat {
-    pub(crate) game: String,
-    pub(crate) room: String,
-    pub(crate) user: String,
-}
-
-/// Which token (by hash) holds each user's seat, both ways.
-#[derive(Default)]
-struct UserIndex {
-    by_user: HashMap<UserSeat, String>,
-    by_token: HashMap<String, UserSeat>,
-}
-
 /// Resume tokens of the host's players, kept by their SHA-256 (as the
 /// database keeps them), so seats recovered after a restart are found by
 /// the same token.
 pub struct Resumes {
     entries: Mutex<HashMap<String, (PlayerId, Holder)>>,
-    users: Mutex<UserIndex>,
     grace: Duration,
     takeover_wait: Duration,
     parks: AtomicU64,
@@ -73,7 +60,6 @@ impl Resumes {
         let seed = crate::util::random_secret()?;
         Ok(Arc::new(Self {
             entries: Mutex::new(HashMap::new()),
-            users: Mutex::new(UserIndex::default()),
             grace,
             takeover_wait,
             parks: AtomicU64::new(0),
@@ -102,40 +88,23 @@ impl Resumes {
 
     /// The connection ended without a seat to keep.
     pub(crate) fn forget(&self, token: &str) {
-        let hash = token_hash(token);
-        self.lock().remove(&hash);
-        self.unindex(&hash);
+        self.lock().remove(&token_hash(token));
     }
 
-    /// Notes that the seat behind `token` is `seat`'s user's.
-    pub(crate) fn index_user(&self, seat: UserSeat, token: &str) {
-        self.index_hashed(seat, token_hash(token));
-    }
-
-    fn index_hashed(&self, seat: UserSeat, hash: String) {
-        let mut users = crate::lock(&self.users);
-        if let Some(old) = users.by_user.insert(seat.clone(), hash.clone()) {
-            users.by_token.remove(&old);
-        }
-        users.by_token.insert(hash, seat);
-    }
-
-    fn unindex(&self, hash: &str) {
-        let mut users = crate::lock(&self.users);
-        if let Some(seat) = users.by_token.remove(hash) {
-            users.by_user.remove(&seat);
-        }
-    }
-
-    /// Takes `seat`'s user's seat over, as a resume of its token would.
-    pub(crate) async fn claim_user(&self, seat: &UserSeat) -> Option<(PlayerId, Seat)> {
-        let hash = crate::lock(&self.users).by_user.get(seat).cloned()?;
-        self.claim_hashed(&hash).await
-    }
-
-    /// How many users' seats are indexed.
-    pub fn indexed_users(&self) -> usize {
-        crate::lock(&self.users).by_user.len()
+    /// Takes over the seat of `player` in `room` (game, room), as a resume
+    /// of its token would: a second join of the same user
+    /// (`auth.one_seat_per_user`). `None` if that player holds no seat
+    /// there (any more).
+    pub(crate) async fn claim_player(&self, player: PlayerId, room: &(String, String)) -> Option<(PlayerId, Seat)> {
+        // A scan, not an index: take-overs are rare, and an index of
+        // seats by user would have to follow every leave, kick and
+        // rejoin of every connection.
+        let token = self
+            .lock()
+            .iter()
+            .find(|(_, (p, _))| *p == player)
+            .map(|(token, _)| token.clone())?;
+        self.claim_where(&token, Some(room)).await
     }
 
     /// The connection dropped while seated: keep the seat for the grace
@@ -152,14 +121,6 @@ impl Resumes {
     /// Parks a seat of a room recovered after a restart, under the hash of
     /// its token (the token itself was never stored).
     pub(crate) fn park_recovered(self: &Arc<Self>, hash: String, player: PlayerId, seat: Seat, place: ParkPermit) {
-        if let Some(user) = &seat.user {
-            let key = UserSeat {
-                game: seat.game.clone(),
-                room: seat.room_name.clone(),
-                user: user.clone(),
-            };
-            self.index_hashed(key, hash.clone());
-        }
         self.park_hashed(hash, player, seat, place);
     }
 
@@ -186,9 +147,6 @@ impl Resumes {
                     _ => None,
                 }
             };
-            if expired.is_some() {
-                this.unindex(&token);
-            }
             if let Some((player, Holder::Parked { seat, .. })) = expired {
                 tracing::debug!(player, "resume grace period over; the player leaves the room");
                 seat.leave(player).await;
@@ -200,17 +158,32 @@ impl Resumes {
     /// connection holding it. `None` if the token is unknown, its grace
     /// period ended, or it had no seat.
     pub(crate) async fn claim(&self, token: &str) -> Option<(PlayerId, Seat)> {
-        self.claim_hashed(&token_hash(token)).await
+        self.claim_where(&token_hash(token), None).await
     }
 
-    async fn claim_hashed(&self, token: &str) -> Option<(PlayerId, Seat)> {
-        let (player, holder) = self.lock().remove(token)?;
+    /// [`claim`](Self::claim) by the token's hash, of a seat in `room`
+    /// only, if given.
+    async fn claim_where(&self, token: &str, room: Option<&(String, String)>) -> Option<(PlayerId, Seat)> {
+        let in_room = |seat: &Seat| room.is_none_or(|(g, r)| (&seat.game, &seat.room_name) == (g, r));
+        let (player, holder) = {
+            let mut entries = self.lock();
+            if let Some((_, Holder::Parked { seat, .. })) = entries.get(token)
+                && !in_room(seat)
+            {
+                return None;
+            }
+            entries.remove(token)?
+        };
         let takeover = match holder {
             Holder::Parked { mut seat, .. } => return seat.resumable().then_some((player, *seat)),
             Holder::Live { takeover } => takeover,
         };
         let (tx, rx) = oneshot::channel();
-        if takeover.send(Control::Takeover(tx)).is_ok()
+        let request = Takeover {
+            reply: tx,
+            room: room.cloned(),
+        };
+        if takeover.send(Control::Takeover(request)).is_ok()
             && let Ok(Ok(answer)) = tokio::time::timeout(self.takeover_wait, rx).await
         {
             match answer {
@@ -227,7 +200,7 @@ impl Resumes {
         // The connection was ending as we asked: it parks its seat before
         // it stops listening for take-overs, so the seat is parked now...
         let mut entries = self.lock();
-        if matches!(entries.get(token), Some((_, Holder::Parked { .. })))
+        if matches!(entries.get(token), Some((_, Holder::Parked { seat, .. })) if in_room(seat))
             && let Some((player, Holder::Parked { mut seat, .. })) = entries.remove(token)
         {
             return seat.resumable().then_some((player, *seat));

@@ -267,7 +267,8 @@ async fn a_ban_kicks_refuses_is_audited_and_survives_a_restart() {
 async fn a_parked_seat_of_a_banned_user_is_removed_too() {
     let h = host("", "[net]\nresume_grace_ms = 30000");
     let t = ticket(&claims("gone", "Gone"));
-    let mut c = h.client(respawn_e2e::Transport::Ws).await;
+    let mut c = Client::ws(h.ws).await;
+    let token = c.expect("welcome").await["resume"].as_str().expect("token").to_owned();
     c.join_with("chat", "r", &t).await;
     c.event_of("welcome").await;
     let mut watcher = h.client(respawn_e2e::Transport::Ws).await;
@@ -280,13 +281,79 @@ async fn a_parked_seat_of_a_banned_user_is_removed_too() {
     // grace period.
     let left = watcher.event_of("left").await;
     assert_eq!(left["name"], "Gone");
+    // Resuming the seat is refused as a join would be.
+    let mut back = h.client(respawn_e2e::Transport::Ws).await;
+    back.send(json!({"type": "resume", "token": token})).await;
+    back.expect_error("banned").await;
+    back.ping().await;
+}
+
+#[tokio::test]
+async fn a_takeover_finds_the_seat_in_the_room_asked_for_and_clients_do_not_fight_over_it() {
+    let h = host("", "");
+    let t = ticket(&claims("roamer", "Roamer"));
+    // One connection: lobby, then a match; its player id stays the same.
+    let mut a = h.client(respawn_e2e::Transport::Ws).await;
+    a.join_with("chat", "lobby", &t).await;
+    a.send(json!({"type": "leave"})).await;
+    while a.recv().await["type"] != "left" {}
+    let in_match = a.join_with("chat", "match-1", &t).await;
+    assert_eq!(in_match["type"], "joined");
+    // Another connection of the user joining the lobby gets a new seat
+    // there; joining the match takes the match seat.
+    let mut b = h.client(respawn_e2e::Transport::Ws).await;
+    assert_eq!(b.join_with("chat", "lobby", &t).await["type"], "joined");
+    let mut c = h.client(respawn_e2e::Transport::Ws).await;
+    let took = c.join_with("chat", "match-1", &t).await;
+    assert_eq!(
+        (took["type"].as_str(), took["room"].as_str()),
+        (Some("resumed"), Some("match-1")),
+        "{took}"
+    );
+    assert_eq!(took["player"], in_match["player"]);
+    // Two Rust clients of one user: the one that lost the seat does not
+    // take it back.
+    let options = || respawn_client::Options {
+        backoff: respawn_client::Backoff {
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(100),
+        },
+        ticket: Some(respawn_client::Ticket::Fixed(ticket(&claims("twin", "Twin")))),
+        ..Default::default()
+    };
+    let endpoint = || respawn_client::Endpoint::Ws(format!("ws://{}/", h.ws));
+    let mut first = respawn_client::Client::connect(endpoint(), options())
+        .await
+        .expect("connect");
+    first.join("echo", "twins", "x").await.expect("join");
+    let mut second = respawn_client::Client::connect(endpoint(), options())
+        .await
+        .expect("connect");
+    assert_eq!(
+        second.join("echo", "twins", "x").await.expect("join")["type"],
+        "resumed"
+    );
+    assert_eq!(first.recv().await.expect("superseded")["code"], "superseded");
+    let again = first.recv().await.expect("reconnected");
+    assert_eq!(again["resumed"], false, "{again}");
+    for n in 0..3 {
+        second
+            .send(json!({"type": "message", "data": {"n": n}}))
+            .await
+            .expect("send");
+        assert_eq!(
+            second.recv().await.expect("echo")["data"]["n"],
+            n,
+            "the seat stayed with the second client"
+        );
+    }
 }
 
 #[tokio::test]
 async fn join_and_message_limits_hold_per_user_across_connections_and_addresses_and_per_address() {
     let h = host(
         "user_joins_per_minute = 1\nuser_join_burst = 2\nuser_rate_per_sec = 1\nuser_rate_burst = 3",
-        "[net]\naddress_join_burst = 4\naddress_joins_per_minute = 1",
+        "[net]\naddress_join_burst = 4\naddress_joins_per_minute = 1\naddress_rate_burst = 6\naddress_rate_per_sec = 1",
     );
     let t = ticket(&claims("flood", "Flood"));
     // One account from three addresses: the third join is over its limit.
@@ -339,6 +406,21 @@ async fn join_and_message_limits_hold_per_user_across_connections_and_addresses_
         }
     }
     assert_eq!(answers, ["joined", "joined", "joined", "joined", "error"]);
+    // Frames per address: two connections from a fresh address share its
+    // burst of 6, whoever sends.
+    let mut pair = [
+        Client::tcp_from(h.tcp, [127, 0, 0, 6]).await,
+        Client::tcp_from(h.tcp, [127, 0, 0, 6]).await,
+    ];
+    for c in &mut pair {
+        c.expect("welcome").await;
+    }
+    for n in 0..6 {
+        pair[n % 2].ping().await;
+    }
+    pair[0].send(json!({"type": "ping"})).await;
+    let e = pair[0].expect_error("rate_limited").await;
+    assert!(e["message"].as_str().unwrap_or("").contains("address"), "{e}");
 }
 
 #[tokio::test]
