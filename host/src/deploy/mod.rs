@@ -577,39 +577,41 @@ impl Deployer {
         }
         let before = self.games.active(game);
         let t1 = Instant::now();
-        let migrated = self.rooms.migrate(game, &target).await;
-        let migrate_ms = ms(t1);
-        let from = before.as_ref().map(|m| m.version.to_string());
-        match migrated {
-            Ok(rooms) => {
+        let mut flip_us = 0.0;
+        let mut refused = None;
+        // Once every room is ready: the new version becomes active and
+        // that is on disk before any room switches, so players never see
+        // a version a restart would not bring back.
+        let migrated = self
+            .rooms
+            .migrate_then(game, &target, || {
                 let t0 = Instant::now();
                 if let Err(e) = self.games.activate(game, version) {
-                    // The version left the slots while its rooms moved (a
-                    // newer upload evicted it): the rooms go back.
-                    if let Some(b) = &before
-                        && let Err(reasons) = self.rooms.migrate(game, b).await
-                    {
-                        tracing::error!(game, version = %b.version, "rooms could not move back: {}", reasons.join("; "));
-                        self.audit.record(AuditEntry {
-                            event: "migration_back_failed",
-                            game: Some(game.to_owned()),
-                            version: Some(b.version.to_string()),
-                            from: Some(version.to_string()),
-                            detail: Some(reasons.join("; ")),
-                            ..AuditEntry::default()
-                        });
-                    }
-                    return Err(e.into());
+                    // The version left the slots while the rooms got ready
+                    // (a newer upload evicted it): the rooms stay.
+                    let why = e.to_string();
+                    refused = Some(e);
+                    return Err(why);
                 }
-                let flip_us = t0.elapsed().as_secs_f64() * 1e6;
+                flip_us = t0.elapsed().as_secs_f64() * 1e6;
                 self.raise_high_water(game, version);
                 if matches!(trigger, Trigger::Promote)
                     && lock(&self.bad).get_mut(game).is_some_and(|b| b.remove(version))
                 {
                     tracing::warn!(game, version = %version, "an operator promoted a version that was rolled back automatically");
                 }
-                self.put_on_probation(game, before.as_deref(), &target, trigger);
                 self.persist(game);
+                Ok(())
+            })
+            .await;
+        let migrate_ms = ms(t1);
+        if let Some(e) = refused {
+            return Err(e.into());
+        }
+        let from = before.as_ref().map(|m| m.version.to_string());
+        match migrated {
+            Ok(rooms) => {
+                self.put_on_probation(game, before.as_deref(), &target, trigger);
                 tracing::info!(game, from = ?from, to = %version, rooms, flip_us, migrate_ms, "{} done", trigger.event());
                 self.count(|c| match trigger {
                     Trigger::Rollback => c.rollbacks += 1,

@@ -414,6 +414,19 @@ impl Rooms {
     /// Returns how many rooms switched, or why the migration was aborted.
     /// Hold the game's swap lock for writing around this.
     pub async fn migrate(&self, game: &str, module: &Arc<GameModule>) -> Result<usize, Vec<String>> {
+        self.migrate_then(game, module, || Ok(())).await
+    }
+
+    /// [`migrate`](Self::migrate), with `decide` run once every room is
+    /// ready and before any of them switches: a promotion records its
+    /// decision there, so no player sees a version the host would not come
+    /// back on after a crash. An error from it aborts the migration.
+    pub async fn migrate_then(
+        &self,
+        game: &str,
+        module: &Arc<GameModule>,
+        decide: impl FnOnce() -> Result<(), String>,
+    ) -> Result<usize, Vec<String>> {
         let handles: Vec<RoomHandle> = {
             let live = crate::lock(&self.live);
             live.iter()
@@ -454,6 +467,11 @@ impl Rooms {
         };
         if tokio::time::timeout_at(deadline, collect).await.is_err() {
             failures.push(format!("rooms did not get ready within {MIGRATION_TIMEOUT:?}"));
+        }
+        if failures.is_empty()
+            && let Err(why) = decide()
+        {
+            failures.push(why);
         }
         let commit = failures.is_empty();
         // A room that is ready waits for this decision, however long the

@@ -20,6 +20,12 @@ use crate::run::{self, Report, RunArgs, StepArgs};
 pub struct CompareArgs {
     #[arg(long, default_value = "target/release/respawn")]
     pub respawn_bin: PathBuf,
+    /// Another Respawn build (server `respawn-base`), such as the commit
+    /// before a change, to measure the change side by side. It gets the
+    /// same config without the keys newer than 2026-11 (`[net]
+    /// address_*`).
+    #[arg(long, default_value = "target/respawn-base")]
+    pub base_bin: PathBuf,
     #[arg(long, default_value = "target/release/native-chat")]
     pub native_bin: PathBuf,
     /// Folder of the Colyseus server (`node server.js --port P`).
@@ -271,6 +277,20 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// The config Respawn is started with: loopback, free ports, no web site,
 /// limits high enough for the scenarios.
 pub fn respawn_config(modules: &Path, trust: &Path, state: &Path, buffers: (usize, usize)) -> String {
+    let config = base_config(modules, trust, state, buffers);
+    // The address limits would cap the harness, whose clients all come
+    // from a few loopback addresses.
+    config.replacen(
+        "[rooms]",
+        "address_rate_per_sec = 10000000\naddress_rate_burst = 10000000\n\
+         address_joins_per_minute = 10000000\naddress_join_burst = 10000000\n\n[rooms]",
+        1,
+    )
+}
+
+/// [`respawn_config`] without the keys a build from before 2026-11 does
+/// not know.
+fn base_config(modules: &Path, trust: &Path, state: &Path, buffers: (usize, usize)) -> String {
     format!(
         r#"[net]
 ws = "127.0.0.1:0"
@@ -284,10 +304,6 @@ max_connections_per_address = 25000
 max_parked_per_address = 25000
 rate_per_sec = 100000
 rate_burst = 100000
-address_rate_per_sec = 10000000
-address_rate_burst = 10000000
-address_joins_per_minute = 10000000
-address_join_burst = 10000000
 
 [rooms]
 create_burst = 1000000
@@ -318,18 +334,21 @@ fn durability_of(server: &str) -> Option<&str> {
     server.strip_prefix("respawn@")
 }
 
-/// Whether `server` is Respawn (at any durability level).
+/// Whether `server` is Respawn (at any durability level, or the base
+/// build).
 fn is_respawn(server: &str) -> bool {
-    server == "respawn" || durability_of(server).is_some()
+    server == "respawn" || server == "respawn-base" || durability_of(server).is_some()
 }
 
-async fn start_respawn(args: &CompareArgs, durability: Option<&str>) -> anyhow::Result<Server> {
+async fn start_respawn(args: &CompareArgs, server: &str) -> anyhow::Result<Server> {
+    let (durability, base) = (durability_of(server), server == "respawn-base");
     let tmp = tmp_dir("respawn")?;
     let modules = tmp.join("modules");
     copy_dir(&args.modules, &modules)?;
     let trust = std::path::absolute(&args.trust)?;
     let config = tmp.join("respawn.toml");
-    let mut text = respawn_config(
+    let make = if base { base_config } else { respawn_config };
+    let mut text = make(
         &modules,
         &trust,
         &tmp.join("state"),
@@ -340,7 +359,8 @@ async fn start_respawn(args: &CompareArgs, durability: Option<&str>) -> anyhow::
     }
     std::fs::write(&config, text)?;
     let argv = vec!["serve".to_owned(), "--config".to_owned(), config.display().to_string()];
-    start_announcing(args, &args.respawn_bin, &argv, tmp, &["ws", "tcp", "admin"]).await
+    let bin = if base { &args.base_bin } else { &args.respawn_bin };
+    start_announcing(args, bin, &argv, tmp, &["ws", "tcp", "admin"]).await
 }
 
 async fn start_colyseus(args: &CompareArgs) -> anyhow::Result<Server> {
@@ -459,7 +479,7 @@ async fn scenario(
     out: &mut Output,
 ) -> anyhow::Result<Option<Report>> {
     let server = match server_name {
-        name if is_respawn(name) => start_respawn(args, durability_of(name)).await?,
+        name if is_respawn(name) => start_respawn(args, name).await?,
         "native" => start_native(args).await?,
         "colyseus" => start_colyseus(args).await?,
         other => bail!("unknown server {other}"),
