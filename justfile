@@ -175,6 +175,26 @@ bench-durability *args: guests
         --out target/durability.md --json target/durability.json {{args}}
     target/release/respawn-load recovery --rooms 1000 --inputs 10 | tee -a target/durability.md
 
+# What a change costs on the data path: this build against the release
+# build of another commit (default: the one before player authentication),
+# both as Respawn, side by side like load-compare (scenarios a and b, five
+# interleaved rounds). Writes target/base-compare.md (BENCHMARKS.md,
+# "Player authentication").
+bench-base commit="dd6b43f" *args: guests
+    #!/usr/bin/env bash
+    set -euo pipefail
+    rm -rf target/base-src && git worktree prune
+    git worktree add --detach target/base-src {{commit}}
+    # The base shares this target folder (its dependencies are built
+    # already); its binary is set aside before this build's is made.
+    (cd target/base-src && CARGO_TARGET_DIR="$PWD/../" cargo build --release -p respawn)
+    cp target/release/respawn target/respawn-base
+    git worktree remove --force target/base-src
+    cargo build --release -p respawn -p respawn-load
+    pin=(); if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then pin=(taskset -c 1); fi
+    "${pin[@]}" target/release/respawn-load compare --servers respawn,respawn-base --scenarios a,b \
+        --rounds 5 --out target/base-compare.md --json target/base-compare.json {{args}}
+
 # Servers pinned to core 0, the harness to core 1; writes target/load-compare.md
 # and .json and puts the tables into BENCHMARKS.md. Extra flags go to
 # `respawn-load compare` (see tests/load/README.md), e.g. `--scenarios a,b`.

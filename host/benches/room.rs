@@ -508,5 +508,64 @@ fn supervision(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, calls, sync_calls, instantiation, deploy, offer, supervision);
+/// What a join's ticket check costs, per algorithm (the host checks one
+/// per join; resumes and messages check none).
+fn tickets(c: &mut Criterion) {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/auth");
+    let config: respawn::config::Config = toml::from_str(&format!(
+        r#"
+        [auth]
+        required = true
+        issuer = "accounts"
+        audience = "respawn"
+        jwks_file = {jwks:?}
+        keys = [{{ kid = "ed-1", alg = "EdDSA", file = {ed:?} }}, {{ kid = "hs", alg = "HS256", file = {hs:?} }}]
+        "#,
+        jwks = dir.join("jwks.json"),
+        ed = dir.join("ed25519.pub"),
+        hs = dir.join("hs256.secret"),
+    ))
+    .expect("config");
+    let verifier = respawn::auth::Verifier::load(&config.auth, &dir).expect("keys");
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    let claims = serde_json::json!({"sub": "u-1", "name": "Ann", "iss": "accounts", "aud": "respawn", "exp": exp});
+    let mut group = c.benchmark_group("ticket");
+    for (name, alg, kid, key_file) in [
+        ("eddsa", Algorithm::EdDSA, "ed-1", "ed25519.key"),
+        ("es256", Algorithm::ES256, "ec-1", "es256.key"),
+        ("rs256", Algorithm::RS256, "rsa-1", "rsa.key"),
+        ("hs256", Algorithm::HS256, "hs", "hs256.secret"),
+    ] {
+        let pem = std::fs::read(dir.join(key_file)).expect("key");
+        let key = match alg {
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+            _ => Ok(EncodingKey::from_secret(pem.trim_ascii())),
+        }
+        .expect("encoding key");
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_owned());
+        let ticket = jsonwebtoken::encode(&header, &claims, &key).expect("sign");
+        assert!(verifier.verify(&ticket, "chat", "lobby").is_ok(), "{name}");
+        group.bench_function(name, |b| b.iter(|| verifier.verify(&ticket, "chat", "lobby")));
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    calls,
+    sync_calls,
+    instantiation,
+    deploy,
+    offer,
+    supervision,
+    tickets
+);
 criterion_main!(benches);
