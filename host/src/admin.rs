@@ -29,6 +29,8 @@ pub struct Admin {
     pub auth: Arc<crate::auth::Auth>,
     /// Where bans are kept.
     pub store: Arc<crate::storage::Store>,
+    /// Held while a ban change takes effect and is queued for the disk.
+    pub moderation: std::sync::Mutex<()>,
 }
 
 /// Name of the token file inside the state folder.
@@ -275,10 +277,14 @@ async fn ban(State(admin): State<Arc<Admin>>, Json(body): Json<BanBody>) -> ApiR
         since_ms: now,
         until_ms,
     };
-    // In memory and queued for the database in one step (no await in
-    // between), so a ban and an unban right after reach the disk in order.
-    admin.auth.bans.insert(ban.clone());
-    let saved = admin.store.submit(crate::storage::Op::Ban(ban.clone()));
+    // In memory and queued for the database under one lock, so a ban and
+    // an unban of the same user reach the disk in the order they took
+    // effect.
+    let saved = {
+        let _order = crate::lock(&admin.moderation);
+        admin.auth.bans.insert(ban.clone());
+        admin.store.submit(crate::storage::Op::Ban(ban.clone()))
+    };
     let rooms = admin
         .gauges
         .rooms
@@ -297,10 +303,14 @@ async fn ban(State(admin): State<Arc<Admin>>, Json(body): Json<BanBody>) -> ApiR
 
 /// Lifts a ban.
 async fn unban(State(admin): State<Arc<Admin>>, Json(body): Json<UnbanBody>) -> ApiResult {
-    let lifted = admin.auth.bans.remove(&body.user).is_some();
-    let saved = admin.store.submit(crate::storage::Op::Unban {
-        user: body.user.clone(),
-    });
+    let (lifted, saved) = {
+        let _order = crate::lock(&admin.moderation);
+        let lifted = admin.auth.bans.remove(&body.user).is_some();
+        let op = crate::storage::Op::Unban {
+            user: body.user.clone(),
+        };
+        (lifted, admin.store.submit(op))
+    };
     if lifted {
         admin.deployer.audit(crate::modules::audit::AuditEntry {
             event: "unban",

@@ -208,6 +208,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             gauges,
             auth: auth.clone(),
             store: store.clone(),
+            moderation: std::sync::Mutex::new(()),
         }));
         services.push(serve_http("admin", listener, app));
     }
@@ -295,15 +296,14 @@ fn serve_https(kind: &'static str, listener: TcpListener, tls: Tls, app: axum::R
             }
         };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        // Handshakes at once: a flood of them waits in the kernel's
-        // backlog instead of taking the host's CPU from the rooms.
+        // The cryptographic part of handshakes runs a few at a time, so a
+        // flood of them cannot take the host's CPU from the rooms; waiting
+        // for a client's hello takes no place, so silent clients hold up
+        // nobody.
         let handshaking = Arc::new(tokio::sync::Semaphore::new(WEB_HANDSHAKES));
         // Stops accepting when this task stops (or is aborted).
         let _handshakes = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             loop {
-                let Ok(permit) = handshaking.clone().acquire_owned().await else {
-                    return;
-                };
                 let (stream, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -312,10 +312,16 @@ fn serve_https(kind: &'static str, listener: TcpListener, tls: Tls, app: axum::R
                         continue;
                     }
                 };
-                let (acceptor, tx) = (tls.acceptor().clone(), tx.clone());
+                let (config, tx, handshaking) = (tls.acceptor().config().clone(), tx.clone(), handshaking.clone());
                 tokio::spawn(async move {
-                    let _permit = permit;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let hello = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+                    let Ok(Ok(start)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, hello).await else {
+                        return tracing::debug!(%peer, "{kind}: no TLS hello");
+                    };
+                    let Ok(_place) = handshaking.acquire_owned().await else {
+                        return;
+                    };
+                    match tokio::time::timeout(WEB_HANDSHAKE_REST, start.into_stream(config)).await {
                         Ok(Ok(stream)) => {
                             let _ = tx.send((Stream::Tls(Box::new(stream)), peer)).await;
                         }
@@ -332,8 +338,11 @@ fn serve_https(kind: &'static str, listener: TcpListener, tls: Tls, app: axum::R
     })
 }
 
-/// TLS handshakes the demo site runs at once.
+/// TLS handshakes the demo site runs at once (after the client's hello).
 const WEB_HANDSHAKES: usize = 64;
+
+/// How long the rest of a handshake may take once the hello came.
+const WEB_HANDSHAKE_REST: Duration = Duration::from_secs(5);
 
 /// Connections whose TLS handshake is done, for axum.
 struct Handshaken {

@@ -600,7 +600,17 @@ impl Deployer {
                 {
                     tracing::warn!(game, version = %version, "an operator promoted a version that was rolled back automatically");
                 }
-                self.persist(game);
+                if let Err(e) = self.save(game) {
+                    // Not on disk: the rooms stay where they are, and so
+                    // does the active version.
+                    if let Some(b) = &before {
+                        let _ = self.games.activate(game, &b.version);
+                    }
+                    return Err(format!("cannot record the new active version: {e}"));
+                }
+                // Before any room switches, so the probation checker never
+                // sees the new version active without its probation.
+                self.put_on_probation(game, before.as_deref(), &target, trigger);
                 Ok(())
             })
             .await;
@@ -611,7 +621,6 @@ impl Deployer {
         let from = before.as_ref().map(|m| m.version.to_string());
         match migrated {
             Ok(rooms) => {
-                self.put_on_probation(game, before.as_deref(), &target, trigger);
                 tracing::info!(game, from = ?from, to = %version, rooms, flip_us, migrate_ms, "{} done", trigger.event());
                 self.count(|c| match trigger {
                     Trigger::Rollback => c.rollbacks += 1,
@@ -701,15 +710,21 @@ impl Deployer {
     }
 
     fn persist(&self, game: &str) {
+        if let Err(e) = self.save(game) {
+            tracing::error!(game, "cannot persist the active version: {e}");
+        }
+    }
+
+    /// Writes the game's active version, pin, bad versions and high-water
+    /// mark to the slot store.
+    fn save(&self, game: &str) -> std::io::Result<()> {
         let state = GameState {
             active: self.games.active(game).map(|m| m.version.clone()),
             pinned: self.games.pinned(game),
             bad: lock(&self.bad).get(game).cloned().unwrap_or_default(),
             high_water: lock(&self.high_water).get(game).cloned(),
         };
-        if let Err(e) = crate::blocking::blocking(|| self.store.save_state(game, &state)) {
-            tracing::error!(game, "cannot persist the active version: {e}");
-        }
+        crate::blocking::blocking(|| self.store.save_state(game, &state))
     }
 
     /// Games, versions, rooms per version, counters.

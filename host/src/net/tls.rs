@@ -22,6 +22,9 @@ use tokio_rustls::TlsAcceptor;
 /// again (a renewal writes the chain and the key one after the other).
 const SETTLE: Duration = Duration::from_millis(200);
 
+/// The longest a reload waits for the folder to be quiet.
+const SETTLE_MAX: Duration = Duration::from_secs(2);
+
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -167,7 +170,12 @@ impl Tls {
         let this = self.clone();
         tokio::spawn(async move {
             while rx.recv().await.is_some() {
-                while let Ok(Some(())) = tokio::time::timeout(SETTLE, rx.recv()).await {}
+                // Quiet for SETTLE, or at most SETTLE_MAX after the first
+                // event (the folder may be written to all the time).
+                let until = tokio::time::Instant::now() + SETTLE_MAX;
+                while let Ok(Ok(Some(()))) =
+                    tokio::time::timeout_at(until, tokio::time::timeout(SETTLE, rx.recv())).await
+                {}
                 match crate::blocking::blocking(|| this.reload()) {
                     Ok(true) => tracing::info!(cert = %this.certs.cert.display(), "TLS certificate reloaded"),
                     Ok(false) => {}

@@ -484,6 +484,13 @@ impl<T: Transport> Session<T> {
                 .is_none_or(|(g, r)| (&seat.game, &seat.room_name) == (g, r))
         };
         if !self.seat.as_ref().is_some_and(wanted) {
+            // This connection keeps its token (the one it has now: it may
+            // have resumed another seat since the request was sent).
+            self.hub.resumes.relist(
+                &crate::storage::token_hash(&self.token),
+                self.player,
+                self.control_tx.clone(),
+            );
             let _ = takeover.reply.send(None);
             return Ok(Flow::Continue);
         }

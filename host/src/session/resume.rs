@@ -190,11 +190,9 @@ impl Resumes {
                 // A seat its room already gave up (its queue overflowed)
                 // cannot be resumed, live holder or not.
                 Some(mut seat) => return seat.resumable().then_some((player, seat)),
-                // No seat there: the connection goes on and keeps its token.
-                None => {
-                    self.relist(token, player, takeover);
-                    return None;
-                }
+                // No seat there: the connection goes on and keeps its
+                // token (it put its current one back itself).
+                None => return None,
             }
         }
         // The connection was ending as we asked: it parks its seat before
@@ -215,7 +213,7 @@ impl Resumes {
 
     /// Puts a live connection's token (by hash) back after a take-over that
     /// did not happen, unless the token moved on meanwhile.
-    fn relist(&self, token: &str, player: PlayerId, takeover: ControlTx) {
+    pub(crate) fn relist(&self, token: &str, player: PlayerId, takeover: ControlTx) {
         self.lock()
             .entry(token.to_owned())
             .or_insert((player, Holder::Live { takeover }));
