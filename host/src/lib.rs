@@ -31,6 +31,7 @@ pub mod systemd;
 #[cfg(test)]
 mod testing;
 pub mod util;
+mod watch;
 pub mod web;
 
 /// Locks `m`, taking the data even if a holder panicked: every lock in the

@@ -154,6 +154,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         None => None,
     };
     let _tls_watcher = tls.as_ref().and_then(Tls::watch);
+    let _keys_watcher = auth.watch_keys();
     let sessions = Sessions::new(rooms.clone(), config.net.clone(), first_player, auth.clone())
         .context("seeding resume tokens from the operating system's random source")?;
     let shared = Arc::new(Shared {
@@ -382,50 +383,21 @@ fn load_trust(config: &Config) -> anyhow::Result<TrustStore> {
     Ok(TrustStore::load(&t.keys, Some(&t.dir), t.allow_unsigned)?.with_scopes(t.scopes.clone()))
 }
 
-/// How long the trust folder must be quiet before its keys are read again.
-const TRUST_SETTLE: Duration = Duration::from_millis(200);
-
 /// Reloads the trusted keys whenever the trust folder changes, so removing
 /// a key revokes it without a restart. A folder that no longer reads (a
 /// bad key file) keeps the keys trusted before, and says so. `None` if the
 /// folder cannot be watched (logged).
 fn watch_trust(config: &Config, deployer: Arc<Deployer>) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
     let dir = config.trust.dir.clone();
     if let Err(e) = std::fs::create_dir_all(&dir) {
         tracing::warn!(dir = %dir.display(), "cannot create the trust folder to watch it: {e}");
         return None;
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = tx.send(());
-        }
-    }) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!("cannot watch the trust folder: {e}");
-            return None;
-        }
-    };
-    if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-        tracing::warn!(dir = %dir.display(), "cannot watch the trust folder: {e}");
-        return None;
-    }
     let config = config.clone();
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // One reload for a burst of events.
-            while let Ok(Some(())) = tokio::time::timeout(TRUST_SETTLE, rx.recv()).await {}
-            match crate::blocking::blocking(|| load_trust(&config)) {
-                Ok(trust) => deployer.replace_trust(trust),
-                Err(e) => {
-                    tracing::error!("the trust folder changed but cannot be read; the keys trusted before stay: {e:#}")
-                }
-            }
-        }
-    });
-    Some(watcher)
+    crate::watch::on_change("trust folder", vec![dir], move || match load_trust(&config) {
+        Ok(trust) => deployer.replace_trust(trust),
+        Err(e) => tracing::error!("the trust folder changed but cannot be read; the keys trusted before stay: {e:#}"),
+    })
 }
 
 /// Feeds complete files from the modules folder to the deployer, one at a

@@ -15,15 +15,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
-
-/// How long the certificate files must be quiet before they are read
-/// again (a renewal writes the chain and the key one after the other).
-const SETTLE: Duration = Duration::from_millis(200);
-
-/// The longest a reload waits for the folder to be quiet.
-const SETTLE_MAX: Duration = Duration::from_secs(2);
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -136,56 +128,20 @@ impl Tls {
         Ok(true)
     }
 
-    /// Reloads the certificate whenever its files change (their folders
-    /// are watched, since renewals usually replace the files). `None` if
+    /// Reloads the certificate whenever its files' folders change (a
+    /// reload that finds the same certificate changes nothing). `None` if
     /// they cannot be watched (logged).
     pub fn watch(&self) -> Option<notify::RecommendedWatcher> {
-        use notify::Watcher;
-        let files = [self.certs.cert.clone(), self.certs.key.clone()];
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        // Any change in the folders counts (a Kubernetes secret swaps a
-        // symlinked folder, so no event names the files); a reload that
-        // finds the same certificate changes nothing.
-        let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok_and(|event| !event.kind.is_access()) {
-                let _ = tx.send(());
-            }
-        }) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!("cannot watch the TLS certificate files: {e}");
-                return None;
-            }
-        };
-        for file in &files {
-            let dir = file
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
-                tracing::warn!(dir = %dir.display(), "cannot watch the TLS certificate folder: {e}");
-                return None;
-            }
-        }
+        let dirs = vec![
+            crate::watch::folder_of(&self.certs.cert),
+            crate::watch::folder_of(&self.certs.key),
+        ];
         let this = self.clone();
-        tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                // Quiet for SETTLE, or at most SETTLE_MAX after the first
-                // event (the folder may be written to all the time).
-                let until = tokio::time::Instant::now() + SETTLE_MAX;
-                while let Ok(Ok(Some(()))) =
-                    tokio::time::timeout_at(until, tokio::time::timeout(SETTLE, rx.recv())).await
-                {}
-                match crate::blocking::blocking(|| this.reload()) {
-                    Ok(true) => tracing::info!(cert = %this.certs.cert.display(), "TLS certificate reloaded"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::error!("the TLS certificate changed but cannot be used; the one before stays: {e}")
-                    }
-                }
-            }
-        });
-        Some(watcher)
+        crate::watch::on_change("TLS certificate folder", dirs, move || match this.reload() {
+            Ok(true) => tracing::info!(cert = %this.certs.cert.display(), "TLS certificate reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::error!("the TLS certificate changed but cannot be used; the one before stays: {e}"),
+        })
     }
 }
 

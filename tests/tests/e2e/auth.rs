@@ -617,3 +617,53 @@ async fn tls_on_websocket_and_tcp_with_tickets_and_a_certificate_rotated_while_c
     assert_eq!(presented(h.ws, &roots).await, want);
     assert!(h.log().contains("cannot be used; the one before stays"), "{}", h.log());
 }
+
+#[tokio::test]
+async fn ticket_keys_are_reloaded_when_their_files_change() {
+    let keys = tempfile::tempdir().expect("dir");
+    let full: Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("auth/jwks.json")).expect("jwks")).expect("jwks JSON");
+    let jwks = keys.path().join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [full["keys"][0].clone()]}).to_string()).expect("write");
+    let h = Host::start_with(HostOptions {
+        games: &["echo"],
+        config: &format!(
+            "[auth]\nrequired = true\nissuer = \"accounts\"\naudience = \"respawn\"\njwks_file = {jwks:?}"
+        ),
+        ..Default::default()
+    });
+    let ec = sign_ticket(&claims("ec-user", "Ec"), Algorithm::ES256, "ec-1", "es256.key");
+    let mut c = h.client(respawn_e2e::Transport::Ws).await;
+    c.send(json!({"type": "join", "game": "echo", "room": "k", "ticket": ec}))
+        .await;
+    c.expect_error("ticket_unknown_key").await;
+    // The account service adds a key: the file is replaced, the host
+    // takes it without a restart.
+    let tmp = keys.path().join(".jwks.json.new");
+    std::fs::write(&tmp, full.to_string()).expect("write");
+    std::fs::rename(&tmp, &jwks).expect("rename");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        c.send(json!({"type": "join", "game": "echo", "room": "k", "ticket": ec}))
+            .await;
+        let answer = c.recv().await;
+        if answer["type"] == "joined" {
+            break;
+        }
+        assert_eq!(answer["code"], "ticket_unknown_key", "{answer}");
+        assert!(tokio::time::Instant::now() < deadline, "the new key was not picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(h.log().contains("join ticket keys reloaded"));
+    // A file that no longer parses keeps the keys in use.
+    std::fs::write(&jwks, "{\"keys\": [").expect("write");
+    let mut waited = 0;
+    while !h.log().contains("the keys before stay") {
+        assert!(waited < 100, "a broken key file was not reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let mut d = h.client(respawn_e2e::Transport::Ws).await;
+    let rsa = sign_ticket(&claims("rsa-user", "Rsa"), Algorithm::RS256, "rsa-1", "rsa.key");
+    assert_eq!(d.join_with("echo", "k2", &rsa).await["type"], "joined");
+}
