@@ -511,7 +511,7 @@ fn supervision(c: &mut Criterion) {
 /// What a join's ticket check costs, per algorithm (the host checks one
 /// per join; resumes and messages check none).
 fn tickets(c: &mut Criterion) {
-    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use jsonwebtoken::Algorithm;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/auth");
     let config: respawn::config::Config = toml::from_str(&format!(
         r#"
@@ -541,17 +541,7 @@ fn tickets(c: &mut Criterion) {
         ("rs256", Algorithm::RS256, "rsa-1", "rsa.key"),
         ("hs256", Algorithm::HS256, "hs", "hs256.secret"),
     ] {
-        let pem = std::fs::read(dir.join(key_file)).expect("key");
-        let key = match alg {
-            Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
-            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
-            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
-            _ => Ok(EncodingKey::from_secret(pem.trim_ascii())),
-        }
-        .expect("encoding key");
-        let mut header = Header::new(alg);
-        header.kid = Some(kid.to_owned());
-        let ticket = jsonwebtoken::encode(&header, &claims, &key).expect("sign");
+        let ticket = respawn_e2e::sign_ticket(&claims, alg, kid, key_file);
         assert!(verifier.verify(&ticket, "chat", "lobby").is_ok(), "{name}");
         group.bench_function(name, |b| b.iter(|| verifier.verify(&ticket, "chat", "lobby")));
     }

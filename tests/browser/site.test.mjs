@@ -63,6 +63,32 @@ let plain;
 
 // --- the host ---------------------------------------------------------------
 
+/**
+ * Writes `<dir>/respawn.toml` for a host on free loopback ports with its
+ * modules and state under `dir`, trusting the suite's key (in `tmp`), plus
+ * `extra` TOML; returns its path.
+ */
+function writeConfig(dir, extra = "") {
+  const config = path.join(dir, "respawn.toml");
+  fs.writeFileSync(
+    config,
+    `[net]
+ws = "127.0.0.1:0"
+tcp = "127.0.0.1:0"
+web = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[modules]
+dir = "${path.join(dir, "modules")}"
+[trust]
+dir = "${path.join(tmp, "trust")}"
+[state]
+dir = "${path.join(dir, "state")}"
+${extra}`,
+  );
+  return config;
+}
+
 function run(args) {
   return execFileSync(BIN, args, {cwd: tmp, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"]});
 }
@@ -365,23 +391,7 @@ before(async () => {
   fs.copyFileSync(path.join(tmp, "key.pub"), path.join(tmp, "trust/key.pub"));
   run(["sign", WASM, "--key", path.join(tmp, "key.key"), "--name", "tictactoe", "--version", "1.0.0", "-o", path.join(tmp, "modules/tictactoe.wasm")]);
   run(["sign", CHAT_WASM, "--key", path.join(tmp, "key.key"), "--name", "chat", "--version", "1.0.0", "-o", path.join(tmp, "modules/chat.wasm")]);
-  fs.writeFileSync(
-    path.join(tmp, "respawn.toml"),
-    `[net]
-ws = "127.0.0.1:0"
-tcp = "127.0.0.1:0"
-web = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[modules]
-dir = "${path.join(tmp, "modules")}"
-[trust]
-dir = "${path.join(tmp, "trust")}"
-[state]
-dir = "${path.join(tmp, "state")}"
-`,
-  );
-  host = await startHost(path.join(tmp, "respawn.toml"));
+  host = await startHost(writeConfig(tmp));
   proxy = await startProxy(host.ports.ws);
   const {server, base} = await siteOf(host.ports.web);
   site = server;
@@ -537,22 +547,7 @@ describe("over wss with tickets", {timeout: 60_000}, () => {
     for (const game of ["tictactoe", "chat"]) {
       fs.copyFileSync(path.join(tmp, `modules/${game}.wasm`), path.join(dir, `modules/${game}.wasm`));
     }
-    const config = path.join(dir, "respawn.toml");
-    fs.writeFileSync(
-      config,
-      `[net]
-ws = "127.0.0.1:0"
-tcp = "127.0.0.1:0"
-web = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[modules]
-dir = "${path.join(dir, "modules")}"
-[trust]
-dir = "${path.join(tmp, "trust")}"
-[state]
-dir = "${path.join(dir, "state")}"
-[tls]
+    const config = writeConfig(dir, `[tls]
 cert = "${TLS_CERT}"
 key = "${TLS_KEY}"
 [auth]
@@ -560,8 +555,7 @@ required = true
 dev_issuer = true
 issuer = "respawn-dev"
 audience = "respawn"
-`,
-    );
+`);
     tlsHost = await startHost(config, "host-tls");
     const tls = {cert: fs.readFileSync(TLS_CERT), key: fs.readFileSync(TLS_KEY)};
     const {server, base} = await siteOf(tlsHost.ports.web, tls);

@@ -352,7 +352,6 @@ fn read_jwks(path: &Path) -> Result<Vec<Key>, KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{EncodingKey, Header, encode};
     use serde_json::json;
 
     fn fixtures() -> std::path::PathBuf {
@@ -395,17 +394,7 @@ mod tests {
     }
 
     fn sign(alg: Algorithm, kid: &str, key_file: &str, claims: &serde_json::Value) -> String {
-        let pem = std::fs::read(fixtures().join(key_file)).expect("key file");
-        let key = match alg {
-            Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
-            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
-            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
-            _ => Ok(EncodingKey::from_secret(pem.trim_ascii())),
-        }
-        .expect("encoding key");
-        let mut header = Header::new(alg);
-        header.kid = Some(kid.into());
-        encode(&header, claims, &key).expect("sign")
+        respawn_e2e::sign_ticket(claims, alg, kid, key_file)
     }
 
     fn ed(claims: &serde_json::Value) -> String {

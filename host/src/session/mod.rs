@@ -114,16 +114,15 @@ impl Sessions {
             let Some(handle) = self.rooms.handle(&s.game, &s.room) else {
                 continue;
             };
-            let mut seat = Seat::recovered(
+            let mut seat = Seat::new(
                 handle,
                 s.frames,
                 s.game,
                 s.room,
                 self.net.outbound_queue,
                 self.replay_budget.clone(),
-                s.seq,
-                &s.missed,
-            );
+            )
+            .recovered(s.seq, &s.missed);
             // A user banned since keeps no seat.
             let banned = s.user.as_deref().is_some_and(|u| self.auth.bans.check(u).is_some());
             seat.user = s.user;

@@ -74,23 +74,12 @@ impl Seat {
     /// A seat of a room recovered after a restart: numbering goes on from
     /// `seq`, and `missed` (what the room's replay produced) is kept for
     /// the resume as if it had been written.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn recovered(
-        room: RoomHandle,
-        frames: Frames,
-        game: String,
-        room_name: String,
-        keep: usize,
-        budget: Arc<Budget>,
-        seq: u64,
-        missed: &[Utf8Bytes],
-    ) -> Self {
-        let mut seat = Self::new(room, frames, game, room_name, keep, budget);
-        seat.replay.seq = seq;
+    pub(crate) fn recovered(mut self, seq: u64, missed: &[Utf8Bytes]) -> Self {
+        self.replay.seq = seq;
         for frame in missed {
-            seat.replay.stamp(frame);
+            self.replay.stamp(frame);
         }
-        seat
+        self
     }
 
     /// Whether a resume may take the seat (see [`Inbox::resumable`]).

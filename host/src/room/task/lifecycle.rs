@@ -21,13 +21,8 @@ impl RoomTask {
 
     /// Takes the checkpoint a room starts its journal from.
     pub(super) async fn first_checkpoint(&mut self, guest: &mut GuestInstance, now: u64) -> Result<(), JoinError> {
-        self.module.health.call();
-        match checkpoint_of(guest, now).await {
-            Ok(cp) => {
-                self.journal.reset(cp);
-                self.save_checkpoint(false);
-                Ok(())
-            }
+        match self.checkpoint_at(guest, now).await {
+            Ok(()) => Ok(()),
             Err(fault) => {
                 self.module.health.fault();
                 tracing::error!(room = %self.label, version = %self.module.version, "snapshot failed at start: {fault}");

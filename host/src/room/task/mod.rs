@@ -13,7 +13,6 @@ mod supervision;
 
 use members::Member;
 use outbox::{Held, Outbox};
-use supervision::checkpoint_of;
 
 use super::crash::{self, CrashReport};
 use super::failure::{MoveRefused, RoomFailure};

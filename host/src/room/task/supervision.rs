@@ -22,7 +22,7 @@ pub(super) async fn call(guest: &mut GuestInstance, now: u64, input: &Input) -> 
 }
 
 /// The guest's state and random positions now.
-pub(super) async fn checkpoint_of(guest: &mut GuestInstance, now: u64) -> CallResult<Checkpoint> {
+async fn checkpoint_of(guest: &mut GuestInstance, now: u64) -> CallResult<Checkpoint> {
     let state = guest.snapshot(now).await?;
     guest.take_effects().for_each(drop);
     Ok(Checkpoint {
@@ -78,15 +78,20 @@ impl RoomTask {
     /// Takes a new checkpoint; the journal starts over.
     pub(super) async fn checkpoint(&mut self, guest: &mut GuestInstance) -> Result<(), Stop> {
         let now = self.now();
-        self.module.health.call();
-        match checkpoint_of(guest, now).await {
-            Ok(cp) => {
-                self.journal.reset(cp);
-                self.save_checkpoint(false);
-                Ok(())
-            }
+        match self.checkpoint_at(guest, now).await {
+            Ok(()) => Ok(()),
             Err(fault) => self.restart(guest, fault, None).await,
         }
+    }
+
+    /// Snapshots the guest at `now` as the journal's new starting point,
+    /// and hands it to the store.
+    pub(super) async fn checkpoint_at(&mut self, guest: &mut GuestInstance, now: u64) -> CallResult<()> {
+        self.module.health.call();
+        let cp = checkpoint_of(guest, now).await?;
+        self.journal.reset(cp);
+        self.save_checkpoint(false);
+        Ok(())
     }
 
     /// The guest failed: replace it with a fresh instance at the last good
