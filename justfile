@@ -68,7 +68,7 @@ guests: toolchain host devkey
         target/debug/respawn component "target/wasm/wasm32-wasip1/guest/$g.wasm" -o "target/guests/$g.wasm"
     done
     # Test-only variants of faulty (see guests/faulty/Cargo.toml).
-    for feature in v2 strict; do
+    for feature in v2 strict fix; do
         "${cargo[@]}" -p faulty --features "$feature"
         target/debug/respawn component target/wasm/wasm32-wasip1/guest/faulty.wasm -o "target/guests/faulty-$feature.wasm"
     done

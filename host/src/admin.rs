@@ -132,7 +132,10 @@ impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> Self {
         let status = match e {
             DeployError::Lookup(_) => StatusCode::NOT_FOUND,
-            DeployError::Aborted { .. } | DeployError::Moved(_) | DeployError::Untrusted { .. } => StatusCode::CONFLICT,
+            DeployError::Aborted { .. }
+            | DeployError::Moved(_)
+            | DeployError::Untrusted { .. }
+            | DeployError::GateFailed { .. } => StatusCode::CONFLICT,
             DeployError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self {
@@ -170,6 +173,9 @@ async fn status(State(admin): State<Arc<Admin>>) -> Response {
 struct MaybeVersion {
     #[serde(default, alias = "to")]
     version: Option<String>,
+    /// Past the hot-fix gate (`promote --force`, `rollback --force`).
+    #[serde(default)]
+    force: bool,
 }
 
 async fn rollback(
@@ -177,8 +183,9 @@ async fn rollback(
     Path(game): Path<String>,
     body: Option<Json<MaybeVersion>>,
 ) -> ApiResult {
-    let to = version(body.and_then(|b| b.0.version))?;
-    Ok(Json(admin.deployer.rollback(&game, to).await?).into_response())
+    let body = body.map(|b| b.0).unwrap_or_default();
+    let to = version(body.version)?;
+    Ok(Json(admin.deployer.rollback_forced(&game, to, body.force).await?).into_response())
 }
 
 async fn promote(
@@ -191,7 +198,13 @@ async fn promote(
         code: "bad_version",
         message: "`version` is required".into(),
     })?;
-    Ok(Json(admin.deployer.promote(&game, &v, Trigger::Promote).await?).into_response())
+    Ok(Json(
+        admin
+            .deployer
+            .promote_forced(&game, &v, Trigger::Promote, body.force)
+            .await?,
+    )
+    .into_response())
 }
 
 async fn pin(State(admin): State<Arc<Admin>>, Path(game): Path<String>, body: Option<Json<MaybeVersion>>) -> ApiResult {

@@ -86,6 +86,92 @@ pub fn sign(req: &SignRequest<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `respawn replay`: prints the report; returns the exit code.
+pub fn replay(capsule: &Path, trust: &[PathBuf], module: Option<&Path>, json: bool) -> u8 {
+    use crate::capsule::offline::{self, AtFailing, EXIT_REFUSED, Refused};
+    let refused = |e: &dyn std::fmt::Display, code: &str| {
+        if json {
+            println!(
+                "{}",
+                json!({"verdict": "refused", "code": code, "error": e.to_string()})
+            );
+        } else {
+            eprintln!("error: {e}");
+        }
+        EXIT_REFUSED
+    };
+    let keys = match crate::modules::trust::read_key_files(trust) {
+        Ok(keys) => keys,
+        Err(e) => return refused(&e, "trust"),
+    };
+    let trust = crate::modules::TrustStore::from_keys(keys);
+    let result = offline::load(capsule).and_then(|c| {
+        let candidate = match module {
+            Some(path) => Some((
+                path.display().to_string(),
+                std::fs::read(path).map_err(|e| Refused::Read {
+                    path: path.display().to_string(),
+                    why: e.to_string(),
+                })?,
+            )),
+            None => None,
+        };
+        offline::replay(&c, &trust, candidate.as_ref().map(|(n, b)| (n.as_str(), b.clone())))
+    });
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return refused(&e, e.code()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        return report.verdict.exit_code();
+    }
+    let f = &report.fault;
+    println!(
+        "capsule: {}/{} on version {}, {} inputs; {} on the last: {}",
+        report.game, report.room, report.faulted_version, report.inputs, f.kind, f.message
+    );
+    println!("  signature: {}", f.signature);
+    let run = &report.run;
+    println!(
+        "replayed on {} {} (signed by {}), {:.0} inputs/s",
+        report.game,
+        run.version,
+        run.signer.as_deref().unwrap_or("nobody"),
+        run.inputs_per_sec
+    );
+    let verdict = match report.verdict {
+        offline::Verdict::Reproduced => "REPRODUCED: the same fault on the same input",
+        offline::Verdict::NotReproduced => "NOT REPRODUCED",
+        offline::Verdict::Diverged => {
+            "DIVERGED: the replay did not produce what the room sent; this is a host bug, please report it with the capsule"
+        }
+        offline::Verdict::Fixed => "FIXED: this version takes every input",
+        offline::Verdict::StillFaults => "STILL FAULTS",
+    };
+    println!("{verdict}");
+    match &run.at_failing_input {
+        AtFailing::Output { output } => println!("  at the failing input: {}", json!(output)),
+        AtFailing::Fault { at, fault } => println!(
+            "  faulted on input {at}: {} {}\n  signature: {}",
+            fault.kind, fault.message, fault.signature
+        ),
+        AtFailing::Setup { why } => println!("  could not start at the checkpoint: {why}"),
+    }
+    if let Some(d) = &run.first_difference {
+        println!("  first difference at input {}: {}", d.index, json!(d.input));
+        println!(
+            "    the room:  {}",
+            d.recorded.as_ref().map_or("(faulted)".into(), |o| json!(o).to_string())
+        );
+        println!(
+            "    this run:  {}",
+            d.produced.as_ref().map_or("(faulted)".into(), |o| json!(o).to_string())
+        );
+    }
+    report.verdict.exit_code()
+}
+
 /// `respawn verify`: exits non-zero unless the host would load the file:
 /// a trusted key signed it, it carries a Respawn manifest, and it compiles
 /// as a component of the game world (the host's own checks, in its order).
@@ -252,6 +338,24 @@ pub fn print_status(status: &Value) {
                 v["digest"].as_str().unwrap_or("").get(..10).unwrap_or(""),
                 v["signer"].as_str().unwrap_or("UNSIGNED"),
             );
+            let gate = &v["gate"];
+            let list = |k: &str| {
+                gate[k]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+            };
+            if !list("fixes").is_empty() {
+                println!("{:<14} fixes crashes: {}", "", list("fixes"));
+            }
+            if !list("fails").is_empty() {
+                let forced = if gate["forced"].as_bool() == Some(true) {
+                    " (promoted with --force)"
+                } else {
+                    ""
+                };
+                println!("{:<14} still fails on: {}{forced}", "", list("fails"));
+            }
         }
     }
     println!("rooms: {}", status["rooms"]);

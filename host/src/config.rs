@@ -72,6 +72,40 @@ pub struct Config {
     pub auth: AuthConfig,
     /// TLS on the player listeners (WebSocket, TCP) and the demo site.
     pub tls: Option<TlsConfig>,
+    /// Crash capsules, and the hot-fix gate that replays them.
+    pub capsules: CapsulesConfig,
+}
+
+/// Crash capsules (`<state.dir>/capsules/`) and the hot-fix gate (see the
+/// README's "Crash capsules").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CapsulesConfig {
+    /// Crash signatures kept (one capsule each); the oldest go.
+    pub keep: usize,
+    /// Replace player payloads (messages, names, identities) and the
+    /// room's state in capsules: they still show the fault, but cannot
+    /// be replayed (nor gate a fix).
+    pub redact: bool,
+    /// Replay a game's recent capsules against a version before it is
+    /// promoted, and refuse it (`gate_failed`) if any still faults.
+    pub gate: bool,
+    /// Capsules the gate replays at most (the newest).
+    pub gate_capsules: usize,
+    /// Capsules older than this (since they last struck) are not replayed.
+    pub gate_max_age_hours: u64,
+}
+
+impl Default for CapsulesConfig {
+    fn default() -> Self {
+        Self {
+            keep: 100,
+            redact: false,
+            gate: true,
+            gate_capsules: 20,
+            gate_max_age_hours: 24 * 7,
+        }
+    }
 }
 
 /// Join tickets (see the README's "Player authentication").
@@ -197,9 +231,11 @@ pub struct StorageConfig {
     /// What a crash may lose.
     pub durability: Durability,
     /// How long the writer waits, after the first write of a commit, for
-    /// more to share it. 0: none; writes that arrive while a commit is
-    /// syncing share the next one anyway.
-    pub group_commit_ms: u64,
+    /// more to share it (0: none; writes that arrive while a commit is
+    /// syncing share the next one anyway). Unset: 1 ms under `strict`,
+    /// whose acks wait for it, and 10 ms under the other levels, where
+    /// nobody waits and fewer, larger commits cost less CPU.
+    pub group_commit_ms: Option<u64>,
     /// The most writes one commit takes.
     pub group_commit_max: usize,
     /// The largest value a game may store under one key.
@@ -208,11 +244,22 @@ pub struct StorageConfig {
     pub kv_quota_mib: u64,
 }
 
+impl StorageConfig {
+    /// The group-commit wait in force: the configured one, or the level's.
+    pub fn group_commit(&self) -> std::time::Duration {
+        let ms = self.group_commit_ms.unwrap_or(match self.durability {
+            Durability::Strict => 1,
+            Durability::Off | Durability::Checkpoint | Durability::Journal => 10,
+        });
+        std::time::Duration::from_millis(ms)
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             durability: Durability::Journal,
-            group_commit_ms: 1,
+            group_commit_ms: None,
             group_commit_max: 1024,
             kv_max_value_bytes: 64 << 10,
             kv_quota_mib: 16,
@@ -734,7 +781,9 @@ impl Config {
             1e6,
         )?;
         range("shutdown.timeout_ms", self.shutdown.timeout_ms, 100, 600_000)?;
-        range("storage.group_commit_ms", self.storage.group_commit_ms, 0, 1_000)?;
+        if let Some(ms) = self.storage.group_commit_ms {
+            range("storage.group_commit_ms", ms, 0, 1_000)?;
+        }
         range("storage.group_commit_max", self.storage.group_commit_max, 1, 1 << 20)?;
         range(
             "storage.kv_max_value_bytes",
@@ -742,6 +791,8 @@ impl Config {
             1,
             16 << 20,
         )?;
+        range("capsules.keep", self.capsules.keep, 1, 100_000)?;
+        range("capsules.gate_capsules", self.capsules.gate_capsules, 1, 10_000)?;
         range("storage.kv_quota_mib", self.storage.kv_quota_mib, 1, 1 << 20)?;
         range("rooms.inbox", self.rooms.inbox, 1, 1 << 20)?;
         range("rooms.max_players", self.rooms.max_players, 1, 1 << 20)?;

@@ -14,6 +14,7 @@ pub mod auth;
 mod blocking;
 mod bounded;
 pub mod budget;
+pub mod capsule;
 pub mod cli;
 pub mod config;
 pub mod deploy;

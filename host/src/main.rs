@@ -103,6 +103,25 @@ enum Command {
         #[arg(long, short)]
         output: PathBuf,
     },
+    /// Replay a crash capsule offline: does the fault reproduce (exit 0),
+    /// or not (1)? With --module, does that version (the fix) take every
+    /// input (0) or fault too (1)? Exit 2: the original module produced
+    /// other outputs than the room did (a host bug); 3: nothing ran (a bad
+    /// capsule, or a module that does not verify or is another game's).
+    Replay {
+        /// The capsule file (`<state>/capsules/*.capsule`).
+        capsule: PathBuf,
+        /// Public key files or folders of *.pub files the module must be
+        /// signed by.
+        #[arg(long, required = true)]
+        trust: Vec<PathBuf>,
+        /// Replay the same inputs on this signed module instead (a fix).
+        #[arg(long)]
+        module: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show each game, its versions, which is active, rooms per version.
     Status {
         #[command(flatten)]
@@ -118,6 +137,10 @@ enum Command {
         /// The version to go back to.
         #[arg(long)]
         to: Option<String>,
+        /// Go back even if the hot-fix gate finds that version still
+        /// failing on recent crash capsules (audited).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -127,6 +150,10 @@ enum Command {
         game: String,
         /// The version.
         version: String,
+        /// Promote even if the hot-fix gate finds it still failing on
+        /// recent crash capsules (audited).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -256,6 +283,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             signature_only,
         } => cli::verify(&file, &trust, signature_only),
         Command::Inspect { file } => cli::inspect(&file),
+        Command::Replay {
+            capsule,
+            trust,
+            module,
+            json,
+        } => std::process::exit(i32::from(cli::replay(&capsule, &trust, module.as_deref(), json))),
         Command::Component { input, output } => {
             let bytes = std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
             let component = respawn::modules::componentize::componentize(&bytes)
@@ -279,8 +312,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Rollback { game, to, target } => {
-            let r = client(&target)?.post(&format!("/games/{game}/rollback"), json!({"version": to}))?;
+        Command::Rollback {
+            game,
+            to,
+            force,
+            target,
+        } => {
+            let r = client(&target)?.post(
+                &format!("/games/{game}/rollback"),
+                json!({"version": to, "force": force}),
+            )?;
             println!(
                 "{game}: {} -> {} (flip {:.1} us, {} rooms migrated in {:.2} ms)",
                 r["from"].as_str().unwrap_or("-"),
@@ -291,8 +332,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Promote { game, version, target } => {
-            let r = client(&target)?.post(&format!("/games/{game}/promote"), json!({"version": version}))?;
+        Command::Promote {
+            game,
+            version,
+            force,
+            target,
+        } => {
+            let r = client(&target)?.post(
+                &format!("/games/{game}/promote"),
+                json!({"version": version, "force": force}),
+            )?;
             println!(
                 "{game}: {} -> {} ({} rooms migrated)",
                 r["from"].as_str().unwrap_or("-"),

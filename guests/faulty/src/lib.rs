@@ -14,7 +14,9 @@
 //! "value": V}`, `{"do": "kv_get", "key": K}`, `{"do": "kv_del", "key": K}`,
 //! `{"do": "kv_list", "prefix": P, "after": A, "limit": N}` and
 //! `{"do": "kv_big", "key": K, "bytes": N}` (a string value of N bytes)
-//! reply with `{"kv": ...}` or `{"kv_error": code}`.
+//! reply with `{"kv": ...}` or `{"kv_error": code}`. `{"do": "step", "dir":
+//! D}` moves on a pad and replies with the position; the sequence up, up,
+//! down (and only it) hits a bug that traps, fixed in the `fix` variant.
 
 use respawn_guest_sdk::{Ctx, Game, Player, PlayerId, Reject, export_game};
 use serde::{Deserialize, Serialize};
@@ -36,6 +38,12 @@ pub struct Faulty {
     /// Every message first sleeps this long in WASI (a slow version).
     #[serde(default)]
     pub slow_ms: u64,
+    /// The last pad steps (at most three).
+    #[serde(default)]
+    pub steps: Vec<String>,
+    /// The pad position.
+    #[serde(default)]
+    pub position: i64,
     #[serde(skip)]
     hoard: Vec<Vec<u8>>,
 }
@@ -101,6 +109,8 @@ pub enum Order {
     Add { n: u64 },
     /// Reply with the counter.
     Get,
+    /// A step on the pad: `up` or `down`.
+    Step { dir: String },
     /// Make `restore` of the state trap from now on.
     Poison,
     /// Reply with `ctx.now_ms()` and `SystemTime::now()` as WASI gives it.
@@ -209,6 +219,14 @@ impl Game for Faulty {
                 ctx.send(from, &json!({"count": self.count}));
             }
             Order::Get => ctx.send(from, &json!({"count": self.count})),
+            Order::Step { dir } => {
+                self.position += if dir == "up" { 1 } else { -1 };
+                self.steps.push(dir);
+                if self.steps.len() > 3 {
+                    self.steps.remove(0);
+                }
+                ctx.send(from, &json!({"position": self.position, "combo": self.combo()}));
+            }
             Order::Poison => {
                 self.poisoned = true;
                 ctx.send(from, &json!({"poisoned": true}));
@@ -256,6 +274,24 @@ impl Game for Faulty {
     }
 }
 
+impl Faulty {
+    /// The bonus of the last three steps: only up, up, down has one, and
+    /// the table it is looked up in was written one entry short (the bug
+    /// the `fix` variant fixes).
+    fn combo(&self) -> u64 {
+        let table: &[u64] = if cfg!(feature = "fix") {
+            &[0, 0, 0, 50]
+        } else {
+            &[0, 0, 0]
+        };
+        let key = match self.steps.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            ["up", "up", "down"] => 3,
+            _ => 0,
+        };
+        table[std::hint::black_box(key)]
+    }
+}
+
 export_game!(Faulty);
 
 #[cfg(test)]
@@ -271,5 +307,23 @@ mod tests {
         assert_eq!(room.received(1), vec![json!({"count": 1})]);
         assert_eq!(room.message(1, &json!({"do": "reject"})).unwrap_err().code, "asked-to");
         assert!(TestRoom::<Faulty>::with_config("r", &json!({"fail_init": true})).is_err());
+    }
+
+    #[test]
+    fn only_up_up_down_reaches_the_combo() {
+        let mut room = TestRoom::<Faulty>::new();
+        room.join(1, "t").unwrap();
+        for dir in ["up", "down", "down", "up", "up", "up"] {
+            room.message(1, &json!({"do": "step", "dir": dir})).unwrap();
+        }
+        assert_eq!(room.received(1).last(), Some(&json!({"position": 2, "combo": 0})));
+        let last = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            room.message(1, &json!({"do": "step", "dir": "down"})).map(|_| ())
+        }));
+        assert_eq!(
+            last.is_ok(),
+            cfg!(feature = "fix"),
+            "the bug strikes only without the fix"
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! Rollback is a promotion to a version already compiled. Every decision is
 //! logged, counted and audited.
 
+pub mod gate;
 mod probation;
 
 use crate::config::ProbationConfig;
@@ -44,6 +45,17 @@ pub enum DeployError {
         /// The version asked for.
         version: String,
     },
+    /// The hot-fix gate replayed crash capsules on the version and some
+    /// still fault: it stays in its slot (`promote --force` overrides).
+    #[error("{game} {version} still fails on crash capsules it was checked against (promote --force to go ahead): {}", capsules.join("; "))]
+    GateFailed {
+        /// The game.
+        game: String,
+        /// The version refused.
+        version: String,
+        /// Each failing capsule and how it failed.
+        capsules: Vec<String>,
+    },
     /// A room could not take the new version; nothing changed.
     #[error("promotion aborted, every room stays on {kept}: {}", reasons.join("; "))]
     Aborted {
@@ -65,6 +77,7 @@ impl DeployError {
             DeployError::Moved(_) => "active_version_moved",
             DeployError::Untrusted { .. } => "untrusted_signer",
             DeployError::ShuttingDown => "shutting_down",
+            DeployError::GateFailed { .. } => "gate_failed",
         }
     }
 }
@@ -117,6 +130,10 @@ pub struct Counters {
     pub probations_passed: u64,
     /// Promotions aborted because a room could not migrate.
     pub aborted: u64,
+    /// Promotions the hot-fix gate refused.
+    pub gate_refused: u64,
+    /// Promotions forced past the gate.
+    pub gate_forced: u64,
     /// Rejected modules by reason code.
     pub rejections: BTreeMap<String, u64>,
 }
@@ -178,6 +195,11 @@ pub struct Deployer {
     /// Promotions and rollbacks in progress: owned by the host, so one
     /// whose requester goes away still finishes, and shutdown waits.
     jobs: tokio_util::task::TaskTracker,
+    /// Versions that were active or passed the gate, per game: a rollback
+    /// to one of them is not gated again.
+    passed: Mutex<BTreeMap<String, BTreeSet<Version>>>,
+    /// The gate's last findings per game and version.
+    gates: Mutex<BTreeMap<(String, Version), gate::GateSummary>>,
 }
 
 impl Deployer {
@@ -208,6 +230,8 @@ impl Deployer {
             bad: Mutex::new(BTreeMap::new()),
             jobs: tokio_util::task::TaskTracker::new(),
             settle: std::time::Duration::ZERO,
+            passed: Mutex::new(BTreeMap::new()),
+            gates: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -540,10 +564,93 @@ impl Deployer {
         version: &Version,
         trigger: Trigger,
     ) -> Result<Promotion, DeployError> {
+        self.promote_forced(game, version, trigger, false).await
+    }
+
+    /// [`Deployer::promote`]; `force` goes ahead even if the hot-fix gate
+    /// finds the version still failing on crash capsules (audited).
+    pub async fn promote_forced(
+        self: &Arc<Self>,
+        game: &str,
+        version: &Version,
+        trigger: Trigger,
+        force: bool,
+    ) -> Result<Promotion, DeployError> {
         let (game, version) = (game.to_owned(), version.clone());
-        self.job(move |this| async move { this.promote_if(&game, &version, trigger, None).await })
+        self.job(move |this| async move {
+            this.gate(&game, &version, trigger, force).await?;
+            this.promote_if(&game, &version, trigger, None).await
+        })
+        .await
+        .unwrap_or(Err(DeployError::ShuttingDown))
+    }
+
+    /// Runs the hot-fix gate for a promotion that needs it: updates and
+    /// promotions, and rollbacks to a version that was never active nor
+    /// passed (an automatic rollback is never held back).
+    async fn gate(&self, game: &str, version: &Version, trigger: Trigger, force: bool) -> Result<(), DeployError> {
+        let cfg = self.rooms.config.capsules.clone();
+        let needed = match trigger {
+            Trigger::Update | Trigger::Promote => true,
+            Trigger::Rollback => !lock(&self.passed).get(game).is_some_and(|p| p.contains(version)),
+            Trigger::AutoRollback => false,
+        };
+        if !cfg.gate || !needed {
+            return Ok(());
+        }
+        let target = self.games.get(game, version)?;
+        let (sandbox, folder) = (self.sandbox.clone(), self.rooms.capsules.clone());
+        let t0 = Instant::now();
+        let result = tokio::task::spawn_blocking(move || gate::check(&sandbox, &folder, &cfg, &target))
             .await
-            .unwrap_or(Err(DeployError::ShuttingDown))
+            .unwrap_or_default();
+        if result.checked.is_empty() {
+            return Ok(());
+        }
+        let failing: Vec<String> = result
+            .failing()
+            .iter()
+            .map(|c| format!("{} ({}): {}", c.capsule, c.signature, c.detail.as_deref().unwrap_or("")))
+            .collect();
+        let fixed: Vec<String> = result.fixed().iter().map(|c| c.capsule.clone()).collect();
+        let refused = !failing.is_empty() && !force;
+        tracing::info!(game, version = %version, checked = result.checked.len(), fixed = fixed.len(), failing = failing.len(), ms = ms(t0), "hot-fix gate");
+        lock(&self.gates).insert(
+            (game.to_owned(), version.clone()),
+            result.summary(force && !failing.is_empty()),
+        );
+        let event = match (failing.is_empty(), force) {
+            (true, _) => "gate_passed",
+            (false, true) => "gate_forced",
+            (false, false) => "gate_failed",
+        };
+        self.audit.record(AuditEntry {
+            event,
+            game: Some(game.to_owned()),
+            version: Some(version.to_string()),
+            reason: Some(format!("{trigger:?}").to_lowercase()),
+            detail: Some(format!(
+                "replayed {} crash capsules; fixes: [{}]; still fails: [{}]",
+                result.checked.len(),
+                fixed.join(", "),
+                failing.join("; ")
+            )),
+            ..AuditEntry::default()
+        });
+        if refused {
+            self.count(|c| c.gate_refused += 1);
+            crate::blocking::blocking(|| self.flush_audit(AUDIT_FLUSH));
+            return Err(DeployError::GateFailed {
+                game: game.to_owned(),
+                version: version.to_string(),
+                capsules: failing,
+            });
+        }
+        if !failing.is_empty() {
+            self.count(|c| c.gate_forced += 1);
+            tracing::warn!(game, version = %version, "promoted past the hot-fix gate (--force): {}", failing.join("; "));
+        }
+        Ok(())
     }
 
     /// [`Deployer::promote`], only if `expected` is still the active version
@@ -621,6 +728,10 @@ impl Deployer {
         let from = before.as_ref().map(|m| m.version.to_string());
         match migrated {
             Ok(rooms) => {
+                lock(&self.passed)
+                    .entry(game.to_owned())
+                    .or_default()
+                    .insert(version.clone());
                 tracing::info!(game, from = ?from, to = %version, rooms, flip_us, migrate_ms, "{} done", trigger.event());
                 self.count(|c| match trigger {
                     Trigger::Rollback => c.rollbacks += 1,
@@ -672,11 +783,30 @@ impl Deployer {
 
     /// Goes back to `to`, or to the newest version below the active one.
     pub async fn rollback(self: &Arc<Self>, game: &str, to: Option<Version>) -> Result<Promotion, DeployError> {
+        self.rollback_forced(game, to, false).await
+    }
+
+    /// [`Deployer::rollback`]; `force` passes the hot-fix gate, which holds
+    /// back a rollback to a version that was never active nor passed it.
+    pub async fn rollback_forced(
+        self: &Arc<Self>,
+        game: &str,
+        to: Option<Version>,
+        force: bool,
+    ) -> Result<Promotion, DeployError> {
         let to = match to {
             Some(v) => v,
-            None => self.games.previous(game)?,
+            None => {
+                // The version active before this one: it ran, it passed.
+                let previous = self.games.previous(game)?;
+                lock(&self.passed)
+                    .entry(game.to_owned())
+                    .or_default()
+                    .insert(previous.clone());
+                previous
+            }
         };
-        self.promote(game, &to, Trigger::Rollback).await
+        self.promote_forced(game, &to, Trigger::Rollback, force).await
     }
 
     /// Pins a game (updates load but wait), first promoting `version` if
@@ -740,6 +870,14 @@ impl Deployer {
                 v.bad = v.version.parse().is_ok_and(|v| self.is_bad(&g.name, &v));
             }
             g.probation = lock(&self.probations).get(&g.name).map(|p| p.version.to_string());
+            let gates = lock(&self.gates);
+            for v in &mut g.versions {
+                v.gate = v
+                    .version
+                    .parse()
+                    .ok()
+                    .and_then(|ver: Version| gates.get(&(g.name.clone(), ver)).cloned());
+            }
         }
         Status {
             games,

@@ -67,6 +67,10 @@ pub struct VersionStatus {
     pub health: super::version_health::HealthCounts,
     /// Rolled back automatically; promoted again only by an operator.
     pub bad: bool,
+    /// What the hot-fix gate found when it last replayed the game's crash
+    /// capsules on this version (filled in by the caller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::deploy::gate::GateSummary>,
 }
 
 struct Entry {
@@ -256,6 +260,7 @@ impl Games {
                         rooms: rooms(name, m.digest()),
                         health: m.health.read(),
                         bad: false,
+                        gate: None,
                     })
                     .collect(),
             })

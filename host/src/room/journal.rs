@@ -15,19 +15,27 @@ use std::sync::Arc;
 /// One input the guest took.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub(crate) enum Input {
+pub enum Input {
+    /// A player joined.
     Join {
+        /// Its id.
         player: PlayerId,
+        /// Its display name.
         name: String,
         /// The verified identity, when the player joined with a ticket.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         user: Option<crate::auth::User>,
     },
+    /// A player left for good.
     Leave {
+        /// Who.
         player: PlayerId,
     },
+    /// A player's message.
     Message {
+        /// From whom.
         player: PlayerId,
+        /// The game's JSON text.
         #[serde(serialize_with = "as_text", deserialize_with = "from_text")]
         payload: Bytes,
         /// The request's `ref`, so a replay answers as the first run did.
@@ -39,12 +47,13 @@ pub(crate) enum Input {
         )]
         reference: Option<Box<RawValue>>,
     },
+    /// The room's timer.
     Tick,
 }
 
 impl Input {
     /// The player whose input it is (`None` for a tick).
-    pub(crate) fn player(&self) -> Option<PlayerId> {
+    pub fn player(&self) -> Option<PlayerId> {
         match self {
             Input::Join { player, .. } | Input::Leave { player } | Input::Message { player, .. } => Some(*player),
             Input::Tick => None,
@@ -72,10 +81,13 @@ fn from_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> 
 /// An input, the room time it ran at, and what it read from the game's
 /// storage.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Entry {
+pub struct Entry {
+    /// The room time it ran at.
     pub now: u64,
+    /// The input.
     #[serde(flatten)]
     pub input: Input,
+    /// Its reads of the game's storage, handed back on replay.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reads: Vec<KvRead>,
 }
@@ -94,6 +106,9 @@ pub(crate) struct Checkpoint {
 pub(crate) struct Journal {
     checkpoint: Checkpoint,
     entries: Vec<Entry>,
+    /// A digest of what each entry produced (`capsule::replay::digest`),
+    /// so a capsule's regenerated outputs are checked against the live ones.
+    digests: Vec<u64>,
     every: usize,
     /// Bytes the entries keep, charged to `budget`.
     bytes: usize,
@@ -132,18 +147,20 @@ impl Journal {
         Self {
             checkpoint,
             entries: Vec::new(),
+            digests: Vec::new(),
             every: every.max(1),
             bytes: 0,
             budget,
         }
     }
 
-    /// The guest took an input.
-    pub fn record(&mut self, entry: Entry) {
-        let size = entry.size();
+    /// The guest took an input, and produced output with this digest.
+    pub fn record(&mut self, entry: Entry, digest: u64) {
+        let size = entry.size() + std::mem::size_of::<u64>();
         self.bytes += size;
         self.budget.charge(size);
         self.entries.push(entry);
+        self.digests.push(digest);
     }
 
     /// Whether enough inputs piled up for a new checkpoint.
@@ -155,6 +172,7 @@ impl Journal {
     pub fn reset(&mut self, checkpoint: Checkpoint) {
         self.checkpoint = checkpoint;
         self.entries.clear();
+        self.digests.clear();
         self.budget.release(std::mem::take(&mut self.bytes));
     }
 
@@ -166,6 +184,11 @@ impl Journal {
     /// Inputs since the checkpoint, oldest first.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// The digests of their outputs.
+    pub fn digests(&self) -> &[u64] {
+        &self.digests
     }
 }
 
@@ -181,17 +204,23 @@ mod tests {
             now: 0,
         };
         let mut j = Journal::new(cp(b"0"), 2, Budget::new(1 << 20));
-        j.record(Entry {
-            now: 1,
-            input: Input::Tick,
-            reads: Vec::new(),
-        });
+        j.record(
+            Entry {
+                now: 1,
+                input: Input::Tick,
+                reads: Vec::new(),
+            },
+            0,
+        );
         assert!(!j.due());
-        j.record(Entry {
-            now: 2,
-            input: Input::Leave { player: 3 },
-            reads: Vec::new(),
-        });
+        j.record(
+            Entry {
+                now: 2,
+                input: Input::Leave { player: 3 },
+                reads: Vec::new(),
+            },
+            0,
+        );
         assert!(j.due());
         j.reset(cp(b"1"));
         assert!(j.entries().is_empty());
@@ -231,15 +260,18 @@ mod tests {
         // when due, as the room loop does.
         for round in 0..100 {
             for j in &mut rooms {
-                j.record(Entry {
-                    now: round,
-                    input: Input::Message {
-                        player: 1,
-                        payload: Bytes::from(vec![b'x'; 16 << 10]),
-                        reference: None,
+                j.record(
+                    Entry {
+                        now: round,
+                        input: Input::Message {
+                            player: 1,
+                            payload: Bytes::from(vec![b'x'; 16 << 10]),
+                            reference: None,
+                        },
+                        reads: Vec::new(),
                     },
-                    reads: Vec::new(),
-                });
+                    0,
+                );
                 if j.due() {
                     j.reset(cp());
                 }

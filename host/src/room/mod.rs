@@ -8,7 +8,7 @@
 
 mod crash;
 mod failure;
-mod journal;
+pub mod journal;
 mod registry;
 mod task;
 

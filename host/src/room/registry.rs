@@ -35,6 +35,8 @@ pub struct Rooms {
     pub(crate) store: Option<Arc<crate::storage::Store>>,
     /// Every game's storage.
     pub(crate) kv: Option<Arc<crate::storage::kv::KvSpaces>>,
+    /// Where faults leave their capsules.
+    pub(crate) capsules: Arc<crate::capsule::folder::Folder>,
 }
 
 /// How long a migration waits for every room to be ready before aborting.
@@ -84,7 +86,12 @@ impl Rooms {
                 .unwrap_or(0)
         });
         let journal_budget = config.rooms.journal_budget_mib << 20;
+        let capsules = Arc::new(crate::capsule::folder::Folder::open(
+            &config.state.dir,
+            config.capsules.keep,
+        ));
         Arc::new(Self {
+            capsules,
             live: Mutex::new(HashMap::new()),
             sandbox,
             games,

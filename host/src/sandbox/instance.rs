@@ -725,6 +725,12 @@ impl GuestInstance {
     pub fn take_tick_request(&mut self) -> Option<u32> {
         self.store.data_mut().tick_request.take()
     }
+
+    /// The last call's effects and tick request, left in place.
+    pub fn pending(&self) -> (&[Effect], Option<u32>) {
+        let data = self.store.data();
+        (&data.effects, data.tick_request)
+    }
 }
 
 #[cfg(test)]

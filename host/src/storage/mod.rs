@@ -275,7 +275,7 @@ impl Store {
             healthy: healthy.clone(),
             queued: queued.clone(),
             failures: failures.clone(),
-            linger: Duration::from_millis(cfg.group_commit_ms),
+            linger: cfg.group_commit(),
             max: cfg.group_commit_max,
         })
         .map_err(|e| StorageError::Io {

@@ -66,6 +66,9 @@ pub struct Sqlite {
 /// checkpoint needs and copies the WAL into the database.
 const CHECKPOINT_AFTER: u64 = 64;
 
+/// The WAL size kept between copies into the database.
+const WAL_KEEP_BYTES: i64 = 16 << 20;
+
 impl Sqlite {
     /// Opens or creates the database at `path` and brings its schema up to
     /// date. A damaged file or one from a newer host is refused, untouched.
@@ -115,6 +118,12 @@ impl Sqlite {
         // The WAL is copied into the database when the writer is idle
         // (`maintain`), not inside a commit that players wait on.
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(io)?;
+        // The WAL is rewritten from its start after a copy (`RESTART` in
+        // `maintain`) rather than truncated, so commits do not grow the
+        // file and their sync need not write its size; a WAL left larger
+        // than this by a burst is cut back.
+        conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)
+            .map_err(io)?;
         let mut db = Self {
             conn,
             path: path.to_owned(),
@@ -437,7 +446,7 @@ impl Backend for Sqlite {
         if let Err(e) = self.prune() {
             tracing::debug!(db = %self.path.display(), "pruning the journal: {e}");
         }
-        match self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        match self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
             Ok(()) => self.since_checkpoint = 0,
             Err(e) => tracing::debug!(db = %self.path.display(), "WAL checkpoint: {e}"),
         }

@@ -1,14 +1,14 @@
 //! The one thread that writes the database: takes the queued writes in
 //! groups (all that are waiting, up to `group_commit_max`, after lingering
-//! `group_commit_ms` for more), commits each group in one transaction, and
+//! the group-commit wait for more), commits each group in one transaction, and
 //! publishes the last ticket on disk. A failed commit (a full disk) is
 //! retried with the same writes until it works: nothing queued is dropped.
 
 use super::{Backend, Op};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// How long a failed commit waits before it is tried again.
@@ -37,24 +37,19 @@ impl Writer {
         let mut batch: Vec<Op> = Vec::with_capacity(self.max);
         while let Ok((mut last, first)) = self.rx.recv() {
             batch.push(first);
-            let until = Instant::now() + self.linger;
+            // Linger asleep rather than parked on the channel: a room's
+            // send then finds nobody to wake, and the writer wakes once
+            // per commit instead of once per write.
+            if !self.linger.is_zero() {
+                std::thread::sleep(self.linger);
+            }
             while batch.len() < self.max {
-                let next = match self.rx.try_recv() {
-                    Ok(next) => Ok(next),
-                    Err(_) => {
-                        let left = until.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            break;
-                        }
-                        self.rx.recv_timeout(left)
-                    }
-                };
-                match next {
+                match self.rx.try_recv() {
                     Ok((ticket, op)) => {
                         last = ticket;
                         batch.push(op);
                     }
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    Err(_) => break,
                 }
             }
             self.commit(&batch);

@@ -4,6 +4,7 @@
 mod admission;
 mod auth;
 mod bad_input;
+mod capsules;
 mod cli;
 mod connections;
 mod deploy;

@@ -3,6 +3,7 @@
 //! guest that fails is replaced by a fresh instance brought back to the
 //! last good state (checkpoint plus journal, minus the failing input).
 
+mod capsules;
 mod durability;
 mod lifecycle;
 mod members;

@@ -166,7 +166,7 @@ impl RoomTask {
             self.players.remove(player);
         }
         guest.replaying(entry.reads.clone());
-        let answer = supervision::call(guest, now, &entry.input).await?;
+        let answer = crate::capsule::replay::call(guest, now, &entry.input).await?;
         guest.take_kv();
         match &entry.input {
             Input::Join { player, name, user } if answer.is_ok() => {
@@ -176,6 +176,7 @@ impl RoomTask {
             }
             _ => {}
         }
+        let produced = crate::capsule::replay::digest(&crate::capsule::replay::peek_output(guest, &answer));
         self.deliver(guest);
         if let Input::Message { player, reference, .. } = &entry.input
             && let Some(frame) = message_reply(Some(&answer), reference.as_deref())
@@ -185,7 +186,7 @@ impl RoomTask {
         }
         // Kicked players left in the first run; their leave is journaled.
         self.players.retain(|_, m| !m.leaving);
-        self.journal.record(entry);
+        self.journal.record(entry, produced);
         Ok(())
     }
 

@@ -5,21 +5,7 @@
 use super::*;
 use crate::modules::version_health::Source;
 
-/// Hands one input to the guest.
-pub(super) async fn call(guest: &mut GuestInstance, now: u64, input: &Input) -> CallResult<Result<(), Rejection>> {
-    match input {
-        Input::Join { player, name, user } => {
-            let identity = user.as_ref().map(|u| crate::sandbox::Identity {
-                user_id: u.id.clone(),
-                claims: u.claims.clone(),
-            });
-            guest.on_join(now, *player, name, identity.as_ref()).await
-        }
-        Input::Leave { player } => guest.on_leave(now, *player).await.map(Ok),
-        Input::Message { player, payload, .. } => guest.on_message(now, *player, payload).await,
-        Input::Tick => guest.on_tick(now).await.map(Ok),
-    }
-}
+use crate::capsule::replay::{call, digest, peek_output};
 
 /// The guest's state and random positions now.
 async fn checkpoint_of(guest: &mut GuestInstance, now: u64) -> CallResult<Checkpoint> {
@@ -60,14 +46,15 @@ impl RoomTask {
                     reads: kv.reads,
                 };
                 self.persist(&entry, kv.writes);
-                self.journal.record(entry);
+                self.journal.record(entry, digest(&peek_output(guest, &answer)));
                 Ok(Some(answer))
             }
             Err(fault) => {
+                // What it read before it failed, so its capsule replays it.
                 let failed = Entry {
                     now,
                     input,
-                    reads: Vec::new(),
+                    reads: guest.take_kv().reads,
                 };
                 self.restart(guest, fault, Some(failed)).await?;
                 Ok(None)
@@ -106,6 +93,7 @@ impl RoomTask {
             .as_ref()
             .map_or(Source::Room(self.id), |e| self.source_of(&e.input));
         self.module.health.fault_by(source, fault.signature());
+        self.leave_capsule(&fault, failed.as_ref());
         let sup = &self.rooms.config.supervision;
         let window = Duration::from_millis(sup.window_ms);
         let now = Instant::now();

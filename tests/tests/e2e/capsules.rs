@@ -1,0 +1,304 @@
+//! Issue 16: crash capsules that replay anywhere (`respawn replay`), and
+//! the hot-fix gate that replays them on a version before it goes live.
+
+use respawn_e2e::{Client, Host, HostOptions, Transport, respawn_bin, signed};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The gate on (the harness turns it off for the other suites).
+const GATE_ON: &str = "[capsules]\ngate = true\n";
+
+async fn step(c: &mut Client, dir: &str) -> Value {
+    c.send(json!({"type": "message", "data": {"do": "step", "dir": dir}}))
+        .await;
+    c.recv().await
+}
+
+/// Walks the pad into the bug: up, down, up, up (fine), then down (the
+/// only sequence that traps), with a message that reads the WASI clock and
+/// random numbers on the way, so the capsule's outputs depend on them.
+async fn crash_on_the_pad(c: &mut Client) {
+    for dir in ["up", "down"] {
+        assert!(step(c, dir).await["data"]["position"].is_i64());
+    }
+    c.send(json!({"type": "message", "data": {"do": "time"}})).await;
+    assert!(c.recv().await["data"]["random"].is_u64());
+    for dir in ["up", "up"] {
+        assert!(step(c, dir).await["data"]["position"].is_i64());
+    }
+    c.send(json!({"type": "message", "data": {"do": "step", "dir": "down"}}))
+        .await;
+    while c.recv().await["type"] != "restarted" {}
+}
+
+fn capsules(host: &Host) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(host.state_dir().join("capsules"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|x| x == "capsule"));
+    files.sort();
+    files
+}
+
+fn index(host: &Host) -> Value {
+    std::fs::read(host.state_dir().join("capsules/index.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// `respawn replay`: (exit code, stdout, stderr).
+fn replay(capsule: &Path, trust: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(respawn_bin())
+        .arg("replay")
+        .arg(capsule)
+        .arg("--trust")
+        .arg(trust)
+        .args(extra)
+        .output()
+        .expect("run respawn replay");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn report(capsule: &Path, trust: &Path, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec!["--json"];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = replay(capsule, trust, &args);
+    let value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    (code, value)
+}
+
+/// A module file in a temporary folder, for `--module`.
+fn module_file(dir: &Path, file: &str, name: &str, version: &str) -> PathBuf {
+    let path = dir.join(format!("{file}-{version}.wasm"));
+    std::fs::write(&path, signed(file, name, version)).expect("module");
+    path
+}
+
+async fn host_with_a_capsule(config: &str) -> (Host, PathBuf) {
+    let host = Host::start_with(HostOptions {
+        games: &["faulty", "chat"],
+        config,
+        ..HostOptions::default()
+    });
+    let mut c = host.client(Transport::Tcp).await;
+    c.join("faulty", "pad", "p").await;
+    crash_on_the_pad(&mut c).await;
+    // The same bug again, in another room: counted, not written again.
+    let mut c2 = host.client(Transport::Tcp).await;
+    c2.join("faulty", "pad2", "q").await;
+    crash_on_the_pad(&mut c2).await;
+    host.wait_until("the capsule and its count", |h| {
+        capsules(h).len() == 1 && index(h)["kept"][0]["count"] == 2 && index(h)["kept"][0]["written"] == true
+    })
+    .await;
+    let file = capsules(&host).remove(0);
+    assert!(!host.log().contains("HOST BUG"), "{}", host.log());
+    (host, file)
+}
+
+#[tokio::test]
+async fn a_rare_crash_leaves_one_capsule_that_replays_anywhere() {
+    let (host, capsule) = host_with_a_capsule("").await;
+    let kept = &index(&host)["kept"][0];
+    assert_eq!(kept["game"], "faulty");
+    // What the file holds: the inputs since the checkpoint up to the
+    // failing step, and what the room sent for each but the last (the
+    // WASI clock and random numbers of `time` among them).
+    let inside: Value = {
+        use std::io::Read;
+        let mut json = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(&capsule).unwrap())
+            .read_to_string(&mut json)
+            .unwrap();
+        serde_json::from_str(&json).unwrap()
+    };
+    let inputs = inside["inputs"].as_array().unwrap();
+    let outputs = inside["outputs"].as_array().unwrap();
+    let last: Value = serde_json::from_str(inputs.last().unwrap()["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(last, json!({"do": "step", "dir": "down"}));
+    assert_eq!(outputs.len(), inputs.len() - 1, "{inside:#}");
+    assert!(
+        outputs
+            .iter()
+            .any(|o| o["effects"][0]["payload"].as_str().unwrap_or("").contains("wasi_ms")),
+        "{inside:#}"
+    );
+    assert!(!inside["module"].as_str().unwrap().is_empty());
+    assert!(kept["signature"].as_str().unwrap().starts_with("trap:"), "{kept}");
+    // Copied elsewhere, away from the host: the file is all it needs.
+    let away = tempfile::tempdir().unwrap();
+    let copy = away.path().join("crash.capsule");
+    std::fs::copy(&capsule, &copy).unwrap();
+    let trust = host.trust_dir();
+
+    let (code, stdout, stderr) = replay(&copy, &trust, &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("REPRODUCED"), "{stdout}");
+
+    // Twice, byte-identical: the same verdict and the same outputs, WASI
+    // clock and random numbers included (a different output would be
+    // `diverged`, exit 2).
+    let (c1, mut r1) = report(&copy, &trust, &[]);
+    let (c2, mut r2) = report(&copy, &trust, &[]);
+    assert_eq!((c1, c2), (0, 0));
+    assert_eq!(r1["verdict"], "reproduced", "{r1:#}");
+    for r in [&mut r1, &mut r2] {
+        r["run"]["inputs_per_sec"] = Value::Null;
+    }
+    assert_eq!(r1, r2);
+    assert_eq!(r1["fault"]["kind"], "trap");
+    assert!(
+        r1["fault"]["backtrace"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("faulty")),
+        "the backtrace names the game's functions: {r1:#}"
+    );
+
+    // The fix takes every input; the first difference is the failing
+    // input, where the room trapped and the fix answers with the combo.
+    let fix = module_file(away.path(), "faulty-fix", "faulty", "1.0.1");
+    let (code, fixed) = report(&copy, &trust, &["--module", fix.to_str().unwrap()]);
+    assert_eq!(code, 0, "{fixed:#}");
+    assert_eq!(fixed["verdict"], "fixed");
+    let inputs = fixed["inputs"].as_u64().unwrap();
+    assert_eq!(
+        fixed["run"]["first_difference"]["index"].as_u64(),
+        Some(inputs - 1),
+        "{fixed:#}"
+    );
+    let answer = &fixed["run"]["at_failing_input"]["output"]["effects"][0]["payload"];
+    let answer: Value = serde_json::from_str(answer.as_str().unwrap()).unwrap();
+    assert_eq!(answer["combo"], 50, "{fixed:#}");
+
+    // A version that does not fix it (it only counts differently).
+    let v2 = module_file(away.path(), "faulty-v2", "faulty", "1.0.2");
+    let (code, stdout, _) = replay(&copy, &trust, &["--module", v2.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("STILL FAULTS"), "{stdout}");
+}
+
+#[tokio::test]
+async fn bad_capsules_and_modules_are_refused_and_nothing_runs() {
+    let (host, capsule) = host_with_a_capsule("").await;
+    let trust = host.trust_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(&capsule).unwrap();
+    let refused = |file: &Path, extra: &[&str], words: &str| {
+        let (code, stdout, stderr) = replay(file, &trust, extra);
+        assert_eq!(code, 3, "{words}: {stdout}{stderr}");
+        assert!(stderr.contains(words), "expected {words:?} in: {stderr}");
+        assert!(!stdout.contains("REPRODUCED") && !stdout.contains("FIXED"), "{stdout}");
+    };
+    let write = |name: &str, b: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+    refused(
+        &write("cut.capsule", &bytes[..bytes.len() / 2]),
+        &[],
+        "truncated or corrupted",
+    );
+    let mut flipped = bytes.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x55;
+    refused(&write("flipped.capsule", &flipped), &[], "truncated or corrupted");
+    refused(
+        &write("module.capsule", &signed("chat", "chat", "1.0.0")),
+        &[],
+        "not gzip",
+    );
+    let gz = |text: &str| {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    refused(
+        &write("foreign.capsule", &gz("{\"hello\": 1}")),
+        &[],
+        "not a Respawn capsule",
+    );
+    refused(
+        &write(
+            "future.capsule",
+            &gz("{\"format\": \"respawn-capsule\", \"version\": 99}"),
+        ),
+        &[],
+        "capsule version 99",
+    );
+    // A module of another game, and one signed by a key nobody trusts.
+    let chat = module_file(dir.path(), "chat", "chat", "1.0.1");
+    refused(&capsule, &["--module", chat.to_str().unwrap()], "is the game \"chat\"");
+    let stranger = dir.path().join("stranger");
+    let (ok, _, err) = {
+        let out = Command::new(respawn_bin())
+            .args(["keygen", "--out"])
+            .arg(&stranger)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            (),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(ok, "{err}");
+    let (code, _, stderr) = replay(&capsule, &stranger.with_extension("pub"), &[]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("REJECTED"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_gate_refuses_a_non_fix_and_promotes_a_fix() {
+    let (host, capsule) = host_with_a_capsule(GATE_ON).await;
+    let name = capsule.file_name().unwrap().to_string_lossy().into_owned();
+
+    // An update that does not fix the crash: loaded, refused, kept.
+    host.drop_module("faulty-1.1.0.wasm", &signed("faulty-v2", "faulty", "1.1.0"));
+    let refused = host.wait_for_audit("gate_failed", Some("update")).await;
+    assert_eq!(refused["version"], "1.1.0");
+    assert!(refused["detail"].as_str().unwrap().contains(&name), "{refused}");
+    assert_eq!(host.active("faulty").as_deref(), Some("1.0.0"));
+    let (ok, _, stderr) = host.cli(&["promote", "faulty", "1.1.0"]);
+    assert!(!ok && stderr.contains("gate_failed"), "{stderr}");
+    assert_eq!(host.active("faulty").as_deref(), Some("1.0.0"));
+
+    // The fix: the gate replays the capsule on it, it passes, it goes live
+    // and says which crash it fixes.
+    host.drop_module("faulty-1.2.0.wasm", &signed("faulty-fix", "faulty", "1.2.0"));
+    host.wait_until("the fix is active", |h| h.active("faulty").as_deref() == Some("1.2.0"))
+        .await;
+    let passed = host.wait_for_audit("gate_passed", Some("update")).await;
+    assert!(
+        passed["detail"].as_str().unwrap().contains(&format!("fixes: [{name}]")),
+        "{passed}"
+    );
+    let version = |h: &Host, v: &str| {
+        h.game("faulty")["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["version"] == v)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(version(&host, "1.2.0")["gate"]["fixes"].as_array().unwrap().len(), 1);
+    assert_eq!(version(&host, "1.1.0")["gate"]["fails"].as_array().unwrap().len(), 1);
+
+    // Forced past the gate: promoted, and the audit says so.
+    let (ok, stdout, stderr) = host.cli(&["promote", "faulty", "1.1.0", "--force"]);
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(host.active("faulty").as_deref(), Some("1.1.0"));
+    let forced = host.wait_for_audit("gate_forced", Some("promote")).await;
+    assert!(forced["detail"].as_str().unwrap().contains(&name), "{forced}");
+    assert_eq!(version(&host, "1.1.0")["gate"]["forced"], true);
+}
