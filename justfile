@@ -172,7 +172,7 @@ bench-durability *args: guests
     pin=(); if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then pin=(taskset -c 1); fi
     "${pin[@]}" target/release/respawn-load compare --scenarios a,b \
         --servers respawn@off,respawn@checkpoint,respawn@journal,respawn@strict \
-        --out target/durability.md --json target/durability.json {{args}}
+        --rounds 7 --out target/durability.md --json target/durability.json {{args}}
     target/release/respawn-load recovery --rooms 1000 --inputs 10 | tee -a target/durability.md
 
 # What a change costs on the data path: this build against the release

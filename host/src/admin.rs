@@ -64,6 +64,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/status", get(status))
         .route("/games/{game}/rollback", post(rollback))
         .route("/games/{game}/promote", post(promote))
+        .route("/games/{game}/shadow", post(shadow))
         .route("/games/{game}/pin", post(pin))
         .route("/games/{game}/unpin", post(unpin))
         .route("/bans", get(bans).post(ban))
@@ -135,7 +136,8 @@ impl From<DeployError> for ApiError {
             DeployError::Aborted { .. }
             | DeployError::Moved(_)
             | DeployError::Untrusted { .. }
-            | DeployError::GateFailed { .. } => StatusCode::CONFLICT,
+            | DeployError::GateFailed { .. }
+            | DeployError::ShadowRunning => StatusCode::CONFLICT,
             DeployError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self {
@@ -207,9 +209,53 @@ async fn promote(
     .into_response())
 }
 
+/// Body of `shadow`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShadowRequest {
+    version: String,
+    #[serde(default = "ten")]
+    rooms: usize,
+    #[serde(default = "sixty")]
+    secs: f64,
+}
+
+fn ten() -> usize {
+    10
+}
+
+fn sixty() -> f64 {
+    60.0
+}
+
+/// The longest shadow run one request may ask for.
+const MAX_SHADOW_SECS: f64 = 3600.0;
+
+async fn shadow(
+    State(admin): State<Arc<Admin>>,
+    Path(game): Path<String>,
+    Json(body): Json<ShadowRequest>,
+) -> ApiResult {
+    let v = version(Some(body.version))?.ok_or(ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "bad_version",
+        message: "`version` is required".into(),
+    })?;
+    if !(body.secs > 0.0 && body.secs <= MAX_SHADOW_SECS) || body.rooms == 0 || body.rooms > 1_000 {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_shadow",
+            message: format!("`secs` must be in (0, {MAX_SHADOW_SECS}] and `rooms` in 1..=1000"),
+        });
+    }
+    let report = admin.deployer.shadow(&game, &v, body.rooms, body.secs).await?;
+    Ok(Json(report).into_response())
+}
+
 async fn pin(State(admin): State<Arc<Admin>>, Path(game): Path<String>, body: Option<Json<MaybeVersion>>) -> ApiResult {
-    let v = version(body.and_then(|b| b.0.version))?;
-    let promotion = admin.deployer.pin(&game, v).await?;
+    let body = body.map(|b| b.0).unwrap_or_default();
+    let v = version(body.version)?;
+    let promotion = admin.deployer.pin(&game, v, body.force).await?;
     Ok(Json(json!({"pinned": true, "promotion": promotion})).into_response())
 }
 

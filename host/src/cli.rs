@@ -362,6 +362,52 @@ pub fn print_status(status: &Value) {
     println!("counters: {}", status["counters"]);
 }
 
+/// Prints a shadow run's report.
+pub fn print_shadow(report: &Value) {
+    println!(
+        "{} {} shadowed by {} for {:.0} s:",
+        report["game"].as_str().unwrap_or("?"),
+        report["active"].as_str().unwrap_or("?"),
+        report["candidate"].as_str().unwrap_or("?"),
+        report["secs"].as_f64().unwrap_or(0.0)
+    );
+    let rooms = report["rooms"].as_array().cloned().unwrap_or_default();
+    if rooms.is_empty() {
+        println!("  no live room runs the active version");
+    }
+    for r in rooms {
+        let name = r["room"].as_str().unwrap_or("?");
+        let inputs = r["inputs"].as_u64().unwrap_or(0);
+        let behind = if r["fell_behind"].as_bool() == Some(true) {
+            " (fell behind; stopped)"
+        } else {
+            ""
+        };
+        if let Some(why) = r["setup"].as_str() {
+            println!("  {name}: could not start at the room's checkpoint: {why}");
+        } else if let Some(f) = r["fault"].as_array() {
+            println!("  {name}: FAULT on input {}: {}{behind}", f[0], f[1]["signature"]);
+        } else if r["first_divergence"].is_object() {
+            let d = &r["first_divergence"];
+            println!(
+                "  {name}: DIVERGES at input {} of {inputs}: {}{behind}",
+                d["index"], d["input"]
+            );
+            println!(
+                "    active:    {}",
+                if d["active"].is_null() {
+                    "(taken before the shadow started; digest differs)".into()
+                } else {
+                    d["active"].to_string()
+                }
+            );
+            println!("    candidate: {}", d["candidate"]);
+        } else {
+            println!("  {name}: identical over {inputs} inputs{behind}");
+        }
+    }
+}
+
 /// `respawn connect`: stdin lines to the host's TCP port, its lines to
 /// stdout (its heartbeat pings answered, not shown), until the host
 /// closes; once stdin ends (a pipe), until the host has been quiet for a

@@ -105,9 +105,10 @@ enum Command {
     },
     /// Replay a crash capsule offline: does the fault reproduce (exit 0),
     /// or not (1)? With --module, does that version (the fix) take every
-    /// input (0) or fault too (1)? Exit 2: the original module produced
-    /// other outputs than the room did (a host bug); 3: nothing ran (a bad
-    /// capsule, or a module that does not verify or is another game's).
+    /// input (0) or fault too (1)? Exit 2: a usage error; 3: nothing ran
+    /// (a bad capsule, or a module that does not verify or is another
+    /// game's); 4: the original module produced other outputs than the
+    /// room did (a host bug).
     Replay {
         /// The capsule file (`<state>/capsules/*.capsule`).
         capsule: PathBuf,
@@ -157,6 +158,27 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Feed a loaded version copies of live rooms' inputs (from each
+    /// room's checkpoint) and compare its outputs with the active
+    /// version's, without players seeing it; prints per room the first
+    /// diverging input and any fault.
+    Shadow {
+        /// The game.
+        game: String,
+        /// The candidate version (loaded, not active).
+        version: String,
+        /// Live rooms to shadow at most.
+        #[arg(long, default_value_t = 10)]
+        rooms: usize,
+        /// How long: `60s`, `5m`, or seconds.
+        #[arg(long = "for", default_value = "60s")]
+        duration: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Stop promoting updates of a game (they still load), optionally
     /// promoting a version first.
     Pin {
@@ -165,6 +187,9 @@ enum Command {
         /// Promote this version before pinning.
         #[arg(long)]
         version: Option<String>,
+        /// Promote it even if the hot-fix gate refuses it (audited).
+        #[arg(long, requires = "version")]
+        force: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -350,14 +375,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Pin { game, version, target } => {
-            client(&target)?.post(&format!("/games/{game}/pin"), json!({"version": version}))?;
+        Command::Pin {
+            game,
+            version,
+            force,
+            target,
+        } => {
+            client(&target)?.post(
+                &format!("/games/{game}/pin"),
+                json!({"version": version, "force": force}),
+            )?;
             println!("{game}: pinned");
             Ok(())
         }
         Command::Unpin { game, target } => {
             client(&target)?.post(&format!("/games/{game}/unpin"), json!({}))?;
             println!("{game}: unpinned");
+            Ok(())
+        }
+        Command::Shadow {
+            game,
+            version,
+            rooms,
+            duration,
+            json,
+            target,
+        } => {
+            let secs = cli::parse_duration(&duration)?;
+            let report = client(&target)?.post(
+                &format!("/games/{game}/shadow"),
+                json!({"version": version, "rooms": rooms, "secs": secs}),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                cli::print_shadow(&report);
+            }
             Ok(())
         }
         Command::Ban {

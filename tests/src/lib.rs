@@ -385,6 +385,16 @@ impl Host {
         self.dir.path().join("modules")
     }
 
+    /// The host's config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("respawn.toml")
+    }
+
+    /// The admin API's base URL.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
     /// The host's state folder.
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")

@@ -31,6 +31,9 @@ pub struct Kept {
     /// state could not be captured).
     #[serde(default)]
     pub written: bool,
+    /// Its capsule is being written (one at a time per signature).
+    #[serde(skip)]
+    pub writing: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -52,6 +55,9 @@ pub struct Folder {
     dir: PathBuf,
     keep: usize,
     index: Mutex<Index>,
+    /// Held while files are written: one writer at a time in the folder
+    /// (crash storms in many rooms write concurrently otherwise).
+    io: Mutex<()>,
 }
 
 /// The capsule file name for a game's signature.
@@ -77,6 +83,7 @@ impl Folder {
             dir,
             keep: keep.max(1),
             index: Mutex::new(index),
+            io: Mutex::new(()),
         }
     }
 
@@ -97,9 +104,10 @@ impl Folder {
             k.last_at_ms = k.last_at_ms.max(at_ms);
             k.versions.insert(version.to_owned());
             // A capsule that could not be written last time is tried again.
-            return if k.written {
+            return if k.written || k.writing {
                 Noted::Seen
             } else {
+                k.writing = true;
                 Noted::New(self.dir.join(&k.file))
             };
         }
@@ -114,21 +122,38 @@ impl Folder {
             first_at_ms: at_ms,
             last_at_ms: at_ms,
             written: false,
+            writing: true,
         });
         Noted::New(self.dir.join(file))
+    }
+
+    /// Creates the folder, readable by the host's user only: capsules
+    /// hold player messages and identities.
+    fn create(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
     }
 
     /// Writes a capsule's bytes to `path` (from [`Noted::New`]), drops the
     /// oldest signatures beyond `keep`, and saves the index. Blocking.
     pub fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        crate::util::write_atomic(path, bytes)?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let written = {
+            let _io = crate::lock(&self.io);
+            self.create().and_then(|()| crate::util::write_atomic(path, bytes))
+        };
         let gone = {
             let mut index = crate::lock(&self.index);
             if let Some(k) = index.kept.iter_mut().find(|k| Some(&k.file) == name.as_ref()) {
-                k.written = true;
+                k.writing = false;
+                k.written = written.is_ok();
             }
+            written?;
             let mut gone = Vec::new();
             if index.kept.len() > self.keep {
                 index.kept.sort_by_key(|k| std::cmp::Reverse(k.last_at_ms));
@@ -136,19 +161,38 @@ impl Folder {
             }
             gone
         };
+        let _io = crate::lock(&self.io);
         for k in gone {
             let _ = std::fs::remove_file(self.dir.join(k.file));
         }
-        self.save()
+        self.save_locked()
+    }
+
+    /// The capsule for `path` will not be written after all (its replay
+    /// failed to start): the next fault with its signature tries again.
+    pub fn abandon(&self, path: &Path) {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if let Some(k) = crate::lock(&self.index)
+            .kept
+            .iter_mut()
+            .find(|k| Some(&k.file) == name.as_ref())
+        {
+            k.writing = false;
+        }
     }
 
     /// Saves the index (the counts). Blocking.
     pub fn save(&self) -> std::io::Result<()> {
+        let _io = crate::lock(&self.io);
+        self.save_locked()
+    }
+
+    fn save_locked(&self) -> std::io::Result<()> {
         let text = {
             let index = crate::lock(&self.index);
             serde_json::to_vec_pretty(&*index).map_err(std::io::Error::other)?
         };
-        std::fs::create_dir_all(&self.dir)?;
+        self.create()?;
         crate::util::write_atomic(&self.dir.join("index.json"), &text)
     }
 

@@ -20,7 +20,7 @@ pub enum Verdict {
     /// The original module did not fault that way (exit 1).
     NotReproduced,
     /// The original module produced other outputs than the room did: a
-    /// host bug (exit 2).
+    /// host bug (exit 4; 2 is a usage error).
     Diverged,
     /// The other module (`--module`) took every input without a fault
     /// (exit 0).
@@ -35,7 +35,7 @@ impl Verdict {
         match self {
             Verdict::Reproduced | Verdict::Fixed => 0,
             Verdict::NotReproduced | Verdict::StillFaults => 1,
-            Verdict::Diverged => 2,
+            Verdict::Diverged => 4,
         }
     }
 }
@@ -286,12 +286,18 @@ pub fn replay(capsule: &Capsule, trust: &TrustStore, candidate: Option<(&str, Ve
     })
 }
 
-/// Whether the original module's run left the room's recorded outputs
-/// before the failing input: replay is broken.
+/// Whether the original module's run left what the room sent before the
+/// failing input (the digests the room kept as it ran, and the outputs
+/// regenerated when the capsule was written): replay is broken.
 fn diverges(run: &Run, capsule: &Capsule) -> bool {
-    let before = capsule.outputs.len();
+    let before = capsule.live_digests.len().max(capsule.outputs.len());
     run.setup.is_some()
-        || run.outputs.len() < before && run.fault.as_ref().is_none_or(|(i, _)| *i < before)
+        || run.outputs.len() < before
+        || run
+            .outputs
+            .iter()
+            .zip(&capsule.live_digests)
+            .any(|(out, live)| replay::digest(out) != *live)
         || run.outputs.iter().zip(&capsule.outputs).any(|(a, b)| a != b)
 }
 

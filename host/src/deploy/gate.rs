@@ -35,6 +35,18 @@ pub struct GateResult {
 }
 
 impl GateResult {
+    /// The gate itself failed: a refusal (it proved nothing), not a pass.
+    pub fn broken(why: String) -> Self {
+        Self {
+            checked: vec![Checked {
+                capsule: "(none)".into(),
+                signature: "gate_error".into(),
+                outcome: "cannot_start".into(),
+                detail: Some(why),
+            }],
+        }
+    }
+
     /// Capsules the candidate still fails on.
     pub fn failing(&self) -> Vec<&Checked> {
         self.checked
@@ -82,10 +94,7 @@ pub fn check(sandbox: &Arc<Sandbox>, folder: &Folder, cfg: &CapsulesConfig, targ
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
         Ok(r) => r,
-        Err(e) => {
-            tracing::error!("the hot-fix gate cannot start its runtime: {e}");
-            return result;
-        }
+        Err(e) => return GateResult::broken(format!("the gate cannot start its runtime: {e}")),
     };
     for (kept, path) in recent {
         let checked = |outcome: &str, detail: Option<String>| Checked {
@@ -99,10 +108,8 @@ pub fn check(sandbox: &Arc<Sandbox>, folder: &Folder, cfg: &CapsulesConfig, targ
             .and_then(|b| Capsule::decode(&b).map_err(|e| e.to_string()))
         {
             Ok(c) if !c.redacted => c,
-            Ok(_) => {
-                result.checked.push(checked("unreadable", Some("redacted".into())));
-                continue;
-            }
+            // Nothing to replay: it proves nothing either way.
+            Ok(_) => continue,
             Err(why) => {
                 tracing::warn!(capsule = %path.display(), "the gate skips a capsule that does not read: {why}");
                 result.checked.push(checked("unreadable", Some(why)));

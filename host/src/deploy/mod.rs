@@ -7,6 +7,7 @@
 
 pub mod gate;
 mod probation;
+pub mod shadow;
 
 use crate::config::ProbationConfig;
 use crate::lock;
@@ -34,6 +35,9 @@ pub enum DeployError {
     /// The game's active version changed while this waited; nothing done.
     #[error("the active version of {0} changed meanwhile; nothing done")]
     Moved(String),
+    /// A shadow run is going on (one at a time).
+    #[error("a shadow run is going on; wait for its report")]
+    ShadowRunning,
     /// The host is shutting down: no promotion starts.
     #[error("the host is shutting down; nothing done")]
     ShuttingDown,
@@ -47,7 +51,7 @@ pub enum DeployError {
     },
     /// The hot-fix gate replayed crash capsules on the version and some
     /// still fault: it stays in its slot (`promote --force` overrides).
-    #[error("{game} {version} still fails on crash capsules it was checked against (promote --force to go ahead): {}", capsules.join("; "))]
+    #[error("{game} {version} still fails on recent crash capsules (--force goes ahead anyway): {}", capsules.join("; "))]
     GateFailed {
         /// The game.
         game: String,
@@ -78,6 +82,7 @@ impl DeployError {
             DeployError::Untrusted { .. } => "untrusted_signer",
             DeployError::ShuttingDown => "shutting_down",
             DeployError::GateFailed { .. } => "gate_failed",
+            DeployError::ShadowRunning => "shadow_running",
         }
     }
 }
@@ -195,11 +200,13 @@ pub struct Deployer {
     /// Promotions and rollbacks in progress: owned by the host, so one
     /// whose requester goes away still finishes, and shutdown waits.
     jobs: tokio_util::task::TaskTracker,
-    /// Versions that were active or passed the gate, per game: a rollback
-    /// to one of them is not gated again.
+    /// Versions active since the host started, per game: a rollback to
+    /// one of them is not gated again.
     passed: Mutex<BTreeMap<String, BTreeSet<Version>>>,
     /// The gate's last findings per game and version.
     gates: Mutex<BTreeMap<(String, Version), gate::GateSummary>>,
+    /// A shadow run is going on.
+    shadowing: std::sync::atomic::AtomicBool,
 }
 
 impl Deployer {
@@ -232,6 +239,7 @@ impl Deployer {
             settle: std::time::Duration::ZERO,
             passed: Mutex::new(BTreeMap::new()),
             gates: Mutex::new(BTreeMap::new()),
+            shadowing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -435,6 +443,7 @@ impl Deployer {
                 .or_else(|| self.games.newest(&game));
             if let Some(v) = version {
                 let _ = self.games.activate(&game, &v);
+                lock(&self.passed).entry(game.clone()).or_default().insert(v.clone());
                 self.raise_high_water(&game, &v);
                 tracing::info!(game = %game, version = %v, pinned = state.pinned, "game active");
             }
@@ -578,17 +587,26 @@ impl Deployer {
     ) -> Result<Promotion, DeployError> {
         let (game, version) = (game.to_owned(), version.clone());
         self.job(move |this| async move {
-            this.gate(&game, &version, trigger, force).await?;
-            this.promote_if(&game, &version, trigger, None).await
+            // The gate takes time: the promotion goes ahead only if nothing
+            // else was promoted or rolled back meanwhile.
+            let before = this.games.active(&game).map(|m| m.version.clone());
+            if !this.gate(&game, &version, trigger, force).await? {
+                return this.promote_if(&game, &version, trigger, None).await;
+            }
+            match &before {
+                Some(b) => this.promote_if(&game, &version, trigger, Some(b)).await,
+                None => this.promote_if(&game, &version, trigger, None).await,
+            }
         })
         .await
         .unwrap_or(Err(DeployError::ShuttingDown))
     }
 
     /// Runs the hot-fix gate for a promotion that needs it: updates and
-    /// promotions, and rollbacks to a version that was never active nor
-    /// passed (an automatic rollback is never held back).
-    async fn gate(&self, game: &str, version: &Version, trigger: Trigger, force: bool) -> Result<(), DeployError> {
+    /// promotions, and rollbacks to a version that was not active nor
+    /// passed since the host started (an automatic rollback is never held
+    /// back). `Ok(true)`: capsules were replayed (it took time).
+    async fn gate(&self, game: &str, version: &Version, trigger: Trigger, force: bool) -> Result<bool, DeployError> {
         let cfg = self.rooms.config.capsules.clone();
         let needed = match trigger {
             Trigger::Update | Trigger::Promote => true,
@@ -596,16 +614,16 @@ impl Deployer {
             Trigger::AutoRollback => false,
         };
         if !cfg.gate || !needed {
-            return Ok(());
+            return Ok(false);
         }
         let target = self.games.get(game, version)?;
         let (sandbox, folder) = (self.sandbox.clone(), self.rooms.capsules.clone());
         let t0 = Instant::now();
         let result = tokio::task::spawn_blocking(move || gate::check(&sandbox, &folder, &cfg, &target))
             .await
-            .unwrap_or_default();
+            .unwrap_or_else(|e| gate::GateResult::broken(format!("the gate failed: {e}")));
         if result.checked.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let failing: Vec<String> = result
             .failing()
@@ -650,7 +668,7 @@ impl Deployer {
             self.count(|c| c.gate_forced += 1);
             tracing::warn!(game, version = %version, "promoted past the hot-fix gate (--force): {}", failing.join("; "));
         }
-        Ok(())
+        Ok(true)
     }
 
     /// [`Deployer::promote`], only if `expected` is still the active version
@@ -796,24 +814,75 @@ impl Deployer {
     ) -> Result<Promotion, DeployError> {
         let to = match to {
             Some(v) => v,
-            None => {
-                // The version active before this one: it ran, it passed.
-                let previous = self.games.previous(game)?;
-                lock(&self.passed)
-                    .entry(game.to_owned())
-                    .or_default()
-                    .insert(previous.clone());
-                previous
-            }
+            None => self.games.previous(game)?,
         };
         self.promote_forced(game, &to, Trigger::Rollback, force).await
     }
 
+    /// Shadows up to `rooms` live rooms of `game` (those on its active
+    /// version) with `version` for `secs`: the candidate takes copies of
+    /// their inputs from their checkpoints on, off the message path, and
+    /// its outputs are compared with the active version's.
+    pub async fn shadow(
+        &self,
+        game: &str,
+        version: &Version,
+        rooms: usize,
+        secs: f64,
+    ) -> Result<shadow::Report, DeployError> {
+        use std::sync::atomic::Ordering;
+        let candidate = self.games.get(game, version)?;
+        let active = self
+            .games
+            .active(game)
+            .ok_or_else(|| LookupError::Game(game.to_owned()))?;
+        // One at a time, and at most a quarter of the instance pool: the
+        // rest stays for rooms, their restarts and hot swaps.
+        if self.shadowing.swap(true, Ordering::AcqRel) {
+            return Err(DeployError::ShadowRunning);
+        }
+        struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _done = Done(&self.shadowing);
+        let pool = (self.rooms.config.sandbox.max_instances as usize / 4).max(1);
+        let names = self.rooms.rooms_running(game, active.digest(), rooms.min(pool));
+        let t0 = Instant::now();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+        let (feeds, thread) =
+            shadow::start(self.sandbox.clone(), candidate, names.clone(), until).map_err(|e| DeployError::Aborted {
+                kept: active.version.to_string(),
+                reasons: vec![format!("cannot start the shadow thread: {e}")],
+            })?;
+        for (room, feed) in names.iter().zip(feeds) {
+            self.rooms.shadow(game, room, feed).await;
+        }
+        tracing::info!(game, candidate = %version, rooms = names.len(), secs, "shadow run started");
+        let rooms = tokio::task::spawn_blocking(move || thread.join().unwrap_or_default())
+            .await
+            .unwrap_or_default();
+        Ok(shadow::Report {
+            game: game.to_owned(),
+            active: active.version.to_string(),
+            candidate: version.to_string(),
+            secs: t0.elapsed().as_secs_f64(),
+            rooms,
+        })
+    }
+
     /// Pins a game (updates load but wait), first promoting `version` if
-    /// given.
-    pub async fn pin(self: &Arc<Self>, game: &str, version: Option<Version>) -> Result<Option<Promotion>, DeployError> {
+    /// given (`force`: past the hot-fix gate).
+    pub async fn pin(
+        self: &Arc<Self>,
+        game: &str,
+        version: Option<Version>,
+        force: bool,
+    ) -> Result<Option<Promotion>, DeployError> {
         let promotion = match version {
-            Some(v) => Some(self.promote(game, &v, Trigger::Promote).await?),
+            Some(v) => Some(self.promote_forced(game, &v, Trigger::Promote, force).await?),
             None => None,
         };
         self.games.set_pinned(game, true)?;

@@ -81,6 +81,11 @@ pub(crate) enum RoomCmd {
         ready: oneshot::Sender<Result<(), failure::MoveRefused>>,
         decision: oneshot::Receiver<bool>,
     },
+    /// Feed copies of the inputs from now on (and the journal since the
+    /// checkpoint) to a shadow of another version.
+    Shadow {
+        feed: crate::deploy::shadow::Feed,
+    },
     /// Remove every player of this user (a ban), telling them `reason`.
     KickUser {
         user: String,

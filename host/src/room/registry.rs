@@ -361,6 +361,32 @@ impl Rooms {
         counts
     }
 
+    /// Up to `n` live rooms of `game` that run `digest`, by name.
+    pub(crate) fn rooms_running(&self, game: &str, digest: &str, n: usize) -> Vec<String> {
+        let live = crate::lock(&self.live);
+        let mut rooms: Vec<String> = live
+            .iter()
+            .filter(|(k, h)| k.game == game && crate::lock(&h.running).digest() == digest)
+            .map(|(k, _)| k.room.clone())
+            .collect();
+        rooms.sort();
+        rooms.truncate(n);
+        rooms
+    }
+
+    /// Tells a room to feed a shadow; `false` if it is gone.
+    pub(crate) async fn shadow(&self, game: &str, room: &str, feed: crate::deploy::shadow::Feed) -> bool {
+        let key = RoomKey {
+            game: game.to_owned(),
+            room: room.to_owned(),
+        };
+        let handle = crate::lock(&self.live).get(&key).cloned();
+        match handle {
+            Some(h) => h.control.send(RoomCmd::Shadow { feed }).await.is_ok(),
+            None => false,
+        }
+    }
+
     /// Removes every player of `user` from every room (a ban), telling
     /// them `reason`. Returns how many rooms were told.
     pub fn kick_user(&self, user: &str, reason: &str) -> usize {

@@ -90,7 +90,9 @@ impl GuestFault {
             .detail
             .lines()
             .filter_map(|l| l.trim().split_once(" - ").map(|(_, f)| f))
-            .map(|f| without_hashes(f.rsplit('!').next().unwrap_or(f)))
+            // `<module>!<function>`; the function's generics may hold a `!`
+            // of their own (`begin_panic::<..., !>`).
+            .map(|f| without_hashes(f.split_once('!').map_or(f, |(_, name)| name)))
             .filter(|f| !is_runtime_frame(f))
             .take(2)
             .collect();
@@ -285,6 +287,8 @@ pub struct RoomData {
     rng: rand::rngs::ChaCha8Rng,
     wasi_rngs: [SharedRng; 2],
     effects: Vec<Effect>,
+    /// The storage reads of the last call that failed.
+    failed_reads: Vec<KvRead>,
     effect_bytes: usize,
     tick_request: Option<u32>,
     label: String,
@@ -536,6 +540,7 @@ impl GuestInstance {
             rng: entropy.host,
             wasi_rngs,
             effects: Vec::new(),
+            failed_reads: Vec::new(),
             effect_bytes: 0,
             tick_request: None,
             label,
@@ -602,7 +607,7 @@ impl GuestInstance {
         r.map_err(|e| {
             let data = self.store.data_mut();
             data.effects.clear();
-            data.kv.discard();
+            data.failed_reads = data.kv.discard();
             GuestFault::from_error(e)
         })
     }
@@ -689,6 +694,11 @@ impl GuestInstance {
     /// storage; the writes are the caller's to apply.
     pub fn take_kv(&mut self) -> KvEffects {
         self.store.data_mut().kv.take()
+    }
+
+    /// What the last call read from the game's storage before it failed.
+    pub fn take_failed_reads(&mut self) -> Vec<KvRead> {
+        std::mem::take(&mut self.store.data_mut().failed_reads)
     }
 
     /// Whether a replayed call asked storage something else than the first
@@ -786,8 +796,10 @@ mod tests {
             detail: "error while executing at wasm backtrace:\n    0:  0x1c2ca - <unknown>!abort\n    \
                      1:  0x1791a - <unknown>!std[aed8c7328796cffa]::sys::pal::wasi::abort_internal\n    \
                      2:  0x16c31 - <unknown>!__rustc[b1da763420d39311]::rust_panic\n    \
-                     3:  0x1000 - <unknown>!faulty[0123abcd]::Faulty::on_message\n    \
-                     4:  0x2000 - <unknown>!respawn_guest_sdk[99]::runtime::dispatch_message"
+                     3:  0x22c83 - <unknown>!std[aed8]::sys::backtrace::__rust_end_short_backtrace::<std[aed8]::panicking::panic_handler::{closure#0}, !>\n    \
+                     4:  0x2b237 - <unknown>!core[c52e]::panicking::panic_bounds_check\n    \
+                     5:  0x1000 - <unknown>!faulty[0123abcd]::Faulty::on_message\n    \
+                     6:  0x2000 - <unknown>!respawn_guest_sdk[99]::runtime::dispatch_message"
                 .into(),
         };
         assert_eq!(

@@ -118,6 +118,13 @@ fn size(key: &str, value: &[u8]) -> u64 {
 }
 
 impl GameSpace {
+    /// An empty space for a replay: its reads come from the record and
+    /// its writes are dropped, but values are checked against `limits`
+    /// as the room's were.
+    pub fn scratch(game: &str, limits: KvLimits) -> Arc<Self> {
+        Arc::new(Self::new(game.to_owned(), limits))
+    }
+
     fn new(game: String, limits: KvLimits) -> Self {
         Self {
             game,
@@ -257,9 +264,10 @@ impl KvAccess {
         }
     }
 
-    /// Drops what a failed call did.
-    pub fn discard(&mut self) {
-        self.take();
+    /// Drops what a failed call wrote; returns what it read (for the
+    /// failing input's crash capsule).
+    pub fn discard(&mut self) -> Vec<KvRead> {
+        self.take().reads
     }
 
     fn open(&self) -> Result<Arc<GameSpace>, KvFailure> {

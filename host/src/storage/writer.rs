@@ -40,7 +40,8 @@ impl Writer {
             // Linger asleep rather than parked on the channel: a room's
             // send then finds nobody to wake, and the writer wakes once
             // per commit instead of once per write.
-            if !self.linger.is_zero() {
+            // A full batch waiting already commits at once.
+            if !self.linger.is_zero() && self.queued.load(Ordering::Relaxed) < self.max {
                 std::thread::sleep(self.linger);
             }
             while batch.len() < self.max {

@@ -46,7 +46,8 @@ pub struct CompareArgs {
     /// Servers to compare.
     #[arg(long, value_delimiter = ',', default_value = "respawn,native,colyseus")]
     pub servers: Vec<String>,
-    /// Scenarios to run (a: chat, b: step-up, c: wide, d: idle, e: swap).
+    /// Scenarios to run (a: chat, b: step-up, c: wide, d: idle, e: swap,
+    /// f: chat with a shadow run).
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e")]
     pub scenarios: Vec<String>,
     /// Transport for respawn and native (colyseus is always ws).
@@ -556,6 +557,48 @@ async fn scenario(
                 a.rollback_cmd = Some(rollback);
                 run::run(&a).await.map(Some)
             }
+            "f" => {
+                // Another build of chat (the same code as a newer version,
+                // loaded while the game is pinned, so never promoted)
+                // shadows the rooms for the whole window.
+                let bin = std::path::absolute(&args.respawn_bin)?;
+                let mods = server.tmp.join("modules");
+                let version = "99.0.0-shadow";
+                let admin = server.admin.context("respawn printed no admin address")?;
+                let token = server.tmp.join("state").join("admin.token");
+                let pinned = std::process::Command::new(&bin)
+                    .args(["pin", "chat", "--admin", &format!("http://{admin}"), "--token-file"])
+                    .arg(&token)
+                    .output()?;
+                if !pinned.status.success() {
+                    bail!("pinning chat: {}", String::from_utf8_lossy(&pinned.stderr));
+                }
+                let part = mods.join(".chat-shadow.wasm.part");
+                let signed = std::process::Command::new(&bin)
+                    .arg("sign")
+                    .arg(std::path::absolute(&args.chat_wasm)?)
+                    .arg("--key")
+                    .arg(std::path::absolute(&args.key)?)
+                    .args(["--name", "chat", "--version", version, "-o"])
+                    .arg(&part)
+                    .output()?;
+                if !signed.status.success() {
+                    bail!("signing the shadow build: {}", String::from_utf8_lossy(&signed.stderr));
+                }
+                std::fs::rename(&part, mods.join("chat-shadow.wasm"))?;
+                // Loaded (verified and compiled) before the window opens.
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                let shadow = format!(
+                    "{bin} shadow chat {version} --rooms {rooms} --for {secs}s --admin http://{admin} --token-file {token}",
+                    bin = shell_quote(&bin),
+                    rooms = args.chat_clients.div_ceil(args.room_size),
+                    secs = a.secs.ceil() as u64,
+                    token = shell_quote(&token),
+                );
+                a.swap_at = Some(0.0);
+                a.swap_cmd = Some(shadow);
+                run::run(&a).await.map(Some)
+            }
             _ => bail!("unknown scenario {key}"),
         }
     }
@@ -609,7 +652,7 @@ pub async fn compare(args: &CompareArgs) -> anyhow::Result<bool> {
             }
         }
         for key in &keys {
-            if *key == "e" && !is_respawn(server_name) {
+            if (*key == "e" || *key == "f") && !is_respawn(server_name) {
                 continue;
             }
             eprintln!("== scenario {key} on {server_name}");
@@ -724,6 +767,13 @@ fn scenario_titles(args: &CompareArgs) -> Vec<Scenario> {
             key: "e",
             title: format!(
                 "(e) Respawn only: chat as (a) with a hot swap at 1/3 and a rollback at 2/3 of the {} s window",
+                args.chat_secs
+            ),
+        },
+        Scenario {
+            key: "f",
+            title: format!(
+                "(f) Respawn only: chat as (a) with every room shadowed by another build of chat for the {} s window",
                 args.chat_secs
             ),
         },

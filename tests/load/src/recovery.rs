@@ -161,14 +161,16 @@ pub async fn recovery(args: &RecoveryArgs) -> anyhow::Result<bool> {
             .find_map(|w| w.strip_prefix(&format!("{name}=")))
             .and_then(|v| v.parse().ok())
     };
-    let (rooms, seats, ms) = (field("rooms"), field("seats"), field("ms"));
+    let shown = |v: Option<u64>| v.map_or_else(|| "(not logged)".to_owned(), |n| n.to_string());
+    let rooms: Option<u64> = field("rooms");
+    let (rooms_text, seats, ms) = (shown(rooms), shown(field("seats")), shown(field("ms")));
     println!(
-        "recovery of {} rooms ({} inputs each, durability {}): rooms back {:?}, seats parked {:?}, \
-         recovery {:?} ms (logged), start to listening {:.0} ms (the first start took {:.0} ms)",
+        "recovery of {} rooms ({} inputs each, durability {}): rooms back {}, seats parked {}, \
+         recovery {} ms (logged), start to listening {:.0} ms (the first start took {:.0} ms)",
         args.rooms,
         args.inputs,
         args.durability,
-        rooms,
+        rooms_text,
         seats,
         ms,
         listening.as_secs_f64() * 1e3,

@@ -16,14 +16,22 @@ async fn step(c: &mut Client, dir: &str) -> Value {
 }
 
 /// Walks the pad into the bug: up, down, up, up (fine), then down (the
-/// only sequence that traps), with a message that reads the WASI clock and
-/// random numbers on the way, so the capsule's outputs depend on them.
+/// only sequence that traps), with messages on the way that read the WASI
+/// clock, random numbers and game storage, so the capsule's outputs
+/// depend on them.
 async fn crash_on_the_pad(c: &mut Client) {
     for dir in ["up", "down"] {
         assert!(step(c, dir).await["data"]["position"].is_i64());
     }
     c.send(json!({"type": "message", "data": {"do": "time"}})).await;
     assert!(c.recv().await["data"]["random"].is_u64());
+    // Game storage too: the replay answers the read from the record.
+    c.send(json!({"type": "message", "data": {"do": "kv_set", "key": "pad", "value": 7}}))
+        .await;
+    assert_eq!(c.recv().await["data"]["kv"], "ok");
+    c.send(json!({"type": "message", "data": {"do": "kv_get", "key": "pad"}}))
+        .await;
+    assert_eq!(c.recv().await["data"]["kv"], 7);
     for dir in ["up", "up"] {
         assert!(step(c, dir).await["data"]["position"].is_i64());
     }
@@ -153,6 +161,7 @@ async fn a_rare_crash_leaves_one_capsule_that_replays_anywhere() {
     }
     assert_eq!(r1, r2);
     assert_eq!(r1["fault"]["kind"], "trap");
+    assert!(r1["fault"]["message"].as_str().unwrap().contains("wasm trap"), "{r1:#}");
     assert!(
         r1["fault"]["backtrace"]
             .as_array()
@@ -301,4 +310,98 @@ async fn the_gate_refuses_a_non_fix_and_promotes_a_fix() {
     let forced = host.wait_for_audit("gate_forced", Some("promote")).await;
     assert!(forced["detail"].as_str().unwrap().contains(&name), "{forced}");
     assert_eq!(version(&host, "1.1.0")["gate"]["forced"], true);
+}
+
+/// Runs `respawn shadow` on a thread (it waits for the run to end).
+fn shadow_in_background(host: &Host, version: &str, secs: &str) -> std::thread::JoinHandle<Value> {
+    let (bin, config, admin) = (respawn_bin(), host.config_path(), host.admin_url());
+    let (version, secs) = (version.to_owned(), secs.to_owned());
+    std::thread::spawn(move || {
+        let out = Command::new(bin)
+            .args([
+                "shadow", "faulty", &version, "--rooms", "2", "--for", &secs, "--json", "--config",
+            ])
+            .arg(config)
+            .arg("--admin")
+            .arg(admin)
+            .output()
+            .expect("run respawn shadow");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str(&stdout).expect("shadow JSON")
+    })
+}
+
+async fn count(c: &mut Client) -> u64 {
+    c.send(json!({"type": "message", "data": {"do": "count"}})).await;
+    c.recv().await["data"]["count"].as_u64().expect("a count")
+}
+
+#[tokio::test]
+async fn a_shadow_reports_the_first_diverging_input_and_an_identical_version_none() {
+    let host = Host::start_with(HostOptions {
+        games: &["faulty"],
+        ..HostOptions::default()
+    });
+    let (ok, _, stderr) = host.cli(&["pin", "faulty"]);
+    assert!(ok, "{stderr}");
+    // Loaded, not promoted: the same code as 1.0.1, and v2 (counts in
+    // tens) as 1.1.0.
+    host.drop_module("faulty-1.0.1.wasm", &signed("faulty", "faulty", "1.0.1"));
+    host.drop_module("faulty-1.1.0.wasm", &signed("faulty-v2", "faulty", "1.1.0"));
+    host.wait_until("three versions loaded", |h| {
+        h.game("faulty")["versions"].as_array().is_some_and(|v| v.len() == 3)
+    })
+    .await;
+    // Rooms of the second run sort before the first's (a shadow takes the
+    // first rooms by name; the first run's stay, their seats parked).
+    for (version, behaves_the_same, run_name) in [("1.0.1", true, "y"), ("1.1.0", false, "x")] {
+        // Fresh rooms for each run: `a` takes a count before the shadow
+        // (replayed from its checkpoint and compared by digest), `b` only
+        // during it.
+        let mut a = host.client(Transport::Tcp).await;
+        a.join("faulty", &format!("{run_name}-a"), "a").await;
+        let mut b = host.client(Transport::Tcp).await;
+        b.join("faulty", &format!("{run_name}-b"), "b").await;
+        assert_eq!(count(&mut a).await, 1);
+        let before = host.log().matches("a shadow run follows this room").count();
+        let run = shadow_in_background(&host, version, "2s");
+        host.wait_until("both rooms followed", |h| {
+            h.log().matches("a shadow run follows this room").count() == before + 2
+        })
+        .await;
+        // While it runs: the players see the active version (1 more each).
+        let (na, nb) = (count(&mut a).await, count(&mut b).await);
+        let report = tokio::task::spawn_blocking(move || run.join().unwrap()).await.unwrap();
+        assert_eq!(report["candidate"], version);
+        assert_eq!(report["active"], "1.0.0");
+        let rooms = report["rooms"].as_array().unwrap();
+        assert_eq!(rooms.len(), 2, "{report:#}");
+        for r in rooms {
+            assert!(r["fault"].is_null() && r["setup"].is_null(), "{r}");
+            assert!(r["inputs"].as_u64().unwrap() >= 2, "join and count at least: {r}");
+            if behaves_the_same {
+                assert!(r["first_divergence"].is_null(), "an identical version diverged: {r:#}");
+                continue;
+            }
+            // v2 counts in tens: in room a the first diverging input is the
+            // count taken before the shadow (only its digest is known); in
+            // room b, the count during it, with both outputs.
+            let d = &r["first_divergence"];
+            let payload: Value = serde_json::from_str(d["input"]["payload"].as_str().unwrap()).unwrap();
+            assert_eq!(payload, json!({"do": "count"}), "{r:#}");
+            let said =
+                |o: &Value| -> Value { serde_json::from_str(o["effects"][0]["payload"].as_str().unwrap()).unwrap() };
+            if r["room"].as_str().unwrap().ends_with("-a") {
+                assert!(d["active"].is_null(), "{r:#}");
+                assert_eq!(said(&d["candidate"]), json!({"count": 10}), "{r:#}");
+            } else {
+                assert_eq!(said(&d["active"]), json!({"count": nb}), "{r:#}");
+                assert_eq!(said(&d["candidate"]), json!({"count": 10}), "{r:#}");
+            }
+        }
+        // The players never saw the candidate.
+        assert_eq!((na, nb), (2, 1));
+    }
+    assert_eq!(host.active("faulty").as_deref(), Some("1.0.0"));
 }

@@ -61,6 +61,8 @@ impl RoomTask {
             return Ok(());
         }
         let from = std::mem::replace(&mut self.module, module);
+        // A shadow compares against the version it started with.
+        self.shadow = None;
         *guest = next;
         self.journal.reset(Checkpoint {
             entropy: guest.entropy_position(),

@@ -78,6 +78,8 @@ pub(super) struct RoomTask {
     /// When a quiet room checkpoints what it journaled (see
     /// [`QUIET_CHECKPOINT`]).
     quiet_at: Option<Instant>,
+    /// A candidate version shadowing this room (`respawn shadow`).
+    shadow: Option<crate::deploy::shadow::Feed>,
 }
 
 /// A room that took inputs and then went quiet checkpoints after this
@@ -150,6 +152,7 @@ impl RoomTask {
             ),
             restarts: VecDeque::new(),
             asking: None,
+            shadow: None,
         }
     }
 
@@ -400,6 +403,7 @@ impl RoomTask {
                 self.settle(guest).await?;
             }
             RoomCmd::Leave { player } => self.remove(guest, player).await?,
+            RoomCmd::Shadow { feed } => self.start_shadow(feed),
             RoomCmd::KickUser { user, reason } => {
                 let frame = ServerMsg::Kicked { reason: &reason }.encode();
                 for (id, m) in &mut self.players {

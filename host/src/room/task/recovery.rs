@@ -71,6 +71,9 @@ impl RoomTask {
             Err(why) => return Err(self.set_aside(&why.to_string(), None)),
         };
         guest.seek_entropy(cp.entropy);
+        // The tick `init` or `restore` asked for is the room's, as when it
+        // first opened: not part of the first replayed input's output.
+        self.apply_tick_request(&mut guest);
         self.journal.reset(Checkpoint {
             state: cp.state,
             entropy: cp.entropy,
@@ -176,7 +179,7 @@ impl RoomTask {
             }
             _ => {}
         }
-        let produced = crate::capsule::replay::digest(&crate::capsule::replay::peek_output(guest, &answer));
+        let produced = crate::capsule::replay::digest_pending(guest, &answer);
         self.deliver(guest);
         if let Input::Message { player, reference, .. } = &entry.input
             && let Some(frame) = message_reply(Some(&answer), reference.as_deref())

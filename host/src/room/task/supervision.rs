@@ -5,7 +5,7 @@
 use super::*;
 use crate::modules::version_health::Source;
 
-use crate::capsule::replay::{call, digest, peek_output};
+use crate::capsule::replay::{call, digest_pending, peek_output};
 
 /// The guest's state and random positions now.
 async fn checkpoint_of(guest: &mut GuestInstance, now: u64) -> CallResult<Checkpoint> {
@@ -46,7 +46,12 @@ impl RoomTask {
                     reads: kv.reads,
                 };
                 self.persist(&entry, kv.writes);
-                self.journal.record(entry, digest(&peek_output(guest, &answer)));
+                let produced = digest_pending(guest, &answer);
+                if self.shadow.is_some() {
+                    let output = peek_output(guest, &answer);
+                    self.feed_shadow(&entry, output);
+                }
+                self.journal.record(entry, produced);
                 Ok(Some(answer))
             }
             Err(fault) => {
@@ -54,7 +59,7 @@ impl RoomTask {
                 let failed = Entry {
                     now,
                     input,
-                    reads: guest.take_kv().reads,
+                    reads: guest.take_failed_reads(),
                 };
                 self.restart(guest, fault, Some(failed)).await?;
                 Ok(None)
