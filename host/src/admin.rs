@@ -137,7 +137,8 @@ impl From<DeployError> for ApiError {
             | DeployError::Moved(_)
             | DeployError::Untrusted { .. }
             | DeployError::GateFailed { .. }
-            | DeployError::ShadowRunning => StatusCode::CONFLICT,
+            | DeployError::ShadowRunning
+            | DeployError::NoCanary(_) => StatusCode::CONFLICT,
             DeployError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self {
@@ -178,6 +179,12 @@ struct MaybeVersion {
     /// Past the hot-fix gate (`promote --force`, `rollback --force`).
     #[serde(default)]
     force: bool,
+    /// `promote`: start a canary on this percent of new rooms.
+    #[serde(default)]
+    canary: Option<u8>,
+    /// `promote`: end the game's canary by promoting it to every room.
+    #[serde(default)]
+    full: bool,
 }
 
 async fn rollback(
@@ -187,6 +194,14 @@ async fn rollback(
 ) -> ApiResult {
     let body = body.map(|b| b.0).unwrap_or_default();
     let to = version(body.version)?;
+    // A running canary is what a plain rollback undoes.
+    if to.is_none() && admin.deployer.games().canary(&game).is_some() {
+        let outcome = admin
+            .deployer
+            .end_canary(&game, false, "an operator rolled the canary back")
+            .await?;
+        return Ok(Json(outcome).into_response());
+    }
     Ok(Json(admin.deployer.rollback_forced(&game, to, body.force).await?).into_response())
 }
 
@@ -195,11 +210,29 @@ async fn promote(
     Path(game): Path<String>,
     Json(body): Json<MaybeVersion>,
 ) -> ApiResult {
+    if body.full {
+        let outcome = admin
+            .deployer
+            .end_canary(&game, true, "an operator promoted it in full")
+            .await?;
+        return Ok(Json(outcome).into_response());
+    }
     let v = version(body.version)?.ok_or(ApiError {
         status: StatusCode::BAD_REQUEST,
         code: "bad_version",
         message: "`version` is required".into(),
     })?;
+    if let Some(percent) = body.canary {
+        if !(1..=99).contains(&percent) {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad_canary",
+                message: format!("`canary` is {percent}; a share of new rooms from 1 to 99 percent"),
+            });
+        }
+        let outcome = admin.deployer.canary(&game, &v, percent, body.force).await?;
+        return Ok(Json(outcome).into_response());
+    }
     Ok(Json(
         admin
             .deployer

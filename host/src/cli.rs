@@ -358,6 +358,16 @@ pub fn print_status(status: &Value) {
             }
         }
     }
+    for game in status["games"].as_array().into_iter().flatten() {
+        if let Some(c) = game["canary"].as_object() {
+            println!(
+                "{}: canary of {} on {}% of new rooms",
+                game["name"].as_str().unwrap_or("?"),
+                c["version"].as_str().unwrap_or("?"),
+                c["percent"]
+            );
+        }
+    }
     println!("rooms: {}", status["rooms"]);
     println!("counters: {}", status["counters"]);
 }

@@ -145,16 +145,25 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Make a loaded version active, migrating live rooms.
+    /// Make a loaded version active, migrating live rooms; or start a
+    /// canary of it (--canary), or end the running canary by promoting it
+    /// to every room (--full).
     Promote {
         /// The game.
         game: String,
-        /// The version.
+        /// The version (the canary's, with --full).
         version: String,
         /// Promote even if the hot-fix gate finds it still failing on
         /// recent crash capsules (audited).
         #[arg(long)]
         force: bool,
+        /// Send this percent of newly created rooms to the version; every
+        /// other room stays put until probation decides.
+        #[arg(long, conflicts_with = "full")]
+        canary: Option<u8>,
+        /// End the running canary now: every room moves to it.
+        #[arg(long)]
+        full: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -347,6 +356,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &format!("/games/{game}/rollback"),
                 json!({"version": to, "force": force}),
             )?;
+            if r["state"] == "rolled_back" {
+                println!(
+                    "{game}: canary of {} rolled back, {} rooms moved back to {}",
+                    r["version"].as_str().unwrap_or("?"),
+                    r["rooms"],
+                    r["active"].as_str().unwrap_or("?")
+                );
+                return Ok(());
+            }
             println!(
                 "{game}: {} -> {} (flip {:.1} us, {} rooms migrated in {:.2} ms)",
                 r["from"].as_str().unwrap_or("-"),
@@ -361,12 +379,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             game,
             version,
             force,
+            canary,
+            full,
             target,
         } => {
             let r = client(&target)?.post(
                 &format!("/games/{game}/promote"),
-                json!({"version": version, "force": force}),
+                json!({"version": version, "force": force, "canary": canary, "full": full}),
             )?;
+            if let Some(state) = r["state"].as_str() {
+                println!(
+                    "{game}: canary of {} ({}% of new rooms) {state}{}",
+                    r["version"].as_str().unwrap_or("?"),
+                    r["percent"],
+                    if state == "started" {
+                        String::new()
+                    } else {
+                        format!(", {} rooms moved", r["rooms"])
+                    }
+                );
+                return Ok(());
+            }
             println!(
                 "{game}: {} -> {} ({} rooms migrated)",
                 r["from"].as_str().unwrap_or("-"),

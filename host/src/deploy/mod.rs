@@ -5,6 +5,7 @@
 //! Rollback is a promotion to a version already compiled. Every decision is
 //! logged, counted and audited.
 
+mod canary;
 pub mod gate;
 mod probation;
 pub mod shadow;
@@ -18,6 +19,7 @@ use crate::modules::store::{GameState, SlotStore};
 use crate::modules::{GameModule, Games, Rejection, TrustStore, VerifiedModule, loader};
 use crate::room::Rooms;
 use crate::sandbox::{CompileError, Sandbox};
+pub use canary::CanaryOutcome;
 use probation::Probation;
 use semver::Version;
 use serde::Serialize;
@@ -35,6 +37,9 @@ pub enum DeployError {
     /// The game's active version changed while this waited; nothing done.
     #[error("the active version of {0} changed meanwhile; nothing done")]
     Moved(String),
+    /// The game runs no canary.
+    #[error("{0} runs no canary")]
+    NoCanary(String),
     /// A shadow run is going on (one at a time).
     #[error("a shadow run is going on; wait for its report")]
     ShadowRunning,
@@ -83,6 +88,7 @@ impl DeployError {
             DeployError::ShuttingDown => "shutting_down",
             DeployError::GateFailed { .. } => "gate_failed",
             DeployError::ShadowRunning => "shadow_running",
+            DeployError::NoCanary(_) => "no_canary",
         }
     }
 }
@@ -207,6 +213,8 @@ pub struct Deployer {
     gates: Mutex<BTreeMap<(String, Version), gate::GateSummary>>,
     /// A shadow run is going on.
     shadowing: std::sync::atomic::AtomicBool,
+    /// Running canaries, per game.
+    canaries: Mutex<BTreeMap<String, canary::Watch>>,
 }
 
 impl Deployer {
@@ -240,6 +248,7 @@ impl Deployer {
             passed: Mutex::new(BTreeMap::new()),
             gates: Mutex::new(BTreeMap::new()),
             shadowing: std::sync::atomic::AtomicBool::new(false),
+            canaries: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -746,6 +755,9 @@ impl Deployer {
         let from = before.as_ref().map(|m| m.version.to_string());
         match migrated {
             Ok(rooms) => {
+                // Every room runs one version again: a canary is over.
+                let _ = self.games.set_canary(game, None);
+                lock(&self.canaries).remove(game);
                 lock(&self.passed)
                     .entry(game.to_owned())
                     .or_default()

@@ -90,6 +90,7 @@ impl Deployer {
         loop {
             interval.tick().await;
             self.check_probations().await;
+            self.check_canaries().await;
         }
     }
 

@@ -46,6 +46,26 @@ pub struct GameStatus {
     pub versions: Vec<VersionStatus>,
     /// The version on probation, if one is (filled in by the caller).
     pub probation: Option<String>,
+    /// A canary: the version new rooms go to, and their share in percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+}
+
+/// A canary: a share of newly created rooms runs a candidate version while
+/// every other room stays on the active one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Canary {
+    /// The candidate.
+    pub version: String,
+    /// Percent of new rooms (by a hash of the room's name) that get it.
+    pub percent: u8,
+}
+
+/// Whether a room named `room` falls in a canary's `percent`.
+pub fn in_canary(room: &str, percent: u8) -> bool {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(room.as_bytes());
+    u16::from_le_bytes([hash[0], hash[1]]) % 100 < u16::from(percent)
 }
 
 /// One loaded version in `status`.
@@ -79,6 +99,8 @@ struct Entry {
     /// room of the game is created: no room is created on a version that is
     /// about to be replaced or reverted.
     swap: Arc<tokio::sync::RwLock<()>>,
+    /// New rooms' share that goes to a candidate version.
+    canary: Option<(Version, u8)>,
 }
 
 /// All games.
@@ -121,6 +143,33 @@ impl Games {
     /// The active version of a game.
     pub fn active(&self, game: &str) -> Option<Arc<GameModule>> {
         self.read().get(game)?.slots.active().map(|(_, m)| m.clone())
+    }
+
+    /// The version a new room named `room` runs: the canary's for its
+    /// share of rooms, else the active one.
+    pub fn for_new_room(&self, game: &str, room: &str) -> Option<Arc<GameModule>> {
+        let games = self.read();
+        let entry = games.get(game)?;
+        if let Some((version, percent)) = &entry.canary
+            && in_canary(room, *percent)
+            && let Some(m) = entry.slots.get(version)
+        {
+            return Some(m.clone());
+        }
+        entry.slots.active().map(|(_, m)| m.clone())
+    }
+
+    /// Starts (or, with `None`, ends) a game's canary.
+    pub fn set_canary(&self, game: &str, canary: Option<(Version, u8)>) -> Result<(), LookupError> {
+        let mut games = self.write();
+        let entry = games.get_mut(game).ok_or_else(|| LookupError::Game(game.into()))?;
+        entry.canary = canary;
+        Ok(())
+    }
+
+    /// A game's canary, if one runs.
+    pub fn canary(&self, game: &str) -> Option<(Version, u8)> {
+        self.read().get(game)?.canary.clone()
     }
 
     /// A loaded version of a game.
@@ -206,6 +255,7 @@ impl Games {
         let entry = games.entry(module.name.clone()).or_insert_with(|| Entry {
             slots: Slots::new(self.keep),
             swap: Arc::new(tokio::sync::RwLock::new(())),
+            canary: None,
         });
         entry
             .slots
@@ -247,6 +297,10 @@ impl Games {
                 active: e.slots.active().map(|(v, _)| v.to_string()),
                 pinned: e.slots.pinned(),
                 probation: None,
+                canary: e.canary.as_ref().map(|(v, p)| Canary {
+                    version: v.to_string(),
+                    percent: *p,
+                }),
                 versions: e
                     .slots
                     .versions()

@@ -189,21 +189,35 @@ impl VersionHealth {
     /// The 99th percentile of call times (the upper bound of its bucket,
     /// so within a factor of two), once `min_calls` were timed.
     pub fn p99(&self, min_calls: u64) -> Option<Duration> {
-        let counts: Vec<u64> = self.latency.iter().map(|b| b.load(Ordering::Relaxed)).collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 || total < min_calls {
-            return None;
-        }
-        let rank = total - total / 100;
-        let mut seen = 0;
-        for (i, n) in counts.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return Some(Duration::from_micros(1u64 << (i + 1)));
-            }
-        }
-        None
+        p99_of(&self.latency_buckets(), min_calls)
     }
+
+    /// Call times so far, per power-of-two bucket of microseconds: two
+    /// readings subtracted give a window's ([`p99_of`]).
+    pub fn latency_buckets(&self) -> Vec<u64> {
+        self.latency.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+    }
+}
+
+/// The 99th percentile of `counts` (from [`VersionHealth::latency_buckets`],
+/// or the difference of two readings), once `min_calls` were timed.
+pub fn p99_of(counts: &[u64], min_calls: u64) -> Option<Duration> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 || total < min_calls {
+        return None;
+    }
+    let rank = total - total / 100;
+    let mut seen = 0;
+    for (i, n) in counts.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Some(Duration::from_micros(1u64 << (i + 1)));
+        }
+    }
+    None
+}
+
+impl VersionHealth {
     /// A room was restarted.
     pub fn restart(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);

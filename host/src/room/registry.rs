@@ -253,10 +253,13 @@ impl Rooms {
         // admission budgets), so no order of locks can cycle through it
         // (the caller's swap lock keeps the active version from changing
         // meanwhile).
-        let module = self.games.active(game).ok_or_else(|| JoinError::UnknownGame {
-            game: game.to_owned(),
-            loaded: self.games.names().join(", "),
-        })?;
+        let module = self
+            .games
+            .for_new_room(game, room)
+            .ok_or_else(|| JoinError::UnknownGame {
+                game: game.to_owned(),
+                loaded: self.games.names().join(", "),
+            })?;
         let mut live = crate::lock(&self.live);
         if let Some(h) = live.get(&key).filter(|h| !h.tx.is_closed()) {
             return Ok(h.clone());
@@ -460,10 +463,22 @@ impl Rooms {
         module: &Arc<GameModule>,
         decide: impl FnOnce() -> Result<(), String>,
     ) -> Result<usize, Vec<String>> {
+        self.migrate_where(game, None, module, decide).await
+    }
+
+    /// [`Rooms::migrate_then`] for the rooms of `game` that run the version
+    /// with digest `only` (all of them when `None`): a canary's rooms.
+    pub async fn migrate_where(
+        &self,
+        game: &str,
+        only: Option<&str>,
+        module: &Arc<GameModule>,
+        decide: impl FnOnce() -> Result<(), String>,
+    ) -> Result<usize, Vec<String>> {
         let handles: Vec<RoomHandle> = {
             let live = crate::lock(&self.live);
             live.iter()
-                .filter(|(k, _)| k.game == game)
+                .filter(|(k, h)| k.game == game && only.is_none_or(|d| crate::lock(&h.running).digest() == d))
                 .map(|(_, h)| h.clone())
                 .collect()
         };

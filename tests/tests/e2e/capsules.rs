@@ -1,5 +1,6 @@
-//! Issue 16: crash capsules that replay anywhere (`respawn replay`), and
-//! the hot-fix gate that replays them on a version before it goes live.
+//! Issue 16: crash capsules that replay anywhere (`respawn replay`), the
+//! hot-fix gate that replays them on a version before it goes live, shadow
+//! runs, and canaries.
 
 use respawn_e2e::{Client, Host, HostOptions, Transport, respawn_bin, signed};
 use serde_json::{Value, json};
@@ -404,4 +405,161 @@ async fn a_shadow_reports_the_first_diverging_input_and_an_identical_version_non
         assert_eq!((na, nb), (2, 1));
     }
     assert_eq!(host.active("faulty").as_deref(), Some("1.0.0"));
+}
+
+/// Ten rooms, one player each; returns the clients and the version each
+/// room runs (from `joined`).
+async fn rooms_with_players(host: &Host, prefix: &str) -> Vec<(Client, String)> {
+    let mut out = Vec::new();
+    for i in 0..10 {
+        let mut c = host.client(Transport::Tcp).await;
+        let joined = c.join("faulty", &format!("{prefix}{i}"), "p").await;
+        let version = joined["version"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{joined}"))
+            .to_owned();
+        out.push((c, version));
+    }
+    out
+}
+
+/// Walks the pad: up, up, down (a trap on plain faulty, a combo on the
+/// fixed build); returns the frames up to the answer of the last step.
+async fn walk(c: &mut Client) -> Vec<Value> {
+    let mut frames = Vec::new();
+    for (i, dir) in ["up", "up", "down"].iter().enumerate() {
+        c.send(json!({"type": "message", "data": {"do": "step", "dir": dir}, "ref": i}))
+            .await;
+        loop {
+            let f = c.recv().await;
+            let done = f["ref"] == i && (f["type"] == "ack" || f["type"] == "error");
+            frames.push(f);
+            if done {
+                break;
+            }
+        }
+    }
+    frames
+}
+
+/// Loads `build` as faulty 1.1.0 (the game pinned, so it does not go
+/// live) and starts a canary of it on half the new rooms; the CLI's
+/// (success, stdout, stderr).
+async fn canary_of(host: &Host, build: &str) -> (bool, String, String) {
+    let (ok, _, stderr) = host.cli(&["pin", "faulty"]);
+    assert!(ok, "{stderr}");
+    host.drop_module("faulty-1.1.0.wasm", &signed(build, "faulty", "1.1.0"));
+    host.wait_until("1.1.0 loaded", |h| {
+        h.game("faulty")["versions"].as_array().is_some_and(|v| v.len() == 2)
+    })
+    .await;
+    host.cli(&["promote", "faulty", "1.1.0", "--canary", "50"])
+}
+
+const CANARY_CONFIG: &str = "[probation]\nwindow_ms = 60000\nmax_error_rate = 0.05\nmin_calls = 3\nmin_players = 1\n";
+
+#[tokio::test]
+async fn a_faulty_canary_is_rolled_back_touching_only_its_rooms() {
+    // The active version has the fix; the candidate is the build with the
+    // combo bug.
+    let host = Host::start_with(HostOptions {
+        games: &[],
+        config: CANARY_CONFIG,
+        extra_modules: vec![("faulty.wasm", signed("faulty-fix", "faulty", "1.0.0"))],
+        ..HostOptions::default()
+    });
+    let (ok, stdout, stderr) = canary_of(&host, "faulty").await;
+    assert!(ok && stdout.contains("started"), "{stdout}{stderr}");
+    assert_eq!(
+        host.game("faulty")["canary"],
+        json!({"version": "1.1.0", "percent": 50})
+    );
+    assert_eq!(host.active("faulty").as_deref(), Some("1.0.0"));
+
+    let mut rooms = rooms_with_players(&host, "c").await;
+    let canary = rooms.iter().filter(|(_, v)| v == "1.1.0").count();
+    assert!(
+        (1..10).contains(&canary),
+        "a share of the rooms, not all or none: {canary}"
+    );
+    for (c, _) in &mut rooms {
+        walk(c).await;
+    }
+    let rolled = host.wait_for_audit("canary_rolled_back", None).await;
+    assert_eq!(rolled["version"], "1.1.0");
+    assert!(
+        rolled["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{canary} rooms")),
+        "{rolled}"
+    );
+    // The canary's rooms were moved back; the others never moved.
+    for (c, version) in &mut rooms {
+        if version == "1.1.0" {
+            loop {
+                if c.recv().await["type"] == "swapped" {
+                    break;
+                }
+            }
+        } else {
+            c.expect_nothing_queued().await;
+        }
+    }
+    let game = host.game("faulty");
+    assert!(game["canary"].is_null(), "{game}");
+    assert_eq!(host.active("faulty").as_deref(), Some("1.0.0"));
+    let v110 = game["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["version"] == "1.1.0")
+        .cloned()
+        .unwrap();
+    assert_eq!(v110["bad"], true, "{v110}");
+    assert_eq!(v110["rooms"], 0, "{v110}");
+}
+
+#[tokio::test]
+async fn a_good_canary_is_promoted_to_every_room() {
+    let host = Host::start_with(HostOptions {
+        games: &["faulty"],
+        config: "[probation]\nwindow_ms = 1500\nmin_calls = 3\nmin_players = 1\n",
+        ..HostOptions::default()
+    });
+    let (ok, stdout, stderr) = canary_of(&host, "faulty-fix").await;
+    assert!(ok, "{stdout}{stderr}");
+    let mut rooms = rooms_with_players(&host, "g").await;
+    let canary = rooms.iter().filter(|(_, v)| v == "1.1.0").count();
+    assert!((1..10).contains(&canary), "{canary}");
+    for (c, _) in &mut rooms {
+        c.send(json!({"type": "message", "data": {"do": "count"}})).await;
+        c.recv().await;
+    }
+    let promoted = host.wait_for_audit("canary_promoted", None).await;
+    assert_eq!(promoted["version"], "1.1.0");
+    assert_eq!(host.active("faulty").as_deref(), Some("1.1.0"));
+    let game = host.game("faulty");
+    assert!(game["canary"].is_null(), "{game}");
+    let on = |v: &str| {
+        game["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["version"] == v)
+            .unwrap()["rooms"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!((on("1.1.0"), on("1.0.0")), (10, 0), "{game}");
+    // The rooms that were not in the canary moved when it was promoted.
+    for (c, version) in &mut rooms {
+        if version == "1.0.0" {
+            loop {
+                if c.recv().await["type"] == "swapped" {
+                    break;
+                }
+            }
+        }
+    }
 }
