@@ -123,6 +123,13 @@ mod wasm {
         std::panic::set_hook(Box::new(|info| {
             host::log(types::Level::Error, &format!("guest panicked: {info}"))
         }));
+        // The standard library draws its hash-map keys from WASI random
+        // once per instance, on first use, and keeps them. Drawn here, at
+        // the start of every instance of the room (before the host moves
+        // the random streams to a checkpoint's position), they are the
+        // same in the room, in its restarts and hot swaps, and in a replay:
+        // drawn later, a replay from a checkpoint would get other keys.
+        let _ = std::collections::hash_map::RandomState::new();
         dispatch_init(g, &mut Wit, room, config)
     }
     /// Takes the world's player whole, so the macro need not change when

@@ -138,7 +138,9 @@ impl From<DeployError> for ApiError {
             | DeployError::Untrusted { .. }
             | DeployError::GateFailed { .. }
             | DeployError::ShadowRunning
-            | DeployError::NoCanary(_) => StatusCode::CONFLICT,
+            | DeployError::NoCanary(_)
+            | DeployError::CanaryNotStarted(_)
+            | DeployError::CanaryOff => StatusCode::CONFLICT,
             DeployError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self {
@@ -196,11 +198,16 @@ async fn rollback(
     let to = version(body.version)?;
     // A running canary is what a plain rollback undoes.
     if to.is_none() && admin.deployer.games().canary(&game).is_some() {
-        let outcome = admin
+        match admin
             .deployer
             .end_canary(&game, false, "an operator rolled the canary back")
-            .await?;
-        return Ok(Json(outcome).into_response());
+            .await
+        {
+            Ok(outcome) => return Ok(Json(outcome).into_response()),
+            // It ended meanwhile: a plain rollback, then.
+            Err(DeployError::NoCanary(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(Json(admin.deployer.rollback_forced(&game, to, body.force).await?).into_response())
 }
@@ -211,6 +218,11 @@ async fn promote(
     Json(body): Json<MaybeVersion>,
 ) -> ApiResult {
     if body.full {
+        // The version named must be the canary's: a typo promotes nothing.
+        let running = admin.deployer.games().canary(&game).map(|(v, _)| v.to_string());
+        if body.version.is_some() && body.version != running {
+            return Err(DeployError::NoCanary(format!("{game} {}", body.version.unwrap_or_default())).into());
+        }
         let outcome = admin
             .deployer
             .end_canary(&game, true, "an operator promoted it in full")

@@ -10,9 +10,11 @@
 use super::{DeployError, Deployer, Trigger};
 use crate::lock;
 use crate::modules::audit::AuditEntry;
+use crate::modules::games::LookupError;
 use crate::modules::version_health::HealthCounts;
 use semver::Version;
 use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,10 +22,16 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub(super) struct Watch {
     version: Version,
+    /// The candidate's digest (its rooms are found by it).
+    digest: String,
     active: Version,
+    percent: u8,
     started: Instant,
     base_candidate: HealthCounts,
     base_active: HealthCounts,
+    /// Failures per crash signature of the candidate when it started, to
+    /// tell who failed since.
+    base_signatures: BTreeMap<String, u64>,
     /// Call-time buckets when it started, to read the window's p99s.
     base_candidate_times: Vec<u64>,
     base_active_times: Vec<u64>,
@@ -58,31 +66,40 @@ pub struct CanaryOutcome {
     pub rooms: usize,
 }
 
-/// Over the window: `Some(reason)` if the candidate did worse than the
-/// active version.
-fn worse(
+/// What the window showed of both versions.
+struct Window<'a> {
     cand: HealthCounts,
     act: HealthCounts,
-    times: (&[u64], &[u64]),
-    cfg: &crate::config::ProbationConfig,
-) -> Option<String> {
-    if cand.crashes > act.crashes {
-        return Some(format!(
-            "{} of its rooms crashed (the active version's: {})",
-            cand.crashes, act.crashes
-        ));
-    }
-    if cand.calls >= cfg.min_calls && cand.error_rate() > act.error_rate() + cfg.max_error_rate {
-        return Some(format!(
-            "{:.1}% of its calls failed against {:.1}% of the active version's (allowed: {:.1} points more)",
-            cand.error_rate() * 100.0,
-            act.error_rate() * 100.0,
-            cfg.max_error_rate * 100.0
-        ));
+    /// Players (and rooms' own calls) whose calls to the candidate failed.
+    failed_sources: usize,
+    times: (&'a [u64], &'a [u64]),
+}
+
+/// `Some(reason)` if the candidate did worse than the active version over
+/// the window, on failures from at least `min_players` sources (one
+/// player cannot fail a canary on purpose).
+fn worse(w: &Window<'_>, cfg: &crate::config::ProbationConfig) -> Option<String> {
+    let (cand, act) = (w.cand, w.act);
+    let rate = |n: u64, calls: u64| if calls == 0 { 0.0 } else { n as f64 / calls as f64 };
+    if w.failed_sources >= cfg.min_players.max(1) {
+        if cand.crashes > 0 && rate(cand.crashes, cand.calls) > rate(act.crashes, act.calls) {
+            return Some(format!(
+                "{} of its rooms crashed in {} calls (the active version: {} in {})",
+                cand.crashes, cand.calls, act.crashes, act.calls
+            ));
+        }
+        if cand.calls >= cfg.min_calls && cand.error_rate() > act.error_rate() + cfg.max_error_rate {
+            return Some(format!(
+                "{:.1}% of its calls failed against {:.1}% of the active version's (allowed: {:.1} points more)",
+                cand.error_rate() * 100.0,
+                act.error_rate() * 100.0,
+                cfg.max_error_rate * 100.0
+            ));
+        }
     }
     let p99 = |t: &[u64]| crate::modules::version_health::p99_of(t, MIN_TIMED_CALLS);
     if cfg.max_latency_ratio > 0.0
-        && let (Some(c), Some(a)) = (p99(times.0), p99(times.1))
+        && let (Some(c), Some(a)) = (p99(w.times.0), p99(w.times.1))
         && c > a.mul_f64(cfg.max_latency_ratio)
     {
         return Some(format!(
@@ -103,26 +120,53 @@ impl Deployer {
         percent: u8,
         force: bool,
     ) -> Result<CanaryOutcome, DeployError> {
+        if self.probation.window_ms == 0 {
+            return Err(DeployError::CanaryOff);
+        }
         let (game, version) = (game.to_owned(), version.clone());
         self.job(move |this| async move {
             let target = this.games.get(&game, &version)?;
+            let before = this.games.active(&game).map(|m| m.version.clone());
+            if before.as_ref() == Some(&version) || this.games.canary(&game).is_some() {
+                return Err(DeployError::CanaryNotStarted(game.clone()));
+            }
+            this.gate(&game, &version, Trigger::Promote, force).await?;
+            let swap = this
+                .games
+                .swap_lock(&game)
+                .ok_or_else(|| LookupError::Game(game.clone()))?;
+            let _creating = swap.write().await;
             let active = this
                 .games
                 .active(&game)
-                .ok_or_else(|| crate::modules::games::LookupError::Game(game.clone()))?;
-            if active.version == version {
+                .ok_or_else(|| LookupError::Game(game.clone()))?;
+            // The gate took time: nothing may have moved meanwhile.
+            if Some(&active.version) != before.as_ref() || this.games.canary(&game).is_some() {
                 return Err(DeployError::Moved(game.clone()));
             }
-            this.gate(&game, &version, Trigger::Promote, force).await?;
+            if !this.still_trusted(&target) {
+                return Err(DeployError::Untrusted {
+                    game: game.clone(),
+                    version: version.to_string(),
+                });
+            }
             this.games.set_canary(&game, Some((version.clone(), percent)))?;
             lock(&this.canaries).insert(
                 game.clone(),
                 Watch {
                     version: version.clone(),
+                    digest: target.digest().to_owned(),
                     active: active.version.clone(),
+                    percent,
                     started: Instant::now(),
                     base_candidate: target.health.read(),
                     base_active: active.health.read(),
+                    base_signatures: target
+                        .health
+                        .signatures()
+                        .into_iter()
+                        .map(|(s, st)| (s, st.count))
+                        .collect(),
                     base_candidate_times: target.health.latency_buckets(),
                     base_active_times: active.health.latency_buckets(),
                 },
@@ -156,116 +200,159 @@ impl Deployer {
             .map(|(g, w)| (g.clone(), w.clone()))
             .collect();
         for (game, w) in watched {
-            if self.games.canary(&game).is_none_or(|(v, _)| v != w.version) {
-                lock(&self.canaries).remove(&game);
-                continue;
-            }
             let (Ok(cand), Ok(act)) = (self.games.get(&game, &w.version), self.games.get(&game, &w.active)) else {
+                // A version left its slot: nothing to compare; the canary's
+                // rooms go back.
+                self.finish(&game, false, "a version of the canary is no longer loaded")
+                    .await;
                 continue;
             };
-            let (c, a) = (
-                cand.health.read().since(w.base_candidate),
-                act.health.read().since(w.base_active),
-            );
-            let over = w.started.elapsed().as_millis() as u64 >= self.probation.window_ms;
+            let failed_sources = {
+                let mut sources = BTreeSet::new();
+                for (signature, stats) in cand.health.signatures() {
+                    if stats.count > w.base_signatures.get(&signature).copied().unwrap_or(0) {
+                        sources.extend(stats.sources);
+                    }
+                }
+                sources.len()
+            };
             let times = (
                 since(cand.health.latency_buckets(), &w.base_candidate_times),
                 since(act.health.latency_buckets(), &w.base_active_times),
             );
-            match worse(c, a, (&times.0, &times.1), &self.probation) {
-                Some(why) => {
-                    tracing::warn!(game, version = %w.version, "canary failed: {why}");
-                    let _ = self.end_canary(&game, false, &format!("canary failed: {why}")).await;
-                }
-                None if over => {
-                    let _ = self.end_canary(&game, true, "canary passed its window").await;
+            let window = Window {
+                cand: cand.health.read().since(w.base_candidate),
+                act: act.health.read().since(w.base_active),
+                failed_sources,
+                times: (&times.0, &times.1),
+            };
+            let over = w.started.elapsed().as_millis() as u64 >= self.probation.window_ms;
+            match worse(&window, &self.probation) {
+                Some(why) => self.finish(&game, false, &format!("canary failed: {why}")).await,
+                // Passing needs evidence: the candidate took calls.
+                None if over && window.cand.calls >= self.probation.min_calls => {
+                    self.finish(&game, true, "canary passed its window").await
                 }
                 None => {}
             }
         }
     }
 
+    /// [`Deployer::end_canary`] from the checker: errors are logged.
+    async fn finish(self: &Arc<Self>, game: &str, promote: bool, why: &str) {
+        if let Err(e) = self.end_canary(game, promote, why).await {
+            tracing::error!(game, "ending the canary ({why}) failed: {e}");
+        }
+    }
+
     /// Ends the game's canary: `promote` moves every room to the candidate
     /// (a full promotion); otherwise the canary's rooms go back to the
-    /// active version and the candidate is marked bad.
+    /// active version and the candidate is marked bad. Only one end runs:
+    /// whoever takes the canary's watch.
     pub async fn end_canary(
         self: &Arc<Self>,
         game: &str,
         promote: bool,
         why: &str,
     ) -> Result<CanaryOutcome, DeployError> {
-        let Some((version, percent)) = self.games.canary(game) else {
+        let Some(w) = lock(&self.canaries).remove(game) else {
             return Err(DeployError::NoCanary(game.to_owned()));
         };
-        lock(&self.canaries).remove(game);
-        let active = self
-            .games
-            .active(game)
-            .ok_or_else(|| crate::modules::games::LookupError::Game(game.to_owned()))?;
+        let (game, why) = (game.to_owned(), why.to_owned());
+        self.job(move |this| async move {
+            let ended = this.end_claimed(&game, &w, promote, &why).await;
+            match &ended {
+                Ok(_) => {}
+                Err(e) => {
+                    // Nothing changed for good: the canary runs on, and is
+                    // judged again.
+                    if this.games.canary(&game).is_none()
+                        && this.games.active(&game).is_some_and(|a| a.version == w.active)
+                    {
+                        let _ = this.games.set_canary(&game, Some((w.version.clone(), w.percent)));
+                    }
+                    if this.games.canary(&game).is_some() {
+                        lock(&this.canaries).insert(game.clone(), w.clone());
+                    }
+                    this.audit.record(AuditEntry {
+                        event: "canary_end_failed",
+                        game: Some(game.clone()),
+                        version: Some(w.version.to_string()),
+                        reason: Some(why.clone()),
+                        detail: Some(e.to_string()),
+                        ..AuditEntry::default()
+                    });
+                }
+            }
+            crate::blocking::blocking(|| this.flush_audit(super::AUDIT_FLUSH));
+            ended
+        })
+        .await
+        .unwrap_or(Err(DeployError::ShuttingDown))
+    }
+
+    async fn end_claimed(&self, game: &str, w: &Watch, promote: bool, why: &str) -> Result<CanaryOutcome, DeployError> {
         let outcome = |state, rooms| CanaryOutcome {
             game: game.to_owned(),
-            version: version.to_string(),
-            active: active.version.to_string(),
+            version: w.version.to_string(),
+            active: w.active.to_string(),
             state,
-            percent,
+            percent: w.percent,
             rooms,
         };
         if promote {
-            // Gated when the canary started; promote_if ends the canary
-            // once every room has moved.
-            let (g, v) = (game.to_owned(), version.clone());
+            // Gated when the canary started; only if the active version is
+            // still the one the canary ran beside. promote_if ends the
+            // canary once every room has moved.
             let p = self
-                .job(move |this| async move { this.promote_if(&g, &v, Trigger::Promote, None).await })
-                .await
-                .unwrap_or(Err(DeployError::ShuttingDown))?;
+                .promote_if(game, &w.version, Trigger::Promote, Some(&w.active))
+                .await?;
             self.audit.record(AuditEntry {
                 event: "canary_promoted",
                 game: Some(game.to_owned()),
-                version: Some(version.to_string()),
-                from: Some(active.version.to_string()),
+                version: Some(w.version.to_string()),
+                from: Some(w.active.to_string()),
                 detail: Some(format!("{why}; {} rooms migrated", p.rooms)),
                 ..AuditEntry::default()
             });
             return Ok(outcome("promoted", p.rooms));
         }
-        let (game_owned, candidate) = (game.to_owned(), self.games.get(game, &version)?);
+        let swap = self
+            .games
+            .swap_lock(game)
+            .ok_or_else(|| LookupError::Game(game.to_owned()))?;
+        let _migrating = swap.write().await;
+        let active = self
+            .games
+            .active(game)
+            .ok_or_else(|| LookupError::Game(game.to_owned()))?;
+        if active.version != w.active {
+            return Err(DeployError::Moved(game.to_owned()));
+        }
+        // No new room goes to the candidate from here on.
+        self.games.set_canary(game, None)?;
         let moved = self
-            .job(move |this| async move {
-                let swap = this
-                    .games
-                    .swap_lock(&game_owned)
-                    .ok_or_else(|| crate::modules::games::LookupError::Game(game_owned.clone()))?;
-                let _migrating = swap.write().await;
-                // No new room goes to the candidate from here on.
-                this.games.set_canary(&game_owned, None)?;
-                let active = this
-                    .games
-                    .active(&game_owned)
-                    .ok_or_else(|| crate::modules::games::LookupError::Game(game_owned.clone()))?;
-                this.rooms
-                    .migrate_where(&game_owned, Some(candidate.digest()), &active, || Ok(()))
-                    .await
-                    .map_err(|reasons| DeployError::Aborted {
-                        kept: candidate.version.to_string(),
-                        reasons,
-                    })
-            })
+            .rooms
+            .migrate_where(game, Some(&w.digest), &active, || Ok(()))
             .await
-            .unwrap_or(Err(DeployError::ShuttingDown))?;
+            .map_err(|reasons| DeployError::Aborted {
+                kept: w.version.to_string(),
+                reasons,
+            })?;
         lock(&self.bad)
             .entry(game.to_owned())
             .or_default()
-            .insert(version.clone());
+            .insert(w.version.clone());
         self.persist(game);
-        self.count(|c| c.auto_rollbacks += 1);
-        tracing::warn!(game, version = %version, rooms = moved, "canary rolled back: {why}");
+        self.count(|c| c.rollbacks += 1);
+        tracing::warn!(game, version = %w.version, rooms = moved, "canary rolled back: {why}");
         self.audit.record(AuditEntry {
             event: "canary_rolled_back",
             game: Some(game.to_owned()),
-            version: Some(version.to_string()),
-            from: Some(active.version.to_string()),
+            version: Some(w.version.to_string()),
+            from: Some(w.active.to_string()),
             reason: Some(why.to_owned()),
-            detail: Some(format!("{moved} rooms moved back to {}", active.version)),
+            detail: Some(format!("{moved} rooms moved back to {}", w.active)),
             ..AuditEntry::default()
         });
         Ok(outcome("rolled_back", moved))
@@ -290,6 +377,7 @@ mod tests {
         let cfg = crate::config::ProbationConfig {
             max_error_rate: 0.05,
             min_calls: 10,
+            min_players: 2,
             max_latency_ratio: 3.0,
             ..Default::default()
         };
@@ -303,33 +391,48 @@ mod tests {
             b[8] = 200;
             b
         };
-        let same = (fast.as_slice(), fast.as_slice());
+        let w = |cand, act, failed_sources, times: (&'static [u64], &'static [u64])| Window {
+            cand,
+            act,
+            failed_sources,
+            times,
+        };
+        let (fast, slow): (&'static [u64], &'static [u64]) = (fast.leak(), slow.leak());
+        let judge = |win: Window<'_>| worse(&win, &cfg);
         assert!(
-            worse(counts(100, 1, 0), counts(100, 0, 0), same, &cfg).is_none(),
+            judge(w(counts(100, 1, 0), counts(100, 0, 0), 2, (fast, fast))).is_none(),
             "1% more is allowed"
         );
         assert!(
-            worse(counts(100, 10, 0), counts(100, 0, 0), same, &cfg).is_some(),
+            judge(w(counts(100, 10, 0), counts(100, 0, 0), 2, (fast, fast))).is_some(),
             "10% more is not"
         );
         assert!(
-            worse(counts(100, 10, 0), counts(100, 8, 0), same, &cfg).is_none(),
+            judge(w(counts(100, 10, 0), counts(100, 0, 0), 1, (fast, fast))).is_none(),
+            "one player cannot fail it"
+        );
+        assert!(
+            judge(w(counts(100, 10, 0), counts(100, 8, 0), 2, (fast, fast))).is_none(),
             "the active version failing as often excuses it"
         );
         assert!(
-            worse(counts(5, 5, 0), counts(100, 0, 0), same, &cfg).is_none(),
-            "too few calls to judge"
+            judge(w(counts(5, 5, 0), counts(100, 0, 0), 2, (fast, fast))).is_none(),
+            "too few calls"
         );
         assert!(
-            worse(counts(5, 0, 1), counts(100, 0, 0), same, &cfg).is_some(),
-            "a crash is enough"
+            judge(w(counts(5, 0, 1), counts(100, 0, 0), 2, (fast, fast))).is_some(),
+            "a crash"
         );
         assert!(
-            worse(counts(200, 0, 0), counts(200, 0, 0), (&slow, &fast), &cfg).is_some(),
+            judge(w(counts(100, 0, 1), counts(1000, 0, 10), 2, (fast, fast))).is_none(),
+            "crashing no more often than the active version"
+        );
+        assert!(
+            judge(w(counts(200, 0, 0), counts(200, 0, 0), 0, (slow, fast))).is_some(),
             "32x slower"
         );
         assert!(
-            worse(counts(200, 0, 0), counts(200, 0, 0), (&fast, &slow), &cfg).is_none(),
+            judge(w(counts(200, 0, 0), counts(200, 0, 0), 0, (fast, slow))).is_none(),
             "faster is fine"
         );
         assert_eq!(since(vec![5, 7, 9], &[1, 2]), vec![4, 5, 9]);

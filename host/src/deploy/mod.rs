@@ -40,6 +40,12 @@ pub enum DeployError {
     /// The game runs no canary.
     #[error("{0} runs no canary")]
     NoCanary(String),
+    /// A canary of the active version, or while another runs.
+    #[error("{0}: a canary needs a version other than the active one, and none running")]
+    CanaryNotStarted(String),
+    /// Canaries are judged over `probation.window_ms`, which is 0.
+    #[error("probation.window_ms is 0: a canary would never be judged")]
+    CanaryOff,
     /// A shadow run is going on (one at a time).
     #[error("a shadow run is going on; wait for its report")]
     ShadowRunning,
@@ -89,6 +95,8 @@ impl DeployError {
             DeployError::GateFailed { .. } => "gate_failed",
             DeployError::ShadowRunning => "shadow_running",
             DeployError::NoCanary(_) => "no_canary",
+            DeployError::CanaryNotStarted(_) => "canary_not_started",
+            DeployError::CanaryOff => "canary_off",
         }
     }
 }
@@ -756,6 +764,17 @@ impl Deployer {
         match migrated {
             Ok(rooms) => {
                 // Every room runs one version again: a canary is over.
+                if let Some((candidate, _)) = self.games.canary(game)
+                    && candidate != *version
+                {
+                    self.audit.record(AuditEntry {
+                        event: "canary_ended",
+                        game: Some(game.to_owned()),
+                        version: Some(candidate.to_string()),
+                        detail: Some(format!("{version} was made active ({trigger:?})")),
+                        ..AuditEntry::default()
+                    });
+                }
                 let _ = self.games.set_canary(game, None);
                 lock(&self.canaries).remove(game);
                 lock(&self.passed)

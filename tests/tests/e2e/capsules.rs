@@ -21,9 +21,19 @@ async fn step(c: &mut Client, dir: &str) -> Value {
 /// clock, random numbers and game storage, so the capsule's outputs
 /// depend on them.
 async fn crash_on_the_pad(c: &mut Client) {
+    // `time` before the room's checkpoint (every 7 inputs here, the join
+    // first) and after it: a replay from the checkpoint must find the
+    // random streams where the room left them.
+    c.send(json!({"type": "message", "data": {"do": "time"}})).await;
+    assert!(c.recv().await["data"]["random"].is_u64());
     for dir in ["up", "down"] {
         assert!(step(c, dir).await["data"]["position"].is_i64());
     }
+    for _ in 0..3 {
+        c.send(json!({"type": "message", "data": {"do": "count"}})).await;
+        assert!(c.recv().await["data"]["count"].is_u64());
+    }
+    // The checkpoint; what follows is in the capsule.
     c.send(json!({"type": "message", "data": {"do": "time"}})).await;
     assert!(c.recv().await["data"]["random"].is_u64());
     // Game storage too: the replay answers the read from the record.
@@ -90,9 +100,10 @@ fn module_file(dir: &Path, file: &str, name: &str, version: &str) -> PathBuf {
 }
 
 async fn host_with_a_capsule(config: &str) -> (Host, PathBuf) {
+    let config = format!("{config}\n[supervision]\ncheckpoint_every = 7\n");
     let host = Host::start_with(HostOptions {
         games: &["faulty", "chat"],
-        config,
+        config: &config,
         ..HostOptions::default()
     });
     let mut c = host.client(Transport::Tcp).await;
@@ -424,22 +435,21 @@ async fn rooms_with_players(host: &Host, prefix: &str) -> Vec<(Client, String)> 
 }
 
 /// Walks the pad: up, up, down (a trap on plain faulty, a combo on the
-/// fixed build); returns the frames up to the answer of the last step.
-async fn walk(c: &mut Client) -> Vec<Value> {
-    let mut frames = Vec::new();
+/// fixed build); returns whether the room said it `swapped` meanwhile.
+async fn walk(c: &mut Client) -> bool {
+    let mut swapped = false;
     for (i, dir) in ["up", "up", "down"].iter().enumerate() {
         c.send(json!({"type": "message", "data": {"do": "step", "dir": dir}, "ref": i}))
             .await;
         loop {
             let f = c.recv().await;
-            let done = f["ref"] == i && (f["type"] == "ack" || f["type"] == "error");
-            frames.push(f);
-            if done {
+            swapped |= f["type"] == "swapped";
+            if f["ref"] == i && (f["type"] == "ack" || f["type"] == "error") {
                 break;
             }
         }
     }
-    frames
+    swapped
 }
 
 /// Loads `build` as faulty 1.1.0 (the game pinned, so it does not go
@@ -482,8 +492,9 @@ async fn a_faulty_canary_is_rolled_back_touching_only_its_rooms() {
         (1..10).contains(&canary),
         "a share of the rooms, not all or none: {canary}"
     );
+    let mut swapped = Vec::new();
     for (c, _) in &mut rooms {
-        walk(c).await;
+        swapped.push(walk(c).await);
     }
     let rolled = host.wait_for_audit("canary_rolled_back", None).await;
     assert_eq!(rolled["version"], "1.1.0");
@@ -495,8 +506,9 @@ async fn a_faulty_canary_is_rolled_back_touching_only_its_rooms() {
         "{rolled}"
     );
     // The canary's rooms were moved back; the others never moved.
-    for (c, version) in &mut rooms {
-        if version == "1.1.0" {
+    for ((c, version), seen) in rooms.iter_mut().zip(swapped) {
+        assert!(!seen || version == "1.1.0", "a room outside the canary moved");
+        if version == "1.1.0" && !seen {
             loop {
                 if c.recv().await["type"] == "swapped" {
                     break;

@@ -103,10 +103,11 @@ impl RoomTask {
             let regenerated: Vec<u64> = run.outputs.iter().map(digest).collect();
             if regenerated != live || run.fault.is_some() || run.setup.is_some() {
                 // Rooms are deterministic: a replay that does not produce
-                // what the players were sent is a host bug.
+                // what the players were sent is a host bug, or a game that
+                // depends on something replay cannot bring back.
                 tracing::error!(
                     room = %label,
-                    "HOST BUG: replaying the room's inputs for its crash capsule did not produce what the room sent \
+                    "HOST BUG (or a nondeterministic game): replaying the room's inputs for its crash capsule did not produce what the room sent \
                      ({} of {} outputs match; setup: {:?}; fault: {:?})",
                     regenerated.iter().zip(&live).take_while(|(a, b)| a == b).count(),
                     live.len(),
