@@ -200,12 +200,12 @@ async fn rollback(
     if to.is_none() && admin.deployer.games().canary(&game).is_some() {
         match admin
             .deployer
-            .end_canary(&game, false, "an operator rolled the canary back")
+            .end_canary(&game, None, false, false, "an operator rolled the canary back")
             .await
         {
             Ok(outcome) => return Ok(Json(outcome).into_response()),
-            // It ended meanwhile: a plain rollback, then.
-            Err(DeployError::NoCanary(_)) => {}
+            // It is ending already (the host judged it a moment ago): not a
+            // plain rollback of the active version, which nobody asked for.
             Err(e) => return Err(e.into()),
         }
     }
@@ -219,13 +219,16 @@ async fn promote(
 ) -> ApiResult {
     if body.full {
         // The version named must be the canary's: a typo promotes nothing.
-        let running = admin.deployer.games().canary(&game).map(|(v, _)| v.to_string());
-        if body.version.is_some() && body.version != running {
-            return Err(DeployError::NoCanary(format!("{game} {}", body.version.unwrap_or_default())).into());
+        let named = version(body.version)?;
+        let running = admin.deployer.games().canary(&game).map(|(v, _)| v);
+        if named.is_some() && named != running {
+            return Err(
+                DeployError::NoCanary(format!("{game} {}", named.map(|v| v.to_string()).unwrap_or_default())).into(),
+            );
         }
         let outcome = admin
             .deployer
-            .end_canary(&game, true, "an operator promoted it in full")
+            .end_canary(&game, running.as_ref(), true, false, "an operator promoted it in full")
             .await?;
         return Ok(Json(outcome).into_response());
     }

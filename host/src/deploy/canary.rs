@@ -203,7 +203,7 @@ impl Deployer {
             let (Ok(cand), Ok(act)) = (self.games.get(&game, &w.version), self.games.get(&game, &w.active)) else {
                 // A version left its slot: nothing to compare; the canary's
                 // rooms go back.
-                self.finish(&game, false, "a version of the canary is no longer loaded")
+                self.finish(&game, &w.version, false, "a version of the canary is no longer loaded")
                     .await;
                 continue;
             };
@@ -228,20 +228,25 @@ impl Deployer {
             };
             let over = w.started.elapsed().as_millis() as u64 >= self.probation.window_ms;
             match worse(&window, &self.probation) {
-                Some(why) => self.finish(&game, false, &format!("canary failed: {why}")).await,
+                Some(why) => {
+                    self.finish(&game, &w.version, false, &format!("canary failed: {why}"))
+                        .await
+                }
                 // Passing needs evidence: the candidate took calls.
                 None if over && window.cand.calls >= self.probation.min_calls => {
-                    self.finish(&game, true, "canary passed its window").await
+                    self.finish(&game, &w.version, true, "canary passed its window").await
                 }
                 None => {}
             }
         }
     }
 
-    /// [`Deployer::end_canary`] from the checker: errors are logged.
-    async fn finish(self: &Arc<Self>, game: &str, promote: bool, why: &str) {
-        if let Err(e) = self.end_canary(game, promote, why).await {
-            tracing::error!(game, "ending the canary ({why}) failed: {e}");
+    /// [`Deployer::end_canary`] from the checker: errors are logged (an
+    /// end already under way is not one).
+    async fn finish(self: &Arc<Self>, game: &str, version: &Version, promote: bool, why: &str) {
+        match self.end_canary(game, Some(version), promote, true, why).await {
+            Ok(_) | Err(DeployError::NoCanary(_)) => {}
+            Err(e) => tracing::error!(game, "ending the canary ({why}) failed: {e}"),
         }
     }
 
@@ -249,37 +254,57 @@ impl Deployer {
     /// (a full promotion); otherwise the canary's rooms go back to the
     /// active version and the candidate is marked bad. Only one end runs:
     /// whoever takes the canary's watch.
+    /// `expected`: only the canary of this version (the one judged, or
+    /// named); `auto`: the host decided, not an operator.
     pub async fn end_canary(
         self: &Arc<Self>,
         game: &str,
+        expected: Option<&Version>,
         promote: bool,
+        auto: bool,
         why: &str,
     ) -> Result<CanaryOutcome, DeployError> {
-        let Some(w) = lock(&self.canaries).remove(game) else {
+        let w = {
+            let mut canaries = lock(&self.canaries);
+            match canaries.get(game) {
+                Some(w) if expected.is_none_or(|v| *v == w.version) => canaries.remove(game),
+                _ => None,
+            }
+        };
+        let Some(w) = w else {
             return Err(DeployError::NoCanary(game.to_owned()));
         };
         let (game, why) = (game.to_owned(), why.to_owned());
         self.job(move |this| async move {
-            let ended = this.end_claimed(&game, &w, promote, &why).await;
+            let ended = this.end_claimed(&game, &w, promote, auto, &why).await;
             match &ended {
                 Ok(_) => {}
                 Err(e) => {
-                    // Nothing changed for good: the canary runs on, and is
-                    // judged again.
-                    if this.games.canary(&game).is_none()
-                        && this.games.active(&game).is_some_and(|a| a.version == w.active)
-                    {
-                        let _ = this.games.set_canary(&game, Some((w.version.clone(), w.percent)));
-                    }
-                    if this.games.canary(&game).is_some() {
-                        lock(&this.canaries).insert(game.clone(), w.clone());
+                    // A promotion that failed changed nothing: the canary
+                    // runs on, judged again after another window (not at
+                    // once, again and again). A rollback that failed left
+                    // new rooms off the candidate; its rooms stay where
+                    // they are for an operator (the audit says how).
+                    if promote && this.games.canary(&game) == Some((w.version.clone(), w.percent)) {
+                        let again = Watch {
+                            started: Instant::now(),
+                            ..w.clone()
+                        };
+                        lock(&this.canaries).entry(game.clone()).or_insert(again);
                     }
                     this.audit.record(AuditEntry {
                         event: "canary_end_failed",
                         game: Some(game.clone()),
                         version: Some(w.version.to_string()),
                         reason: Some(why.clone()),
-                        detail: Some(e.to_string()),
+                        detail: Some(if promote {
+                            format!("{e}; it runs on and is judged again after the window")
+                        } else {
+                            format!(
+                                "{e}; no new room goes to it, its rooms stay on it: `respawn promote {game} {}` moves them",
+                                w.active
+                            )
+                        }),
                         ..AuditEntry::default()
                     });
                 }
@@ -291,7 +316,14 @@ impl Deployer {
         .unwrap_or(Err(DeployError::ShuttingDown))
     }
 
-    async fn end_claimed(&self, game: &str, w: &Watch, promote: bool, why: &str) -> Result<CanaryOutcome, DeployError> {
+    async fn end_claimed(
+        &self,
+        game: &str,
+        w: &Watch,
+        promote: bool,
+        auto: bool,
+        why: &str,
+    ) -> Result<CanaryOutcome, DeployError> {
         let outcome = |state, rooms| CanaryOutcome {
             game: game.to_owned(),
             version: w.version.to_string(),
@@ -331,6 +363,12 @@ impl Deployer {
         }
         // No new room goes to the candidate from here on.
         self.games.set_canary(game, None)?;
+        // Judged worse: bad, whatever the migration does.
+        lock(&self.bad)
+            .entry(game.to_owned())
+            .or_default()
+            .insert(w.version.clone());
+        self.persist(game);
         let moved = self
             .rooms
             .migrate_where(game, Some(&w.digest), &active, || Ok(()))
@@ -339,12 +377,7 @@ impl Deployer {
                 kept: w.version.to_string(),
                 reasons,
             })?;
-        lock(&self.bad)
-            .entry(game.to_owned())
-            .or_default()
-            .insert(w.version.clone());
-        self.persist(game);
-        self.count(|c| c.rollbacks += 1);
+        self.count(|c| if auto { c.auto_rollbacks += 1 } else { c.rollbacks += 1 });
         tracing::warn!(game, version = %w.version, rooms = moved, "canary rolled back: {why}");
         self.audit.record(AuditEntry {
             event: "canary_rolled_back",
