@@ -127,15 +127,13 @@ impl Fault {
         // news, the frames the backtrace.
         let mut backtrace: Vec<String> = Vec::new();
         let mut cause = None;
-        for line in fault.detail.lines() {
-            if let Some((_, frame)) = line.trim().split_once(" - ") {
-                match frame.split_once(": ") {
-                    Some((function, why)) => {
-                        backtrace.push(function.trim().to_owned());
-                        cause = Some(why.trim().to_owned());
-                    }
-                    None => backtrace.push(frame.trim().to_owned()),
+        for frame in fault.frames() {
+            match frame.split_once(": ") {
+                Some((function, why)) => {
+                    backtrace.push(function.trim().to_owned());
+                    cause = Some(why.trim().to_owned());
                 }
+                None => backtrace.push(frame.to_owned()),
             }
         }
         let message = cause.unwrap_or_else(|| fault.detail.lines().next().unwrap_or_default().trim().to_owned());

@@ -6,7 +6,7 @@
 
 use super::{Answer, Capsule, Fault, Out, Output, Stage};
 use crate::room::journal::{Entry, Input};
-use crate::sandbox::{CallResult, GameCode, GuestInstance, Rejection, Sandbox};
+use crate::sandbox::{CallResult, Effect, GameCode, GuestInstance, Rejection, Sandbox};
 
 /// What a run did.
 #[derive(Debug, Clone, Default)]
@@ -60,32 +60,10 @@ pub(crate) async fn call(guest: &mut GuestInstance, now: u64, input: &Input) -> 
     }
 }
 
-/// The output of the call just made: its answer, effects and tick request.
-pub(crate) fn output_of(guest: &mut GuestInstance, answer: Result<(), Rejection>) -> Output {
-    let mut effects: Vec<Out> = guest.take_effects().map(Out::from).collect();
-    if let Some(ms) = guest.take_tick_request() {
-        effects.push(Out::Tick { ms });
-    }
-    Output {
-        answer: match answer {
-            Ok(()) => Answer::Ok,
-            Err(r) => Answer::Rejected {
-                code: r.code,
-                message: r.message,
-            },
-        },
-        effects,
-    }
-}
-
-/// The output of the call just made, left in place for the room to
-/// deliver.
-pub(crate) fn peek_output(guest: &GuestInstance, answer: &Result<(), Rejection>) -> Output {
-    let (effects, tick) = guest.pending();
-    let mut effects: Vec<Out> = effects.iter().cloned().map(Out::from).collect();
-    if let Some(ms) = tick {
-        effects.push(Out::Tick { ms });
-    }
+/// An output from its parts.
+fn assemble(answer: &Result<(), Rejection>, effects: impl IntoIterator<Item = Effect>, tick: Option<u32>) -> Output {
+    let mut effects: Vec<Out> = effects.into_iter().map(Out::from).collect();
+    effects.extend(tick.map(|ms| Out::Tick { ms }));
     Output {
         answer: match answer {
             Ok(()) => Answer::Ok,
@@ -96,6 +74,19 @@ pub(crate) fn peek_output(guest: &GuestInstance, answer: &Result<(), Rejection>)
         },
         effects,
     }
+}
+
+/// The output of the call just made: its answer, effects and tick request.
+pub(crate) fn output_of(guest: &mut GuestInstance, answer: Result<(), Rejection>) -> Output {
+    let tick = guest.take_tick_request();
+    assemble(&answer, guest.take_effects(), tick)
+}
+
+/// The output of the call just made, left in place for the room to
+/// deliver.
+pub(crate) fn peek_output(guest: &GuestInstance, answer: &Result<(), Rejection>) -> Output {
+    let (effects, tick) = guest.pending();
+    assemble(answer, effects.iter().cloned(), tick)
 }
 
 /// Feeds an output, piece by piece, to a digest: the same bytes whether
@@ -176,7 +167,6 @@ pub fn digest(output: &Output) -> u64 {
 /// [`digest`] of the call just made, read in place (no copy of its
 /// effects): what the room keeps for every input.
 pub(crate) fn digest_pending(guest: &GuestInstance, answer: &Result<(), Rejection>) -> u64 {
-    use crate::sandbox::Effect;
     let mut h = Hasher::new();
     h.answer(answer.as_ref().err().map(|r| (r.code.as_str(), r.message.as_str())));
     let (effects, tick) = guest.pending();

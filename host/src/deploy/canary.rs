@@ -161,12 +161,7 @@ impl Deployer {
                     started: Instant::now(),
                     base_candidate: target.health.read(),
                     base_active: active.health.read(),
-                    base_signatures: target
-                        .health
-                        .signatures()
-                        .into_iter()
-                        .map(|(s, st)| (s, st.count))
-                        .collect(),
+                    base_signatures: target.health.signature_counts(),
                     base_candidate_times: target.health.latency_buckets(),
                     base_active_times: active.health.latency_buckets(),
                 },

@@ -610,10 +610,7 @@ impl Deployer {
             if !this.gate(&game, &version, trigger, force).await? {
                 return this.promote_if(&game, &version, trigger, None).await;
             }
-            match &before {
-                Some(b) => this.promote_if(&game, &version, trigger, Some(b)).await,
-                None => this.promote_if(&game, &version, trigger, None).await,
-            }
+            this.promote_if(&game, &version, trigger, before.as_ref()).await
         })
         .await
         .unwrap_or(Err(DeployError::ShuttingDown))

@@ -72,12 +72,7 @@ impl Deployer {
                 previous,
                 started: Instant::now(),
                 baseline: target.health.read(),
-                baseline_signatures: target
-                    .health
-                    .signatures()
-                    .into_iter()
-                    .map(|(s, st)| (s, st.count))
-                    .collect(),
+                baseline_signatures: target.health.signature_counts(),
                 slow_threshold,
             },
         );

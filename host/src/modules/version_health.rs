@@ -156,6 +156,16 @@ impl VersionHealth {
         crate::lock(&self.signatures).clone()
     }
 
+    /// How many calls failed with each signature so far: a baseline to
+    /// tell the failures of a watch (a probation, a canary) from earlier
+    /// ones.
+    pub fn signature_counts(&self) -> BTreeMap<String, u64> {
+        crate::lock(&self.signatures)
+            .iter()
+            .map(|(s, st)| (s.clone(), st.count))
+            .collect()
+    }
+
     /// A call caused by `source` took `took`.
     pub fn took(&self, took: Duration, source: Source) {
         let micros = took.as_micros().max(1) as u64;

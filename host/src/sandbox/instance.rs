@@ -81,15 +81,22 @@ impl FaultKind {
 }
 
 impl GuestFault {
+    /// The wasm backtrace's frames, innermost first, as wasmtime wrote
+    /// them after each line's `N: 0x.. - `: `module!function`, and on the
+    /// outermost the error's cause after a `: `.
+    pub fn frames(&self) -> impl Iterator<Item = &str> {
+        self.detail
+            .lines()
+            .filter_map(|l| l.trim().split_once(" - ").map(|(_, f)| f.trim()))
+    }
+
     /// The crash signature: the fault's kind and the top two frames of the
     /// guest backtrace that are the game's own (not the standard library's
     /// panic and abort machinery), without symbol hashes. Two faults with
     /// one signature are, as far as the host can tell, the same bug.
     pub fn signature(&self) -> String {
         let frames: Vec<String> = self
-            .detail
-            .lines()
-            .filter_map(|l| l.trim().split_once(" - ").map(|(_, f)| f))
+            .frames()
             // `<module>!<function>`; the function's generics may hold a `!`
             // of their own (`begin_panic::<..., !>`).
             .map(|f| without_hashes(f.split_once('!').map_or(f, |(_, name)| name)))

@@ -13,18 +13,23 @@ use crate::capsule::{Blob, Capsule, CapsuleCheckpoint, Fault, Limits, Output, St
 use crate::deploy::shadow::{Fed, Feed};
 
 impl RoomTask {
+    /// The journal's checkpoint, as capsules and shadows start from it.
+    fn capsule_checkpoint(&self) -> CapsuleCheckpoint {
+        let cp = self.journal.checkpoint();
+        CapsuleCheckpoint {
+            now: cp.now,
+            state: Blob(cp.state.clone()),
+            entropy: cp.entropy,
+        }
+    }
+
     /// Starts feeding a shadow: first the checkpoint and the inputs since.
     pub(super) fn start_shadow(&mut self, feed: Feed) {
-        let cp = self.journal.checkpoint();
         let start = Fed::Start {
             kv: Limits::of(&self.rooms.config).kv(),
             seed: self.seed,
             init_config: self.rooms.config.game_init_config(&self.key.game),
-            checkpoint: CapsuleCheckpoint {
-                now: cp.now,
-                state: Blob(cp.state.clone()),
-                entropy: cp.entropy,
-            },
+            checkpoint: self.capsule_checkpoint(),
             entries: self.journal.entries().to_vec(),
             digests: self.journal.digests().to_vec(),
         };
@@ -66,7 +71,6 @@ impl RoomTask {
         } else {
             Stage::Snapshot
         };
-        let cp = self.journal.checkpoint();
         let mut inputs = self.journal.entries().to_vec();
         inputs.extend(failed.cloned());
         let config = &self.rooms.config;
@@ -81,11 +85,7 @@ impl RoomTask {
             seed: self.seed,
             init_config: Blob(config.game_init_config(&self.key.game)),
             limits: Limits::of(config),
-            checkpoint: CapsuleCheckpoint {
-                now: cp.now,
-                state: Blob(cp.state.clone()),
-                entropy: cp.entropy,
-            },
+            checkpoint: self.capsule_checkpoint(),
             inputs,
             outputs: Vec::new(),
             live_digests: self.journal.digests().to_vec(),
