@@ -280,6 +280,13 @@ pub struct SupervisionConfig {
     /// Inputs between two checkpoints of a room's state. A restart
     /// replays at most this many inputs.
     pub checkpoint_every: u32,
+    /// After each checkpoint the room goes on in a fresh instance restored
+    /// from it, the one a restart or a capsule's replay builds, so what a
+    /// game's memory holds beyond its snapshot (std's per-map hash seeds,
+    /// a `HashMap`'s layout, caches) is the same live and in replay. Off:
+    /// one instantiation fewer per checkpoint, and a game whose outputs
+    /// depend on such things may diverge in replay.
+    pub fresh_at_checkpoint: bool,
 }
 
 impl Default for SupervisionConfig {
@@ -288,6 +295,7 @@ impl Default for SupervisionConfig {
             max_restarts: 5,
             window_ms: 30_000,
             checkpoint_every: 64,
+            fresh_at_checkpoint: true,
         }
     }
 }

@@ -7,7 +7,8 @@
 //! `{"do": "kick"}` kicks the sender; `{"do": "tick", "ms": N, "spin": M}`
 //! starts ticking (each tick spins M million rounds, then broadcasts the
 //! room clock); `{"do": "time"}` replies with the host clock and the WASI
-//! clock the guest sees; `{"do": "add", "n": N}` adds to the counter and
+//! clock the guest sees; `{"do": "hash_order"}` with the iteration order of
+//! a fresh `HashMap`; `{"do": "add", "n": N}` adds to the counter and
 //! `{"do": "get"}` reads it; `{"do": "poison"}` makes the next `restore` of
 //! this state trap; `{"do": "slow", "ms": N}` makes every later message
 //! sleep N ms in WASI first. Game storage: `{"do": "kv_set", "key": K,
@@ -115,6 +116,9 @@ pub enum Order {
     Poison,
     /// Reply with `ctx.now_ms()` and `SystemTime::now()` as WASI gives it.
     Time,
+    /// Reply with the iteration order of a fresh std `HashMap` of 32 keys,
+    /// which depends on the hash seed std gives each new map.
+    HashOrder,
     /// From now on, sleep `ms` in WASI at the start of every message.
     Slow { ms: u64 },
     /// Store `value` under `key`.
@@ -259,6 +263,11 @@ impl Game for Faulty {
                 let host_ms = ctx.now_ms();
                 let random = ctx.random_u64();
                 ctx.send(from, &json!({"host_ms": host_ms, "wasi_ms": wasi_ms, "random": random}));
+            }
+            Order::HashOrder => {
+                let map: std::collections::HashMap<u32, ()> = (0..32).map(|k| (k, ())).collect();
+                let order: Vec<u32> = map.into_keys().collect();
+                ctx.send(from, &json!({"order": order}));
             }
         }
         Ok(())

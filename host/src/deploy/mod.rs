@@ -453,10 +453,17 @@ impl Deployer {
             let update = fresh
                 .get(&game)
                 .filter(|v| !state.pinned && !state.bad.contains(*v) && mark.as_ref().is_none_or(|m| *v > m));
+            // Gated like a hot drop-in; a refused update waits in its slot
+            // for `promote --force`.
+            let refused = update.filter(|v| !self.gate_at_start(&game, v));
             let version = update
+                .filter(|_| refused.is_none())
                 .cloned()
                 .or(persisted)
-                .or_else(|| self.games.newest_where(&game, |v| !state.bad.contains(v)))
+                .or_else(|| {
+                    self.games
+                        .newest_where(&game, |v| !state.bad.contains(v) && Some(v) != refused)
+                })
                 .or_else(|| self.games.newest(&game));
             if let Some(v) = version {
                 let _ = self.games.activate(&game, &v);
@@ -636,6 +643,44 @@ impl Deployer {
         let result = tokio::task::spawn_blocking(move || gate::check(&sandbox, &folder, &cfg, &target))
             .await
             .unwrap_or_else(|e| gate::GateResult::broken(format!("the gate failed: {e}")));
+        self.judge(game, version, trigger, force, result, t0)
+    }
+
+    /// The gate at start-up, for a version that arrived in the modules
+    /// folder while the host was down: `false` if it is refused (and
+    /// audited as `gate_failed`), so the game's previous version stays.
+    /// Runs on the start-up thread, before anything is served.
+    fn gate_at_start(&self, game: &str, version: &Version) -> bool {
+        let cfg = self.rooms.config.capsules.clone();
+        let Ok(target) = self.games.get(game, version) else {
+            return true;
+        };
+        if !cfg.gate {
+            return true;
+        }
+        let t0 = Instant::now();
+        let result = gate::check(&self.sandbox, &self.rooms.capsules, &cfg, &target);
+        match self.judge(game, version, Trigger::Update, false, result, t0) {
+            Ok(_) => true,
+            Err(why) => {
+                tracing::error!(game, version = %version, "{why}; the game's previous version stays active");
+                false
+            }
+        }
+    }
+
+    /// Records what the gate found on `version` (summary for `status`,
+    /// audit, counters) and refuses it unless `force`. `Ok(true)`: capsules
+    /// were replayed.
+    fn judge(
+        &self,
+        game: &str,
+        version: &Version,
+        trigger: Trigger,
+        force: bool,
+        result: gate::GateResult,
+        t0: Instant,
+    ) -> Result<bool, DeployError> {
         if result.checked.is_empty() {
             return Ok(false);
         }

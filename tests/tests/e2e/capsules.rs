@@ -16,6 +16,11 @@ async fn step(c: &mut Client, dir: &str) -> Value {
     c.recv().await
 }
 
+async fn hash_order(c: &mut Client) {
+    c.send(json!({"type": "message", "data": {"do": "hash_order"}})).await;
+    assert_eq!(c.recv().await["data"]["order"].as_array().map(Vec::len), Some(32));
+}
+
 /// Walks the pad into the bug: up, down, up, up (fine), then down (the
 /// only sequence that traps), with messages on the way that read the WASI
 /// clock, random numbers and game storage, so the capsule's outputs
@@ -26,16 +31,21 @@ async fn crash_on_the_pad(c: &mut Client) {
     // random streams where the room left them.
     c.send(json!({"type": "message", "data": {"do": "time"}})).await;
     assert!(c.recv().await["data"]["random"].is_u64());
+    hash_order(c).await;
     for dir in ["up", "down"] {
         assert!(step(c, dir).await["data"]["position"].is_i64());
     }
-    for _ in 0..3 {
+    for _ in 0..2 {
         c.send(json!({"type": "message", "data": {"do": "count"}})).await;
         assert!(c.recv().await["data"]["count"].is_u64());
     }
     // The checkpoint; what follows is in the capsule.
     c.send(json!({"type": "message", "data": {"do": "time"}})).await;
     assert!(c.recv().await["data"]["random"].is_u64());
+    // A fresh `HashMap`'s order depends on how many maps the instance made
+    // before: the same live and in the replay only because the room goes
+    // on in a fresh instance restored from each checkpoint.
+    hash_order(c).await;
     // Game storage too: the replay answers the read from the record.
     c.send(json!({"type": "message", "data": {"do": "kv_set", "key": "pad", "value": 7}}))
         .await;
@@ -100,7 +110,13 @@ fn module_file(dir: &Path, file: &str, name: &str, version: &str) -> PathBuf {
 }
 
 async fn host_with_a_capsule(config: &str) -> (Host, PathBuf) {
-    let config = format!("{config}\n[supervision]\ncheckpoint_every = 7\n");
+    host_with_capsule_of(config, true).await
+}
+
+/// A host whose rooms go on in a fresh instance at each checkpoint
+/// (`fresh`, the default) or keep theirs, with a capsule of the pad's bug.
+async fn host_with_capsule_of(config: &str, fresh: bool) -> (Host, PathBuf) {
+    let config = format!("{config}\n[supervision]\ncheckpoint_every = 7\nfresh_at_checkpoint = {fresh}\n");
     let host = Host::start_with(HostOptions {
         games: &["faulty", "chat"],
         config: &config,
@@ -118,8 +134,26 @@ async fn host_with_a_capsule(config: &str) -> (Host, PathBuf) {
     })
     .await;
     let file = capsules(&host).remove(0);
-    assert!(!host.log().contains("HOST BUG"), "{}", host.log());
+    if fresh {
+        assert!(!host.log().contains("HOST BUG"), "{}", host.log());
+    }
     (host, file)
+}
+
+#[tokio::test]
+async fn a_game_whose_output_hangs_on_hash_seeds_replays_only_with_fresh_instances() {
+    // The room kept one instance across its checkpoint: the fresh map
+    // after it got another hash seed than the replay's, and both the host
+    // (when writing the capsule) and `respawn replay` say the replay
+    // diverged from what players were sent.
+    let (host, capsule) = host_with_capsule_of("", false).await;
+    host.wait_until("the host's divergence report", |h| h.log().contains("HOST BUG"))
+        .await;
+    let (code, report) = report(&capsule, &host.trust_dir(), &[]);
+    assert_eq!(code, 4, "{report:#}");
+    assert_eq!(report["verdict"], "diverged", "{report:#}");
+    // With fresh instances (the default) the same game replays exactly:
+    // `a_rare_crash_leaves_one_capsule_that_replays_anywhere`.
 }
 
 #[tokio::test]
@@ -325,6 +359,28 @@ async fn the_gate_refuses_a_non_fix_and_promotes_a_fix() {
 }
 
 /// Runs `respawn shadow` on a thread (it waits for the run to end).
+#[tokio::test]
+async fn updates_found_at_start_up_pass_the_gate_too() {
+    let (mut host, capsule) = host_with_a_capsule(GATE_ON).await;
+    let name = capsule.file_name().unwrap().to_string_lossy().into_owned();
+    // A non-fix arrives while the host is down: refused at start, the
+    // version that ran before stays active.
+    host.kill();
+    host.drop_module("faulty-1.1.0.wasm", &signed("faulty-v2", "faulty", "1.1.0"));
+    let mut host = host.try_restart().unwrap_or_else(|(why, log)| panic!("{why}\n{log}"));
+    assert_eq!(host.active("faulty").as_deref(), Some("1.0.0"));
+    let refused = host.wait_for_audit("gate_failed", Some("update")).await;
+    assert_eq!(refused["version"], "1.1.0");
+    assert!(refused["detail"].as_str().unwrap().contains(&name), "{refused}");
+    // The fix arrives while it is down again: it passes and goes live.
+    host.kill();
+    host.drop_module("faulty-1.2.0.wasm", &signed("faulty-fix", "faulty", "1.2.0"));
+    let host = host.try_restart().unwrap_or_else(|(why, log)| panic!("{why}\n{log}"));
+    assert_eq!(host.active("faulty").as_deref(), Some("1.2.0"));
+    let passed = host.wait_for_audit("gate_passed", Some("update")).await;
+    assert_eq!(passed["version"], "1.2.0");
+}
+
 fn shadow_in_background(host: &Host, version: &str, secs: &str) -> std::thread::JoinHandle<Value> {
     let (bin, config, admin) = (respawn_bin(), host.config_path(), host.admin_url());
     let (version, secs) = (version.to_owned(), secs.to_owned());

@@ -75,6 +75,9 @@ pub(super) struct RoomTask {
     /// A frame that no input explains went out (a restart notice): take a
     /// checkpoint after this step.
     resync: bool,
+    /// The last checkpoint could not be restored into a fresh instance
+    /// (see `go_on_fresh`): said once in the log until it works again.
+    stale_instance: bool,
     /// When a quiet room checkpoints what it journaled (see
     /// [`QUIET_CHECKPOINT`]).
     quiet_at: Option<Instant>,
@@ -129,6 +132,7 @@ impl RoomTask {
             outbox: Outbox::new(durable),
             recovery: None,
             resync: false,
+            stale_instance: false,
             quiet_at: None,
             rooms,
             key,

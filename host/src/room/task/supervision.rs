@@ -83,7 +83,33 @@ impl RoomTask {
         let cp = checkpoint_of(guest, now).await?;
         self.journal.reset(cp);
         self.save_checkpoint(false);
+        if self.rooms.config.supervision.fresh_at_checkpoint {
+            self.go_on_fresh(guest).await;
+        }
         Ok(())
+    }
+
+    /// Replaces the live instance with the one a replay from the checkpoint
+    /// just taken builds (a fresh instance, restored), so the room's next
+    /// inputs run on the same memory in the room, in its restarts and in a
+    /// capsule's replay. If that fails the room goes on in the old one: it
+    /// keeps serving, and a restart from this checkpoint would fail the
+    /// same way, which the log says (once until it works again).
+    async fn go_on_fresh(&mut self, guest: &mut GuestInstance) {
+        match self.rebuild().await {
+            Ok(fresh) => {
+                *guest = fresh;
+                self.stale_instance = false;
+            }
+            Err(why) => {
+                if let RoomFailure::RestoreTrapped { fault, .. } = &why {
+                    self.module.health.fault_by(Source::Room(self.id), fault.signature());
+                }
+                if !std::mem::replace(&mut self.stale_instance, true) {
+                    tracing::warn!(room = %self.label, version = %self.module.version, "cannot go on in a fresh instance restored from the checkpoint (a restart would fail the same way): {why}");
+                }
+            }
+        }
     }
 
     /// The guest failed: replace it with a fresh instance at the last good
