@@ -74,6 +74,64 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Crash capsules, and the hot-fix gate that replays them.
     pub capsules: CapsulesConfig,
+    /// Metrics, spans, log format, profiling, crash events.
+    pub observability: ObservabilityConfig,
+}
+
+/// Seeing inside the host (see the README's "Observability").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObservabilityConfig {
+    /// Count on the message path for `/metrics` (frames, bytes, call
+    /// durations, errors). Off: those series stay at zero.
+    pub metrics: bool,
+    /// Log inside spans for connections (player, transport, peer) and
+    /// rooms (game, room, version).
+    pub spans: bool,
+    /// `text` (for people) or `json` (one object per line, spans included).
+    pub log_format: LogFormat,
+    /// Sample the host's heap for `/debug/pprof/heap` (jemalloc's sampling
+    /// profiler, one sample per 512 KiB allocated on average).
+    pub heap_profiling: bool,
+    /// Send crash events to Sentry.
+    pub sentry: Option<SentryConfig>,
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        Self {
+            metrics: true,
+            spans: true,
+            log_format: LogFormat::Text,
+            heap_profiling: true,
+            sentry: None,
+        }
+    }
+}
+
+/// How the host's log is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where crash events go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentryConfig {
+    /// The project's DSN (`http://` or `https://`).
+    pub dsn: String,
+    /// The `environment` of every event (`production`, `staging`).
+    #[serde(default = "default_environment")]
+    pub environment: String,
+}
+
+fn default_environment() -> String {
+    "production".into()
 }
 
 /// Crash capsules (`<state.dir>/capsules/`) and the hot-fix gate (see the

@@ -4,9 +4,26 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use respawn::cli::{self, AdminClient};
-use respawn::config::Config;
+use respawn::config::{Config, LogFormat};
 use serde_json::json;
 use std::path::PathBuf;
+
+/// jemalloc, for its sampling heap profiler (`/debug/pprof/heap`); also
+/// every C library's `malloc` (SQLite's), so the heap profile is whole.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its start: profiling built in but inactive
+/// until the host turns it on (`observability.heap_profiling`), one
+/// sample per 512 KiB allocated on average.
+#[repr(transparent)]
+pub struct MallocConf(*const std::ffi::c_char);
+// SAFETY: a pointer to a static, immutable C string.
+unsafe impl Sync for MallocConf {}
+
+/// Read by jemalloc by this name (unprefixed build).
+#[unsafe(export_name = "malloc_conf")]
+pub static MALLOC_CONF: MallocConf = MallocConf(c"prof:true,prof_active:false,lg_prof_sample:19".as_ptr());
 
 /// Respawn game host.
 #[derive(Parser)]
@@ -235,6 +252,96 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// List the live rooms (of one game): version, players, queues, calls,
+    /// faults, memory.
+    Rooms {
+        /// Only this game's rooms.
+        game: Option<String>,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show one room: its players and their queues, calls, faults,
+    /// restarts, memory, journal.
+    Room {
+        /// The game.
+        game: String,
+        /// The room.
+        room: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a player from a room, telling them why (audited).
+    Kick {
+        /// The game.
+        game: String,
+        /// The room.
+        room: String,
+        /// The player's id (see `respawn room`).
+        player: u64,
+        /// Why (told to the player, and audited).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Close a room, telling its players why; its state is dropped
+    /// (audited).
+    Close {
+        /// The game.
+        game: String,
+        /// The room.
+        room: String,
+        /// Why (told to the players, and audited).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Send everyone in a room a system message (audited).
+    Say {
+        /// The game.
+        game: String,
+        /// The room.
+        room: String,
+        /// The message.
+        message: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A live view of games, versions, rooms, players, frames/s, call
+    /// p50/p99, faults and restarts, redrawn every --interval.
+    Top {
+        /// Print one table (two readings --interval apart) and exit.
+        #[arg(long)]
+        once: bool,
+        /// Time between readings: `1s`, `500ms`... (at least 100 ms).
+        #[arg(long, default_value = "1s")]
+        interval: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Profile one room's guest code for a few seconds; writes a profile
+    /// for the Firefox profiler (profiler.firefox.com).
+    Profile {
+        /// The game.
+        game: String,
+        /// The room.
+        room: String,
+        /// How long, in seconds (1 to 60).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Where to write it.
+        #[arg(long, short, default_value = "guest-profile.json")]
+        out: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Talk to the TCP port from a terminal (what `nc` does): each line you
     /// type is sent, each line the host sends is printed.
     Connect {
@@ -267,28 +374,65 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The log on stderr: lines for people, or one JSON object per line with
+/// the spans it happened in (`observability.log_format`).
+fn init_logging(format: LogFormat) {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn"))
+    };
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match cli.command {
+    // `serve` logs as its config says; the other commands for people.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_logging(LogFormat::Text);
+    }
+    run_command(cli.command)
+}
+
+/// Loads the config and serves until a signal stops the host.
+fn serve(config: Option<PathBuf>, modules: Option<PathBuf>, allow_unsigned: bool) -> anyhow::Result<()> {
+    let mut config = load_config(config.as_ref())?;
+    init_logging(config.observability.log_format);
+    if let Some(dir) = modules {
+        config.modules.dir = dir;
+    }
+    config.trust.allow_unsigned |= allow_unsigned;
+    // Held until the host exits: dropping it flushes what is queued.
+    let _crash_events = match &config.observability.sentry {
+        Some(sentry) => Some(respawn::crash_events::init(sentry)?),
+        None => None,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        if config.observability.heap_profiling {
+            respawn::admin::start_heap_profiling().await;
+        }
+        respawn::server::run(config, shutdown_signal()).await
+    })
+}
+
+fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve {
             config,
             modules,
             allow_unsigned,
-        } => {
-            let mut config = load_config(config.as_ref())?;
-            if let Some(dir) = modules {
-                config.modules.dir = dir;
-            }
-            config.trust.allow_unsigned |= allow_unsigned;
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(respawn::server::run(config, shutdown_signal()))
-        }
+        } => serve(config, modules, allow_unsigned),
         Command::Keygen { out, comment } => cli::keygen(&out, &comment),
         Command::Connect { addr } => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -479,6 +623,92 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bans { target } => {
             let r = client(&target)?.get("/bans")?;
             cli::print_bans(&r);
+            Ok(())
+        }
+        Command::Rooms { game, json, target } => {
+            let path = match &game {
+                Some(g) => format!("/debug/rooms?game={g}"),
+                None => "/debug/rooms".into(),
+            };
+            let r = client(&target)?.get(&path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                cli::print_rooms(&r);
+            }
+            Ok(())
+        }
+        Command::Room {
+            game,
+            room,
+            json,
+            target,
+        } => {
+            let r = client(&target)?.get(&format!("/debug/rooms/{game}/{room}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                cli::print_room(&r);
+            }
+            Ok(())
+        }
+        Command::Kick {
+            game,
+            room,
+            player,
+            reason,
+            target,
+        } => {
+            client(&target)?.post(
+                &format!("/rooms/{game}/{room}/kick"),
+                json!({"player": player, "reason": reason}),
+            )?;
+            println!("{game}/{room}: player {player} kicked");
+            Ok(())
+        }
+        Command::Close {
+            game,
+            room,
+            reason,
+            target,
+        } => {
+            let r = client(&target)?.post(&format!("/rooms/{game}/{room}/close"), json!({"reason": reason}))?;
+            println!("{game}/{room}: closed, {} players told", r["players"]);
+            Ok(())
+        }
+        Command::Say {
+            game,
+            room,
+            message,
+            target,
+        } => {
+            let r = client(&target)?.post(&format!("/rooms/{game}/{room}/say"), json!({"message": message}))?;
+            println!("{game}/{room}: told {} players", r["players"]);
+            Ok(())
+        }
+        Command::Top { once, interval, target } => {
+            let ms = cli::parse_duration_ms(&interval)?;
+            if ms < 100 {
+                anyhow::bail!("--interval is at least 100ms");
+            }
+            cli::top::top(&client(&target)?, std::time::Duration::from_millis(ms), once)
+        }
+        Command::Profile {
+            game,
+            room,
+            seconds,
+            out,
+            target,
+        } => {
+            println!("profiling {game}/{room} for {seconds} s...");
+            let profile =
+                client(&target)?.get_bytes(&format!("/debug/rooms/{game}/{room}/profile?seconds={seconds}"))?;
+            std::fs::write(&out, &profile).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "{}: {} bytes; open it at https://profiler.firefox.com",
+                out.display(),
+                profile.len()
+            );
             Ok(())
         }
     }

@@ -11,6 +11,7 @@ use crate::modules::store::SlotStore;
 use crate::modules::{self, Games, TrustStore};
 use crate::net::Transport;
 use crate::net::admission::{AcceptSlot, Admission, ConnectionPermit, Refused};
+use crate::net::metered::Metered;
 use crate::net::stream::Stream;
 use crate::net::tcp::TcpTransport;
 use crate::net::tls::Tls;
@@ -30,6 +31,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
 
 /// What the listeners share.
 struct Shared {
@@ -37,6 +39,8 @@ struct Shared {
     admission: Arc<Admission>,
     /// The player listeners' TLS, when `[tls]` is set.
     tls: Option<Tls>,
+    /// Serve each connection inside a span (`observability.spans`).
+    spans: bool,
 }
 
 /// Which transport a listener speaks.
@@ -62,6 +66,7 @@ impl Kind {
 /// accepts connections.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    crate::metrics::set_enabled(config.observability.metrics);
     let state_dir = &config.state.dir;
     std::fs::create_dir_all(state_dir).with_context(|| format!("creating the state folder {}", state_dir.display()))?;
     let trust = load_trust(&config)?;
@@ -161,6 +166,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         sessions: sessions.clone(),
         admission: Admission::new(config.admission_limits()),
         tls: tls.clone(),
+        spans: config.observability.spans,
     });
     sessions.park_recovered(seats, &shared.admission);
     let health = Health::new(games.clone());
@@ -465,11 +471,11 @@ async fn serve_connection(kind: Kind, stream: TcpStream, peer: SocketAddr, slot:
             };
             match kind {
                 Kind::Ws => match tokio::time::timeout_at(deadline, WsTransport::accept(stream, net)).await {
-                    Ok(Ok(t)) => serve(t, peer, permit, &shared).await,
+                    Ok(Ok(t)) => serve(kind, t, peer, permit, &shared).await,
                     Ok(Err(e)) => tracing::debug!(%peer, "websocket handshake failed: {e}"),
                     Err(_) => tracing::debug!(%peer, "websocket handshake timed out"),
                 },
-                Kind::Tcp => serve(TcpTransport::new(stream, net), peer, permit, &shared).await,
+                Kind::Tcp => serve(kind, TcpTransport::new(stream, net), peer, permit, &shared).await,
             }
         }
         // Told why while a refusal permit lasts; beyond, dropped at once.
@@ -508,10 +514,37 @@ async fn refuse(kind: Kind, stream: Stream, why: Refused, shared: &Shared) {
     }
 }
 
-async fn serve<T: Transport>(transport: T, peer: SocketAddr, permit: ConnectionPermit, shared: &Shared) {
+/// Serves a player, counted (`observability.metrics`) and inside a span
+/// naming the player, transport and peer (`observability.spans`), so every
+/// log line of the connection carries them.
+async fn serve<T: Transport>(kind: Kind, transport: T, peer: SocketAddr, permit: ConnectionPermit, shared: &Shared) {
+    if crate::metrics::enabled() {
+        let metered = Metered::new(transport, crate::metrics::METRICS.transport(kind.name()));
+        serve_session(kind, metered, peer, permit, shared).await;
+    } else {
+        serve_session(kind, transport, peer, permit, shared).await;
+    }
+}
+
+async fn serve_session<T: Transport>(
+    kind: Kind,
+    transport: T,
+    peer: SocketAddr,
+    permit: ConnectionPermit,
+    shared: &Shared,
+) {
     let session = Session::new(transport, shared.sessions.clone(), permit);
     let player = session.player();
-    tracing::debug!(%peer, player, "player connected");
-    session.run().await;
-    tracing::debug!(%peer, player, "player disconnected");
+    let span = if shared.spans {
+        tracing::info_span!("conn", player, transport = kind.name(), %peer)
+    } else {
+        tracing::Span::none()
+    };
+    async {
+        tracing::debug!("player connected");
+        session.run().await;
+        tracing::debug!("player disconnected");
+    }
+    .instrument(span)
+    .await;
 }

@@ -8,7 +8,7 @@
 //! starts ticking (each tick spins M million rounds, then broadcasts the
 //! room clock); `{"do": "time"}` replies with the host clock and the WASI
 //! clock the guest sees; `{"do": "hash_order"}` with the iteration order of
-//! a fresh `HashMap`; `{"do": "add", "n": N}` adds to the counter and
+//! a fresh `HashMap`; `{"do": "log", "text": T}` logs T; `{"do": "add", "n": N}` adds to the counter and
 //! `{"do": "get"}` reads it; `{"do": "poison"}` makes the next `restore` of
 //! this state trap; `{"do": "slow", "ms": N}` makes every later message
 //! sleep N ms in WASI first. Game storage: `{"do": "kv_set", "key": K,
@@ -116,6 +116,8 @@ pub enum Order {
     Poison,
     /// Reply with `ctx.now_ms()` and `SystemTime::now()` as WASI gives it.
     Time,
+    /// Write `text` to the host's log at info level.
+    Log { text: String },
     /// Reply with the iteration order of a fresh std `HashMap` of 32 keys,
     /// which depends on the hash seed std gives each new map.
     HashOrder,
@@ -264,6 +266,7 @@ impl Game for Faulty {
                 let random = ctx.random_u64();
                 ctx.send(from, &json!({"host_ms": host_ms, "wasi_ms": wasi_ms, "random": random}));
             }
+            Order::Log { text } => ctx.log(respawn_guest_sdk::Level::Info, &text),
             Order::HashOrder => {
                 let map: std::collections::HashMap<u32, ()> = (0..32).map(|k| (k, ())).collect();
                 let order: Vec<u32> = map.into_keys().collect();

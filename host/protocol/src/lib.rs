@@ -503,10 +503,21 @@ pub enum ServerMsg<'a> {
         /// The version now.
         version: &'a str,
     },
-    /// The game removed the player from the room.
+    /// The game (or an operator) removed the player from the room.
     Kicked {
         /// The game's reason.
         reason: &'a str,
+    },
+    /// An operator closed the room; the player is no longer in it (the
+    /// connection stays open).
+    Closed {
+        /// The operator's reason.
+        reason: &'a str,
+    },
+    /// A message from the host's operators to everyone in the room.
+    System {
+        /// For people.
+        message: &'a str,
     },
     /// The message with this `ref` was accepted by the game.
     Ack {

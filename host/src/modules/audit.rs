@@ -12,7 +12,7 @@ pub struct AuditEntry {
     /// Milliseconds since the Unix epoch.
     pub ts_ms: u64,
     /// `load`, `promote`, `rollback`, `promotion_aborted`, `pin`, `unpin`,
-    /// `reject`, `ban`, `unban`.
+    /// `reject`, `ban`, `unban`, `room_kick`, `room_close`, `room_say`.
     pub event: &'static str,
     /// The game, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -44,6 +44,12 @@ pub struct AuditEntry {
     /// When a ban ends, in ms since the Unix epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub until_ms: Option<u64>,
+    /// The room concerned (room operations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The player concerned (a kick).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub player: Option<u64>,
 }
 
 /// An append-only JSON-lines file, written by a thread of its own so that

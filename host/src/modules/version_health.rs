@@ -216,7 +216,20 @@ pub fn p99_of(counts: &[u64], min_calls: u64) -> Option<Duration> {
     if total == 0 || total < min_calls {
         return None;
     }
-    let rank = total - total / 100;
+    quantile_of(counts, total - total / 100)
+}
+
+/// The median of `counts` (as [`p99_of`] reads them), if any call was timed.
+pub fn p50_of(counts: &[u64]) -> Option<Duration> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    quantile_of(counts, total.div_ceil(2))
+}
+
+/// The upper bound of the bucket holding the `rank`-th call.
+fn quantile_of(counts: &[u64], rank: u64) -> Option<Duration> {
     let mut seen = 0;
     for (i, n) in counts.iter().enumerate() {
         seen += n;

@@ -3,6 +3,7 @@
 //! the session never knows which one it speaks.
 
 pub mod admission;
+pub mod metered;
 pub mod stream;
 pub mod tcp;
 pub mod tls;

@@ -190,6 +190,11 @@ impl Journal {
     pub fn digests(&self) -> &[u64] {
         &self.digests
     }
+
+    /// What the inputs since the checkpoint hold, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 #[cfg(test)]

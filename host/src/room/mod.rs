@@ -9,6 +9,7 @@
 mod crash;
 mod failure;
 pub mod journal;
+pub mod operations;
 mod registry;
 mod task;
 
@@ -95,6 +96,8 @@ pub(crate) enum RoomCmd {
     Shutdown {
         done: oneshot::Sender<()>,
     },
+    /// An operator's request (see [`operations`]).
+    Operate(operations::Operation),
 }
 
 /// A successful join.

@@ -311,11 +311,19 @@ impl Rooms {
             running: running.clone(),
         };
         live.insert(key.clone(), handle.clone());
+        // Its own root, not inside the span of the connection whose join
+        // created it: every line the room logs carries game, room and
+        // version (`observability.spans`).
+        let span = if self.config.observability.spans {
+            tracing::info_span!(parent: None, "room", game = %key.game, room = %key.room, version = %module.version)
+        } else {
+            tracing::Span::none()
+        };
         let mut task = RoomTask::new(self.clone(), key, id, module, seed, running);
         if let Some(recovery) = recovery {
             task = task.recovering(recovery);
         }
-        tokio::spawn(task.run(rx, control_rx));
+        tokio::spawn(tracing::Instrument::instrument(task.run(rx, control_rx), span));
         handle
     }
 
@@ -326,6 +334,14 @@ impl Rooms {
             room: room.to_owned(),
         };
         crate::lock(&self.live).get(&key).cloned()
+    }
+
+    /// Every live room's key and handle, copied out of the registry's lock.
+    pub(crate) fn live_handles(&self) -> Vec<(RoomKey, RoomHandle)> {
+        crate::lock(&self.live)
+            .iter()
+            .map(|(k, h)| (k.clone(), h.clone()))
+            .collect()
     }
 
     /// Forgets a room if the registry still points at this instance of it.

@@ -4,6 +4,7 @@
 use super::bindings::{Identity, KvError, Level, Player, Rejection, v1, v2};
 use super::determinism::{Entropy, EntropyPosition, RoomClock, SharedRng};
 use super::{GameCode, Sandbox};
+use crate::metrics::{Export, GameMetrics};
 use crate::storage::kv::{GameSpace, KvAccess, KvEffects, KvFailure, KvRead};
 use rand::Rng;
 use std::fmt;
@@ -248,10 +249,12 @@ impl GuestFault {
 struct Limits {
     memory_bytes: usize,
     table_elements: usize,
+    /// What the instance's linear memories hold now, together.
+    memory_now: usize,
 }
 
 impl ResourceLimiter for Limits {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             return Err(OverLimit {
                 limit: self.memory_bytes,
@@ -259,6 +262,7 @@ impl ResourceLimiter for Limits {
             }
             .into());
         }
+        self.memory_now += desired.saturating_sub(current);
         Ok(true)
     }
 
@@ -303,6 +307,33 @@ pub struct RoomData {
     call_ticks: u64,
     /// The game's storage, as this call may use it.
     kv: KvAccess,
+    /// Sampling the guest's stack at every epoch tick of its calls, while
+    /// an operator profiles the room.
+    profiler: Option<Profiling>,
+}
+
+/// A guest profile being taken: the profiler, and the epoch ticker kept at
+/// its fast pace meanwhile (see the sandbox's `IDLE_TICK`).
+pub struct Profiling {
+    /// `None` only once finished.
+    profiler: Option<Box<wasmtime::GuestProfiler>>,
+    fast_ticks: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Profiling {
+    fn drop(&mut self) {
+        self.fast_ticks.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Profiling {
+    /// Ends the profile, writing the Firefox profiler's JSON.
+    pub fn finish(mut self, out: &mut Vec<u8>) -> anyhow::Result<()> {
+        match self.profiler.take() {
+            Some(profiler) => profiler.finish(out).map_err(|e| anyhow::anyhow!("{e:#}")),
+            None => anyhow::bail!("the profile was finished already"),
+        }
+    }
 }
 
 impl RoomData {
@@ -454,6 +485,19 @@ pub struct GuestInstance {
     /// `sandbox.call_timeout_ms`, and the wall-clock bound it gives.
     timeout_ms: u64,
     wall: std::time::Duration,
+    /// Where a live room's calls are timed and its faults counted.
+    metrics: Option<Arc<GameMetrics>>,
+    /// The game's code, for a guest profiler.
+    component: wasmtime::component::Component,
+    /// The sandbox's count of guest profiles under way.
+    profiling: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A call under way: running (see [`InCall`]) since `started`.
+struct Call {
+    _running: InCall,
+    export: Export,
+    started: std::time::Instant,
 }
 
 /// An instance of either world version.
@@ -542,6 +586,7 @@ impl GuestInstance {
             limits: Limits {
                 memory_bytes: sandbox.limits.memory_bytes,
                 table_elements: sandbox.limits.table_elements,
+                memory_now: 0,
             },
             clock,
             rng: entropy.host,
@@ -553,6 +598,7 @@ impl GuestInstance {
             label,
             call_ticks: 0,
             kv: KvAccess::new(kv),
+            profiler: None,
         };
         let mut store = Store::new(sandbox.engine(), data);
         store.limiter(|d| &mut d.limits);
@@ -560,6 +606,13 @@ impl GuestInstance {
         // rooms on this thread keep going; past its budget it traps.
         let (budget, timeout_ms) = (sandbox.limits.call_timeout_ticks, sandbox.limits.call_timeout_ms);
         store.epoch_deadline_callback(move |mut ctx| {
+            // Sampled here, while the guest's frames are on the stack.
+            if let Some(mut profiling) = ctx.data_mut().profiler.take() {
+                if let Some(profiler) = profiling.profiler.as_mut() {
+                    profiler.sample(&ctx, super::EPOCH_TICK);
+                }
+                ctx.data_mut().profiler = Some(profiling);
+            }
             let data = ctx.data_mut();
             data.call_ticks += 1;
             if data.call_ticks >= budget {
@@ -585,7 +638,13 @@ impl GuestInstance {
             }
         };
         sandbox.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let component = match &code.pre {
+            super::Pre::V2(pre) => pre.instance_pre().component().clone(),
+            super::Pre::V1(pre) => pre.instance_pre().component().clone(),
+        };
         Ok(Self {
+            component,
+            profiling: sandbox.profiling.clone(),
             store,
             room,
             replay: None,
@@ -593,12 +652,13 @@ impl GuestInstance {
             in_call: sandbox.in_call.clone(),
             timeout_ms: sandbox.limits.call_timeout_ms,
             wall: wall_limit(sandbox.limits.call_timeout_ms),
+            metrics: None,
         })
     }
 
     /// Prepares a call; the call counts as running until the returned
     /// guard drops (also when the call's future is dropped mid-call).
-    fn begin(&mut self, now_ms: u64, input: bool) -> InCall {
+    fn begin(&mut self, now_ms: u64, input: bool, export: Export) -> Call {
         let replay = if input { self.replay.take() } else { None };
         let data = self.store.data_mut();
         data.kv.begin(input, replay);
@@ -607,23 +667,75 @@ impl GuestInstance {
         data.effect_bytes = 0;
         data.call_ticks = 0;
         self.store.set_epoch_deadline(1);
-        InCall::new(&self.in_call)
+        Call {
+            _running: InCall::new(&self.in_call),
+            export,
+            started: std::time::Instant::now(),
+        }
     }
 
-    fn finish<T>(&mut self, r: wasmtime::Result<T>) -> CallResult<T> {
-        r.map_err(|e| {
+    fn finish<T>(&mut self, r: wasmtime::Result<T>, call: Call) -> CallResult<T> {
+        let r = r.map_err(|e| {
             let data = self.store.data_mut();
             data.effects.clear();
             data.failed_reads = data.kv.discard();
             GuestFault::from_error(e)
-        })
+        });
+        if let Some(m) = &self.metrics {
+            m.call(call.export, call.started.elapsed().as_secs_f64());
+            if let Err(fault) = &r {
+                m.fault(fault.kind.code());
+            }
+        }
+        r
+    }
+
+    /// Bytes of linear memory the instance holds (its memories grow, never
+    /// shrink).
+    pub fn memory_in_use(&self) -> usize {
+        self.store.data().limits.memory_now
+    }
+
+    /// Starts sampling the guest's calls (see `RoomData::profiler`) for a
+    /// profile named `name`.
+    pub fn start_profile(&mut self, name: &str) -> anyhow::Result<()> {
+        let profiler = wasmtime::GuestProfiler::new_component(
+            self.store.engine(),
+            name,
+            super::EPOCH_TICK,
+            self.component.clone(),
+            std::iter::empty(),
+        )?;
+        self.profiling.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.store.data_mut().profiler = Some(Profiling {
+            profiler: Some(Box::new(profiler)),
+            fast_ticks: self.profiling.clone(),
+        });
+        Ok(())
+    }
+
+    /// The profile under way, taken out (to move it to the instance that
+    /// replaces this one, or to finish it).
+    pub fn take_profiler(&mut self) -> Option<Profiling> {
+        self.store.data_mut().profiler.take()
+    }
+
+    /// Goes on sampling with `profiling` (of an instance of the same code).
+    pub fn put_profiler(&mut self, profiling: Option<Profiling>) {
+        self.store.data_mut().profiler = profiling;
+    }
+
+    /// From now on, time this instance's calls and count its faults in
+    /// its game's metrics (a live room's instance; not a replay's).
+    pub fn count_in(&mut self, metrics: Arc<GameMetrics>) {
+        self.metrics = Some(metrics);
     }
 
     /// `init(room, config)`.
     pub async fn init(&mut self, now_ms: u64, room: &str, config: &[u8]) -> CallResult<Result<(), String>> {
-        let _in_call = self.begin(now_ms, false);
+        let call = self.begin(now_ms, false, Export::Init);
         let r = call_export!(self, call_init(room, config), |r| r);
-        self.finish(r)
+        self.finish(r, call)
     }
 
     /// `on-join(player)`.
@@ -636,7 +748,7 @@ impl GuestInstance {
         name: &str,
         user: Option<&Identity>,
     ) -> CallResult<Result<(), Rejection>> {
-        let _in_call = self.begin(now_ms, true);
+        let call = self.begin(now_ms, true, Export::OnJoin);
         let player = Player {
             id,
             name: name.to_owned(),
@@ -653,42 +765,42 @@ impl GuestInstance {
                 .await
                 .map(|a| a.map_err(Rejection::from)),
         };
-        self.finish(r)
+        self.finish(r, call)
     }
 
     /// `on-leave(player)`.
     pub async fn on_leave(&mut self, now_ms: u64, id: u64) -> CallResult<()> {
-        let _in_call = self.begin(now_ms, true);
+        let call = self.begin(now_ms, true, Export::OnLeave);
         let r = call_export!(self, call_on_leave(id), |r| r);
-        self.finish(r)
+        self.finish(r, call)
     }
 
     /// `on-message(player, payload)`.
     pub async fn on_message(&mut self, now_ms: u64, id: u64, payload: &[u8]) -> CallResult<Result<(), Rejection>> {
-        let _in_call = self.begin(now_ms, true);
+        let call = self.begin(now_ms, true, Export::OnMessage);
         let r = call_export!(self, call_on_message(id, payload), |a| a.map_err(Rejection::from));
-        self.finish(r)
+        self.finish(r, call)
     }
 
     /// `on-tick(now)`.
     pub async fn on_tick(&mut self, now_ms: u64) -> CallResult<()> {
-        let _in_call = self.begin(now_ms, true);
+        let call = self.begin(now_ms, true, Export::OnTick);
         let r = call_export!(self, call_on_tick(now_ms), |r| r);
-        self.finish(r)
+        self.finish(r, call)
     }
 
     /// `snapshot()`.
     pub async fn snapshot(&mut self, now_ms: u64) -> CallResult<Vec<u8>> {
-        let _in_call = self.begin(now_ms, false);
+        let call = self.begin(now_ms, false, Export::Snapshot);
         let r = call_export!(self, call_snapshot(), |r| r);
-        self.finish(r)
+        self.finish(r, call)
     }
 
     /// `restore(state)`.
     pub async fn restore(&mut self, now_ms: u64, state: &[u8]) -> CallResult<Result<(), String>> {
-        let _in_call = self.begin(now_ms, false);
+        let call = self.begin(now_ms, false, Export::Restore);
         let r = call_export!(self, call_restore(state), |r| r);
-        self.finish(r)
+        self.finish(r, call)
     }
 
     /// The next input call is a replay: its storage reads are answered

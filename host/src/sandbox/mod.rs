@@ -6,7 +6,7 @@ pub mod determinism;
 mod instance;
 
 pub use bindings::{Identity, Rejection};
-pub use instance::{CallResult, Effect, FaultKind, GuestFault, GuestInstance, InstantiateError, RoomData};
+pub use instance::{CallResult, Effect, FaultKind, GuestFault, GuestInstance, InstantiateError, Profiling, RoomData};
 
 use crate::config::SandboxConfig;
 use crate::modules::VerifiedModule;
@@ -19,7 +19,7 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances while a guest call runs; call deadlines
 /// are counted in these, and a long call yields to other rooms at each.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// How often the epoch ticker wakes while no guest call runs. Waking every
 /// millisecond for nothing cost a loaded host 3% of its CPU (a context
@@ -91,6 +91,10 @@ pub struct Sandbox {
     live: Arc<AtomicUsize>,
     /// Guest calls running now (the epoch ticker's pace depends on it).
     in_call: Arc<AtomicUsize>,
+    /// Guest profiles being taken (the ticker keeps its fast pace).
+    profiling: Arc<AtomicUsize>,
+    /// Instance slots in the pool (`sandbox.max_instances`).
+    slots: usize,
 }
 
 impl Sandbox {
@@ -149,12 +153,15 @@ impl Sandbox {
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let in_call = Arc::new(AtomicUsize::new(0));
-        let (weak, stop, busy) = (engine.weak(), ticker_stop.clone(), in_call.clone());
+        let profiling = Arc::new(AtomicUsize::new(0));
+        let (weak, stop, busy, sampling) = (engine.weak(), ticker_stop.clone(), in_call.clone(), profiling.clone());
         std::thread::Builder::new()
             .name("respawn-epoch".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let running = busy.load(Ordering::Relaxed) > 0;
+                    // A guest profile samples at every tick: ticking fast
+                    // while one runs catches calls shorter than IDLE_TICK.
+                    let running = busy.load(Ordering::Relaxed) > 0 || sampling.load(Ordering::Relaxed) > 0;
                     std::thread::sleep(if running { EPOCH_TICK } else { IDLE_TICK });
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
@@ -175,12 +182,20 @@ impl Sandbox {
             ticker_stop,
             live: Arc::new(AtomicUsize::new(0)),
             in_call,
+            profiling,
+            slots: cfg.max_instances as usize,
         })
     }
 
     /// Guest instances alive now.
     pub fn live_instances(&self) -> usize {
         self.live.load(Ordering::Relaxed)
+    }
+
+    /// Instance slots in the pool: what [`Sandbox::live_instances`] is
+    /// bounded by.
+    pub fn slots(&self) -> usize {
+        self.slots
     }
 
     /// The engine, for code that needs it directly (benchmarks, caches).

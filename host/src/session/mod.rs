@@ -368,6 +368,7 @@ impl<T: Transport> Session<T> {
     async fn cut_slow_consumer(&mut self) -> End {
         self.seat = None;
         tracing::debug!(player = self.player, "slow consumer cut off");
+        crate::metrics::METRICS.slow_consumers.inc();
         let err = ProtocolError::new(
             ErrorCode::SlowConsumer,
             "too many undelivered frames; the connection is closed",
@@ -837,6 +838,7 @@ impl<T: Transport> Session<T> {
             None => (Vec::new(), 0, 0),
         };
         tracing::debug!(player, last_seq = ?last_seq, seq, replayed = replay.len(), lost, rewound, "seat resumed");
+        crate::metrics::METRICS.resume("resumed");
         let msg = ServerMsg::Resumed {
             player,
             game: &seat.game,
@@ -901,6 +903,7 @@ impl<T: Transport> Session<T> {
                     )));
                 }
                 let Some((player, seat)) = self.hub.resumes.claim(&token).await else {
+                    crate::metrics::METRICS.resume("failed");
                     return Ok(Err(Refusal::new(
                         ErrorCode::ResumeFailed,
                         "no seat to resume: the token is unknown or its grace period is over; join again",

@@ -11,6 +11,7 @@ mod deploy;
 mod durability;
 mod lifecycle;
 mod modules;
+mod observability;
 mod play;
 mod rooms;
 mod soak;

@@ -47,6 +47,7 @@ impl RoomTask {
         )
         .await
         .inspect_err(|e| tracing::warn!(room = %self.label, version = %module.version, "cannot instantiate: {e}"))?;
+        guest.count_in(self.metrics.clone());
         let config = rooms.config.game_init_config(&self.key.game);
         module.health.call();
         match guest.init(now, &self.key.room, &config).await {

@@ -92,6 +92,7 @@ impl RoomTask {
         self.deliver(guest);
         while let Some(player) = self.players.iter().find(|(_, m)| m.leaving).map(|(id, _)| *id) {
             self.players.remove(&player);
+            self.metrics.leaves.inc();
             self.seat_gone(player);
             tracing::debug!(room = %self.label, player, "player left the room");
             if self.apply(guest, Input::Leave { player }).await?.is_none() {
@@ -128,6 +129,9 @@ impl RoomTask {
             match effect {
                 Effect::Send { to, payload } => {
                     if let Some(m) = self.players.get_mut(&to) {
+                        if crate::metrics::enabled() {
+                            self.metrics.frames.inc();
+                        }
                         m.offer(to, ToSession::Frame(protocol::event_frame(&payload)), &mut self.outbox);
                     }
                 }
@@ -149,10 +153,15 @@ impl RoomTask {
 
     /// Queues one frame for every player but `except`.
     pub(super) fn broadcast(&mut self, frame: Utf8Bytes, except: Option<PlayerId>) {
+        let mut sent = 0;
         for (id, m) in &mut self.players {
             if Some(*id) != except {
                 m.offer(*id, ToSession::Frame(frame.clone()), &mut self.outbox);
+                sent += 1;
             }
+        }
+        if crate::metrics::enabled() {
+            self.metrics.frames.inc_by(sent);
         }
     }
 

@@ -69,6 +69,7 @@ impl RoomTask {
             ..here
         });
         *crate::lock(&self.running) = self.module.clone();
+        tracing::Span::current().record("version", tracing::field::display(&self.module.version));
         self.apply_tick_request(guest);
         tracing::info!(room = %self.label, from = %from.version, to = %self.module.version, "room migrated");
         let frame = ServerMsg::Swapped {

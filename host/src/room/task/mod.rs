@@ -8,6 +8,7 @@ mod durability;
 mod lifecycle;
 mod members;
 mod migration;
+mod operations;
 mod outbox;
 mod recovery;
 mod supervision;
@@ -83,6 +84,20 @@ pub(super) struct RoomTask {
     quiet_at: Option<Instant>,
     /// A candidate version shadowing this room (`respawn shadow`).
     shadow: Option<crate::deploy::shadow::Feed>,
+    /// The game's metrics.
+    metrics: Arc<crate::metrics::GameMetrics>,
+    /// What operators see of the room (`respawn room`).
+    stats: Stats,
+}
+
+/// Counts of the room's life, for operators.
+#[derive(Default)]
+struct Stats {
+    calls: u64,
+    faults: u64,
+    restarts: u64,
+    last_input_ms: u64,
+    opened_ms: u64,
 }
 
 /// A room that took inputs and then went quiet checkpoints after this
@@ -105,6 +120,8 @@ enum Stop {
     InboxClosed,
     Crashed(Box<Crash>),
     Shutdown(oneshot::Sender<()>),
+    /// An operator closed it, with this reason for the players.
+    Closed(String),
 }
 
 impl RoomTask {
@@ -117,6 +134,7 @@ impl RoomTask {
         running: Arc<Mutex<Arc<GameModule>>>,
     ) -> Self {
         let label = format!("{}/{}#{id}", key.game, key.room);
+        let metrics = crate::metrics::METRICS.game(&key.game);
         let every = rooms.config.supervision.checkpoint_every as usize;
         let journal_budget = rooms.journal_budget.clone();
         let space = rooms.kv.as_ref().map(|kv| kv.game(&key.game));
@@ -157,6 +175,11 @@ impl RoomTask {
             restarts: VecDeque::new(),
             asking: None,
             shadow: None,
+            metrics,
+            stats: Stats {
+                opened_ms: crate::unix_ms(),
+                ..Stats::default()
+            },
         }
     }
 
@@ -272,6 +295,16 @@ impl RoomTask {
                 done = Some(tx);
                 JoinError::Closed("the host is shutting down".into())
             }
+            Stop::Closed(reason) => {
+                tracing::info!(room = %self.label, reason, "room closed by an operator");
+                let frame = ServerMsg::Closed { reason: &reason }.encode();
+                for (_, m) in self.players.drain() {
+                    if let Some(to) = m.outbound {
+                        let _ = to.try_send(ToSession::Removed(frame.clone()));
+                    }
+                }
+                JoinError::Closed(format!("the room was closed: {reason}"))
+            }
             Stop::Crashed(crash) => {
                 self.report(&crash);
                 let err = ProtocolError::new(
@@ -341,6 +374,7 @@ impl RoomTask {
                         let mut member = Member::new(Some(outbound), overflow, name);
                         member.user = user_id;
                         self.players.insert(player, member);
+                        self.metrics.joins.inc();
                         self.save_seat(player, seat);
                         self.empty_deadline = None;
                         Ok(Joined {
@@ -424,6 +458,7 @@ impl RoomTask {
                 decision,
             } => self.swap(guest, module, ready, decision).await?,
             RoomCmd::Shutdown { done } => self.shutdown(guest, done).await?,
+            RoomCmd::Operate(op) => self.operate(guest, op).await?,
         }
         Ok(())
     }

@@ -7,6 +7,13 @@ use crate::modules::version_health::Source;
 
 use crate::capsule::replay::{call, digest_pending, peek_output};
 
+/// Goes on with `fresh` (of the same code) in place of `guest`, and with
+/// its guest profiler, if one is sampling.
+fn adopt(guest: &mut GuestInstance, mut fresh: GuestInstance) {
+    fresh.put_profiler(guest.take_profiler());
+    *guest = fresh;
+}
+
 /// The guest's state and random positions now.
 async fn checkpoint_of(guest: &mut GuestInstance, now: u64) -> CallResult<Checkpoint> {
     let state = guest.snapshot(now).await?;
@@ -34,6 +41,8 @@ impl RoomTask {
     ) -> Result<Option<Result<(), Rejection>>, Stop> {
         let now = self.now();
         self.module.health.call();
+        self.stats.calls += 1;
+        self.stats.last_input_ms = now;
         let started = std::time::Instant::now();
         let result = call(guest, now, &input).await;
         self.module.health.took(started.elapsed(), self.source_of(&input));
@@ -98,7 +107,7 @@ impl RoomTask {
     async fn go_on_fresh(&mut self, guest: &mut GuestInstance) {
         match self.rebuild().await {
             Ok(fresh) => {
-                *guest = fresh;
+                adopt(guest, fresh);
                 self.stale_instance = false;
             }
             Err(why) => {
@@ -124,6 +133,7 @@ impl RoomTask {
             .as_ref()
             .map_or(Source::Room(self.id), |e| self.source_of(&e.input));
         self.module.health.fault_by(source, fault.signature());
+        self.stats.faults += 1;
         self.leave_capsule(&fault, failed.as_ref());
         let sup = &self.rooms.config.supervision;
         let window = Duration::from_millis(sup.window_ms);
@@ -142,7 +152,7 @@ impl RoomTask {
         self.restarts.push_back(now);
         tracing::warn!(room = %self.label, version = %self.module.version, kind = fault.kind.code(), "guest fault, restarting the room: {}", fault.detail);
         match self.rebuild().await {
-            Ok(fresh) => *guest = fresh,
+            Ok(fresh) => adopt(guest, fresh),
             Err(why) => {
                 return Err(Stop::Crashed(Box::new(Crash {
                     reason: "restart_failed",
@@ -153,6 +163,8 @@ impl RoomTask {
             }
         }
         self.module.health.restart();
+        self.metrics.restarts.inc();
+        self.stats.restarts += 1;
         tracing::info!(room = %self.label, replayed = self.journal.entries().len(), "room restarted from its checkpoint");
         let frame = ServerMsg::Restarted {
             version: &self.module.version.to_string(),
@@ -209,6 +221,7 @@ impl RoomTask {
     /// Logs, counts and writes a crash report.
     pub(super) fn report(&self, crash: &Crash) {
         self.module.health.crash();
+        self.metrics.crashes.inc();
         let at_ms = crate::unix_ms();
         let cp = self.journal.checkpoint();
         let restart_error = crash.restart_error.as_ref().map(ToString::to_string);
@@ -242,6 +255,18 @@ impl RoomTask {
             restart_error = restart_error.as_deref(),
             "room crashed and closed: {}", crash.fault.detail
         );
+        let version = self.module.version.to_string();
+        crate::crash_events::report(&crate::crash_events::Crash {
+            game: &self.key.game,
+            room: &self.key.room,
+            version: &version,
+            reason: crash.reason,
+            kind: crash.fault.kind.code(),
+            message: &crash.fault.detail,
+            frames: crash.fault.frames().collect(),
+            inputs: self.journal.entries().iter().chain(crash.failed.as_ref()).collect(),
+            redact: self.rooms.config.capsules.redact,
+        });
         let (file, text) = match crash::render(&self.rooms.config.state.dir, &self.key, &report) {
             Ok(rendered) => rendered,
             Err(e) => {

@@ -1,6 +1,13 @@
-//! The operator API behind `respawn status`, `rollback`, `promote`, `pin`
-//! and `unpin`: HTTP+JSON on loopback, every request carrying the bearer
-//! token from `<state>/admin.token` (created at first start, mode 0600).
+//! The operator API behind `respawn status`, `rollback`, `promote`, `pin`,
+//! `unpin`, the room operations and `respawn top`, with Prometheus'
+//! `/metrics` and the `/debug/` views: HTTP+JSON on loopback, every request
+//! carrying the bearer token from `<state>/admin.token` (created at first
+//! start, mode 0600).
+
+mod debug;
+mod rooms;
+
+pub use debug::start_heap_profiling;
 
 use crate::deploy::{DeployError, Deployer, Trigger};
 use crate::readiness::{Gauges, Health};
@@ -69,6 +76,17 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/games/{game}/unpin", post(unpin))
         .route("/bans", get(bans).post(ban))
         .route("/unban", post(unban))
+        .route("/metrics", get(debug::metrics))
+        .route("/debug/runtime", get(debug::runtime))
+        .route("/debug/top", get(debug::top))
+        .route("/debug/pprof/profile", get(debug::cpu_profile))
+        .route("/debug/pprof/heap", get(debug::heap_profile))
+        .route("/debug/rooms", get(rooms::list))
+        .route("/debug/rooms/{game}/{room}", get(rooms::inspect))
+        .route("/debug/rooms/{game}/{room}/profile", get(debug::guest_profile))
+        .route("/rooms/{game}/{room}/kick", post(rooms::kick))
+        .route("/rooms/{game}/{room}/close", post(rooms::close))
+        .route("/rooms/{game}/{room}/say", post(rooms::say))
         .layer(axum::middleware::from_fn_with_state(admin.clone(), authorize));
     Router::new()
         .route("/healthz", get(healthz))

@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod top;
+
 /// `respawn keygen`: writes `<out>.key` (secret, mode 0600, wasmsign2
 /// format) and `<out>.pub` (OpenSSH line).
 pub fn keygen(out: &Path, comment: &str) -> anyhow::Result<()> {
@@ -293,6 +295,26 @@ impl AdminClient {
         self.finish(r)
     }
 
+    /// GET a path's raw body (a profile), or the API's error.
+    pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call();
+        let mut response = response.with_context(|| format!("cannot reach the host at {}", self.base))?;
+        if !response.status().is_success() {
+            return self.finish(Ok(response)).map(|_| Vec::new());
+        }
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .context("reading the answer")?;
+        Ok(body)
+    }
+
     /// POST JSON to a path.
     pub fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         let r = self
@@ -461,7 +483,21 @@ pub async fn connect(addr: &str) -> anyhow::Result<()> {
     }
 }
 
-/// A ban's length: `90` (seconds), `30s`, `30m`, `12h`, `7d`.
+/// [`parse_duration`] in milliseconds, also taking `500ms`.
+pub fn parse_duration_ms(text: &str) -> anyhow::Result<u64> {
+    match text.trim().strip_suffix("ms") {
+        Some(ms) => ms
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms > 0)
+            .with_context(|| format!("`{text}` is not a positive number of milliseconds")),
+        None => parse_duration(text)?
+            .checked_mul(1000)
+            .with_context(|| format!("`{text}` is too long")),
+    }
+}
+
+/// A length of time in seconds: `90` (seconds), `30s`, `30m`, `12h`, `7d`.
 pub fn parse_duration(text: &str) -> anyhow::Result<u64> {
     let text = text.trim();
     let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
@@ -524,6 +560,137 @@ pub fn print_bans(r: &Value) {
     }
 }
 
+/// Lays `rows` out under `headers`, each column as wide as its widest
+/// cell; the first `left` columns are aligned left, the rest right.
+pub fn table(headers: &[&str], rows: &[Vec<String>], left: usize) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            if i < left {
+                out.push_str(&format!("{cell:<w$}"));
+            } else {
+                out.push_str(&format!("{cell:>w$}"));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// Prints `/debug/rooms` as a table.
+pub fn print_rooms(r: &Value) {
+    let rows: Vec<Vec<String>> = r["rooms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|room| {
+            vec![
+                room["game"].as_str().unwrap_or("?").to_owned(),
+                room["room"].as_str().unwrap_or("?").to_owned(),
+                room["version"].as_str().unwrap_or("?").to_owned(),
+                room["players"].as_array().map_or(0, Vec::len).to_string(),
+                room["inbox"].to_string(),
+                room["outbound_max"].to_string(),
+                room["calls"].to_string(),
+                room["faults"].to_string(),
+                room["restarts"].to_string(),
+                format!("{}K", room["memory_bytes"].as_u64().unwrap_or(0) / 1024),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("(no live rooms)");
+    } else {
+        print!(
+            "{}",
+            table(
+                &[
+                    "GAME",
+                    "ROOM",
+                    "VERSION",
+                    "PLAYERS",
+                    "INBOX",
+                    "QUEUE MAX",
+                    "CALLS",
+                    "FAULTS",
+                    "RESTARTS",
+                    "MEMORY"
+                ],
+                &rows,
+                3
+            )
+        );
+    }
+    if r["unanswered"].as_u64().unwrap_or(0) > 0 {
+        println!("({} rooms did not answer in time)", r["unanswered"]);
+    }
+}
+
+/// Prints one room of `/debug/rooms/{game}/{room}`.
+pub fn print_room(r: &Value) {
+    println!(
+        "{}/{} on {}",
+        r["game"].as_str().unwrap_or("?"),
+        r["room"].as_str().unwrap_or("?"),
+        r["version"].as_str().unwrap_or("?")
+    );
+    println!(
+        "  opened {}, last input {}",
+        format_time(r["opened_ms"].as_u64().unwrap_or(0)),
+        match r["last_input_ms"].as_u64() {
+            Some(ms) if ms > 0 => format_time(ms),
+            _ => "never".into(),
+        }
+    );
+    println!(
+        "  calls {}, faults {}, restarts {}, memory {} KiB",
+        r["calls"],
+        r["faults"],
+        r["restarts"],
+        r["memory_bytes"].as_u64().unwrap_or(0) / 1024
+    );
+    println!(
+        "  inbox {}, journal {} inputs ({} bytes) since its checkpoint{}{}",
+        r["inbox"],
+        r["journal_entries"],
+        r["journal_bytes"],
+        r["tick_ms"]
+            .as_u64()
+            .map(|t| format!(", ticks every {t} ms"))
+            .unwrap_or_default(),
+        if r["shadowed"] == true { ", shadowed" } else { "" }
+    );
+    let rows: Vec<Vec<String>> = r["players"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            vec![
+                p["id"].to_string(),
+                p["name"].as_str().unwrap_or("?").to_owned(),
+                p["user"].as_str().unwrap_or("-").to_owned(),
+                p["queued"].to_string(),
+            ]
+        })
+        .collect();
+    for line in table(&["PLAYER", "NAME", "USER", "QUEUED"], &rows, 3).lines() {
+        println!("  {line}");
+    }
+}
+
 #[cfg(test)]
 mod ban_tests {
     use super::*;
@@ -541,3 +708,4 @@ mod ban_tests {
         assert_eq!(format_time(1_796_000_000_000), "2026-11-30 00:53:20 UTC");
     }
 }
+

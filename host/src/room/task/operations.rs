@@ -1,0 +1,101 @@
+//! The room's side of operators' requests (see [`crate::room::operations`]).
+
+use super::*;
+use crate::room::operations::{Operation, PlayerView, RoomView};
+
+impl RoomTask {
+    /// Answers an operator. A kick and a close are audited by the caller
+    /// (the admin API), which knows who asked.
+    pub(super) async fn operate(&mut self, guest: &mut GuestInstance, op: Operation) -> Result<(), Stop> {
+        match op {
+            Operation::Inspect(reply) => {
+                let _ = reply.send(self.view(guest));
+            }
+            Operation::Kick { player, reason, reply } => {
+                let frame = ServerMsg::Kicked { reason: &reason }.encode();
+                let found = match self.players.get_mut(&player) {
+                    Some(m) if !m.leaving => {
+                        m.offer(player, ToSession::Removed(frame), &mut self.outbox);
+                        m.leaving = true;
+                        true
+                    }
+                    _ => false,
+                };
+                let _ = reply.send(found);
+                if found {
+                    tracing::info!(room = %self.label, player, reason, "player kicked by an operator");
+                    self.settle(guest).await?;
+                }
+            }
+            Operation::Say { message, reply } => {
+                let frame = ServerMsg::System { message: &message }.encode();
+                let told = self.players.values().filter(|m| !m.leaving).count();
+                self.broadcast(frame, None);
+                // A frame no input explains: checkpoint after it, so a
+                // recovered room numbers frames as the players do.
+                self.resync = true;
+                let _ = reply.send(told);
+            }
+            Operation::ProfileStart(reply) => {
+                let name = format!("{} {}", self.label, self.module.version);
+                let _ = reply.send(
+                    guest
+                        .start_profile(&name)
+                        .map_err(|e| format!("cannot profile the room: {e:#}")),
+                );
+            }
+            Operation::ProfileFinish(reply) => {
+                let profile = match guest.take_profiler() {
+                    Some(profiler) => {
+                        let mut json = Vec::new();
+                        profiler
+                            .finish(&mut json)
+                            .map(|()| json)
+                            .map_err(|e| format!("cannot write the profile: {e:#}"))
+                    }
+                    None => Err("the profile was lost: the room moved to another version or closed meanwhile".into()),
+                };
+                let _ = reply.send(profile);
+            }
+            Operation::Close { reason, reply } => {
+                let told = self.players.values().filter(|m| !m.leaving).count();
+                let _ = reply.send(told);
+                return Err(Stop::Closed(reason));
+            }
+        }
+        Ok(())
+    }
+
+    fn view(&self, guest: &GuestInstance) -> RoomView {
+        let depth = |to: &mpsc::Sender<ToSession>| to.max_capacity() - to.capacity();
+        let mut players: Vec<PlayerView> = self
+            .players
+            .iter()
+            .map(|(id, m)| PlayerView {
+                id: *id,
+                name: m.name.clone(),
+                user: m.user.clone(),
+                queued: m.outbound.as_ref().map_or(0, depth),
+            })
+            .collect();
+        players.sort_by_key(|p| p.id);
+        RoomView {
+            game: self.key.game.clone(),
+            room: self.key.room.clone(),
+            version: self.module.version.to_string(),
+            outbound_max: players.iter().map(|p| p.queued).max().unwrap_or(0),
+            players,
+            inbox: 0,
+            calls: self.stats.calls,
+            faults: self.stats.faults,
+            restarts: self.stats.restarts,
+            memory_bytes: guest.memory_in_use(),
+            last_input_ms: self.stats.last_input_ms,
+            opened_ms: self.stats.opened_ms,
+            journal_entries: self.journal.entries().len(),
+            journal_bytes: self.journal.bytes(),
+            tick_ms: self.tick.as_ref().map(|t| t.period().as_millis() as u64),
+            shadowed: self.shadow.is_some(),
+        }
+    }
+}
