@@ -85,9 +85,10 @@ guests: toolchain host devkey
         fi
     done
 
-# The browser tests run in Debian's chromium (see `browser`).
+# The browser tests run in Debian's chromium (see `browser`); the metrics
+# tests run Debian's Prometheus and promtool (see `test-deps`).
 # Run all tests: unit, guests natively, end to end, browser.
-test: guests
+test: guests test-deps
     #!/usr/bin/env bash
     set -uo pipefail
     cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log
@@ -102,6 +103,24 @@ test: guests
       done | paste -sd' '
     } | awk '{p += $1; f += $2; s += $3} END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, s}'
     [ "$status" = 0 ] && [ "$browser_status" = 0 ]
+
+# The metrics tests scrape a real host with Prometheus and lint it with
+# promtool. Root and Debian only.
+# Install Debian's prometheus (promtool too) for the metrics tests if missing.
+test-deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v prometheus >/dev/null && command -v promtool >/dev/null && exit 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing prometheus for the metrics tests"
+        apt-get update -qq
+        # Not its node exporter; where systemd runs, the package also
+        # starts a Prometheus on :9090 (the tests use their own ports).
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+    else
+        echo "warning: the metrics tests need Prometheus and promtool (apt-get install prometheus," >&2
+        echo "brew install prometheus); without them those two tests fail and say so" >&2
+    fi
 
 # playwright-core drives /usr/bin/chromium; screenshots go to
 # target/browser-artifacts/. Needs `just guests` first.
@@ -174,6 +193,21 @@ bench-durability *args: guests
         --servers respawn@off,respawn@checkpoint,respawn@journal,respawn@strict \
         --rounds 7 --out target/durability.md --json target/durability.json {{args}}
     target/release/respawn-load recovery --rooms 1000 --inputs 10 | tee -a target/durability.md
+
+# What observability costs on the data path (BENCHMARKS.md,
+# "Observability"): Respawn as shipped (metrics, spans, heap sampling on)
+# against `respawn-unobserved` (all three off), pinned like load-compare,
+# scenarios a and b, seven interleaved rounds; then the guest call with and
+# without its histogram. Writes target/observability.md.
+bench-observability *args: guests
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p respawn -p respawn-load
+    pin=(); if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then pin=(taskset -c 1); fi
+    "${pin[@]}" target/release/respawn-load compare --scenarios a,b \
+        --servers respawn,respawn-unobserved \
+        --rounds 7 --out target/observability.md --json target/observability.json {{args}}
+    cargo bench -p respawn --bench room -- 'call/' 2>&1 | grep -E '^call/|time:' | tee -a target/observability.md
 
 # What a change costs on the data path: this build against the release
 # build of another commit (default: the one before player authentication),

@@ -69,7 +69,9 @@ const now = () => (globalThis.performance?.now ? globalThis.performance.now() : 
  * Events (`on(type, fn)`; `fn` gets one argument):
  * - `state`: `"connecting" | "connected" | "reconnecting" | "closed"`
  * - `welcome`, `joined`, `resumed`, `swapped`, `restarted`, `kicked`,
- *   `left`, `shutdown`: the host's frame. A `resumed` that answers a join
+ *   `closed` (an operator closed the room: out of it, like `kicked`),
+ *   `system` (the operators' `message` to the room), `left`, `shutdown`:
+ *   the host's frame. A `resumed` that answers a join
  *   (the ticket's user already had a seat in the room, and this connection
  *   took it over) is reported as `joined`, with `takeover: true`.
  * - `event`: the game's payload (the frame's `data`)
@@ -654,6 +656,17 @@ const HANDLERS = {
     this._want = null;
     this._seatMaybe = false;
     this._emit("kicked", f);
+  },
+
+  closed(f) {
+    this.room = null;
+    this._want = null;
+    this._seatMaybe = false;
+    this._emit("closed", f);
+  },
+
+  system(f) {
+    this._emit("system", f);
   },
 
   shutdown(f) {

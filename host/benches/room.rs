@@ -71,11 +71,21 @@ fn calls(c: &mut Criterion) {
     let rt = runtime();
     let sb = sandbox(true);
     let mut group = c.benchmark_group("call");
-    for name in ["null", "echo"] {
+    // `+metrics`: the call timed into the game's Prometheus histogram, as
+    // a live room's is (the cost BENCHMARKS.md quotes, side by side).
+    for (name, label, metrics) in [
+        ("null", "null", false),
+        ("null", "null+metrics", true),
+        ("echo", "echo", false),
+        ("echo", "echo+metrics", true),
+    ] {
         let code = compile(&sb, name);
         let mut inst = rt
             .block_on(GuestInstance::new(&sb, &code, name.into(), 7, None))
             .expect("instance");
+        if metrics {
+            inst.count_in(respawn::metrics::METRICS.game(name));
+        }
         rt.block_on(inst.init(1, "bench", b"{}"))
             .expect("init")
             .expect("init ok");
@@ -83,7 +93,7 @@ fn calls(c: &mut Criterion) {
             .expect("join")
             .expect("join ok");
         inst.take_effects().for_each(drop);
-        group.bench_function(format!("{name}/on_message_64B"), |b| {
+        group.bench_function(format!("{label}/on_message_64B"), |b| {
             // Many calls per block_on, so the executor's entry cost is not
             // measured as call cost.
             b.iter_custom(|iters| {

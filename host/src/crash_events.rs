@@ -152,3 +152,71 @@ fn breadcrumb(entry: &Entry, redact: bool) -> Breadcrumb {
         ..Breadcrumb::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn message(player: u64, text: &str, now: u64) -> Entry {
+        Entry {
+            now,
+            input: Input::Message {
+                player,
+                payload: Bytes::copy_from_slice(text.as_bytes()),
+                reference: None,
+            },
+            reads: Vec::new(),
+        }
+    }
+
+    /// The event Sentry gets: frames oldest first (wasmtime lists the
+    /// innermost first), the last inputs as breadcrumbs with the failing
+    /// one last, payloads cut or redacted.
+    #[test]
+    fn the_event_reads_like_a_crash_in_sentry() {
+        let inputs: Vec<Entry> = (0..40).map(|i| message(1, &"x".repeat(300), 1000 + i)).collect();
+        let crash = Crash {
+            game: "pad",
+            room: "r",
+            version: "1.2.0",
+            reason: "restart_intensity",
+            kind: "trap",
+            message: "wasm trap: unreachable\nmore",
+            frames: vec!["pad!pad::step", "pad!pad::on_message", "pad!_export"],
+            inputs: inputs.iter().collect(),
+            redact: false,
+        };
+        let event = event(&crash);
+        assert_eq!(event.release.as_deref(), Some("pad@1.2.0"));
+        assert_eq!(event.tags.get("kind").map(String::as_str), Some("trap"));
+        let exception = &event.exception.values[0];
+        assert_eq!(exception.value.as_deref(), Some("wasm trap: unreachable"));
+        let frames = &exception.stacktrace.as_ref().expect("stack").frames;
+        let names: Vec<&str> = frames.iter().filter_map(|f| f.function.as_deref()).collect();
+        assert_eq!(names, ["_export", "pad::on_message", "pad::step"]);
+        assert_eq!(frames[0].module.as_deref(), Some("pad"));
+        let crumbs = &event.breadcrumbs.values;
+        assert_eq!(crumbs.len(), BREADCRUMBS);
+        assert_eq!(crumbs.last().and_then(|b| b.data.get("room_ms")), Some(&1039.into()));
+        assert_eq!(crumbs[0].message.as_deref().map(str::len), Some(PAYLOAD_SHOWN));
+
+        let redacted = event_redacted(&crash);
+        assert!(
+            redacted
+                .breadcrumbs
+                .values
+                .iter()
+                .all(|b| b.message.as_deref() == Some("(redacted)"))
+        );
+    }
+
+    fn event_redacted(crash: &Crash<'_>) -> Event<'static> {
+        event(&Crash {
+            redact: true,
+            frames: crash.frames.clone(),
+            inputs: crash.inputs.clone(),
+            ..*crash
+        })
+    }
+}

@@ -172,6 +172,8 @@ pub struct Metrics {
     aborted: IntCounter,
     gate: IntCounterVec,
     games: Mutex<HashMap<String, Arc<GameMetrics>>>,
+    /// Held while a scrape brings the scrape-time figures up to date.
+    rendering: Mutex<()>,
     /// `protocol_errors` per code, by the code's discriminant.
     error_codes: Mutex<Vec<Option<IntCounter>>>,
     transports: Mutex<HashMap<&'static str, TransportMetrics>>,
@@ -342,6 +344,7 @@ impl Metrics {
             ),
             games: Mutex::new(HashMap::new()),
             error_codes: Mutex::new(Vec::new()),
+            rendering: Mutex::new(()),
             transports: Mutex::new(HashMap::new()),
             registry: r,
         }
@@ -418,6 +421,9 @@ impl Metrics {
     /// Brings what is read at scrape time up to date, then renders every
     /// metric in the text exposition format.
     pub fn render(&self, now: &Snapshot) -> String {
+        // One scrape at a time: another's reset must not empty the series
+        // this one set, nor two catch-ups add the same difference.
+        let _one = crate::lock(&self.rendering);
         self.rooms.reset();
         for ((game, version), n) in &now.rooms {
             self.rooms.with_label_values(&[game, version]).set(*n as i64);
@@ -480,4 +486,57 @@ pub struct Snapshot {
     pub parked_seats: usize,
     /// Deploy counters.
     pub counters: crate::deploy::Counters,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A private registry's worth of families, rendered: what a scrape
+    /// reads, with the scrape-time figures in it and counters that catch
+    /// up with totals kept elsewhere (and never go down).
+    #[test]
+    fn a_scrape_renders_live_figures_and_counters_only_go_up() {
+        let m = Metrics::new();
+        let game = m.game("chat");
+        game.joins.inc();
+        game.call(Export::OnMessage, 0.000_3);
+        game.fault("timeout");
+        game.fault("not_a_kind");
+        let t = m.transport("tcp");
+        t.frames_out.inc_by(5);
+        m.protocol_error(respawn_protocol::ErrorCode::RateLimited);
+        m.protocol_error(respawn_protocol::ErrorCode::RateLimited);
+        let mut snapshot = Snapshot {
+            rooms: vec![(("chat".into(), "1.0.0".into()), 3)],
+            games: vec![("chat".into(), true, false)],
+            inbox_max: 7,
+            ..Snapshot::default()
+        };
+        snapshot.counters.promotions = 4;
+        let text = m.render(&snapshot);
+        for line in [
+            "respawn_rooms{game=\"chat\",version=\"1.0.0\"} 3",
+            "respawn_probation{game=\"chat\"} 1",
+            "respawn_canary{game=\"chat\"} 0",
+            "respawn_room_inbox_depth_max 7",
+            "respawn_promotions_total 4",
+            "respawn_joins_total{game=\"chat\"} 1",
+            "respawn_guest_faults_total{game=\"chat\",kind=\"timeout\"} 1",
+            "respawn_frames_sent_total{transport=\"tcp\"} 5",
+            "respawn_connections_total{transport=\"tcp\"} 1",
+            "respawn_protocol_errors_total{code=\"rate_limited\"} 2",
+            "respawn_guest_call_duration_seconds_bucket{export=\"on-message\",game=\"chat\",le=\"0.0005\"} 1",
+            "respawn_guest_call_duration_seconds_bucket{export=\"on-message\",game=\"chat\",le=\"0.00025\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        // A room gone, a total that went down (it cannot): the room's
+        // series goes, the counter stays.
+        snapshot.rooms.clear();
+        snapshot.counters.promotions = 2;
+        let text = m.render(&snapshot);
+        assert!(!text.contains("respawn_rooms{"), "{text}");
+        assert!(text.contains("respawn_promotions_total 4"), "{text}");
+    }
 }

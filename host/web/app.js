@@ -395,6 +395,11 @@ client.on("kicked", (k) => {
   hideRoom();
   log(`kicked: ${k.reason}`, "error");
 });
+client.on("closed", (c) => {
+  hideRoom();
+  log(`the room was closed: ${c.reason}`, "error");
+});
+client.on("system", (m) => log(`host: ${m.message}`, "warn"));
 client.on("left", () => {
   if (!client.room) hideRoom();
 });

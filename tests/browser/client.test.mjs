@@ -84,7 +84,7 @@ function makeClient(opts = {}) {
   FakeSocket.all = [];
   const client = new RespawnClient("ws://test/", {WebSocket: FakeSocket, random: () => 0, ...opts});
   const seen = [];
-  for (const type of ["state", "welcome", "joined", "resumed", "seatlost", "event", "swapped", "restarted", "kicked", "error", "retry"]) {
+  for (const type of ["state", "welcome", "joined", "resumed", "seatlost", "event", "swapped", "restarted", "kicked", "closed", "system", "error", "retry"]) {
     client.on(type, (arg) => seen.push([type, arg]));
   }
   const states = () => seen.filter(([t]) => t === "state").map(([, s]) => s);
@@ -242,6 +242,22 @@ describe("RespawnClient", () => {
     await tick(20);
     assert.equal(FakeSocket.all.length, 1, "no reconnect after close()");
     assert.equal(client.state, "closed");
+  });
+
+  test("an operator's system message is an event; a closed room is left and not rejoined", async () => {
+    const {client, ws, seen} = await joinedClient();
+    ws.push({type: "system", message: "restart in 5 minutes"});
+    assert.deepEqual(seen.filter(([t]) => t === "system").map(([, f]) => f.message), ["restart in 5 minutes"]);
+    assert.notEqual(client.room, null, "a system message leaves the player in the room");
+    ws.push({seq: 4, type: "closed", reason: "maintenance"});
+    assert.equal(client.room, null);
+    assert.equal(client.state, "connected");
+    assert.deepEqual(seen.filter(([t]) => t === "closed").map(([, f]) => f.reason), ["maintenance"]);
+    ws.drop();
+    await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
+    FakeSocket.all[1].push(welcome(8, "tok-8"));
+    assert.deepEqual(FakeSocket.all[1].sent, [], "after closed: no resume, no rejoin");
+    client.close();
   });
 
   test("superseded reconnects at once, and leaves the seat to the connection that took it", async () => {

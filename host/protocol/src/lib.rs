@@ -713,6 +713,23 @@ pub enum ServerFrame {
         /// The game's reason.
         reason: String,
     },
+    /// An operator closed the room; the player is out of it.
+    Closed {
+        /// The room frame's number.
+        #[serde(default)]
+        seq: Option<u64>,
+        /// The operator's reason.
+        reason: String,
+    },
+    /// The host's operators speak to everyone in the room.
+    System {
+        /// Not a numbered room frame (the host sends none); kept for
+        /// symmetry with the other room frames.
+        #[serde(default)]
+        seq: Option<u64>,
+        /// For people.
+        message: String,
+    },
     /// The room moved to another version.
     Swapped {
         /// The room frame's number.
@@ -752,6 +769,7 @@ impl ServerFrame {
             | ServerFrame::Error { seq, .. }
             | ServerFrame::Left { seq, .. }
             | ServerFrame::Kicked { seq, .. }
+            | ServerFrame::Closed { seq, .. }
             | ServerFrame::Swapped { seq, .. }
             | ServerFrame::Restarted { seq, .. } => *seq,
             _ => None,
@@ -759,11 +777,13 @@ impl ServerFrame {
     }
 
     /// Whether the player is out of the room after this frame (kicked,
-    /// left, the room failed for good, or the host is going away).
+    /// left, the room closed or failed for good, or the host is going
+    /// away).
     pub fn ends_seat(&self) -> bool {
         matches!(
             self,
             ServerFrame::Kicked { .. }
+                | ServerFrame::Closed { .. }
                 | ServerFrame::Left { .. }
                 | ServerFrame::Shutdown { .. }
                 | ServerFrame::Error {
@@ -983,6 +1003,19 @@ mod tests {
         let err = ProtocolError::new(ErrorCode::GuestFault, "gone");
         let frame = read(error_frame(&err, None, Some(&r)));
         assert!(frame.ends_seat(), "{frame:?}");
+        // An operator's frames: a closed room ends the seat, a system
+        // message (unnumbered, like a notice) does not.
+        let closed = read(ServerMsg::Closed { reason: "maintenance" }.encode());
+        assert!(closed.ends_seat(), "{closed:?}");
+        let system = read(ServerMsg::System { message: "hello" }.encode());
+        assert_eq!(
+            system,
+            ServerFrame::System {
+                seq: None,
+                message: "hello".into()
+            }
+        );
+        assert!(!system.ends_seat());
         let stamped = r#"{"seq":4,"type":"event","data":{"n":1}}"#;
         let event: ServerFrame = serde_json::from_str(stamped).unwrap();
         assert_eq!(event.seq(), Some(4));

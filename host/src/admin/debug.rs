@@ -222,11 +222,35 @@ pub(super) async fn guest_profile(
     }
     let duration = seconds(q.seconds, 5)?;
     let _running = Running::take(&GUEST_PROFILING, "guest")?;
-    let rooms = &admin.gauges.rooms;
-    rooms.start_profile(&game, &room).await?;
+    let rooms = admin.gauges.rooms.clone();
+    // If this request goes away (the client hung up, or the start timed
+    // out but is still queued), the room is told to stop all the same.
+    let mut stop = StopProfile(Some((rooms.clone(), game.clone(), room.clone())));
+    rooms.start_profile(&game, &room, duration).await?;
     tokio::time::sleep(duration).await;
-    let json = rooms.finish_profile(&game, &room).await?;
+    stop.0 = None;
+    let profile = rooms.finish_profile(&game, &room).await?;
+    let json = tokio::task::spawn_blocking(move || {
+        let mut json = Vec::new();
+        profile.finish(&mut json).map(|()| json)
+    })
+    .await
+    .map_err(|e| failed("the profile could not be written", e))?
+    .map_err(|e| failed("the profile could not be written", e))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+/// Tells a room to stop profiling unless disarmed.
+struct StopProfile(Option<(Arc<crate::room::Rooms>, String, String)>);
+
+impl Drop for StopProfile {
+    fn drop(&mut self) {
+        if let Some((rooms, game, room)) = self.0.take() {
+            tokio::spawn(async move {
+                let _ = rooms.finish_profile(&game, &room).await;
+            });
+        }
+    }
 }
 
 /// `/debug/top`: what `respawn top` shows, as running totals (the CLI

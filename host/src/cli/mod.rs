@@ -708,4 +708,3 @@ mod ban_tests {
         assert_eq!(format_time(1_796_000_000_000), "2026-11-30 00:53:20 UTC");
     }
 }
-

@@ -412,6 +412,8 @@ impl Deployer {
         // Versions that arrived in the modules folder while the host was
         // down are updates, promoted like a hot reload would have.
         let mut fresh: BTreeMap<String, Version> = BTreeMap::new();
+        // Every version that arrived while the host was down, by game.
+        let mut arrived: BTreeMap<String, std::collections::BTreeSet<Version>> = BTreeMap::new();
         for (i, file) in files.into_iter().enumerate() {
             let verified = match loader::read_verified(&self.trust(), &file) {
                 Ok(v) => v,
@@ -432,6 +434,7 @@ impl Deployer {
                 Ok(m) => {
                     let m = self.accept(&file, m);
                     if i >= stored {
+                        arrived.entry(m.name.clone()).or_default().insert(m.version.clone());
                         let newest = fresh.entry(m.name.clone()).or_insert_with(|| m.version.clone());
                         if m.version > *newest {
                             *newest = m.version.clone();
@@ -456,18 +459,34 @@ impl Deployer {
             // Gated like a hot drop-in; a refused update waits in its slot
             // for `promote --force`.
             let refused = update.filter(|v| !self.gate_at_start(&game, v));
-            let version = update
+            // After a refusal, only a version that ran before: not one
+            // that arrived meanwhile, which the gate did not check.
+            let new = arrived.remove(&game).unwrap_or_default();
+            let fallback = || {
+                self.games.newest_where(&game, |v| {
+                    !state.bad.contains(v) && (refused.is_none() || !new.contains(v))
+                })
+            };
+            let chosen = update
                 .filter(|_| refused.is_none())
                 .cloned()
-                .or(persisted)
-                .or_else(|| {
-                    self.games
-                        .newest_where(&game, |v| !state.bad.contains(v) && Some(v) != refused)
-                })
-                .or_else(|| self.games.newest(&game));
+                .or(persisted.clone())
+                .or_else(fallback);
+            let version = match (chosen, refused) {
+                (Some(v), _) => Some(v),
+                // Nothing else to run: the refused version runs, unpassed,
+                // and the log says so.
+                (None, Some(v)) => {
+                    tracing::error!(game = %game, version = %v, "the hot-fix gate refused the only version of the game there is to run; it runs anyway: load a fix");
+                    Some(v.clone())
+                }
+                (None, None) => self.games.newest(&game),
+            };
             if let Some(v) = version {
                 let _ = self.games.activate(&game, &v);
-                lock(&self.passed).entry(game.clone()).or_default().insert(v.clone());
+                if refused != Some(&v) {
+                    lock(&self.passed).entry(game.clone()).or_default().insert(v.clone());
+                }
                 self.raise_high_water(&game, &v);
                 tracing::info!(game = %game, version = %v, pinned = state.pinned, "game active");
             }

@@ -39,10 +39,28 @@ pub(crate) enum Operation {
         message: String,
         reply: oneshot::Sender<usize>,
     },
-    /// Start sampling the room's guest code.
-    ProfileStart(oneshot::Sender<Result<(), String>>),
-    /// Stop sampling; answers the profile (Firefox profiler JSON).
-    ProfileFinish(oneshot::Sender<Result<Vec<u8>, String>>),
+    /// Start sampling the room's guest code, until `until` at the latest
+    /// (a profile nobody collects stops by itself).
+    ProfileStart {
+        until: std::time::Instant,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Stop sampling; answers the profile, to finish off the room's task.
+    ProfileFinish(oneshot::Sender<Result<crate::sandbox::Profiling, String>>),
+}
+
+impl Operation {
+    /// Whoever asked stopped waiting for the answer.
+    pub(crate) fn abandoned(&self) -> bool {
+        match self {
+            Operation::Inspect(r) => r.is_closed(),
+            Operation::Kick { reply, .. } => reply.is_closed(),
+            Operation::Close { reply, .. } | Operation::Say { reply, .. } => reply.is_closed(),
+            Operation::ProfileStart { reply, .. } => reply.is_closed(),
+            // Stopping a profile is wanted even when nobody waits for it.
+            Operation::ProfileFinish(_) => false,
+        }
+    }
 }
 
 /// A room, as an operator sees it.
@@ -132,40 +150,67 @@ impl OperationError {
     }
 }
 
+fn no_room(game: &str, room: &str) -> OperationError {
+    OperationError::NoRoom {
+        game: game.to_owned(),
+        room: room.to_owned(),
+    }
+}
+
 impl RoomHandle {
     /// Commands waiting in the room's inbox.
     pub fn inbox_depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Sends `make(reply)` to the room and waits for its answer.
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Operation) -> Result<T, OperationError> {
+    /// Sends `make(reply)` to the room and waits for its answer: `None`
+    /// if the room closed meanwhile, `Some(Err(()))` if it did not answer
+    /// in time.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Operation) -> Option<Result<T, ()>> {
         let (reply, answer) = oneshot::channel();
         let asked = async {
             self.control.send(RoomCmd::Operate(make(reply))).await.ok()?;
             answer.await.ok()
         };
-        tokio::time::timeout(ROOM_WAIT, asked)
-            .await
-            .ok()
-            .flatten()
-            .ok_or(OperationError::Busy(ROOM_WAIT))
+        match tokio::time::timeout(ROOM_WAIT, asked).await {
+            Ok(Some(answer)) => Some(Ok(answer)),
+            Ok(None) => None,
+            Err(_) => Some(Err(())),
+        }
     }
 
-    /// The room as it is now.
-    pub async fn inspect(&self) -> Result<RoomView, OperationError> {
-        let mut view = self.ask(Operation::Inspect).await?;
-        view.inbox = self.inbox_depth();
-        Ok(view)
+    /// The room as it is now; `None` if it closed meanwhile.
+    pub async fn inspect(&self) -> Option<Result<RoomView, OperationError>> {
+        let answer = self.ask(Operation::Inspect).await?;
+        Some(
+            answer
+                .map(|mut view| {
+                    view.inbox = self.inbox_depth();
+                    view
+                })
+                .map_err(|()| OperationError::Busy(ROOM_WAIT)),
+        )
     }
 }
 
 impl Rooms {
     fn live(&self, game: &str, room: &str) -> Result<RoomHandle, OperationError> {
-        self.handle(game, room).ok_or_else(|| OperationError::NoRoom {
-            game: game.to_owned(),
-            room: room.to_owned(),
-        })
+        self.handle(game, room).ok_or_else(|| no_room(game, room))
+    }
+
+    /// Asks the room `game`/`room`: a room that closes meanwhile is no
+    /// room, one that does not answer in time is busy.
+    async fn ask_room<T>(
+        &self,
+        game: &str,
+        room: &str,
+        make: impl FnOnce(oneshot::Sender<T>) -> Operation,
+    ) -> Result<T, OperationError> {
+        match self.live(game, room)?.ask(make).await {
+            Some(Ok(answer)) => Ok(answer),
+            Some(Err(())) => Err(OperationError::Busy(ROOM_WAIT)),
+            None => Err(no_room(game, room)),
+        }
     }
 
     /// Every live room (of `game`, if given), with its handle, by name.
@@ -187,22 +232,29 @@ impl Rooms {
             .handles(game)
             .into_iter()
             .map(|(_, _, h)| async move { h.inspect().await });
-        let answers = futures_util::future::join_all(asks).await;
+        // Rooms that closed meanwhile are simply not listed.
+        let answers: Vec<_> = futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         let unanswered = answers.iter().filter(|a| a.is_err()).count();
         (answers.into_iter().filter_map(Result::ok).collect(), unanswered)
     }
 
     /// One room as it is now.
     pub async fn inspect(&self, game: &str, room: &str) -> Result<RoomView, OperationError> {
-        self.live(game, room)?.inspect().await
+        match self.live(game, room)?.inspect().await {
+            Some(view) => view,
+            None => Err(no_room(game, room)),
+        }
     }
 
     /// Removes `player` from the room, telling them `reason`.
     pub async fn kick(&self, game: &str, room: &str, player: PlayerId, reason: &str) -> Result<(), OperationError> {
         let reason = reason.to_owned();
         let found = self
-            .live(game, room)?
-            .ask(|reply| Operation::Kick { player, reason, reply })
+            .ask_room(game, room, |reply| Operation::Kick { player, reason, reply })
             .await?;
         if found {
             Ok(())
@@ -214,24 +266,23 @@ impl Rooms {
     /// Closes the room, telling its players `reason`; how many were told.
     pub async fn close(&self, game: &str, room: &str, reason: &str) -> Result<usize, OperationError> {
         let reason = reason.to_owned();
-        self.live(game, room)?
-            .ask(|reply| Operation::Close { reason, reply })
+        self.ask_room(game, room, |reply| Operation::Close { reason, reply })
             .await
     }
 
-    /// Starts sampling the room's guest code.
-    pub async fn start_profile(&self, game: &str, room: &str) -> Result<(), OperationError> {
-        self.live(game, room)?
-            .ask(Operation::ProfileStart)
+    /// Starts sampling the room's guest code, for `secs` at most.
+    pub async fn start_profile(&self, game: &str, room: &str, secs: Duration) -> Result<(), OperationError> {
+        // Past this a profile nobody collected is dropped by the room.
+        let until = std::time::Instant::now() + secs + 2 * ROOM_WAIT;
+        self.ask_room(game, room, |reply| Operation::ProfileStart { until, reply })
             .await?
             .map_err(OperationError::Profile)
     }
 
-    /// Stops sampling the room's guest code; the profile, as JSON for the
-    /// Firefox profiler.
-    pub async fn finish_profile(&self, game: &str, room: &str) -> Result<Vec<u8>, OperationError> {
-        self.live(game, room)?
-            .ask(Operation::ProfileFinish)
+    /// Stops sampling the room's guest code; the profile, to be finished
+    /// (written out) off the room's task.
+    pub async fn finish_profile(&self, game: &str, room: &str) -> Result<crate::sandbox::Profiling, OperationError> {
+        self.ask_room(game, room, Operation::ProfileFinish)
             .await?
             .map_err(OperationError::Profile)
     }
@@ -239,8 +290,7 @@ impl Rooms {
     /// Sends every player of the room a system message; how many got it.
     pub async fn say(&self, game: &str, room: &str, message: &str) -> Result<usize, OperationError> {
         let message = message.to_owned();
-        self.live(game, room)?
-            .ask(|reply| Operation::Say { message, reply })
+        self.ask_room(game, room, |reply| Operation::Say { message, reply })
             .await
     }
 }

@@ -251,10 +251,13 @@ struct Limits {
     table_elements: usize,
     /// What the instance's linear memories hold now, together.
     memory_now: usize,
+    /// The last growth counted, until it is known to have happened.
+    pending: usize,
 }
 
 impl ResourceLimiter for Limits {
-    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, max: Option<usize>) -> wasmtime::Result<bool> {
+        self.pending = 0;
         if desired > self.memory_bytes {
             return Err(OverLimit {
                 limit: self.memory_bytes,
@@ -262,8 +265,18 @@ impl ResourceLimiter for Limits {
             }
             .into());
         }
-        self.memory_now += desired.saturating_sub(current);
+        // Counted once it happened: a growth past the memory's own maximum
+        // fails after this, and `memory_grow_failed` takes it back.
+        if max.is_none_or(|m| desired <= m) {
+            self.pending = desired.saturating_sub(current);
+            self.memory_now += self.pending;
+        }
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_now -= std::mem::take(&mut self.pending);
+        Ok(())
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
@@ -318,6 +331,8 @@ pub struct Profiling {
     /// `None` only once finished.
     profiler: Option<Box<wasmtime::GuestProfiler>>,
     fast_ticks: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// A profile nobody collected is dropped past this.
+    until: std::time::Instant,
 }
 
 impl Drop for Profiling {
@@ -587,6 +602,7 @@ impl GuestInstance {
                 memory_bytes: sandbox.limits.memory_bytes,
                 table_elements: sandbox.limits.table_elements,
                 memory_now: 0,
+                pending: 0,
             },
             clock,
             rng: entropy.host,
@@ -607,7 +623,9 @@ impl GuestInstance {
         let (budget, timeout_ms) = (sandbox.limits.call_timeout_ticks, sandbox.limits.call_timeout_ms);
         store.epoch_deadline_callback(move |mut ctx| {
             // Sampled here, while the guest's frames are on the stack.
-            if let Some(mut profiling) = ctx.data_mut().profiler.take() {
+            if let Some(mut profiling) = ctx.data_mut().profiler.take()
+                && std::time::Instant::now() < profiling.until
+            {
                 if let Some(profiler) = profiling.profiler.as_mut() {
                     profiler.sample(&ctx, super::EPOCH_TICK);
                 }
@@ -697,8 +715,8 @@ impl GuestInstance {
     }
 
     /// Starts sampling the guest's calls (see `RoomData::profiler`) for a
-    /// profile named `name`.
-    pub fn start_profile(&mut self, name: &str) -> anyhow::Result<()> {
+    /// profile named `name`, dropped if still running at `until`.
+    pub fn start_profile(&mut self, name: &str, until: std::time::Instant) -> anyhow::Result<()> {
         let profiler = wasmtime::GuestProfiler::new_component(
             self.store.engine(),
             name,
@@ -710,14 +728,19 @@ impl GuestInstance {
         self.store.data_mut().profiler = Some(Profiling {
             profiler: Some(Box::new(profiler)),
             fast_ticks: self.profiling.clone(),
+            until,
         });
         Ok(())
     }
 
     /// The profile under way, taken out (to move it to the instance that
-    /// replaces this one, or to finish it).
+    /// replaces this one, or to finish it); none past its time.
     pub fn take_profiler(&mut self) -> Option<Profiling> {
-        self.store.data_mut().profiler.take()
+        self.store
+            .data_mut()
+            .profiler
+            .take()
+            .filter(|p| std::time::Instant::now() < p.until)
     }
 
     /// Goes on sampling with `profiling` (of an instance of the same code).

@@ -335,10 +335,14 @@ fn durability_of(server: &str) -> Option<&str> {
     server.strip_prefix("respawn@")
 }
 
-/// Whether `server` is Respawn (at any durability level, or the base
-/// build).
+/// Respawn with its metrics, spans and heap sampling off: the cost of
+/// observability is `respawn` against this, side by side.
+const UNOBSERVED: &str = "respawn-unobserved";
+
+/// Whether `server` is Respawn (at any durability level, unobserved, or
+/// the base build).
 fn is_respawn(server: &str) -> bool {
-    server == "respawn" || server == "respawn-base" || durability_of(server).is_some()
+    server == "respawn" || server == "respawn-base" || server == UNOBSERVED || durability_of(server).is_some()
 }
 
 async fn start_respawn(args: &CompareArgs, server: &str) -> anyhow::Result<Server> {
@@ -357,6 +361,9 @@ async fn start_respawn(args: &CompareArgs, server: &str) -> anyhow::Result<Serve
     );
     if let Some(level) = durability {
         text += &format!("\n[storage]\ndurability = {level:?}\n");
+    }
+    if server == UNOBSERVED {
+        text += "\n[observability]\nmetrics = false\nspans = false\nheap_profiling = false\n";
     }
     std::fs::write(&config, text)?;
     let argv = vec!["serve".to_owned(), "--config".to_owned(), config.display().to_string()];

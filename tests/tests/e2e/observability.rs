@@ -47,9 +47,13 @@ fn json_of(body: &[u8]) -> Value {
     serde_json::from_slice(body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
 }
 
-/// A player in a chat room saying something every few milliseconds until
-/// `until`, reading everything the room sends.
-fn chatter(host: &Host, room: &str, until: Instant) -> tokio::task::JoinHandle<u64> {
+/// A player in a chat room saying something every 25 ms until `stop` is
+/// set, reading everything the room sends; answers how much it said.
+fn chatter(
+    host: &Host,
+    room: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
     let addr = host.addr(Transport::Tcp);
     let room = room.to_owned();
     tokio::spawn(async move {
@@ -57,7 +61,7 @@ fn chatter(host: &Host, room: &str, until: Instant) -> tokio::task::JoinHandle<u
         c.expect("welcome").await;
         c.join("chat", &room, "talker").await;
         let mut said = 0;
-        while Instant::now() < until {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             c.send(json!({"type": "message", "data": {"say": "hello"}})).await;
             while c.recv().await["type"] != "event" {}
             said += 1;
@@ -74,7 +78,8 @@ async fn prometheus_scrapes_a_host_under_traffic() {
         games: &["chat"],
         ..HostOptions::default()
     });
-    let talk = chatter(&host, "metrics", Instant::now() + Duration::from_secs(12));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let talk = chatter(&host, "metrics", stop.clone());
 
     // The exposition is clean by Prometheus' own linter.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -150,7 +155,8 @@ async fn prometheus_scrapes_a_host_under_traffic() {
         let v: Value = r.body_mut().read_json().ok()?;
         v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Traffic goes on until Prometheus has the answers (or 60 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
     let (mut rate, mut p99) = (None, None);
     while Instant::now() < deadline {
         rate = query("sum(rate(respawn_frames_sent_total[5s]))").filter(|r| *r > 0.0);
@@ -163,6 +169,7 @@ async fn prometheus_scrapes_a_host_under_traffic() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let said = talk.await.expect("chatter");
     let (Some(rate), Some(p99)) = (rate, p99) else {
         let mut log = String::new();
@@ -217,10 +224,16 @@ async fn profiles_decode_and_name_the_code_that_ran() {
             )
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, body) = fetch(&host, "/debug/pprof/profile?seconds=1");
-    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(json_of(&body)["error"], "profile_running");
+    // Asked again until the first one is under way (it takes 2 s).
+    let mut second = (0, Vec::new());
+    for _ in 0..15 {
+        second = fetch(&host, "/debug/pprof/profile?seconds=1&format=svg");
+        if second.0 == 409 {
+            break;
+        }
+    }
+    assert_eq!(second.0, 409, "{}", String::from_utf8_lossy(&second.1));
+    assert_eq!(json_of(&second.1)["error"], "profile_running");
     let (status, body) = cpu.join().expect("profile thread");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let profile = pprof::protos::Profile::decode(body.as_slice()).expect("a pprof protobuf");
@@ -387,26 +400,34 @@ async fn operators_see_a_room_and_kick_speak_and_close() {
     let (ok, out, err) = host.cli(&["close", "chat", "ops", "--reason", "maintenance"]);
     assert!(ok, "{err}");
     assert!(out.contains("1 players told"), "{out}");
-    assert_eq!(until(&mut a, "closed").await["reason"], "maintenance");
+    let closed = until(&mut a, "closed").await;
+    assert_eq!(closed["reason"], "maintenance");
+    assert!(closed["seq"].as_u64().is_some(), "a numbered room frame: {closed}");
     let (status, _) = fetch(&host, "/debug/rooms/chat/ops");
     assert_eq!(status, 404);
+    // Still connected; joining again starts a fresh room (one call: this
+    // join), with the old room's history gone.
+    a.join("chat", "ops", "alice").await;
+    let (_, body) = fetch(&host, "/debug/rooms/chat/ops");
+    let fresh = json_of(&body);
+    assert_eq!(
+        (fresh["calls"].as_u64(), fresh["players"].as_array().map(Vec::len)),
+        (Some(1), Some(1))
+    );
+    let welcome = until(&mut a, "event").await;
+    assert_eq!(welcome["data"]["history"], json!([]), "{welcome}");
 
     // Each operation is audited, with the room and the player.
-    let audit = host.audit();
-    let event = |name: &str| {
-        audit
-            .iter()
-            .find(|e| e["event"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {audit:?}"))
-            .clone()
-    };
-    assert_eq!(event("room_say")["detail"], "restart in 5 minutes");
-    let kick = event("room_kick");
+    assert_eq!(
+        host.wait_for_audit("room_say", None).await["detail"],
+        "restart in 5 minutes"
+    );
+    let kick = host.wait_for_audit("room_kick", None).await;
     assert_eq!(
         (kick["room"].as_str(), kick["player"].as_u64()),
         (Some("ops"), Some(bob))
     );
-    assert_eq!(event("room_close")["detail"], "maintenance");
+    assert_eq!(host.wait_for_audit("room_close", None).await["detail"], "maintenance");
 }
 
 #[tokio::test]
@@ -556,4 +577,43 @@ async fn a_crash_report_is_also_a_sentry_event() {
             .any(|b| b["message"].as_str().unwrap_or("").contains("panic")),
         "the failing input is the last breadcrumb: {crumbs:?}"
     );
+}
+
+#[tokio::test]
+async fn with_metrics_and_spans_off_the_message_path_counts_nothing() {
+    let host = Host::start_with(HostOptions {
+        games: &["chat"],
+        config: "[observability]\nmetrics = false\nspans = false\nheap_profiling = false\n",
+        ..HostOptions::default()
+    });
+    let mut c = host.client(Transport::Tcp).await;
+    c.join("chat", "dark", "p").await;
+    c.send(json!({"type": "message", "data": {"say": "hi"}})).await;
+    while until(&mut c, "event").await["data"]["text"] != "hi" {}
+    let (status, text) = fetch(&host, "/metrics");
+    assert_eq!(status, 200);
+    let text = String::from_utf8(text).expect("UTF-8");
+    // Nothing counted on the way, what is read at scrape time still there.
+    assert!(!text.contains("respawn_frames_sent_total{"), "{text}");
+    assert!(
+        text.contains("respawn_guest_call_duration_seconds_count{export=\"on-message\",game=\"chat\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("respawn_rooms{game=\"chat\",version=\"1.0.0\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("respawn_joins_total{game=\"chat\"} 1"), "{text}");
+    // No spans: the room's lines carry no `room{...}` prefix.
+    let opened = host
+        .log()
+        .lines()
+        .find(|l| l.contains("room opened"))
+        .map(str::to_owned)
+        .expect("the room's line");
+    assert!(!opened.contains("room{"), "{opened}");
+    // The heap profile says it is off.
+    let (status, body) = fetch(&host, "/debug/pprof/heap");
+    assert_eq!(status, 409);
+    assert_eq!(json_of(&body)["error"], "heap_profiling_off");
 }

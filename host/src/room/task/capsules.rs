@@ -25,6 +25,25 @@ impl RoomTask {
 
     /// Starts feeding a shadow: first the checkpoint and the inputs since.
     pub(super) fn start_shadow(&mut self, feed: Feed) {
+        if self.offer_start(&feed) {
+            tracing::info!(room = %self.label, "a shadow run follows this room");
+            self.shadow = Some(feed);
+        }
+    }
+
+    /// The room went on in a fresh instance from its new checkpoint: the
+    /// shadow's candidate does the same, so both run on the same memory
+    /// (see `go_on_fresh`) and only their code differs.
+    pub(super) fn restart_shadow(&mut self) {
+        if let Some(feed) = self.shadow.take()
+            && self.offer_start(&feed)
+        {
+            self.shadow = Some(feed);
+        }
+    }
+
+    /// Offers the shadow its start: `false` if it is gone or behind.
+    fn offer_start(&self, feed: &Feed) -> bool {
         let start = Fed::Start {
             kv: Limits::of(&self.rooms.config).kv(),
             seed: self.seed,
@@ -33,10 +52,7 @@ impl RoomTask {
             entries: self.journal.entries().to_vec(),
             digests: self.journal.digests().to_vec(),
         };
-        if feed.offer(start) {
-            tracing::info!(room = %self.label, "a shadow run follows this room");
-            self.shadow = Some(feed);
-        }
+        feed.offer(start)
     }
 
     /// Hands an input the guest took, and its output, to the shadow if

@@ -13,7 +13,7 @@ impl RoomTask {
         }
         let now = self.now();
         let module = self.module.clone();
-        let mut guest = self.instantiate(&module, now).await?;
+        let mut guest = self.instantiate(&module, now, true).await?;
         self.apply_tick_request(&mut guest);
         self.first_checkpoint(&mut guest, now).await?;
         Ok(guest)
@@ -36,7 +36,13 @@ impl RoomTask {
     /// A new instance of `module` for this room, initialised. Effects of
     /// `init` have no audience and are dropped; a tick request is kept for
     /// the caller to apply.
-    pub(super) async fn instantiate(&self, module: &GameModule, now: u64) -> Result<GuestInstance, RoomFailure> {
+    /// `counted`: `init` counts among the version's calls and faults.
+    pub(super) async fn instantiate(
+        &self,
+        module: &GameModule,
+        now: u64,
+        counted: bool,
+    ) -> Result<GuestInstance, RoomFailure> {
         let rooms = &self.rooms;
         let mut guest = GuestInstance::new(
             &rooms.sandbox,
@@ -49,7 +55,9 @@ impl RoomTask {
         .inspect_err(|e| tracing::warn!(room = %self.label, version = %module.version, "cannot instantiate: {e}"))?;
         guest.count_in(self.metrics.clone());
         let config = rooms.config.game_init_config(&self.key.game);
-        module.health.call();
+        if counted {
+            module.health.call();
+        }
         match guest.init(now, &self.key.room, &config).await {
             Ok(Ok(())) => {}
             Ok(Err(why)) => {
@@ -58,9 +66,11 @@ impl RoomTask {
             }
             Err(fault) => {
                 // No player's input: the room's own source.
-                module
-                    .health
-                    .fault_by(crate::modules::version_health::Source::Room(self.id), fault.signature());
+                if counted {
+                    module
+                        .health
+                        .fault_by(crate::modules::version_health::Source::Room(self.id), fault.signature());
+                }
                 tracing::error!(room = %self.label, version = %module.version, kind = ?fault.kind, "guest fault in init: {}", fault.detail);
                 return Err(RoomFailure::InitTrapped(fault));
             }

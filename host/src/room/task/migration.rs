@@ -91,7 +91,7 @@ impl RoomTask {
         now: u64,
         state: &[u8],
     ) -> Result<GuestInstance, RoomFailure> {
-        let mut next = self.instantiate(module, now).await?;
+        let mut next = self.instantiate(module, now, true).await?;
         module.health.call();
         let version = module.version.to_string();
         match next.restore(now, state).await {

@@ -7,6 +7,12 @@ impl RoomTask {
     /// Answers an operator. A kick and a close are audited by the caller
     /// (the admin API), which knows who asked.
     pub(super) async fn operate(&mut self, guest: &mut GuestInstance, op: Operation) -> Result<(), Stop> {
+        // An operator who gave up waiting (the API answered `room_busy`)
+        // is not acted for: they may try again, and nothing unaudited
+        // happens meanwhile.
+        if op.abandoned() {
+            return Ok(());
+        }
         match op {
             Operation::Inspect(reply) => {
                 let _ = reply.send(self.view(guest));
@@ -28,33 +34,29 @@ impl RoomTask {
                 }
             }
             Operation::Say { message, reply } => {
+                // Outside the room's numbered story (like a refused
+                // request's error): no input explains it, so a recovered
+                // room could not number it as the players did.
                 let frame = ServerMsg::System { message: &message }.encode();
-                let told = self.players.values().filter(|m| !m.leaving).count();
-                self.broadcast(frame, None);
-                // A frame no input explains: checkpoint after it, so a
-                // recovered room numbers frames as the players do.
-                self.resync = true;
+                let mut told = 0;
+                for m in self.players.values_mut().filter(|m| !m.leaving) {
+                    m.notify(frame.clone());
+                    told += 1;
+                }
                 let _ = reply.send(told);
             }
-            Operation::ProfileStart(reply) => {
+            Operation::ProfileStart { until, reply } => {
                 let name = format!("{} {}", self.label, self.module.version);
                 let _ = reply.send(
                     guest
-                        .start_profile(&name)
+                        .start_profile(&name, until)
                         .map_err(|e| format!("cannot profile the room: {e:#}")),
                 );
             }
             Operation::ProfileFinish(reply) => {
-                let profile = match guest.take_profiler() {
-                    Some(profiler) => {
-                        let mut json = Vec::new();
-                        profiler
-                            .finish(&mut json)
-                            .map(|()| json)
-                            .map_err(|e| format!("cannot write the profile: {e:#}"))
-                    }
-                    None => Err("the profile was lost: the room moved to another version or closed meanwhile".into()),
-                };
+                let profile = guest.take_profiler().ok_or_else(|| {
+                    "the profile was lost: the room moved to another version, or it ran past its time".to_owned()
+                });
                 let _ = reply.send(profile);
             }
             Operation::Close { reason, reply } => {

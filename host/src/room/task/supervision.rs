@@ -105,19 +105,28 @@ impl RoomTask {
     /// keeps serving, and a restart from this checkpoint would fail the
     /// same way, which the log says (once until it works again).
     async fn go_on_fresh(&mut self, guest: &mut GuestInstance) {
-        match self.rebuild().await {
+        match self.rebuild(false).await {
             Ok(fresh) => {
                 adopt(guest, fresh);
                 self.stale_instance = false;
+                self.restart_shadow();
             }
-            Err(why) => {
-                if let RoomFailure::RestoreTrapped { fault, .. } = &why {
+            // Said once, and counted once against the version, until it
+            // works again: players saw no fault.
+            Err(why) if !std::mem::replace(&mut self.stale_instance, true) => {
+                if let RoomFailure::RestoreTrapped { fault, .. } | RoomFailure::InitTrapped(fault) = &why {
                     self.module.health.fault_by(Source::Room(self.id), fault.signature());
                 }
-                if !std::mem::replace(&mut self.stale_instance, true) {
-                    tracing::warn!(room = %self.label, version = %self.module.version, "cannot go on in a fresh instance restored from the checkpoint (a restart would fail the same way): {why}");
+                match &why {
+                    RoomFailure::Instantiate(_) => {
+                        tracing::warn!(room = %self.label, "no instance slot to go on fresh from the checkpoint; the room keeps its instance: {why}")
+                    }
+                    _ => {
+                        tracing::warn!(room = %self.label, version = %self.module.version, "cannot go on in a fresh instance restored from the checkpoint (a restart would fail the same way): {why}")
+                    }
                 }
             }
+            Err(_) => {}
         }
     }
 
@@ -151,7 +160,7 @@ impl RoomTask {
         }
         self.restarts.push_back(now);
         tracing::warn!(room = %self.label, version = %self.module.version, kind = fault.kind.code(), "guest fault, restarting the room: {}", fault.detail);
-        match self.rebuild().await {
+        match self.rebuild(true).await {
             Ok(fresh) => adopt(guest, fresh),
             Err(why) => {
                 return Err(Stop::Crashed(Box::new(Crash {
@@ -180,10 +189,12 @@ impl RoomTask {
 
     /// A fresh instance at the checkpoint, with the journal replayed.
     /// Effects of the replay were delivered the first time and are dropped.
-    pub(super) async fn rebuild(&mut self) -> Result<GuestInstance, RoomFailure> {
+    /// `counted`: its `init` counts among the version's calls and faults
+    /// (a restart's does; going on fresh at a checkpoint is bookkeeping).
+    pub(super) async fn rebuild(&mut self, counted: bool) -> Result<GuestInstance, RoomFailure> {
         let module = self.module.clone();
         let now = self.journal.checkpoint().now;
-        let mut fresh = self.instantiate(&module, now).await?;
+        let mut fresh = self.instantiate(&module, now, counted).await?;
         let cp = self.journal.checkpoint();
         let version = || module.version.to_string();
         match fresh.restore(now, &cp.state).await {
