@@ -219,4 +219,36 @@ mod tests {
             ..*crash
         })
     }
+
+    /// With a DSN, a panic of the host's own code is an event too (the
+    /// client's panic hook), with the host's release.
+    #[test]
+    fn the_hosts_own_panics_are_sent() {
+        let (port, sent) = respawn_e2e::http_sink();
+        let guard = init(&SentryConfig {
+            dsn: format!("http://key@127.0.0.1:{port}/3"),
+            environment: "unit".into(),
+        })
+        .expect("a DSN");
+        let panicked = std::thread::spawn(|| panic!("a host bug")).join();
+        assert!(panicked.is_err());
+        guard.flush(Some(std::time::Duration::from_secs(5)));
+        let (_, body) = sent
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("an event was sent");
+        let sent = String::from_utf8_lossy(&body);
+        assert!(sent.contains("a host bug"), "{sent}");
+        assert!(
+            sent.contains(&format!("respawn@{}", env!("CARGO_PKG_VERSION"))),
+            "{sent}"
+        );
+        assert!(sent.contains("\"environment\":\"unit\""), "{sent}");
+        assert!(
+            init(&SentryConfig {
+                dsn: "not a dsn".into(),
+                environment: "unit".into(),
+            })
+            .is_err()
+        );
+    }
 }

@@ -339,10 +339,19 @@ fn durability_of(server: &str) -> Option<&str> {
 /// observability is `respawn` against this, side by side.
 const UNOBSERVED: &str = "respawn-unobserved";
 
+/// Respawn keeping each room's instance across checkpoints
+/// (`supervision.fresh_at_checkpoint = false`): the cost of going on fresh
+/// is `respawn` against this.
+const STALE: &str = "respawn-stale";
+
 /// Whether `server` is Respawn (at any durability level, unobserved, or
 /// the base build).
 fn is_respawn(server: &str) -> bool {
-    server == "respawn" || server == "respawn-base" || server == UNOBSERVED || durability_of(server).is_some()
+    server == "respawn"
+        || server == "respawn-base"
+        || server == UNOBSERVED
+        || server == STALE
+        || durability_of(server).is_some()
 }
 
 async fn start_respawn(args: &CompareArgs, server: &str) -> anyhow::Result<Server> {
@@ -364,6 +373,9 @@ async fn start_respawn(args: &CompareArgs, server: &str) -> anyhow::Result<Serve
     }
     if server == UNOBSERVED {
         text += "\n[observability]\nmetrics = false\nspans = false\nheap_profiling = false\n";
+    }
+    if server == STALE {
+        text += "\n[supervision]\nfresh_at_checkpoint = false\n";
     }
     std::fs::write(&config, text)?;
     let argv = vec!["serve".to_owned(), "--config".to_owned(), config.display().to_string()];

@@ -475,56 +475,9 @@ async fn json_logs_carry_the_room_and_connection_spans() {
     );
 }
 
-/// A stand-in for Sentry's ingest API: answers every request 200 and
-/// hands over each request's body.
-fn fake_sentry() -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            // Headers, then as many bytes as Content-Length says.
-            let (head, body_start) = loop {
-                match s.read(&mut chunk) {
-                    Ok(0) | Err(_) => break (String::new(), 0),
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break (String::from_utf8_lossy(&buf[..i]).into_owned(), i + 4);
-                }
-            };
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            while buf.len() < body_start + length {
-                match s.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let _ = std::io::Write::write_all(
-                &mut s,
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
-            );
-            let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-            let _ = tx.send((path, buf[body_start.min(buf.len())..].to_vec()));
-        }
-    });
-    (port, rx)
-}
-
 #[tokio::test]
 async fn a_crash_report_is_also_a_sentry_event() {
-    let (port, events) = fake_sentry();
+    let (port, events) = respawn_e2e::http_sink();
     let host = Host::start_with(HostOptions {
         games: &["faulty"],
         config: &format!(
