@@ -221,15 +221,18 @@ pub(super) async fn guest_profile(
         });
     }
     let duration = seconds(q.seconds, 5)?;
-    let _running = Running::take(&GUEST_PROFILING, "guest")?;
+    let running = Running::take(&GUEST_PROFILING, "guest")?;
     let rooms = admin.gauges.rooms.clone();
     // If this request goes away (the client hung up, or the start timed
-    // out but is still queued), the room is told to stop all the same.
-    let mut stop = StopProfile(Some((rooms.clone(), game.clone(), room.clone())));
+    // out but is still queued), the room is told to stop all the same,
+    // and only then may another profile start.
+    let mut stop = StopProfile(Some((rooms.clone(), game.clone(), room.clone(), running)));
     rooms.start_profile(&game, &room, duration).await?;
     tokio::time::sleep(duration).await;
-    stop.0 = None;
-    let profile = rooms.finish_profile(&game, &room).await?;
+    let running = stop.0.take().map(|(.., running)| running);
+    let profile = rooms.finish_profile(&game, &room).await;
+    drop(running);
+    let profile = profile?;
     let json = tokio::task::spawn_blocking(move || {
         let mut json = Vec::new();
         profile.finish(&mut json).map(|()| json)
@@ -240,14 +243,16 @@ pub(super) async fn guest_profile(
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
-/// Tells a room to stop profiling unless disarmed.
-struct StopProfile(Option<(Arc<crate::room::Rooms>, String, String)>);
+/// Tells a room to stop profiling unless disarmed, holding the "a guest
+/// profile runs" flag until the room was told.
+struct StopProfile(Option<(Arc<crate::room::Rooms>, String, String, Running)>);
 
 impl Drop for StopProfile {
     fn drop(&mut self) {
-        if let Some((rooms, game, room)) = self.0.take() {
+        if let Some((rooms, game, room, running)) = self.0.take() {
             tokio::spawn(async move {
                 let _ = rooms.finish_profile(&game, &room).await;
+                drop(running);
             });
         }
     }

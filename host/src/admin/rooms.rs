@@ -93,9 +93,18 @@ pub(super) async fn kick(
 ) -> ApiResult {
     known(&admin, &game)?;
     text("reason", &body.reason)?;
-    admin.gauges.rooms.kick(&game, &room, body.player, &body.reason).await?;
-    audit(&admin, "room_kick", &game, &room, Some(body.player), &body.reason);
-    Ok(Json(json!({"kicked": body.player})).into_response())
+    let player = body.player;
+    audited(
+        &admin,
+        "room_kick",
+        &game,
+        &room,
+        Some(player),
+        body.reason,
+        |rooms, g, r, reason| async move { rooms.kick(&g, &r, player, &reason).await },
+    )
+    .await?;
+    Ok(Json(json!({"kicked": player})).into_response())
 }
 
 /// Body of `close`.
@@ -113,8 +122,16 @@ pub(super) async fn close(
 ) -> ApiResult {
     known(&admin, &game)?;
     text("reason", &body.reason)?;
-    let told = admin.gauges.rooms.close(&game, &room, &body.reason).await?;
-    audit(&admin, "room_close", &game, &room, None, &body.reason);
+    let told = audited(
+        &admin,
+        "room_close",
+        &game,
+        &room,
+        None,
+        body.reason,
+        |rooms, g, r, reason| async move { rooms.close(&g, &r, &reason).await },
+    )
+    .await?;
     Ok(Json(json!({"closed": true, "players": told})).into_response())
 }
 
@@ -133,9 +150,48 @@ pub(super) async fn say(
 ) -> ApiResult {
     known(&admin, &game)?;
     text("message", &body.message)?;
-    let told = admin.gauges.rooms.say(&game, &room, &body.message).await?;
-    audit(&admin, "room_say", &game, &room, None, &body.message);
+    let told = audited(
+        &admin,
+        "room_say",
+        &game,
+        &room,
+        None,
+        body.message,
+        |rooms, g, r, message| async move { rooms.say(&g, &r, &message).await },
+    )
+    .await?;
     Ok(Json(json!({"players": told})).into_response())
+}
+
+/// Runs a room operation and audits it if it was done, on a task of its
+/// own: an operator who hangs up meanwhile does not keep an operation
+/// that happened out of the audit.
+async fn audited<T, F>(
+    admin: &Arc<Admin>,
+    event: &'static str,
+    game: &str,
+    room: &str,
+    player: Option<u64>,
+    text: String,
+    operation: impl FnOnce(Arc<crate::room::Rooms>, String, String, String) -> F,
+) -> Result<T, ApiError>
+where
+    F: std::future::Future<Output = Result<T, OperationError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let (admin, game, room) = (admin.clone(), game.to_owned(), room.to_owned());
+    let done = operation(admin.gauges.rooms.clone(), game.clone(), room.clone(), text.clone());
+    tokio::spawn(async move {
+        let answer = done.await?;
+        audit(&admin, event, &game, &room, player, &text);
+        Ok(answer)
+    })
+    .await
+    .map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: "internal",
+        message: format!("the operation failed: {e}"),
+    })?
 }
 
 fn audit(admin: &Admin, event: &'static str, game: &str, room: &str, player: Option<u64>, text: &str) {

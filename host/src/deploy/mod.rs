@@ -459,12 +459,14 @@ impl Deployer {
             // Gated like a hot drop-in; a refused update waits in its slot
             // for `promote --force`.
             let refused = update.filter(|v| !self.gate_at_start(&game, v));
-            // After a refusal, only a version that ran before: not one
-            // that arrived meanwhile, which the gate did not check.
+            // Otherwise a version that ran before: not one that arrived
+            // meanwhile (only the update is gated), unless nothing ran
+            // before (a first start).
             let new = arrived.remove(&game).unwrap_or_default();
+            let ran_before = mark.is_some();
             let fallback = || {
                 self.games.newest_where(&game, |v| {
-                    !state.bad.contains(v) && (refused.is_none() || !new.contains(v))
+                    !state.bad.contains(v) && Some(v) != refused && !(ran_before && new.contains(v))
                 })
             };
             let chosen = update

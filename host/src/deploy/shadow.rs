@@ -188,6 +188,9 @@ async fn shadow_room(
                     checkpoint: &checkpoint,
                     kv,
                 };
+                // The old instance goes first: a restart (the room went on
+                // fresh) never holds two of the pool's slots.
+                drop(replayer.take());
                 match Replayer::start(&sandbox, &candidate.code, label, at).await {
                     Ok(r) => replayer = Some(r),
                     Err(why) => {

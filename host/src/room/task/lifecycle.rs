@@ -53,7 +53,9 @@ impl RoomTask {
         )
         .await
         .inspect_err(|e| tracing::warn!(room = %self.label, version = %module.version, "cannot instantiate: {e}"))?;
-        guest.count_in(self.metrics.clone());
+        if counted {
+            guest.count_in(self.metrics.clone());
+        }
         let config = rooms.config.game_init_config(&self.key.game);
         if counted {
             module.health.call();

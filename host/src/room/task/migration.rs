@@ -46,6 +46,9 @@ impl RoomTask {
             Err(why) => {
                 tracing::warn!(room = %self.label, "cannot move to {}: {why}", module.version);
                 self.journal.reset(here);
+                // Checkpoint again at once, so the room goes on fresh from
+                // it as a replay would (see `go_on_fresh`).
+                self.resync = true;
                 let _ = ready.send(Err(MoveRefused {
                     room: self.label.clone(),
                     failure: why,
@@ -58,6 +61,7 @@ impl RoomTask {
         let commit = ready.send(Ok(())).is_ok() && matches!(decision.await, Ok(true));
         if !commit {
             self.journal.reset(here);
+            self.resync = true;
             return Ok(());
         }
         let from = std::mem::replace(&mut self.module, module);

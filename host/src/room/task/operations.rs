@@ -39,7 +39,7 @@ impl RoomTask {
                 // room could not number it as the players did.
                 let frame = ServerMsg::System { message: &message }.encode();
                 let mut told = 0;
-                for m in self.players.values_mut().filter(|m| !m.leaving) {
+                for m in self.players.values_mut().filter(|m| !m.leaving && m.outbound.is_some()) {
                     m.notify(frame.clone());
                     told += 1;
                 }

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::modules::version_health::Source;
+use crate::sandbox::InstantiateError;
 
 use crate::capsule::replay::{call, digest_pending, peek_output};
 
@@ -106,10 +107,17 @@ impl RoomTask {
     /// same way, which the log says (once until it works again).
     async fn go_on_fresh(&mut self, guest: &mut GuestInstance) {
         match self.rebuild(false).await {
-            Ok(fresh) => {
+            Ok(mut fresh) => {
+                // Its own init and restore were bookkeeping; the players'
+                // calls from now on count.
+                fresh.count_in(self.metrics.clone());
                 adopt(guest, fresh);
                 self.stale_instance = false;
                 self.restart_shadow();
+            }
+            // No free slot right now: the next checkpoint tries again.
+            Err(RoomFailure::Instantiate(InstantiateError::PoolExhausted(why))) => {
+                tracing::debug!(room = %self.label, "no instance slot to go on fresh from the checkpoint; the room keeps its instance: {why}");
             }
             // Said once, and counted once against the version, until it
             // works again: players saw no fault.
@@ -117,14 +125,7 @@ impl RoomTask {
                 if let RoomFailure::RestoreTrapped { fault, .. } | RoomFailure::InitTrapped(fault) = &why {
                     self.module.health.fault_by(Source::Room(self.id), fault.signature());
                 }
-                match &why {
-                    RoomFailure::Instantiate(_) => {
-                        tracing::warn!(room = %self.label, "no instance slot to go on fresh from the checkpoint; the room keeps its instance: {why}")
-                    }
-                    _ => {
-                        tracing::warn!(room = %self.label, version = %self.module.version, "cannot go on in a fresh instance restored from the checkpoint (a restart would fail the same way): {why}")
-                    }
-                }
+                tracing::warn!(room = %self.label, version = %self.module.version, "cannot go on in a fresh instance restored from the checkpoint (a restart would fail the same way): {why}");
             }
             Err(_) => {}
         }
