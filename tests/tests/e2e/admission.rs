@@ -90,6 +90,12 @@ async fn parked_seats_are_capped_per_address() {
         p.join("chat", "park", name).await;
         assert_eq!(watcher.event_of("joined").await["name"], name);
         drop(p);
+        // The first is parked before the second goes (on a busy machine
+        // the two disconnects could be handled in either order).
+        if name == "p1" {
+            host.wait_until("p1's seat parked", |h| h.runtime()["parked_seats"] == 1)
+                .await;
+        }
     }
     // The first is parked for its grace period; the second is over the
     // address's cap and leaves at once.
