@@ -69,9 +69,14 @@ pub(super) async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoRespons
     snapshot.instances = runtime.instances;
     snapshot.instance_slots = admin.gauges.sandbox.slots();
     snapshot.parked_seats = runtime.parked_seats;
+    // Rendering reads /proc and waits for any other scrape: not on a
+    // worker the sessions and rooms share.
+    let text = tokio::task::spawn_blocking(move || METRICS.render(&snapshot))
+        .await
+        .unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        METRICS.render(&snapshot),
+        text,
     )
 }
 

@@ -325,20 +325,13 @@ pub struct RoomData {
     profiler: Option<Profiling>,
 }
 
-/// A guest profile being taken: the profiler, and the epoch ticker kept at
-/// its fast pace meanwhile (see the sandbox's `IDLE_TICK`).
+/// A guest profile being taken (the epoch ticker keeps its fast pace
+/// until `until`, see the sandbox's `IDLE_TICK`).
 pub struct Profiling {
     /// `None` only once finished.
     profiler: Option<Box<wasmtime::GuestProfiler>>,
-    fast_ticks: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// A profile nobody collected is dropped past this.
     until: std::time::Instant,
-}
-
-impl Drop for Profiling {
-    fn drop(&mut self) {
-        self.fast_ticks.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 impl Profiling {
@@ -505,7 +498,7 @@ pub struct GuestInstance {
     /// The game's code, for a guest profiler.
     component: wasmtime::component::Component,
     /// The sandbox's count of guest profiles under way.
-    profiling: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    profiling: std::sync::Arc<super::FastTicks>,
 }
 
 /// A call under way: running (see [`InCall`]) since `started`.
@@ -724,10 +717,9 @@ impl GuestInstance {
             self.component.clone(),
             std::iter::empty(),
         )?;
-        self.profiling.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.profiling.extend(until);
         self.store.data_mut().profiler = Some(Profiling {
             profiler: Some(Box::new(profiler)),
-            fast_ticks: self.profiling.clone(),
             until,
         });
         Ok(())

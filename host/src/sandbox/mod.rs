@@ -92,7 +92,7 @@ pub struct Sandbox {
     /// Guest calls running now (the epoch ticker's pace depends on it).
     in_call: Arc<AtomicUsize>,
     /// Guest profiles being taken (the ticker keeps its fast pace).
-    profiling: Arc<AtomicUsize>,
+    profiling: Arc<FastTicks>,
     /// Instance slots in the pool (`sandbox.max_instances`).
     slots: usize,
 }
@@ -153,7 +153,7 @@ impl Sandbox {
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let in_call = Arc::new(AtomicUsize::new(0));
-        let profiling = Arc::new(AtomicUsize::new(0));
+        let profiling = Arc::new(FastTicks::new());
         let (weak, stop, busy, sampling) = (engine.weak(), ticker_stop.clone(), in_call.clone(), profiling.clone());
         std::thread::Builder::new()
             .name("respawn-epoch".into())
@@ -161,7 +161,7 @@ impl Sandbox {
                 while !stop.load(Ordering::Relaxed) {
                     // A guest profile samples at every tick: ticking fast
                     // while one runs catches calls shorter than IDLE_TICK.
-                    let running = busy.load(Ordering::Relaxed) > 0 || sampling.load(Ordering::Relaxed) > 0;
+                    let running = busy.load(Ordering::Relaxed) > 0 || sampling.active();
                     std::thread::sleep(if running { EPOCH_TICK } else { IDLE_TICK });
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
@@ -250,6 +250,34 @@ impl Sandbox {
     }
 }
 
+/// Until when the epoch ticker keeps its fast pace for guest profiles: a
+/// deadline, not a count, so a profile nobody collects cannot keep it fast
+/// past its time.
+pub(crate) struct FastTicks {
+    origin: std::time::Instant,
+    /// Milliseconds after `origin`.
+    until_ms: std::sync::atomic::AtomicU64,
+}
+
+impl FastTicks {
+    fn new() -> Self {
+        Self {
+            origin: std::time::Instant::now(),
+            until_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Keeps the pace fast until `until` at least.
+    pub(crate) fn extend(&self, until: std::time::Instant) {
+        let ms = until.saturating_duration_since(self.origin).as_millis() as u64;
+        self.until_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn active(&self) -> bool {
+        (self.origin.elapsed().as_millis() as u64) < self.until_ms.load(Ordering::Relaxed)
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
@@ -316,6 +344,24 @@ fn import_allowed(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    /// The ticker's fast pace for profiles lasts until the latest
+    /// deadline asked for, and ends there whether or not the profile was
+    /// collected.
+    #[test]
+    fn fast_ticks_end_at_the_latest_deadline() {
+        let now = std::time::Instant::now();
+        let fast = FastTicks::new();
+        assert!(!fast.active());
+        fast.extend(now + Duration::from_secs(60));
+        fast.extend(now);
+        assert!(fast.active(), "the later deadline holds");
+        let short = FastTicks::new();
+        short.extend(now + Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!short.active(), "over once its deadline passed");
+    }
+
     use super::*;
 
     #[tokio::test]
