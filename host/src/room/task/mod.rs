@@ -232,7 +232,11 @@ impl RoomTask {
                 tokio::select! {
                     _ = tick => Ok(Wake::Tick),
                     cmd = rx.recv() => cmd.map(Wake::Cmd).ok_or(Stop::InboxClosed),
-                    () = linger => Err(Stop::Empty),
+                    // Not while a command waits: a join queued to a room
+                    // that is about to close for being empty is served
+                    // (with `rooms.linger_ms = 0`, a new room's first join
+                    // would otherwise race its close).
+                    () = linger, if rx.is_empty() => Err(Stop::Empty),
                 }
             };
             let quiet = async {
