@@ -722,11 +722,8 @@ pub enum ServerFrame {
         reason: String,
     },
     /// The host's operators speak to everyone in the room.
+    /// Not a numbered room frame: like a notice, it carries no `seq`.
     System {
-        /// Not a numbered room frame (the host sends none); kept for
-        /// symmetry with the other room frames.
-        #[serde(default)]
-        seq: Option<u64>,
         /// For people.
         message: String,
     },
@@ -1011,7 +1008,6 @@ mod tests {
         assert_eq!(
             system,
             ServerFrame::System {
-                seq: None,
                 message: "hello".into()
             }
         );

@@ -50,25 +50,24 @@ impl Drop for Running {
 /// `/metrics`: every metric in Prometheus' text exposition format.
 pub(super) async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
     let mut snapshot = Snapshot::default();
-    let mut per_version: std::collections::BTreeMap<(String, String), usize> = Default::default();
-    for (game, _, handle) in admin.gauges.rooms.handles(None) {
-        *per_version.entry((game, handle.version())).or_default() += 1;
+    for (_, _, handle) in admin.gauges.rooms.handles(None) {
         snapshot.inbox_max = snapshot.inbox_max.max(handle.inbox_depth());
     }
-    snapshot.rooms = per_version.into_iter().collect();
     let (views, _) = admin.gauges.rooms.inspect_all(None).await;
     snapshot.outbound_max = views.iter().map(|v| v.outbound_max).max().unwrap_or(0);
     let status = admin.deployer.status();
-    snapshot.games = status
-        .games
-        .iter()
-        .map(|g| (g.name.clone(), g.probation.is_some(), g.canary.is_some()))
-        .collect();
+    for g in &status.games {
+        snapshot
+            .games
+            .push((g.name.clone(), g.probation.is_some(), g.canary.is_some()));
+        for v in g.versions.iter().filter(|v| v.rooms > 0) {
+            snapshot.rooms.push(((g.name.clone(), v.version.clone()), v.rooms));
+        }
+    }
     snapshot.counters = status.counters;
-    let runtime = admin.gauges.read();
-    snapshot.instances = runtime.instances;
+    snapshot.instances = admin.gauges.sandbox.live_instances();
     snapshot.instance_slots = admin.gauges.sandbox.slots();
-    snapshot.parked_seats = runtime.parked_seats;
+    snapshot.parked_seats = admin.gauges.resumes.parked();
     // Rendering reads /proc and waits for any other scrape: not on a
     // worker the sessions and rooms share.
     let text = tokio::task::spawn_blocking(move || METRICS.render(&snapshot))

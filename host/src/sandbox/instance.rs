@@ -328,19 +328,15 @@ pub struct RoomData {
 /// A guest profile being taken (the epoch ticker keeps its fast pace
 /// until `until`, see the sandbox's `IDLE_TICK`).
 pub struct Profiling {
-    /// `None` only once finished.
-    profiler: Option<Box<wasmtime::GuestProfiler>>,
+    profiler: Box<wasmtime::GuestProfiler>,
     /// A profile nobody collected is dropped past this.
     until: std::time::Instant,
 }
 
 impl Profiling {
     /// Ends the profile, writing the Firefox profiler's JSON.
-    pub fn finish(mut self, out: &mut Vec<u8>) -> anyhow::Result<()> {
-        match self.profiler.take() {
-            Some(profiler) => profiler.finish(out).map_err(|e| anyhow::anyhow!("{e:#}")),
-            None => anyhow::bail!("the profile was finished already"),
-        }
+    pub fn finish(self, out: &mut Vec<u8>) -> anyhow::Result<()> {
+        self.profiler.finish(out).map_err(|e| anyhow::anyhow!("{e:#}"))
     }
 }
 
@@ -619,9 +615,7 @@ impl GuestInstance {
             if let Some(mut profiling) = ctx.data_mut().profiler.take()
                 && std::time::Instant::now() < profiling.until
             {
-                if let Some(profiler) = profiling.profiler.as_mut() {
-                    profiler.sample(&ctx, super::EPOCH_TICK);
-                }
+                profiling.profiler.sample(&ctx, super::EPOCH_TICK);
                 ctx.data_mut().profiler = Some(profiling);
             }
             let data = ctx.data_mut();
@@ -719,7 +713,7 @@ impl GuestInstance {
         )?;
         self.profiling.extend(until);
         self.store.data_mut().profiler = Some(Profiling {
-            profiler: Some(Box::new(profiler)),
+            profiler: Box::new(profiler),
             until,
         });
         Ok(())
