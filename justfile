@@ -3,8 +3,11 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # Guests that `just run` serves; `faulty` is built for tests only.
-example_games := "echo chat tictactoe"
+example_games := "echo chat tictactoe tictactoe-js tictactoe-c"
 all_guests := "echo chat tictactoe faulty null"
+# Guests in JavaScript (componentize-js from npm) and C (clang, wasi-libc).
+js_guests := "tictactoe-js faulty-js"
+c_guests := "tictactoe-c"
 
 # Build everything and serve the example games (demo site http://127.0.0.1:7703/).
 run *args: guests
@@ -43,7 +46,7 @@ host:
     cargo build -p respawn
 
 # Build all guests to components in target/guests/; example games also go to modules/.
-guests: toolchain host devkey
+guests: toolchain host devkey js-guests c-guests
     #!/usr/bin/env bash
     set -euo pipefail
     packages=(); for g in {{all_guests}}; do packages+=(-p "$g"); done
@@ -79,10 +82,77 @@ guests: toolchain host devkey
     for g in {{example_games}}; do
         if [ "target/guests/$g.wasm" -nt "modules/$g.wasm" ] \
             || ! target/debug/respawn verify "modules/$g.wasm" --trust .respawn/trust >/dev/null 2>&1; then
-            version="$(cargo pkgid -p "$g" | sed 's/.*[@#]//')-dev.$(date +%s)"
+            if [ -f "guests/$g/package.json" ]; then
+                base="$(node -p "require('./guests/$g/package.json').version")"
+            elif [ -f "guests/$g/Makefile" ]; then
+                base="$(make -s -C "guests/$g" version)"
+            else
+                base="$(cargo pkgid -p "$g" | sed 's/.*[@#]//')"
+            fi
+            version="$base-dev.$(date +%s)"
             target/debug/respawn sign "target/guests/$g.wasm" --key .respawn/dev.key \
                 --name "$g" --version "$version" --author "respawn examples" -o "modules/$g.wasm"
         fi
+    done
+
+# Root and Debian only; elsewhere it says what to install.
+# Install what JS and C guests build with if missing: Node.js, npm, clang, its wasm32 builtins.
+guest-deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=()
+    command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
+    command -v clang >/dev/null || missing+=(clang)
+    if [ ${#missing[@]} != 0 ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            echo "installing ${missing[*]} for the JavaScript and C guests"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+        else
+            echo "JavaScript and C guests need: ${missing[*]} (apt-get install ${missing[*]})" >&2
+            exit 1
+        fi
+    fi
+    # clang's builtins for wasm32 come in a package named after its version.
+    v="$(clang --version | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -1)"
+    if ! ls /usr/lib/llvm-"$v"/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "libclang-rt-$v-dev-wasm32"
+        else
+            echo "C guests need clang's wasm32 builtins (apt-get install libclang-rt-$v-dev-wasm32)" >&2
+            exit 1
+        fi
+    fi
+
+# The JavaScript SDK's build tools (componentize-js, esbuild) from npm.
+js-sdk: guest-deps
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cd guest-sdk/js
+    if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+        npm ci --no-audit --no-fund --loglevel=error
+    fi
+
+# JavaScript guests to components (rebuilt when a source changed).
+js-guests: js-sdk
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p target/guests
+    for g in {{js_guests}}; do
+        (cd "guests/$g" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+        out="target/guests/$g.wasm"
+        if [ ! -f "$out" ] || [ -n "$(find "guests/$g" guest-sdk/js/src guest-sdk/js/bin wit -newer "$out" -type f -not -path '*/node_modules/*' | head -1)" ]; then
+            node guest-sdk/js/bin/respawn-js.mjs build "guests/$g/game.js" -o "$out"
+        fi
+    done
+
+# C guests to components: clang for wasm32-wasi, then `respawn component`.
+c-guests: guest-deps host
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p target/guests
+    for g in {{c_guests}}; do
+        make -s -C "guests/$g" OUT="$PWD/target/guests/$g.wasm" RESPAWN="$PWD/target/debug/respawn"
     done
 
 # The browser tests run in Debian's chromium (see `browser`); the metrics
@@ -93,16 +163,43 @@ test: guests test-deps
     set -uo pipefail
     cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log
     status=${PIPESTATUS[0]}
+    just guest-tests 2>&1 | tee target/guest-tests.log
+    guest_status=${PIPESTATUS[0]}
     just browser 2>&1 | tee target/browser.log
     browser_status=${PIPESTATUS[0]}
     # One closing line for the whole run (cargo prints one per test binary,
-    # node one for the browser suite).
+    # node one per suite, each C test program one line).
     { grep -E '^test result:' target/test.log | awk '{print $4, $6, $8}'
-      for k in pass fail skipped; do
-          grep -E "^(ℹ|#) $k [0-9]+" target/browser.log | tail -1 | awk '{print $3}' | grep . || echo 0
-      done | paste -sd' '
+      for log in target/guest-tests.log target/browser.log; do
+          grep -E "^(ℹ|#) (pass|fail|skipped) [0-9]+" "$log" | awk '{n[$2] += $3} END {print n["pass"]+0, n["fail"]+0, n["skipped"]+0}'
+      done
+      grep -cE ': all checks passed$' target/guest-tests.log | awk '{print $1, 0, 0}'
+      grep -cE '^[0-9]+ checks failed$' target/guest-tests.log | awk '{print 0, $1, 0}'
     } | awk '{p += $1; f += $2; s += $3} END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, s}'
-    [ "$status" = 0 ] && [ "$browser_status" = 0 ]
+    [ "$status" = 0 ] && [ "$guest_status" = 0 ] && [ "$browser_status" = 0 ]
+
+# Regenerate the C guest bindings from the WIT world after changing it (installs wit-bindgen-cli from crates.io if missing).
+c-bindings:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v wit-bindgen >/dev/null || cargo install --locked wit-bindgen-cli@0.61.0
+    wit-bindgen c wit --world room --out-dir guest-sdk/c/bindings
+
+# Node's test runner for JS guests, a native test program per C guest.
+# The unit tests of the JavaScript and C guests.
+guest-tests: js-sdk
+    #!/usr/bin/env bash
+    set -uo pipefail
+    status=0
+    for g in {{js_guests}}; do
+        [ -d "guests/$g/node_modules" ] || (cd "guests/$g" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+        if ls guests/$g/*.test.js >/dev/null 2>&1; then (cd "guests/$g" && node --test) || status=1; fi
+    done
+    for g in {{c_guests}}; do
+        make -s -C "guests/$g" test || status=1
+        rm -f "guests/$g/test-native"
+    done
+    exit $status
 
 # The metrics tests scrape a real host with Prometheus and lint it with
 # promtool. Root and Debian only.
@@ -180,6 +277,10 @@ fuzz runs="10000000":
 # Benchmarks (criterion, release build); see BENCHMARKS.md.
 bench: guests
     cargo bench -p respawn --bench room
+
+# Tictactoe in Rust, JavaScript and C side by side (BENCHMARKS.md, "Guest languages").
+bench-languages: guests
+    cargo bench -p respawn --bench languages
 
 # Durability levels side by side (BENCHMARKS.md, "Durability"): Respawn at
 # off, checkpoint, journal and strict, pinned like load-compare; then the

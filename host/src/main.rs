@@ -111,6 +111,22 @@ enum Command {
         /// The module.
         file: PathBuf,
     },
+    /// Start a game project in Rust, JavaScript, TypeScript or C: its
+    /// logic, a unit test, and the build; sign it like any guest.
+    New {
+        /// The game's name (1 to 32 of a-z 0-9 - _, starting with a letter).
+        name: String,
+        /// The language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: cli::new::Lang,
+        /// Where to create it (default: ./<name>); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The guest SDK folder of a Respawn checkout (default: the one
+        /// this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Turn a core wasm32-wasip1 module built with the guest SDK into a
     /// component (unsigned; `sign` does this too).
     Component {
@@ -467,6 +483,13 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             module,
             json,
         } => std::process::exit(i32::from(cli::replay(&capsule, &trust, module.as_deref(), json))),
+        Command::New { name, lang, dir, sdk } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let files = cli::new::scaffold(&name, lang, &dir, sdk.as_deref())?;
+            println!("created {} ({} files)", dir.display(), files.len());
+            println!("next: cd {} && {}", dir.display(), cli::new::next_steps(lang));
+            Ok(())
+        }
         Command::Component { input, output } => {
             let bytes = std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
             let component = respawn::modules::componentize::componentize(&bytes)

@@ -264,10 +264,17 @@ function labelGame(game, version) {
   if (opt && version) opt.textContent = `${game} ${version}`;
 }
 
+// The panel a game is drawn in: the tictactoe builds in other languages
+// (tictactoe-js, tictactoe-c) speak the same messages as tictactoe.
+function panelOf(game) {
+  if (/^tictactoe(-|$)/.test(game ?? "")) return "tictactoe";
+  return game in ui.panels && game !== "raw" ? game : "raw";
+}
+
 function showRoom(info) {
   view.game = info.game;
   labelGame(info.game, info.version);
-  const panel = info.game in ui.panels && info.game !== "raw" ? info.game : "raw";
+  const panel = panelOf(info.game);
   for (const [name, el] of Object.entries(ui.panels)) el.hidden = name !== panel;
   ui.idle.hidden = true;
   ui.roominfo.hidden = false;
@@ -410,8 +417,9 @@ client.on("error", (e) => {
   if (!client.room && !client.joining && view.game) hideRoom();
 });
 client.on("event", (data) => {
-  if (view.game === "tictactoe") onTictactoe(data);
-  else if (view.game === "chat") onChat(data);
+  const panel = panelOf(view.game);
+  if (panel === "tictactoe") onTictactoe(data);
+  else if (panel === "chat") onChat(data);
   else onRaw(data);
 });
 

@@ -28,6 +28,7 @@ const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BIN = path.join(ROOT, "target/debug/respawn");
 const WASM = path.join(ROOT, "target/guests/tictactoe.wasm");
 const CHAT_WASM = path.join(ROOT, "target/guests/chat.wasm");
+const JS_WASM = path.join(ROOT, "target/guests/tictactoe-js.wasm");
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const ARTIFACTS = path.join(ROOT, "target/browser-artifacts");
 /** For localhost and 127.0.0.1, signed by the test CA in ca.pem. */
@@ -381,6 +382,7 @@ before(async () => {
     [BIN, "cargo build -p respawn"],
     [WASM, "just guests"],
     [CHAT_WASM, "just guests"],
+    [JS_WASM, "just guests"],
   ]) {
     if (!fs.existsSync(file)) throw new Error(`${file} is missing: run \`${how}\` first`);
   }
@@ -457,6 +459,31 @@ describe("demo site", {timeout: 60_000}, () => {
       await play(players, [4, 2], "O");
       await expectXWon(players);
       await shot(players.X, "b-win-after-swap");
+    }));
+
+  // From here on the page plays the JavaScript build of tictactoe: same
+  // page, same messages, same board.
+  test("the JavaScript tictactoe takes over a game mid-way and both pages play it to a win", {timeout: 45_000}, () =>
+    scenario("javascript", async () => {
+      const players = await pair("js-1");
+      await play(players, [0, 3]);
+      const before = await board(players.X);
+
+      const staging = path.join(tmp, "tictactoe-2.0.0.wasm.part");
+      run(["sign", JS_WASM, "--key", path.join(tmp, "key.key"), "--name", "tictactoe", "--version", "2.0.0", "-o", staging]);
+      fs.renameSync(staging, path.join(tmp, "modules/tictactoe-2.0.0.wasm"));
+
+      // Compiling a JavaScript engine takes seconds.
+      for (const p of [players.X, players.O]) {
+        await p.waitForFunction(() => document.querySelector("#version")?.textContent.includes("2.0.0"), null, {timeout: 30_000, polling: 100});
+      }
+      for (const p of [players.X, players.O]) {
+        assert.deepEqual(await board(p), before, `${p.label}: the board survived the swap to JavaScript`);
+        assert.equal(await p.$eval("#status", (el) => el.dataset.turn), "X");
+      }
+      await play(players, [1, 4, 2]);
+      await expectXWon(players);
+      await shot(players.X, "c-win-javascript");
     }));
 
   test("a cut connection reconnects, resumes the same seat, and the game goes on", {timeout: 45_000}, () =>

@@ -116,6 +116,10 @@ pub struct Fault {
     pub signature: String,
     /// When it struck.
     pub stage: Stage,
+    /// What the guest said before it failed: a panic's message, a
+    /// JavaScript exception's message and stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub said: Option<String>,
 }
 
 impl Fault {
@@ -143,6 +147,7 @@ impl Fault {
             backtrace,
             signature: fault.signature(),
             stage,
+            said: fault.said.clone(),
         }
     }
 
@@ -446,6 +451,7 @@ mod tests {
                 backtrace: vec!["f".into()],
                 signature: "trap:f".into(),
                 stage: Stage::Input,
+                said: None,
             },
             redacted: false,
             at_ms: 1,

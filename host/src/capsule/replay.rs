@@ -227,14 +227,14 @@ impl Replayer {
         match guest.init(cp.now, room, init_config).await {
             Ok(Ok(())) => {}
             Ok(Err(why)) => return Err(format!("init refused: {why}")),
-            Err(f) => return Err(format!("init trapped: {}", f.detail)),
+            Err(f) => return Err(format!("init trapped: {}", f.full())),
         }
         guest.take_effects().for_each(drop);
         guest.take_tick_request();
         match guest.restore(cp.now, &cp.state.0).await {
             Ok(Ok(())) => {}
             Ok(Err(why)) => return Err(format!("restore refused: {why}")),
-            Err(f) => return Err(format!("restore trapped: {}", f.detail)),
+            Err(f) => return Err(format!("restore trapped: {}", f.full())),
         }
         guest.take_effects().for_each(drop);
         guest.take_tick_request();

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod new;
 pub mod top;
 
 /// `respawn keygen`: writes `<out>.key` (secret, mode 0600, wasmsign2
@@ -154,10 +155,15 @@ pub fn replay(capsule: &Path, trust: &[PathBuf], module: Option<&Path>, json: bo
     println!("{verdict}");
     match &run.at_failing_input {
         AtFailing::Output { output } => println!("  at the failing input: {}", json!(output)),
-        AtFailing::Fault { at, fault } => println!(
-            "  faulted on input {at}: {} {}\n  signature: {}",
-            fault.kind, fault.message, fault.signature
-        ),
+        AtFailing::Fault { at, fault } => {
+            println!(
+                "  faulted on input {at}: {} {}\n  signature: {}",
+                fault.kind, fault.message, fault.signature
+            );
+            if let Some(said) = &fault.said {
+                println!("  the guest said: {said}");
+            }
+        }
         AtFailing::Setup { why } => println!("  could not start at the checkpoint: {why}"),
     }
     if let Some(d) = &run.first_difference {

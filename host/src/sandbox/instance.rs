@@ -67,6 +67,11 @@ pub struct GuestFault {
     pub kind: FaultKind,
     /// wasmtime's full error, including the guest backtrace when known.
     pub detail: String,
+    /// What the guest itself said last at `error` level before the call
+    /// failed: a Rust panic's message (the SDK's panic hook), a JavaScript
+    /// exception's message and stack (the JS SDK). wasmtime's own error
+    /// cannot say this: a panic or an exception ends in a bare trap.
+    pub said: Option<String>,
 }
 
 impl FaultKind {
@@ -93,10 +98,11 @@ impl GuestFault {
 
     /// The crash signature: the fault's kind and the top two frames of the
     /// guest backtrace that are the game's own (not the standard library's
-    /// panic and abort machinery), without symbol hashes. Two faults with
-    /// one signature are, as far as the host can tell, the same bug.
+    /// panic and abort machinery), without symbol hashes; when those are
+    /// unnamed, the first line of what the guest said. Two faults with one
+    /// signature are, as far as the host can tell, the same bug.
     pub fn signature(&self) -> String {
-        let frames: Vec<String> = self
+        let own: Vec<String> = self
             .frames()
             // `<module>!<function>`; the function's generics may hold a `!`
             // of their own (`begin_panic::<..., !>`).
@@ -104,7 +110,24 @@ impl GuestFault {
             .filter(|f| !is_runtime_frame(f))
             .take(2)
             .collect();
+        // An engine's frames (a JavaScript guest's are all unnamed and the
+        // same for every exception) tell bugs apart less well than what
+        // the guest said.
+        let unnamed = own.iter().all(|f| f.starts_with("<wasm function"));
+        let frames = match self.said.as_deref().and_then(|s| s.lines().next()) {
+            Some(first) if unnamed => vec![first.chars().take(160).collect()],
+            _ => own,
+        };
         format!("{}:{}", self.kind.code(), frames.join(" < "))
+    }
+
+    /// wasmtime's error and, when the guest said something before it
+    /// failed, its words: what logs and crash reports show.
+    pub fn full(&self) -> String {
+        match &self.said {
+            Some(said) => format!("{}\nthe guest said: {said}", self.detail),
+            None => self.detail.clone(),
+        }
     }
 }
 
@@ -142,7 +165,7 @@ fn is_runtime_frame(frame: &str) -> bool {
 
 impl fmt::Display for GuestFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}: {}", self.kind, self.detail)
+        write!(f, "{:?}: {}", self.kind, self.full())
     }
 }
 
@@ -241,6 +264,7 @@ impl GuestFault {
         Self {
             kind,
             detail: format!("{e:#}"),
+            said: None,
         }
     }
 }
@@ -323,6 +347,9 @@ pub struct RoomData {
     /// Sampling the guest's stack at every epoch tick of its calls, while
     /// an operator profiles the room.
     profiler: Option<Profiling>,
+    /// The last `error`-level line the guest logged in the current call
+    /// (see [`GuestFault::said`]).
+    said: Option<String>,
 }
 
 /// A guest profile being taken (the epoch ticker keeps its fast pace
@@ -450,6 +477,9 @@ impl v2::respawn::game::host::Host for RoomData {
             }
             message.truncate(cut);
             message.push('…');
+        }
+        if level == Level::Error {
+            self.said = Some(message.clone());
         }
         let room = self.label.as_str();
         match level {
@@ -604,6 +634,7 @@ impl GuestInstance {
             call_ticks: 0,
             kv: KvAccess::new(kv),
             profiler: None,
+            said: None,
         };
         let mut store = Store::new(sandbox.engine(), data);
         store.limiter(|d| &mut d.limits);
@@ -671,6 +702,7 @@ impl GuestInstance {
         data.effects.clear();
         data.effect_bytes = 0;
         data.call_ticks = 0;
+        data.said = None;
         self.store.set_epoch_deadline(1);
         Call {
             _running: InCall::new(&self.in_call),
@@ -684,7 +716,10 @@ impl GuestInstance {
             let data = self.store.data_mut();
             data.effects.clear();
             data.failed_reads = data.kv.discard();
-            GuestFault::from_error(e)
+            GuestFault {
+                said: data.said.take(),
+                ..GuestFault::from_error(e)
+            }
         });
         if let Some(m) = &self.metrics {
             m.call(call.export, call.started.elapsed().as_secs_f64());
@@ -929,6 +964,7 @@ mod tests {
                      5:  0x1000 - <unknown>!faulty[0123abcd]::Faulty::on_message\n    \
                      6:  0x2000 - <unknown>!respawn_guest_sdk[99]::runtime::dispatch_message"
                 .into(),
+            said: Some("guest panicked: index out of bounds".into()),
         };
         assert_eq!(
             fault.signature(),
@@ -937,7 +973,20 @@ mod tests {
         let bare = GuestFault {
             kind: FaultKind::Timeout,
             detail: "guest call ran past its 100 ms deadline".into(),
+            said: None,
         };
         assert_eq!(bare.signature(), "timeout:");
+        let engine = GuestFault {
+            kind: FaultKind::Trap,
+            detail: "error while executing at wasm backtrace:\n    0: 0x8bf9eb - <unknown>!<wasm function 12608>\n    \
+                     1: 0x1ad65c - <unknown>!<wasm function 4450>"
+                .into(),
+            said: Some("uncaught exception in onMessage: TypeError: o is null\nonMessage@bundle.js:3:7".into()),
+        };
+        assert_eq!(
+            engine.signature(),
+            "trap:uncaught exception in onMessage: TypeError: o is null",
+            "frames that name nothing give way to what the guest said"
+        );
     }
 }

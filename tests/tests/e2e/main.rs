@@ -9,6 +9,7 @@ mod cli;
 mod connections;
 mod deploy;
 mod durability;
+mod languages;
 mod lifecycle;
 mod modules;
 mod observability;

@@ -14,7 +14,12 @@ async fn state(c: &mut Client) -> Value {
 
 #[tokio::test]
 async fn websocket_and_tcp_players_play_tictactoe_to_a_win() {
-    let host = Host::start();
+    play_tictactoe_to_a_win(&Host::start()).await;
+}
+
+/// A whole game of `tictactoe` on `host`, every rule on the way: also run
+/// against the JavaScript build (see `languages.rs`).
+pub(crate) async fn play_tictactoe_to_a_win(host: &Host) {
     let mut x = host.client(Transport::Ws).await;
     let mut o = host.client(Transport::Tcp).await;
 
@@ -91,7 +96,11 @@ async fn websocket_and_tcp_players_play_tictactoe_to_a_win() {
 
 #[tokio::test]
 async fn a_draw_is_reported_to_both_players() {
-    let host = Host::start();
+    play_tictactoe_to_a_draw(&Host::start()).await;
+}
+
+/// A drawn game of `tictactoe` on `host`.
+pub(crate) async fn play_tictactoe_to_a_draw(host: &Host) {
     let mut x = host.client(Transport::Tcp).await;
     let mut o = host.client(Transport::Ws).await;
     x.join("tictactoe", "r", "x").await;

@@ -73,7 +73,7 @@ impl RoomTask {
                         .health
                         .fault_by(crate::modules::version_health::Source::Room(self.id), fault.signature());
                 }
-                tracing::error!(room = %self.label, version = %module.version, kind = ?fault.kind, "guest fault in init: {}", fault.detail);
+                tracing::error!(room = %self.label, version = %module.version, kind = ?fault.kind, "guest fault in init: {}", fault.full());
                 return Err(RoomFailure::InitTrapped(fault));
             }
         }

@@ -105,6 +105,7 @@ impl RoomTask {
                         fault: GuestFault {
                             kind: FaultKind::Trap,
                             detail: format!("on-leave of player {player} failed twice"),
+                            said: None,
                         },
                         restart_error: None,
                         failed: Some(Entry {

@@ -203,6 +203,7 @@ impl RoomTask {
                 GuestFault {
                     kind: FaultKind::Trap,
                     detail: why.to_owned(),
+                    said: None,
                 },
                 None,
             ),

@@ -160,7 +160,7 @@ impl RoomTask {
             })));
         }
         self.restarts.push_back(now);
-        tracing::warn!(room = %self.label, version = %self.module.version, kind = fault.kind.code(), "guest fault, restarting the room: {}", fault.detail);
+        tracing::warn!(room = %self.label, version = %self.module.version, kind = fault.kind.code(), "guest fault, restarting the room: {}", fault.full());
         match self.rebuild(true).await {
             Ok(fresh) => adopt(guest, fresh),
             Err(why) => {
@@ -237,6 +237,7 @@ impl RoomTask {
         let at_ms = crate::unix_ms();
         let cp = self.journal.checkpoint();
         let restart_error = crash.restart_error.as_ref().map(ToString::to_string);
+        let fault = crash.fault.full();
         let report = CrashReport {
             game: &self.key.game,
             room: &self.key.room,
@@ -246,7 +247,7 @@ impl RoomTask {
             at_ms,
             reason: crash.reason,
             fault_kind: crash.fault.kind.code(),
-            fault: &crash.fault.detail,
+            fault: &fault,
             restart_error: restart_error.as_deref(),
             restarts_in_window: self.restarts.len(),
             failed_input: crash.failed.as_ref(),
@@ -265,7 +266,7 @@ impl RoomTask {
             reason = crash.reason,
             kind = crash.fault.kind.code(),
             restart_error = restart_error.as_deref(),
-            "room crashed and closed: {}", crash.fault.detail
+            "room crashed and closed: {fault}"
         );
         let version = self.module.version.to_string();
         crate::crash_events::report(&crate::crash_events::Crash {
@@ -274,7 +275,7 @@ impl RoomTask {
             version: &version,
             reason: crash.reason,
             kind: crash.fault.kind.code(),
-            message: &crash.fault.detail,
+            message: &fault,
             frames: crash.fault.frames().collect(),
             inputs: self.journal.entries().iter().chain(crash.failed.as_ref()).collect(),
             redact: self.rooms.config.capsules.redact,

@@ -1,0 +1,227 @@
+//! Guest languages side by side (`just bench-languages`): the same
+//! tictactoe in Rust, JavaScript (componentize-js) and C, each measured
+//! the way the host runs it (pooling allocator, async calls), in one run:
+//!
+//! - the signed component's size;
+//! - compile time (verified module to native code; median of 3), and a
+//!   restart's load of the same code from the host's code cache;
+//! - instantiation (a room's instance, then `init`; median of 30);
+//! - a 64-byte `on-message` call: `reject` is a move out of turn (parse,
+//!   check, rejection), `game` the average over a whole game (five moves
+//!   that each broadcast the board, a win, a restart); median of 5 rounds
+//!   of at least 1 s;
+//! - memory per room: the linear memory a room's instance holds after two
+//!   players joined, and the process's RSS growth per room over 50 rooms.
+//!
+//! Prints a markdown table. Needs `just guests` first (target/guests/).
+
+use respawn::config::SandboxConfig;
+use respawn::sandbox::{GameCode, GuestInstance, Sandbox};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const BUILDS: [(&str, &str); 3] = [
+    ("Rust", "tictactoe"),
+    ("JavaScript", "tictactoe-js"),
+    ("C", "tictactoe-c"),
+];
+
+/// `text` padded with spaces to 64 bytes: the same payload size in every
+/// case, and still the message each game reads.
+fn padded(text: &str) -> Vec<u8> {
+    assert!(text.len() <= 64, "{text}");
+    let mut v = text.as_bytes().to_vec();
+    v.resize(64, b' ');
+    v
+}
+
+fn guest(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/guests")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `just guests` first)", path.display()))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// A room with two players seated, ready to play.
+async fn room(sb: &Sandbox, code: &GameCode) -> GuestInstance {
+    let mut inst = GuestInstance::new(sb, code, String::new(), 7, None)
+        .await
+        .expect("instance");
+    inst.init(1, "bench", b"{}").await.expect("init").expect("init ok");
+    for (id, name) in [(1, "xena"), (2, "otto")] {
+        inst.on_join(1, id, name, None).await.expect("join").expect("join ok");
+    }
+    inst.take_effects().for_each(drop);
+    inst
+}
+
+/// Nanoseconds per call of `one` (which makes `n` calls), median of 5
+/// rounds of at least a second.
+async fn per_call<F>(inst: &mut GuestInstance, n: u64, mut one: F) -> f64
+where
+    F: AsyncFnMut(&mut GuestInstance),
+{
+    let mut rounds = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut calls = 0u64;
+        while start.elapsed() < Duration::from_secs(1) {
+            one(inst).await;
+            calls += n;
+        }
+        rounds.push(start.elapsed().as_nanos() as f64 / calls as f64);
+    }
+    median(rounds)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing to filter here.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sb = Sandbox::new(&SandboxConfig::default()).expect("sandbox");
+    let key = respawn_signing::SecretKey::generate().expect("key");
+    let trust = respawn::modules::TrustStore::load(&[key.public().to_openssh("")], None, false).expect("trust");
+    let reject = padded(r#"{"action":"move","cell":4}"#);
+    let game: Vec<Vec<u8>> = [
+        r#"{"action":"move","cell":0}"#,
+        r#"{"action":"move","cell":3}"#,
+        r#"{"action":"move","cell":1}"#,
+        r#"{"action":"move","cell":4}"#,
+        r#"{"action":"move","cell":2}"#,
+        r#"{"action":"restart"}"#,
+    ]
+    .iter()
+    .map(|m| padded(m))
+    .collect();
+    let movers = [1u64, 2, 1, 2, 1, 2];
+
+    let state = tempfile::tempdir().expect("temp dir");
+    let cache = respawn::modules::cache::CodeCache::open(state.path(), sb.engine()).expect("code cache");
+    println!(
+        "| | component | compile | load from the code cache | instantiate + init | 64-byte call: reject | 64-byte call: game | linear memory per room | RSS per room |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (lang, build) in BUILDS {
+        let manifest = respawn_signing::Manifest {
+            name: "tictactoe".into(),
+            version: "1.0.0".parse().expect("version"),
+            author: "bench".into(),
+            built_at: 0,
+            notes: None,
+        };
+        let bytes = guest(build);
+        let signed = respawn_signing::sign(
+            &respawn_signing::embed_manifest(&bytes, &manifest).expect("manifest"),
+            &key,
+        )
+        .expect("sign");
+        let mut compiles = Vec::new();
+        let mut code = None;
+        for _ in 0..3 {
+            let module = trust
+                .verify(signed.clone(), std::path::Path::new(build))
+                .expect("verified");
+            let start = Instant::now();
+            code = Some(sb.compile(&module).unwrap_or_else(|e| panic!("{build}: {e}")));
+            compiles.push(start.elapsed().as_secs_f64());
+        }
+        let code = code.expect("compiled");
+        let module = || {
+            trust
+                .verify(signed.clone(), std::path::Path::new(build))
+                .expect("verified")
+        };
+        let (_, cached) = sb.compile_cached(&module(), Some(&cache)).expect("stored");
+        assert!(!cached, "the first compile fills the cache");
+        let loads = (0..3)
+            .map(|_| {
+                let m = module();
+                let start = Instant::now();
+                let (_, cached) = sb.compile_cached(&m, Some(&cache)).expect("loaded");
+                assert!(cached, "{build}: loaded from the cache");
+                start.elapsed().as_secs_f64()
+            })
+            .collect();
+
+        let instantiate = median(
+            (0..30)
+                .map(|_| {
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        let mut inst = GuestInstance::new(&sb, &code, String::new(), 1, None)
+                            .await
+                            .expect("instance");
+                        inst.init(1, "bench", b"{}").await.expect("init").expect("init ok");
+                        black_box(inst)
+                    });
+                    start.elapsed().as_secs_f64()
+                })
+                .collect(),
+        );
+
+        let (reject_ns, game_ns) = rt.block_on(async {
+            let mut inst = room(&sb, &code).await;
+            // X moves once; from then on X's move is out of turn.
+            inst.on_message(1, 1, &padded(r#"{"action":"move","cell":0}"#))
+                .await
+                .expect("move")
+                .expect("ok");
+            inst.take_effects().for_each(drop);
+            let reject_ns = per_call(&mut inst, 1, async |inst| {
+                let r = inst.on_message(1, 1, black_box(&reject)).await.expect("no fault");
+                assert!(r.is_err(), "out of turn");
+            })
+            .await;
+            let mut inst = room(&sb, &code).await;
+            let game_ns = per_call(&mut inst, game.len() as u64, async |inst| {
+                for (msg, from) in game.iter().zip(movers) {
+                    let r = inst.on_message(1, from, black_box(msg)).await.expect("no fault");
+                    assert!(r.is_ok(), "{build}: {:?}", r.err());
+                    inst.take_effects().for_each(drop);
+                }
+            })
+            .await;
+            (reject_ns, game_ns)
+        });
+
+        let (linear, rss) = rt.block_on(async {
+            let before = rss_bytes();
+            let mut rooms = Vec::new();
+            for _ in 0..50 {
+                rooms.push(room(&sb, &code).await);
+            }
+            let rss = (rss_bytes().saturating_sub(before)) / 50;
+            let linear = rooms.iter().map(GuestInstance::memory_in_use).sum::<usize>() / rooms.len();
+            (linear, rss)
+        });
+
+        println!(
+            "| {lang} (`{build}`) | {:.1} KiB | {:.0} ms | {:.1} ms | {:.0} µs | {:.2} µs | {:.2} µs | {:.1} MiB | {:.0} KiB |",
+            signed.len() as f64 / 1024.0,
+            median(compiles) * 1e3,
+            median(loads) * 1e3,
+            instantiate * 1e6,
+            reject_ns / 1e3,
+            game_ns / 1e3,
+            linear as f64 / 1048576.0,
+            rss as f64 / 1024.0,
+        );
+    }
+}

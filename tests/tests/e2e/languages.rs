@@ -1,0 +1,397 @@
+//! Issue 18: games in JavaScript and C against the same WIT world. The
+//! JavaScript tictactoe plays the Rust one's end-to-end games unchanged, a
+//! live room swaps between the three languages with its board, a
+//! JavaScript guest that throws, loops or hoards memory is contained like
+//! a Rust one, and the C tictactoe plays the same games.
+
+use crate::play::{play_tictactoe_to_a_draw, play_tictactoe_to_a_win};
+use respawn_e2e::{Client, Host, HostOptions, Transport, respawn_bin, signed};
+use serde_json::{Value, json};
+use std::process::Command;
+
+/// A host serving `build` (a guest in `target/guests/`) as `tictactoe`.
+fn tictactoe_host(build: &str) -> Host {
+    Host::start_with(HostOptions {
+        games: &["echo"],
+        extra_modules: vec![("tictactoe.wasm", signed(build, "tictactoe", "1.0.0"))],
+        ..HostOptions::default()
+    })
+}
+
+#[tokio::test]
+async fn javascript_tictactoe_plays_the_rust_games_unchanged() {
+    let host = tictactoe_host("tictactoe-js");
+    play_tictactoe_to_a_win(&host).await;
+    play_tictactoe_to_a_draw(&host).await;
+}
+
+#[tokio::test]
+async fn c_tictactoe_plays_the_rust_games_unchanged() {
+    let host = tictactoe_host("tictactoe-c");
+    play_tictactoe_to_a_win(&host).await;
+    play_tictactoe_to_a_draw(&host).await;
+}
+
+/// The next frame that is not a game event: `swapped` here. Compiling a
+/// JavaScript engine takes long enough for the host to ping a quiet TCP
+/// player, who answers.
+async fn swapped(c: &mut Client) -> Value {
+    loop {
+        let f = c.recv().await;
+        match f["type"].as_str() {
+            Some("event") => {}
+            Some("ping") => c.send(json!({"type": "pong"})).await,
+            _ => {
+                assert_eq!(f["type"], "swapped", "unexpected frame {f}");
+                return f;
+            }
+        }
+    }
+}
+
+/// `c`'s next state broadcast in which `cell` is marked.
+async fn marked(c: &mut Client, cell: usize) -> Value {
+    loop {
+        let s = c.event_of("state").await;
+        if !s["board"][cell].is_null() {
+            return s;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_live_game_swaps_from_rust_to_javascript_to_c_and_back_with_its_board() {
+    let host = Host::start_with(HostOptions {
+        games: &["tictactoe"],
+        ..HostOptions::default()
+    });
+    let mut x = host.client(Transport::Ws).await;
+    let mut o = host.client(Transport::Tcp).await;
+    x.join("tictactoe", "babel", "xena").await;
+    o.join("tictactoe", "babel", "otto").await;
+    for (is_x, cell) in [(true, 0), (false, 4)] {
+        let c = if is_x { &mut x } else { &mut o };
+        c.message(json!({"action": "move", "cell": cell})).await;
+        for c in [&mut x, &mut o] {
+            marked(c, cell).await;
+        }
+    }
+
+    // Rust → JavaScript. Compiling an engine takes a while: wait for the
+    // version, then for the rooms.
+    host.drop_module("tictactoe-2.wasm", &signed("tictactoe-js", "tictactoe", "2.0.0"));
+    host.wait_until("the JavaScript build is active", |h| {
+        h.active("tictactoe").as_deref() == Some("2.0.0")
+    })
+    .await;
+    for c in [&mut x, &mut o] {
+        assert_eq!(swapped(c).await["version"], "2.0.0");
+    }
+    // JavaScript holds the Rust game's board and rules: X's turn, 4 taken.
+    o.message(json!({"action": "move", "cell": 1})).await;
+    assert_eq!(o.expect_error("rejected").await["reason"], "not-your-turn");
+    x.message(json!({"action": "move", "cell": 4})).await;
+    assert_eq!(x.expect_error("rejected").await["reason"], "cell-taken");
+    x.message(json!({"action": "move", "cell": 1})).await;
+    let s = marked(&mut o, 1).await;
+    assert_eq!(s["board"], json!(["X", "X", null, null, "O", null, null, null, null]));
+    assert_eq!(s["players"]["X"]["name"], "xena");
+
+    // JavaScript → C, which reads what JavaScript wrote.
+    host.drop_module("tictactoe-3.wasm", &signed("tictactoe-c", "tictactoe", "3.0.0"));
+    for c in [&mut x, &mut o] {
+        let s = swapped(c).await;
+        assert_eq!(
+            (s["from"].as_str(), s["version"].as_str()),
+            (Some("2.0.0"), Some("3.0.0"))
+        );
+    }
+    o.message(json!({"action": "move", "cell": 0})).await;
+    assert_eq!(o.expect_error("rejected").await["reason"], "cell-taken");
+    o.message(json!({"action": "move", "cell": 8})).await;
+    let s = marked(&mut x, 8).await;
+    assert_eq!(s["board"], json!(["X", "X", null, null, "O", null, null, null, "O"]));
+
+    // And back to Rust, which reads what C wrote.
+    host.drop_module("tictactoe-4.wasm", &signed("tictactoe", "tictactoe", "4.0.0"));
+    for c in [&mut x, &mut o] {
+        let s = swapped(c).await;
+        assert_eq!(
+            (s["from"].as_str(), s["version"].as_str()),
+            (Some("3.0.0"), Some("4.0.0"))
+        );
+    }
+    x.message(json!({"action": "move", "cell": 2})).await;
+    let mut s = Value::Null;
+    while s["status"] != "won" {
+        s = o.event_of("state").await;
+    }
+    assert_eq!(s["winner"], "X");
+    assert_eq!(s["line"], json!([0, 1, 2]));
+    assert_eq!(s["board"], json!(["X", "X", "X", null, "O", null, null, null, "O"]));
+    assert_eq!(s["winner_wins"], 1, "Rust counted the win in storage");
+}
+
+/// Sends `{"do": what}` to the faulty JavaScript guest.
+async fn ask(c: &mut Client, what: &str) {
+    c.message(json!({"do": what})).await;
+}
+
+/// The count the guest answers any other message with.
+async fn count(c: &mut Client) -> u64 {
+    c.message(json!({})).await;
+    c.event().await["count"].as_u64().expect("a count")
+}
+
+/// The `restarted` frame after a fault, then the error that tells the
+/// sender the room went on without their message.
+async fn restarted(c: &mut Client) -> Value {
+    let frame = c.expect("restarted").await;
+    c.expect_error("guest_restarted").await;
+    frame
+}
+
+#[tokio::test]
+async fn a_javascript_guest_that_throws_loops_or_hoards_is_contained_like_a_rust_one() {
+    let host = Host::start_with(HostOptions {
+        games: &["echo"],
+        extra_modules: vec![("faulty-js.wasm", signed("faulty-js", "faulty-js", "1.0.0"))],
+        config: "[supervision]\nmax_restarts = 100\n[sandbox]\ncall_timeout_ms = 200\n",
+        ..HostOptions::default()
+    });
+    let mut p = host.client(Transport::Tcp).await;
+    p.join("faulty-js", "r", "p").await;
+    assert_eq!(p.event().await["count"], 0);
+    assert_eq!(count(&mut p).await, 1);
+
+    // An exception: the room restarts from its checkpoint, and the log has
+    // the exception's message and its stack.
+    ask(&mut p, "throw").await;
+    assert_eq!(restarted(&mut p).await["reason"], "trap");
+    let log = host.log();
+    assert!(log.contains("TypeError: the guest threw on purpose"), "{log}");
+    assert!(log.contains("throwDeep"), "the stack names the function: {log}");
+    assert_eq!(count(&mut p).await, 2, "state kept across the restart");
+
+    // A rejection is a rejection; an Error with a `code` is still a bug.
+    ask(&mut p, "reject").await;
+    assert_eq!(p.expect_error("rejected").await["reason"], "refused");
+    ask(&mut p, "throw-coded").await;
+    assert_eq!(restarted(&mut p).await["reason"], "trap");
+    ask(&mut p, "null").await;
+    assert_eq!(restarted(&mut p).await["reason"], "trap");
+
+    // A loop hits the call deadline; a hoard hits the memory limit (the
+    // engine reports running out as an exception, or the host's limiter
+    // stops it).
+    ask(&mut p, "loop").await;
+    assert_eq!(restarted(&mut p).await["reason"], "timeout");
+    ask(&mut p, "alloc").await;
+    let hoard = restarted(&mut p).await;
+    assert!(
+        ["trap", "out_of_memory"].contains(&hoard["reason"].as_str().unwrap_or("")),
+        "{hoard}"
+    );
+    assert_eq!(count(&mut p).await, 3, "every fault left the state as it was");
+
+    // Storage errors arrive as KvError codes; the clock and random numbers
+    // JavaScript reads itself are the room's.
+    ask(&mut p, "kv-bad-key").await;
+    assert_eq!(p.event().await["kv_error"], "invalid-key");
+    ask(&mut p, "entropy").await;
+    let e = p.event().await;
+    assert_eq!(e["now"], e["ctx_now"], "Date.now() is the room clock: {e}");
+    for r in [&e["random"], &e["ctx_random"]] {
+        assert!(r.as_f64().is_some_and(|r| (0.0..1.0).contains(&r)), "{e}");
+    }
+
+    // The crash capsule of the first exception says what the engine said,
+    // and the signature tells it apart from the other faults.
+    const SIGNATURE: &str = "trap:uncaught exception in onMessage: TypeError: the guest threw on purpose";
+    let index = || -> Value {
+        std::fs::read(host.state_dir().join("capsules/index.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null)
+    };
+    let written = |i: &Value| {
+        i["kept"]
+            .as_array()
+            .and_then(|kept| {
+                kept.iter()
+                    .find(|k| k["signature"] == SIGNATURE && k["written"] == true)
+            })
+            .and_then(|k| k["file"].as_str())
+            .map(str::to_owned)
+    };
+    host.wait_until("the exception's capsule", |_| written(&index()).is_some())
+        .await;
+    let capsule = host
+        .state_dir()
+        .join("capsules")
+        .join(written(&index()).expect("the capsule's file"));
+    // It replays, JavaScript engine and all, to the same exception.
+    let out = Command::new(respawn_bin())
+        .arg("replay")
+        .arg(&capsule)
+        .arg("--trust")
+        .arg(host.trust_dir())
+        .arg("--json")
+        .output()
+        .expect("respawn replay");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(report["verdict"], "reproduced", "{report:#}");
+    assert!(
+        report["fault"]["said"]
+            .as_str()
+            .is_some_and(|s| s.contains("throwDeep")),
+        "{report:#}"
+    );
+}
+
+/// Runs `cmd` in `dir`, failing the test with its output if it fails.
+fn run(dir: &std::path::Path, cmd: &mut Command) -> String {
+    let out = cmd.current_dir(dir).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} in {} failed:\n{text}", dir.display());
+    text
+}
+
+/// Builds a scaffolded Rust game to a core module the way `just guests`
+/// does: the rustup target if installed, else Debian's Rust with std
+/// built from source (sharing the workspace's cache of it).
+fn build_rust_guest(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let rustup = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l == "wasm32-wasip1"));
+    let target_dir = respawn_e2e::workspace().join("target/scaffold-wasm");
+    let mut cargo = if rustup {
+        let mut c = Command::new("cargo");
+        c.args(["build", "--release", "--target", "wasm32-wasip1"]);
+        c
+    } else {
+        let mut c = Command::new("/usr/bin/cargo");
+        c.args([
+            "build",
+            "--release",
+            "-Zbuild-std=std,panic_abort",
+            "--target",
+            "wasm32-wasip1",
+        ])
+        .env("RUSTC", "/usr/bin/rustc")
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env(
+            "RUSTFLAGS",
+            "-C linker=wasm-ld -C link-self-contained=no -L /usr/lib/wasm32-wasi",
+        );
+        c
+    };
+    run(dir, cargo.arg("--target-dir").arg(&target_dir));
+    target_dir.join(format!("wasm32-wasip1/release/{}.wasm", name.replace('-', "_")))
+}
+
+#[tokio::test]
+async fn respawn_new_makes_projects_that_test_build_and_play_in_every_language() {
+    let work = tempfile::tempdir().unwrap();
+    let bin = respawn_bin();
+    let mut modules = Vec::new();
+    for lang in ["rust", "js", "ts", "c"] {
+        let name = format!("hello-{lang}");
+        let dir = work.path().join(&name);
+        run(
+            work.path(),
+            Command::new(&bin)
+                .args(["new", &name, "--lang", lang, "--dir"])
+                .arg(&dir),
+        );
+        let built = match lang {
+            "rust" => {
+                let tests = run(
+                    &dir,
+                    Command::new("cargo")
+                        .args(["test", "--quiet"])
+                        .env("CARGO_TARGET_DIR", respawn_e2e::workspace().join("target/scaffold")),
+                );
+                assert!(tests.contains("1 passed"), "{tests}");
+                build_rust_guest(&dir, &name)
+            }
+            "js" | "ts" => {
+                run(
+                    &dir,
+                    Command::new("npm").args(["install", "--no-audit", "--no-fund", "--loglevel=error"]),
+                );
+                let tests = run(&dir, Command::new("npm").arg("test"));
+                assert!(tests.contains("pass 1"), "{tests}");
+                run(&dir, Command::new("npm").args(["run", "build"]));
+                dir.join(format!("{name}.wasm"))
+            }
+            _ => {
+                let tests = run(&dir, Command::new("make").arg("test"));
+                assert!(tests.contains("all checks passed"), "{tests}");
+                run(&dir, Command::new("make").arg(format!("RESPAWN={}", bin.display())));
+                dir.join(format!("{name}.wasm"))
+            }
+        };
+        let bytes = std::fs::read(&built).unwrap_or_else(|e| panic!("{}: {e}", built.display()));
+        // Signed the way the README says (a core module is componentized first).
+        let unsigned = work.path().join(format!("{name}.in.wasm"));
+        std::fs::write(&unsigned, &bytes).unwrap();
+        let key = work.path().join("studio");
+        if !key.with_extension("key").exists() {
+            run(work.path(), Command::new(&bin).arg("keygen").arg("--out").arg(&key));
+        }
+        let signed_file = work.path().join(format!("{name}.wasm"));
+        run(
+            work.path(),
+            Command::new(&bin)
+                .arg("sign")
+                .arg(&unsigned)
+                .arg("--key")
+                .arg(key.with_extension("key"))
+                .args(["--name", &name, "--version", "0.1.0", "-o"])
+                .arg(&signed_file),
+        );
+        modules.push((name, std::fs::read(&signed_file).unwrap()));
+    }
+
+    // A host that trusts the studio's key: the folder is watched.
+    let host = Host::start_with(HostOptions {
+        games: &["echo"],
+        ..HostOptions::default()
+    });
+    std::fs::copy(work.path().join("studio.pub"), host.trust_dir().join("studio.pub")).unwrap();
+    host.wait_for_audit("trust_changed", None).await;
+    for (name, bytes) in &modules {
+        host.drop_module(&format!("{name}.wasm"), bytes);
+        host.wait_until(&format!("{name} is active"), |h| h.active(name).is_some())
+            .await;
+        let mut ann = host.client(Transport::Tcp).await;
+        let mut bob = host.client(Transport::Ws).await;
+        ann.join(name, "r", "ann").await;
+        assert_eq!(ann.event().await, json!({"type": "hello", "lines": 0}), "{name}");
+        let bob_id = bob.join(name, "r", "bob").await["player"].clone();
+        bob.event().await;
+        assert_eq!(ann.event().await, json!({"type": "joined", "name": "bob"}), "{name}");
+        bob.message(json!({"say": "hi"})).await;
+        for c in [&mut ann, &mut bob] {
+            assert_eq!(
+                c.event().await,
+                json!({"type": "said", "from": bob_id, "text": "hi"}),
+                "{name}"
+            );
+        }
+        bob.message(json!({"say": ""})).await;
+        assert_eq!(bob.expect_error("rejected").await["reason"], "bad-line", "{name}");
+    }
+}
