@@ -112,6 +112,18 @@ static inline void rs_buf_free(rs_buf *b) {
   *b = (rs_buf){0};
 }
 
+/* Cuts `s` back to whole UTF-8 characters: text cut at a byte limit may
+ * end inside one, and a WIT string must be valid UTF-8 (the host treats
+ * an invalid one as the guest's fault). */
+static inline void rs__utf8_trim(char *s) {
+  size_t n = strlen(s), i = n;
+  while (i > 0 && n - i < 4 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--;
+  if (i == 0) return;
+  unsigned char lead = (unsigned char)s[i - 1];
+  size_t need = lead < 0x80 ? 1 : (lead & 0xE0) == 0xC0 ? 2 : (lead & 0xF0) == 0xE0 ? 3 : (lead & 0xF8) == 0xF0 ? 4 : 0;
+  if (need == 0 || (i - 1) + need > n) s[i - 1] = 0;
+}
+
 /* A malloc'ed copy of a C string as a WIT string (what exports return). */
 static inline room_string_t rs_string(const char *s) {
   room_string_t out = {0};
@@ -156,7 +168,8 @@ static inline void rs_log(enum rs_level level, const char *fmt, ...) {
   int n = vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
   if (n < 0) return;
-  room_string_t msg = {(uint8_t *)line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1};
+  rs__utf8_trim(line);
+  room_string_t msg = {(uint8_t *)line, strlen(line)};
   respawn_game_host_log((respawn_game_host_level_t)level, &msg);
 }
 
@@ -188,6 +201,7 @@ static inline bool rs_reject(rs_rejection *err, const char *code, const char *fm
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  rs__utf8_trim(msg);
   err->code = rs_string(code);
   err->message = rs_string(msg);
   return false;
@@ -200,6 +214,7 @@ static inline bool rs_fail(room_string_t *err, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  rs__utf8_trim(msg);
   *err = rs_string(msg);
   return false;
 }
@@ -299,7 +314,18 @@ static inline const char *rs__value(const char *p, const char *end, int depth) {
   const char *start = p;
   if (*p == '-') p++;
   if (p < end && *p >= '0' && *p <= '9') {
-    while (p < end && ((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e' || *p == 'E' || *p == '+' || *p == '-')) p++;
+    /* JSON's grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+    if (*p == '0') p++;
+    else while (p < end && *p >= '0' && *p <= '9') p++;
+    if (p < end && *p == '.') {
+      if (++p >= end || *p < '0' || *p > '9') return NULL;
+      while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+      if (++p < end && (*p == '+' || *p == '-')) p++;
+      if (p >= end || *p < '0' || *p > '9') return NULL;
+      while (p < end && *p >= '0' && *p <= '9') p++;
+    }
     return p;
   }
   p = start;
@@ -430,7 +456,8 @@ static inline bool rs_json_string(rs_span v, char *out, size_t cap) {
   const char *p = v.p + 1, *end = v.p + v.n - 1;
   size_t o = 0;
   while (p < end) {
-    if (o + 5 > cap) return false;
+    /* Room for one more byte and the NUL; a \u escape checks its own. */
+    if (o + 2 > cap) return false;
     if (*p != '\\') {
       out[o++] = *p++;
       continue;
@@ -454,6 +481,7 @@ static inline bool rs_json_string(rs_span v, char *out, size_t cap) {
         p += 6;
         c = 0x10000 + ((c - 0xD800) << 10) + (lo - 0xDC00);
       }
+      if (o + (c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4) + 1 > cap) return false;
       rs__utf8(out, &o, c);
       break;
     }

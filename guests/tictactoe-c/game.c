@@ -176,7 +176,8 @@ static void count_win(char mark) {
     return;
   }
   rs_buf total = {0};
-  rs_buf_printf(&total, "%lld", (long long)wins + 1);
+  if (wins < INT64_MAX) wins++; /* saturating, like the Rust game */
+  rs_buf_printf(&total, "%lld", (long long)wins);
   bool stored = rs_kv_set(key, &total, &err);
   rs_buf_free(&total);
   if (!stored) {
@@ -184,7 +185,7 @@ static void count_win(char mark) {
     return;
   }
   g.has_winner_wins = true;
-  g.winner_wins = (uint64_t)wins + 1;
+  g.winner_wins = (uint64_t)wins;
 }
 
 static bool play(char mark, int64_t cell, rs_rejection *err) {
@@ -280,28 +281,30 @@ void exports_respawn_game_game_on_leave(uint64_t id) {
   broadcast_state();
 }
 
-/* {"action":"move","cell":N} or {"action":"restart"}, nothing else, as
- * the Rust guest's serde reads them. */
+/* {"action":"move","cell":N} or {"action":"restart"}, as the Rust guest's
+ * serde reads them: a move has exactly those two fields, a restart
+ * ignores any others. */
 static bool parse_action(const room_list_u8_t *payload, bool *restart, int64_t *cell, rs_rejection *err) {
   rs_iter it;
   rs_span key, value, action = {0}, cell_v = {0};
+  bool extra = false;
   if (!rs_json_valid(payload->ptr, payload->len) || !rs_json_open(rs_json_text(payload->ptr, payload->len), false, &it))
     return rs_reject(err, "invalid-message", "this game cannot read that message: expected an object with an `action`");
   while (rs_json_next(&it, &key, &value)) {
     if (rs_key_is(key, "action") && !action.p) action = value;
     else if (rs_key_is(key, "cell") && !cell_v.p) cell_v = value;
-    else return rs_reject(err, "invalid-message", "this game cannot read that message: unknown or repeated field `%.*s`", (int)key.n, key.p);
+    else extra = true;
   }
   if (it.bad || !action.p) return rs_reject(err, "invalid-message", "this game cannot read that message: missing field `action`");
-  if (rs_json_is_string(action, "restart") && !cell_v.p) {
+  if (rs_json_is_string(action, "restart")) {
     *restart = true;
     return true;
   }
-  if (rs_json_is_string(action, "move") && cell_v.p && rs_json_int(cell_v, cell)) {
+  if (rs_json_is_string(action, "move") && !extra && cell_v.p && rs_json_int(cell_v, cell)) {
     *restart = false;
     return true;
   }
-  return rs_reject(err, "invalid-message", "this game cannot read that message: expected a move with an integer `cell`, or a restart");
+  return rs_reject(err, "invalid-message", "this game cannot read that message: expected a move with an integer `cell` and nothing else, or a restart");
 }
 
 bool exports_respawn_game_game_on_message(uint64_t from, room_list_u8_t *payload, rs_rejection *err) {

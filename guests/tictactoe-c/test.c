@@ -46,9 +46,19 @@ int main(void) {
   mv(1, 4);
   RT_CHECK(strcmp(refused(2, "{\"action\":\"move\",\"cell\":4}"), "cell-taken") == 0);
   const char *bad[] = {"{\"action\":\"fly\"}", "{\"action\":\"move\"}", "{\"action\":\"move\",\"cell\":1.5}",
-                       "{\"action\":\"move\",\"cell\":1,\"x\":2}", "{\"action\":\"restart\",\"cell\":1}", "[1]", "{not json",
+                       "{\"action\":\"move\",\"cell\":1,\"x\":2}", "{\"action\":\"move\",\"cell\":01}", "[1]", "{not json",
                        "{\"action\":\"move\",\"cell\":1} trailing", "{\"action\":\"move\",\"action\":\"move\",\"cell\":1}"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) RT_CHECK(strcmp(refused(2, bad[i]), "invalid-message") == 0);
+  /* As serde reads it: a restart with other fields is a restart. */
+  RT_CHECK(strcmp(refused(2, "{\"action\":\"restart\",\"cell\":1}"), "game-not-over") == 0);
+  /* A key cut anywhere is never echoed: the rejection stays valid UTF-8. */
+  rs_buf key = {0};
+  rs_buf_puts(&key, "{\"");
+  for (int i = 0; i < 200; i++) rs_buf_puts(&key, "\xe2\x82\xac");
+  rs_buf_puts(&key, "\":1,\"action\":\"move\",\"cell\":1}");
+  RT_CHECK(strcmp(refused(2, key.ptr), "invalid-message") == 0);
+  RT_CHECK(rt_rejection.message.len < 512);
+  rs_buf_free(&key);
 
   /* A spectator, who takes the seat a player leaves. */
   RT_CHECK(rt_join(3, "sam", NULL));

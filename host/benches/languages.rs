@@ -11,9 +11,12 @@
 //!   that each broadcast the board, a win, a restart); median of 5 rounds
 //!   of at least 1 s;
 //! - memory per room: the linear memory a room's instance holds after two
-//!   players joined, and the process's RSS growth per room over 50 rooms.
+//!   players joined, and the RSS growth per room over 50 rooms (measured
+//!   in a fresh process per language, after one room was made and dropped).
 //!
-//! Prints a markdown table. Needs `just guests` first (target/guests/).
+//! Prints a markdown table; `-- growth` instead prints how one instance's
+//! memory grows over many calls. Needs `just guests` first
+//! (target/guests/).
 
 use respawn::config::SandboxConfig;
 use respawn::sandbox::{GameCode, GuestInstance, Sandbox};
@@ -90,12 +93,25 @@ where
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "growth") {
+        return growth();
+    }
+    if let Some(build) = std::env::args().skip_while(|a| a != "rooms").nth(1) {
+        return rooms(&build);
+    }
     // `cargo bench` passes `--bench`; nothing to filter here.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let sb = Sandbox::new(&SandboxConfig::default()).expect("sandbox");
+    // Room enough for a JavaScript room's heap however long a round runs
+    // in one instance (see `growth`); the host renews a room's instance at
+    // every checkpoint, which keeps it far below.
+    let sb = Sandbox::new(&SandboxConfig {
+        memory_mib: 128,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
     let key = respawn_signing::SecretKey::generate().expect("key");
     let trust = respawn::modules::TrustStore::load(&[key.public().to_openssh("")], None, false).expect("trust");
     let reject = padded(r#"{"action":"move","cell":4}"#);
@@ -119,35 +135,17 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (lang, build) in BUILDS {
-        let manifest = respawn_signing::Manifest {
-            name: "tictactoe".into(),
-            version: "1.0.0".parse().expect("version"),
-            author: "bench".into(),
-            built_at: 0,
-            notes: None,
-        };
-        let bytes = guest(build);
-        let signed = respawn_signing::sign(
-            &respawn_signing::embed_manifest(&bytes, &manifest).expect("manifest"),
-            &key,
-        )
-        .expect("sign");
+        let signed_len = verified(&trust, &key, build).bytes().len();
         let mut compiles = Vec::new();
         let mut code = None;
         for _ in 0..3 {
-            let module = trust
-                .verify(signed.clone(), std::path::Path::new(build))
-                .expect("verified");
+            let module = verified(&trust, &key, build);
             let start = Instant::now();
             code = Some(sb.compile(&module).unwrap_or_else(|e| panic!("{build}: {e}")));
             compiles.push(start.elapsed().as_secs_f64());
         }
         let code = code.expect("compiled");
-        let module = || {
-            trust
-                .verify(signed.clone(), std::path::Path::new(build))
-                .expect("verified")
-        };
+        let module = || verified(&trust, &key, build);
         let (_, cached) = sb.compile_cached(&module(), Some(&cache)).expect("stored");
         assert!(!cached, "the first compile fills the cache");
         let loads = (0..3)
@@ -201,27 +199,118 @@ fn main() {
             (reject_ns, game_ns)
         });
 
-        let (linear, rss) = rt.block_on(async {
-            let before = rss_bytes();
-            let mut rooms = Vec::new();
-            for _ in 0..50 {
-                rooms.push(room(&sb, &code).await);
-            }
-            let rss = (rss_bytes().saturating_sub(before)) / 50;
-            let linear = rooms.iter().map(GuestInstance::memory_in_use).sum::<usize>() / rooms.len();
-            (linear, rss)
-        });
+        // In a process of its own: RSS is the process's, and the pool's
+        // slots keep pages resident between rooms.
+        let out = std::process::Command::new(std::env::current_exe().expect("bench binary"))
+            .args(["rooms", build])
+            .output()
+            .expect("rooms run");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().expect("a number"));
+        let (linear, rss) = (fields.next().expect("linear"), fields.next().expect("rss"));
 
         println!(
             "| {lang} (`{build}`) | {:.1} KiB | {:.0} ms | {:.1} ms | {:.0} µs | {:.2} µs | {:.2} µs | {:.1} MiB | {:.0} KiB |",
-            signed.len() as f64 / 1024.0,
+            signed_len as f64 / 1024.0,
             median(compiles) * 1e3,
             median(loads) * 1e3,
             instantiate * 1e6,
             reject_ns / 1e3,
             game_ns / 1e3,
-            linear as f64 / 1048576.0,
-            rss as f64 / 1024.0,
+            linear / 1048576.0,
+            rss / 1024.0,
         );
     }
+}
+
+/// 50 rooms of `build` with two players each, in this process: prints the
+/// linear memory per room and the RSS growth per room, in bytes.
+fn rooms(build: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sb = Sandbox::new(&SandboxConfig::default()).expect("sandbox");
+    let key = respawn_signing::SecretKey::generate().expect("key");
+    let trust = respawn::modules::TrustStore::load(&[key.public().to_openssh("")], None, false).expect("trust");
+    let code = sb.compile(&verified(&trust, &key, build)).expect("compiled");
+    rt.block_on(async {
+        drop(room(&sb, &code).await);
+        let before = rss_bytes();
+        let mut rooms = Vec::new();
+        for _ in 0..50 {
+            rooms.push(room(&sb, &code).await);
+        }
+        let rss = rss_bytes().saturating_sub(before) / 50;
+        let linear = rooms.iter().map(GuestInstance::memory_in_use).sum::<usize>() / rooms.len();
+        println!("{linear} {rss}");
+    });
+}
+
+/// How one instance's linear memory grows over 100,000 out-of-turn
+/// moves (`cargo bench -p respawn --bench languages -- growth`): what a
+/// room would hold without a fresh instance at each checkpoint.
+fn growth() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sb = Sandbox::new(&SandboxConfig {
+        memory_mib: 1024,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let key = respawn_signing::SecretKey::generate().expect("key");
+    let trust = respawn::modules::TrustStore::load(&[key.public().to_openssh("")], None, false).expect("trust");
+    let reject = padded(r#"{"action":"move","cell":4}"#);
+    println!("| calls | {} |", BUILDS.map(|(lang, _)| lang).join(" | "));
+    println!("|---|---|---|---|");
+    let mut rooms = Vec::new();
+    for (_, build) in BUILDS {
+        let code = sb.compile(&verified(&trust, &key, build)).expect("compiled");
+        rooms.push(rt.block_on(async {
+            let mut inst = room(&sb, &code).await;
+            inst.on_message(1, 1, &padded(r#"{"action":"move","cell":0}"#))
+                .await
+                .expect("move")
+                .expect("ok");
+            inst
+        }));
+    }
+    for step in 0..=5u64 {
+        let row: Vec<String> = rooms
+            .iter()
+            .map(|r| format!("{:.1} MiB", r.memory_in_use() as f64 / 1048576.0))
+            .collect();
+        println!("| {} | {} |", step * 20_000, row.join(" | "));
+        for inst in &mut rooms {
+            rt.block_on(async {
+                for _ in 0..20_000 {
+                    let r = inst.on_message(1, 1, &reject).await.expect("no fault");
+                    assert!(r.is_err(), "out of turn");
+                }
+            });
+        }
+    }
+}
+
+/// `build` signed as tictactoe 1.0.0 and verified.
+fn verified(
+    trust: &respawn::modules::TrustStore,
+    key: &respawn_signing::SecretKey,
+    build: &str,
+) -> respawn::modules::VerifiedModule {
+    let manifest = respawn_signing::Manifest {
+        name: "tictactoe".into(),
+        version: "1.0.0".parse().expect("version"),
+        author: "bench".into(),
+        built_at: 0,
+        notes: None,
+    };
+    let signed = respawn_signing::sign(
+        &respawn_signing::embed_manifest(&guest(build), &manifest).expect("manifest"),
+        key,
+    )
+    .expect("sign");
+    trust.verify(signed, std::path::Path::new(build)).expect("verified")
 }

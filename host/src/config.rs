@@ -445,6 +445,10 @@ pub struct StateConfig {
     /// not recompile every version (artifacts are authenticated with a key
     /// only this host knows).
     pub code_cache: bool,
+    /// Where the code cache lives instead of `dir` (its `cache/` and
+    /// `cache.key`). Hosts of one machine may share one, so a big guest (a
+    /// JavaScript engine takes seconds to compile) compiles once for all.
+    pub code_cache_dir: Option<PathBuf>,
 }
 
 impl Default for StateConfig {
@@ -452,6 +456,7 @@ impl Default for StateConfig {
         Self {
             dir: PathBuf::from(".respawn"),
             code_cache: true,
+            code_cache_dir: None,
         }
     }
 }

@@ -118,7 +118,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         (Duration::from_millis(config.modules.debounce_ms) * 20).clamp(Duration::from_secs(1), Duration::from_secs(30));
     deployer = deployer.with_settle(settle);
     if config.state.code_cache {
-        deployer = deployer.with_cache(CodeCache::open(state_dir, sandbox.engine()).context("opening the code cache")?);
+        let dir = config.state.code_cache_dir.as_deref().unwrap_or(state_dir);
+        deployer = deployer.with_cache(CodeCache::open(dir, sandbox.engine()).context("opening the code cache")?);
     }
     let deployer = Arc::new(deployer);
     {

@@ -55,6 +55,31 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// Config that points a host's code cache at one folder shared by every
+/// test host of this run (`target/e2e-code-cache`), so a guest that takes
+/// seconds to compile (a JavaScript engine) compiles once, not per host.
+/// Its key is made here, once, before any host races to make it.
+pub fn shared_code_cache() -> String {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = workspace().join("target/e2e-code-cache");
+        std::fs::create_dir_all(&dir).expect("code cache dir");
+        let key = dir.join("cache.key");
+        if std::fs::read(&key).map(|k| k.len() != 32).unwrap_or(true) {
+            let mut bytes = [0u8; 32];
+            bytes
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, b)| *b = (std::process::id() as u8) ^ (i as u8).wrapping_mul(97));
+            let tmp = dir.join(format!("cache.key.{}", std::process::id()));
+            std::fs::write(&tmp, bytes).expect("cache key");
+            std::fs::rename(&tmp, &key).expect("cache key");
+        }
+        dir
+    });
+    format!("[state]\ncode_cache_dir = {:?}\n", dir.display().to_string())
+}
+
 /// The key the test hosts trust (one per test process).
 pub fn test_key() -> &'static SecretKey {
     static KEY: OnceLock<SecretKey> = OnceLock::new();

@@ -7,8 +7,6 @@
 // TypeScript tests run too) and runs them with `node --test`.
 // respawn-js typecheck: the project's tsconfig.json through the SDK's tsc.
 
-import { build } from 'esbuild';
-import { componentize } from '@bytecodealliance/componentize-js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { existsSync, realpathSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
@@ -18,6 +16,18 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const sdk = dirname(dirname(fileURLToPath(import.meta.url)));
+
+/** A build tool of the SDK's, or a clear word on how to install it. */
+async function tool(name) {
+  try {
+    return await import(name);
+  } catch (e) {
+    if (e?.code !== 'ERR_MODULE_NOT_FOUND') throw e;
+    console.error(`respawn-js: ${name} is not installed in the SDK (${sdk}).`);
+    console.error('Run `just js-sdk` in your Respawn checkout (or `npm ci` in that folder) once.');
+    process.exit(1);
+  }
+}
 
 function usage(why) {
   if (why) console.error(`respawn-js: ${why}`);
@@ -39,6 +49,7 @@ async function test(files) {
     const bundles = [];
     for (const [i, file] of files.entries()) {
       const out = join(work, `${i}-${file.replace(/[^A-Za-z0-9.]+/g, '_')}.mjs`);
+      const { build } = await tool('esbuild');
       await build({ entryPoints: [file], bundle: true, format: 'esm', platform: 'node', target: 'node20', outfile: out, logLevel: 'warning' });
       bundles.push(out);
     }
@@ -51,7 +62,13 @@ async function test(files) {
 }
 
 function typecheck() {
-  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  let tsc;
+  try {
+    tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  } catch {
+    console.error(`respawn-js: typescript is not installed in the SDK (${sdk}): run \`just js-sdk\` in your Respawn checkout once.`);
+    process.exit(1);
+  }
   const run = spawnSync(process.execPath, [tsc, '--noEmit', '-p', '.'], { stdio: 'inherit' });
   process.exit(run.status ?? 1);
 }
@@ -76,6 +93,8 @@ try {
       `export const game = bind(Game);\n`,
   );
   const bundle = join(work, 'bundle.js');
+  const { build } = await tool('esbuild');
+  const { componentize } = await tool('@bytecodealliance/componentize-js');
   await build({
     entryPoints: [main],
     bundle: true,

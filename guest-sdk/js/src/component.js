@@ -28,6 +28,12 @@ const backend = {
   kvList: (prefix, startAfter, limit) => storage(() => kv.list(prefix, startAfter, limit)),
 };
 
+// Math.random() draws from the room's seeded generator, whose position
+// every checkpoint records: a restarted or replayed room gets the same
+// numbers whatever the engine's own generator held. (Date.now() already
+// reads the room clock: the host's WASI clocks are the room's.)
+Math.random = () => Number(host.randomU64() >> 11n) / 2 ** 53;
+
 // console.* goes to the room's log, tagged with the game and room, like
 // `ctx.log` (the engine would write it to a stdout nobody reads).
 for (const [name, level] of [
@@ -54,6 +60,8 @@ function guarded(name, rejects, call) {
   try {
     return call();
   } catch (e) {
+    // Already logged where it was thrown (the game's constructor).
+    if (e === TRAP) throw e;
     if (rejects && e instanceof Reject) throw { code: e.code, message: e.message };
     if (typeof e === 'string' && (name === 'init' || name === 'restore')) throw e;
     host.log('error', `uncaught exception in ${name}: ${describe(e)}`);

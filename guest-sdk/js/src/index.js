@@ -38,9 +38,11 @@ const LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** JSON text as bytes (what the WIT world carries). */
+/** JSON text as bytes (what the WIT world carries); throws for what JSON cannot say (`undefined`, a function). */
 export function toBytes(value) {
-  return encoder.encode(JSON.stringify(value));
+  const text = JSON.stringify(value);
+  if (typeof text !== 'string') throw new TypeError(`${typeof value} is not JSON`);
+  return encoder.encode(text);
 }
 
 /** Bytes of JSON text as a value. */
@@ -58,7 +60,8 @@ export function playerId(id) {
 /**
  * The room as a game sees it: send to players, the room's clock and
  * random numbers, ticks, and the game's storage. Effects are delivered
- * when the current call returns; if the call throws they are dropped.
+ * when the current call returns, a rejected call's too; if the call fails
+ * (any exception but a `Reject`) they are dropped.
  */
 export class Ctx {
   /** @param backend the host's imports, or a test recorder */
@@ -129,7 +132,8 @@ export class Ctx {
  * The game's durable storage, shared by its rooms. Values are JSON. Calls
  * work while the room handles an input and throw `KvError` with code
  * `not-now` in `init`; the writes of one input become visible to other
- * rooms, and durable, when its call returns (none if it throws).
+ * rooms, and durable, when its call returns (none if it fails with
+ * anything but a `Reject`).
  */
 export class Kv {
   constructor(backend) {
@@ -153,7 +157,6 @@ export class Kv {
     } catch (e) {
       throw new KvError('encode', `the value does not serialize to JSON: ${e.message}`);
     }
-    if (bytes === undefined || value === undefined) throw new KvError('encode', 'undefined is not JSON');
     this._b.kvSet(key, bytes);
   }
   /** Removes `key` (no error if it was absent). */

@@ -63,8 +63,10 @@ export class TestRoom {
     const mask = 2n ** 64n - 1n;
     const self = this;
     this.backend = {
-      send: (to, bytes) => self.effects.push({ kind: 'send', to, data: fromBytes(bytes) }),
-      broadcast: (bytes, except) => self.effects.push({ kind: 'broadcast', except, data: fromBytes(bytes) }),
+      // Who a frame reaches is decided when it is sent, as in the host.
+      send: (to, bytes) => self.effects.push({ kind: 'send', to, data: fromBytes(bytes), reaches: self.members.has(to) ? [to] : [] }),
+      broadcast: (bytes, except) =>
+        self.effects.push({ kind: 'broadcast', except, data: fromBytes(bytes), reaches: [...self.members].filter((m) => m !== except) }),
       kick: (player, reason) => self.effects.push({ kind: 'kick', player, reason }),
       log: (level, message) => self.effects.push({ kind: 'log', level, message }),
       nowMs: () => self.clock,
@@ -93,11 +95,13 @@ export class TestRoom {
         self.storage(key);
         self.kv.entries.delete(key);
       },
-      kvList: (prefix, startAfter, limit) =>
-        self.kv
+      kvList: (prefix, startAfter, limit) => {
+        if (!self.inInput) throw new KvError('not-now', 'storage is only available while handling an input');
+        return self.kv
           .keys()
           .filter((k) => k.startsWith(prefix) && (startAfter === undefined || byteOrder(k, startAfter) > 0))
-          .slice(0, limit),
+          .slice(0, limit);
+      },
     };
     this.runner = new Runner(Game, this.backend);
     this.runner.init(room, encoder.encode(JSON.stringify(config)));
@@ -113,20 +117,37 @@ export class TestRoom {
     return this.runner.game;
   }
 
+  /** Runs one input as the host does: a call that fails with anything
+   * but a `Reject` loses its effects and its storage writes. */
   input(call) {
+    const effects = this.effects.length;
+    const entries = new Map(this.kv.entries);
     this.inInput = true;
     try {
       call();
+    } catch (e) {
+      if (!(e instanceof Reject)) {
+        this.effects.length = effects;
+        this.kv.entries = entries;
+      }
+      throw e;
     } finally {
       this.inInput = false;
     }
   }
 
-  /** A player joins; throws the game's `Reject` if it refuses. */
+  /** A player joins; throws the game's `Reject` if it refuses. The
+   * player is a member for the join's own effects, as in the host. */
   join(id, name, user = null) {
     const wit = { id: BigInt(id), name, user: user ? { userId: user.userId, claims: Object.entries(user.claims ?? {}).map(([k, v]) => [k, JSON.stringify(v)]) } : undefined };
-    this.input(() => this.runner.onJoin(wit));
+    const had = this.members.has(id);
     this.members.add(id);
+    try {
+      this.input(() => this.runner.onJoin(wit));
+    } catch (e) {
+      if (!had) this.members.delete(id);
+      throw e;
+    }
   }
 
   /** A player leaves. */
@@ -148,9 +169,7 @@ export class TestRoom {
 
   /** What `id` would have received since the last `clear`, in order. */
   received(id) {
-    return this.effects
-      .filter((e) => (e.kind === 'send' && e.to === id) || (e.kind === 'broadcast' && e.except !== id && this.members.has(id)))
-      .map((e) => e.data);
+    return this.effects.filter((e) => e.reaches?.includes(id)).map((e) => e.data);
   }
 
   /** Forgets recorded effects. */

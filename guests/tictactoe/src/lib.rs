@@ -367,6 +367,15 @@ mod tests {
             room.message(2, &json!({"action": "fly"})).unwrap_err().code,
             "invalid-message"
         );
+        // serde reads an internally tagged unit variant without looking at
+        // other fields: a restart with extras is a restart (the JavaScript
+        // and C builds read it the same way).
+        assert_eq!(
+            room.message(2, &json!({"action": "restart", "cell": 1}))
+                .unwrap_err()
+                .code,
+            "game-not-over"
+        );
         assert_eq!(room.game().board.iter().flatten().count(), 1);
         assert_eq!(room.game().turn, Some(Mark::O));
     }

@@ -158,7 +158,22 @@ impl Fault {
     pub fn same_as(&self, other: &Fault) -> bool {
         self.kind == other.kind
             && self.stage == other.stage
-            && (self.kind == "timeout" || self.backtrace == other.backtrace)
+            && (self.kind == "timeout" || self.backtrace == other.backtrace && self.same_guest_stack(other))
+    }
+
+    /// For an engine whose wasm frames name nothing (JavaScript: every
+    /// exception leaves by the same path), the stacks the guest reported.
+    fn same_guest_stack(&self, other: &Fault) -> bool {
+        let names: Vec<String> = self
+            .backtrace
+            .iter()
+            .map(|f| f.split_once('!').map_or(f.as_str(), |(_, name)| name).to_owned())
+            .collect();
+        if !crate::sandbox::unnamed_frames(&names[..names.len().min(2)]) {
+            return true;
+        }
+        let frames = |f: &Fault| f.said.as_deref().map(crate::sandbox::said_frames);
+        frames(self) == frames(other)
     }
 }
 
@@ -399,8 +414,14 @@ impl Capsule {
                 }
             }
         }
-        // A panic's message may quote what a player sent.
+        // A panic's message or an exception's may quote what a player sent
+        // (the signature holds function names only).
         self.fault.message = "<redacted>".into();
+        // Its stack stays: replays tell JavaScript faults apart by it.
+        if let Some(said) = &mut self.fault.said {
+            let stack: String = said.lines().skip(1).map(|l| format!("\n{l}")).collect();
+            *said = format!("<redacted>{stack}");
+        }
         self.init_config = Blob::default();
         self.checkpoint.state = Blob::default();
         self.redacted = true;
@@ -501,10 +522,34 @@ mod tests {
     #[test]
     fn redaction_removes_player_payloads() {
         let mut c = sample();
+        c.fault.said = Some("uncaught exception in onMessage: Error: bad name ann\nplay@game.js:1:2".into());
+        let before = c.fault.clone();
         c.redact();
         let text = String::from_utf8(serde_json::to_vec(&c).unwrap()).unwrap();
         assert!(!text.contains("panic"), "{text}");
         assert!(!text.contains("count"), "{text}");
+        assert!(!text.contains("bad name ann"), "what the guest said: {text}");
         assert!(c.redacted);
+        assert!(c.fault.same_as(&before), "the stack that tells faults apart stays");
+    }
+
+    #[test]
+    fn javascript_faults_are_told_apart_by_the_stack_the_guest_reported() {
+        let fault = |said: &str| Fault {
+            kind: "trap".into(),
+            message: "wasm trap: wasm `unreachable` instruction executed".into(),
+            backtrace: vec![
+                "<unknown>!<wasm function 12608>".into(),
+                "<unknown>!<wasm function 4450>".into(),
+            ],
+            signature: String::new(),
+            stage: Stage::Input,
+            said: Some(said.into()),
+        };
+        let a = fault("uncaught exception in onMessage: TypeError: x\nplay@g.js:1:1\nonMessage@g.js:2:2");
+        let same = fault("uncaught exception in onMessage: TypeError: y\nplay@g.js:1:1\nonMessage@g.js:2:2");
+        let other = fault("uncaught exception in onTick: RangeError: z\ntick@g.js:5:5");
+        assert!(a.same_as(&same));
+        assert!(!a.same_as(&other));
     }
 }

@@ -59,9 +59,34 @@ pub fn scaffold(name: &str, lang: Lang, dir: &Path, sdk: Option<&Path>) -> anyho
     let sdk = sdk
         .canonicalize()
         .with_context(|| format!("the guest SDK folder {}", sdk.display()))?;
+    for part in ["Cargo.toml", "js/package.json", "c/respawn.h"] {
+        if !sdk.join(part).is_file() {
+            bail!(
+                "{} is not a guest SDK folder (no {part}): pass --sdk <your Respawn checkout>/guest-sdk",
+                sdk.display()
+            );
+        }
+    }
     let sdk_text = sdk
         .to_str()
         .context("the guest SDK's path is not UTF-8, which package files cannot name")?;
+    // The paths go into JSON, TOML and a Makefile as they are.
+    let plain = |p: &str| {
+        !p.chars()
+            .any(|c| c.is_whitespace() || matches!(c, '"' | '\\' | '$' | '#' | '\''))
+    };
+    if !plain(sdk_text) {
+        bail!(
+            "the guest SDK's path {sdk_text} has a space, quote, backslash, $ or #: move the checkout to a plainer path"
+        );
+    }
+    // The READMEs and the C Makefile name this very binary: a project
+    // lives outside the checkout, where `respawn` is not on the PATH.
+    let respawn = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_owned))
+        .filter(|p| plain(p))
+        .unwrap_or_else(|| "respawn".to_owned());
     if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} exists and is not empty: choose another --dir", dir.display());
     }
@@ -70,7 +95,8 @@ pub fn scaffold(name: &str, lang: Lang, dir: &Path, sdk: Option<&Path>) -> anyho
         let text = text
             .replace("{{name_snake}}", &name.replace('-', "_"))
             .replace("{{name}}", name)
-            .replace("{{sdk}}", sdk_text);
+            .replace("{{sdk}}", sdk_text)
+            .replace("{{respawn}}", &respawn);
         let file = dir.join(path);
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
@@ -87,7 +113,9 @@ pub fn next_steps(lang: Lang) -> &'static str {
         Lang::Rust => {
             "cargo test, then cargo build --release --target wasm32-wasip1 and respawn sign (see its README.md)"
         }
-        Lang::Js | Lang::Ts => "npm install && npm test, then npm run build and respawn sign (see its README.md)",
+        Lang::Js | Lang::Ts => {
+            "npm install && npm test (after `just js-sdk` once in the Respawn checkout), then npm run build and respawn sign (see its README.md)"
+        }
         Lang::C => "make test, then make and respawn sign (see its README.md)",
     }
 }
@@ -96,9 +124,20 @@ pub fn next_steps(lang: Lang) -> &'static str {
 mod tests {
     use super::*;
 
+    /// A folder shaped like the guest SDK.
+    fn fake_sdk() -> tempfile::TempDir {
+        let sdk = tempfile::tempdir().unwrap();
+        for part in ["Cargo.toml", "js/package.json", "c/respawn.h"] {
+            let file = sdk.path().join(part);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, "").unwrap();
+        }
+        sdk
+    }
+
     #[test]
     fn every_language_fills_in_the_name_and_the_sdk() {
-        let sdk = tempfile::tempdir().unwrap();
+        let sdk = fake_sdk();
         for lang in [Lang::Rust, Lang::Js, Lang::Ts, Lang::C] {
             let out = tempfile::tempdir().unwrap();
             let dir = out.path().join("my-game");
@@ -113,13 +152,16 @@ mod tests {
     }
 
     #[test]
-    fn bad_names_and_occupied_folders_are_refused() {
-        let sdk = tempfile::tempdir().unwrap();
+    fn bad_names_wrong_sdks_and_occupied_folders_are_refused() {
+        let sdk = fake_sdk();
         let out = tempfile::tempdir().unwrap();
         for bad in ["", "My Game", "9lives", "a/b"] {
             let e = scaffold(bad, Lang::Js, &out.path().join("x"), Some(sdk.path())).unwrap_err();
             assert!(e.to_string().contains("cannot name a game"), "{bad:?}: {e}");
         }
+        let checkout = sdk.path().join("js");
+        let e = scaffold("ok", Lang::Js, &out.path().join("y"), Some(&checkout)).unwrap_err();
+        assert!(e.to_string().contains("not a guest SDK folder"), "{e}");
         std::fs::write(out.path().join("taken"), "").unwrap();
         let e = scaffold("ok", Lang::C, out.path(), Some(sdk.path())).unwrap_err();
         assert!(e.to_string().contains("not empty"), "{e}");

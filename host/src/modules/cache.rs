@@ -40,13 +40,12 @@ impl CodeCache {
                 key.copy_from_slice(&bytes);
                 key
             }
-            _ => {
-                // A missing or damaged key: every artifact becomes invalid.
-                let _ = std::fs::remove_file(&key_path);
-                let key = crate::util::random_secret()?;
-                crate::util::write_private(&key_path, &key)?;
-                key
+            Ok(_) => {
+                // A damaged key: every artifact becomes invalid.
+                std::fs::remove_file(&key_path)?;
+                Self::new_key(&key_path)?
             }
+            Err(_) => Self::new_key(&key_path)?,
         };
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -55,6 +54,22 @@ impl CodeCache {
             key,
             engine: format!("{:016x}", h.finish()),
         })
+    }
+
+    /// A new key at `path`, or the one another host sharing the folder
+    /// wrote first.
+    fn new_key(path: &Path) -> std::io::Result<[u8; 32]> {
+        let key = crate::util::random_secret()?;
+        match crate::util::write_private(path, &key) {
+            Ok(()) => Ok(key),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let bytes = std::fs::read(path)?;
+                bytes
+                    .try_into()
+                    .map_err(|_| std::io::Error::other("the code cache's key file is being written by another host"))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn path(&self, digest: &str) -> PathBuf {

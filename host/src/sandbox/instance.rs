@@ -110,12 +110,12 @@ impl GuestFault {
             .filter(|f| !is_runtime_frame(f))
             .take(2)
             .collect();
-        // An engine's frames (a JavaScript guest's are all unnamed and the
-        // same for every exception) tell bugs apart less well than what
-        // the guest said.
-        let unnamed = own.iter().all(|f| f.starts_with("<wasm function"));
-        let frames = match self.said.as_deref().and_then(|s| s.lines().next()) {
-            Some(first) if unnamed => vec![first.chars().take(160).collect()],
+        // An engine's frames (a JavaScript guest's are all unnamed, and the
+        // same for every exception) tell bugs apart less well than the
+        // stack the guest reported: its function names, never its message,
+        // which may quote what a player sent.
+        let frames = match self.said.as_deref() {
+            Some(said) if unnamed_frames(&own) => said_frames(said),
             _ => own,
         };
         format!("{}:{}", self.kind.code(), frames.join(" < "))
@@ -128,6 +128,36 @@ impl GuestFault {
             Some(said) => format!("{}\nthe guest said: {said}", self.detail),
             None => self.detail.clone(),
         }
+    }
+}
+
+/// Whether a backtrace names nothing of the game's: frames there are, and
+/// all of them are wasm function indices.
+pub fn unnamed_frames(frames: &[String]) -> bool {
+    !frames.is_empty() && frames.iter().all(|f| f.starts_with("<wasm function"))
+}
+
+/// The top two functions of the stack a guest reported after its message
+/// (JavaScript's `function@file:line:column` lines), or a stand-in when it
+/// gave none.
+pub fn said_frames(said: &str) -> Vec<String> {
+    let names: Vec<String> = said
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.trim().split_once('@'))
+        .map(|(name, _)| {
+            if name.is_empty() {
+                "<anonymous>".to_owned()
+            } else {
+                name.to_owned()
+            }
+        })
+        .take(2)
+        .collect();
+    if names.is_empty() {
+        vec!["<an error without a stack>".to_owned()]
+    } else {
+        names
     }
 }
 
@@ -163,9 +193,12 @@ fn is_runtime_frame(frame: &str) -> bool {
     .any(|p| frame.starts_with(p) || frame == p.trim_end_matches("::"))
 }
 
+/// wasmtime's words only: this reaches players (a join refused because
+/// the room cannot come back), who must not read another player's data in
+/// what the guest said. Logs and crash reports use [`GuestFault::full`].
 impl fmt::Display for GuestFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}: {}", self.kind, self.full())
+        write!(f, "{:?}: {}", self.kind, self.detail)
     }
 }
 
@@ -981,12 +1014,30 @@ mod tests {
             detail: "error while executing at wasm backtrace:\n    0: 0x8bf9eb - <unknown>!<wasm function 12608>\n    \
                      1: 0x1ad65c - <unknown>!<wasm function 4450>"
                 .into(),
-            said: Some("uncaught exception in onMessage: TypeError: o is null\nonMessage@bundle.js:3:7".into()),
+            said: Some(
+                "uncaught exception in onMessage: TypeError: o is null\nplay@bundle.js:3:7\nonMessage@bundle.js:9:1\n@bundle.js:20:2"
+                    .into(),
+            ),
         };
         assert_eq!(
             engine.signature(),
-            "trap:uncaught exception in onMessage: TypeError: o is null",
-            "frames that name nothing give way to what the guest said"
+            "trap:play < onMessage",
+            "frames that name nothing give way to the stack the guest reported, not its message"
+        );
+        let stackless = GuestFault {
+            said: Some("uncaught exception in onTick: thrown value: \"boom\"".into()),
+            ..engine.clone()
+        };
+        assert_eq!(stackless.signature(), "trap:<an error without a stack>");
+        let deadline = GuestFault {
+            kind: FaultKind::Timeout,
+            detail: "guest call ran past its 100 ms deadline".into(),
+            said: Some("an earlier error line\nf@x.js:1:1".into()),
+        };
+        assert_eq!(
+            deadline.signature(),
+            "timeout:",
+            "no backtrace: the error line is not this fault's"
         );
     }
 }

@@ -6,7 +6,10 @@ pub mod determinism;
 mod instance;
 
 pub use bindings::{Identity, Rejection};
-pub use instance::{CallResult, Effect, FaultKind, GuestFault, GuestInstance, InstantiateError, Profiling, RoomData};
+pub use instance::{
+    CallResult, Effect, FaultKind, GuestFault, GuestInstance, InstantiateError, Profiling, RoomData, said_frames,
+    unnamed_frames,
+};
 
 use crate::config::SandboxConfig;
 use crate::modules::VerifiedModule;

@@ -5,7 +5,7 @@
 //! a Rust one, and the C tictactoe plays the same games.
 
 use crate::play::{play_tictactoe_to_a_draw, play_tictactoe_to_a_win};
-use respawn_e2e::{Client, Host, HostOptions, Transport, respawn_bin, signed};
+use respawn_e2e::{Client, Host, HostOptions, Transport, respawn_bin, shared_code_cache, signed};
 use serde_json::{Value, json};
 use std::process::Command;
 
@@ -14,6 +14,7 @@ fn tictactoe_host(build: &str) -> Host {
     Host::start_with(HostOptions {
         games: &["echo"],
         extra_modules: vec![("tictactoe.wasm", signed(build, "tictactoe", "1.0.0"))],
+        config: &shared_code_cache(),
         ..HostOptions::default()
     })
 }
@@ -63,6 +64,7 @@ async fn marked(c: &mut Client, cell: usize) -> Value {
 async fn a_live_game_swaps_from_rust_to_javascript_to_c_and_back_with_its_board() {
     let host = Host::start_with(HostOptions {
         games: &["tictactoe"],
+        config: &shared_code_cache(),
         ..HostOptions::default()
     });
     let mut x = host.client(Transport::Ws).await;
@@ -156,13 +158,21 @@ async fn a_javascript_guest_that_throws_loops_or_hoards_is_contained_like_a_rust
     let host = Host::start_with(HostOptions {
         games: &["echo"],
         extra_modules: vec![("faulty-js.wasm", signed("faulty-js", "faulty-js", "1.0.0"))],
-        config: "[supervision]\nmax_restarts = 100\n[sandbox]\ncall_timeout_ms = 200\n",
+        config: &format!(
+            "{}[supervision]\nmax_restarts = 100\n[sandbox]\ncall_timeout_ms = 200\n",
+            shared_code_cache()
+        ),
         ..HostOptions::default()
     });
     let mut p = host.client(Transport::Tcp).await;
     p.join("faulty-js", "r", "p").await;
     assert_eq!(p.event().await["count"], 0);
     assert_eq!(count(&mut p).await, 1);
+
+    // Math.random() and Date.now() before the fault: the capsule holds
+    // what they gave, and its replay must give the same.
+    ask(&mut p, "entropy").await;
+    assert!(p.event().await["random"].is_f64());
 
     // An exception: the room restarts from its checkpoint, and the log has
     // the exception's message and its stack.
@@ -207,7 +217,8 @@ async fn a_javascript_guest_that_throws_loops_or_hoards_is_contained_like_a_rust
 
     // The crash capsule of the first exception says what the engine said,
     // and the signature tells it apart from the other faults.
-    const SIGNATURE: &str = "trap:uncaught exception in onMessage: TypeError: the guest threw on purpose";
+    // Function names from the stack JavaScript reported, not the message.
+    let ours = |sig: &str| sig.starts_with("trap:throwDeep < ") && !sig.contains("on purpose");
     let index = || -> Value {
         std::fs::read(host.state_dir().join("capsules/index.json"))
             .ok()
@@ -219,7 +230,7 @@ async fn a_javascript_guest_that_throws_loops_or_hoards_is_contained_like_a_rust
             .as_array()
             .and_then(|kept| {
                 kept.iter()
-                    .find(|k| k["signature"] == SIGNATURE && k["written"] == true)
+                    .find(|k| k["signature"].as_str().is_some_and(ours) && k["written"] == true)
             })
             .and_then(|k| k["file"].as_str())
             .map(str::to_owned)
@@ -247,11 +258,13 @@ async fn a_javascript_guest_that_throws_loops_or_hoards_is_contained_like_a_rust
         )
     });
     assert_eq!(report["verdict"], "reproduced", "{report:#}");
+    let replayed = &report["run"]["at_failing_input"];
+    assert_eq!(replayed["outcome"], "fault", "{report:#}");
     assert!(
-        report["fault"]["said"]
+        replayed["fault"]["said"]
             .as_str()
-            .is_some_and(|s| s.contains("throwDeep")),
-        "{report:#}"
+            .is_some_and(|s| s.contains("TypeError: the guest threw on purpose") && s.contains("throwDeep")),
+        "the replay met the same exception: {report:#}"
     );
 }
 
@@ -368,6 +381,7 @@ async fn respawn_new_makes_projects_that_test_build_and_play_in_every_language()
     // A host that trusts the studio's key: the folder is watched.
     let host = Host::start_with(HostOptions {
         games: &["echo"],
+        config: &shared_code_cache(),
         ..HostOptions::default()
     });
     std::fs::copy(work.path().join("studio.pub"), host.trust_dir().join("studio.pub")).unwrap();
