@@ -193,15 +193,20 @@ static inline uint64_t rs_random_below(uint64_t n) {
 /* Asks for on_tick every `ms` milliseconds; 0 stops ticking. */
 static inline void rs_set_tick_interval(uint32_t ms) { respawn_game_host_set_tick_interval(ms); }
 
+/* A message formatted into `out` (512 bytes), cut to whole characters. */
+static inline void rs__vformat(char out[512], const char *fmt, va_list ap) {
+  vsnprintf(out, 512, fmt, ap);
+  rs__utf8_trim(out);
+}
+
 /* Fills `err` with a rejection and returns false: `return rs_reject(err,
  * "cell-taken", "cell %d is already taken", cell);` */
 static inline bool rs_reject(rs_rejection *err, const char *code, const char *fmt, ...) {
   char msg[512];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  rs__vformat(msg, fmt, ap);
   va_end(ap);
-  rs__utf8_trim(msg);
   err->code = rs_string(code);
   err->message = rs_string(msg);
   return false;
@@ -212,9 +217,8 @@ static inline bool rs_fail(room_string_t *err, const char *fmt, ...) {
   char msg[512];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  rs__vformat(msg, fmt, ap);
   va_end(ap);
-  rs__utf8_trim(msg);
   *err = rs_string(msg);
   return false;
 }

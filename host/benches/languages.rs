@@ -100,20 +100,10 @@ fn main() {
         return rooms(&build);
     }
     // `cargo bench` passes `--bench`; nothing to filter here.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     // Room enough for a JavaScript room's heap however long a round runs
     // in one instance (see `growth`); the host renews a room's instance at
     // every checkpoint, which keeps it far below.
-    let sb = Sandbox::new(&SandboxConfig {
-        memory_mib: 128,
-        ..SandboxConfig::default()
-    })
-    .expect("sandbox");
-    let key = respawn_signing::SecretKey::generate().expect("key");
-    let trust = respawn::modules::TrustStore::load(&[key.public().to_openssh("")], None, false).expect("trust");
+    let Setup { rt, sb, key, trust } = setup(128);
     let reject = padded(r#"{"action":"move","cell":4}"#);
     let game: Vec<Vec<u8>> = [
         r#"{"action":"move","cell":0}"#,
@@ -226,13 +216,7 @@ fn main() {
 /// 50 rooms of `build` with two players each, in this process: prints the
 /// linear memory per room and the RSS growth per room, in bytes.
 fn rooms(build: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let sb = Sandbox::new(&SandboxConfig::default()).expect("sandbox");
-    let key = respawn_signing::SecretKey::generate().expect("key");
-    let trust = respawn::modules::TrustStore::load(&[key.public().to_openssh("")], None, false).expect("trust");
+    let Setup { rt, sb, key, trust } = setup(SandboxConfig::default().memory_mib);
     let code = sb.compile(&verified(&trust, &key, build)).expect("compiled");
     rt.block_on(async {
         drop(room(&sb, &code).await);
@@ -251,17 +235,7 @@ fn rooms(build: &str) {
 /// moves (`cargo bench -p respawn --bench languages -- growth`): what a
 /// room would hold without a fresh instance at each checkpoint.
 fn growth() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let sb = Sandbox::new(&SandboxConfig {
-        memory_mib: 1024,
-        ..SandboxConfig::default()
-    })
-    .expect("sandbox");
-    let key = respawn_signing::SecretKey::generate().expect("key");
-    let trust = respawn::modules::TrustStore::load(&[key.public().to_openssh("")], None, false).expect("trust");
+    let Setup { rt, sb, key, trust } = setup(1024);
     let reject = padded(r#"{"action":"move","cell":4}"#);
     println!("| calls | {} |", BUILDS.map(|(lang, _)| lang).join(" | "));
     println!("|---|---|---|---|");
@@ -291,6 +265,32 @@ fn growth() {
                 }
             });
         }
+    }
+}
+
+/// What every measurement needs: an executor, a sandbox whose rooms may
+/// hold `memory_mib`, and a key the trust store trusts.
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    sb: Sandbox,
+    key: respawn_signing::SecretKey,
+    trust: respawn::modules::TrustStore,
+}
+
+fn setup(memory_mib: u32) -> Setup {
+    let key = respawn_signing::SecretKey::generate().expect("key");
+    Setup {
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime"),
+        sb: Sandbox::new(&SandboxConfig {
+            memory_mib,
+            ..SandboxConfig::default()
+        })
+        .expect("sandbox"),
+        trust: respawn::modules::TrustStore::load(&[key.public().to_openssh("")], None, false).expect("trust"),
+        key,
     }
 }
 

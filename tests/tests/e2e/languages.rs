@@ -409,3 +409,49 @@ async fn respawn_new_makes_projects_that_test_build_and_play_in_every_language()
         assert_eq!(bob.expect_error("rejected").await["reason"], "bad-line", "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_javascript_version_whose_calls_fail_is_rolled_back_by_its_probation() {
+    let host = Host::start_with(HostOptions {
+        games: &["echo"],
+        extra_modules: vec![("faulty-js.wasm", signed("faulty-js", "faulty-js", "1.0.0"))],
+        config: &format!(
+            "{}[probation]\nwindow_ms = 60000\nmin_calls = 10\nmax_error_rate = 0.05\n[supervision]\nmax_restarts = 100\n",
+            shared_code_cache()
+        ),
+        ..HostOptions::default()
+    });
+    let mut a = host.client(Transport::Tcp).await;
+    let mut b = host.client(Transport::Ws).await;
+    a.join("faulty-js", "probe", "a").await;
+    a.event().await;
+    b.join("faulty-js", "probe", "b").await;
+    b.event().await;
+    host.drop_module("faulty-js-1.1.0.wasm", &signed("faulty-js", "faulty-js", "1.1.0"));
+    host.wait_until("1.1.0 is active", |h| h.active("faulty-js").as_deref() == Some("1.1.0"))
+        .await;
+    for c in [&mut a, &mut b] {
+        assert_eq!(swapped(c).await["version"], "1.1.0");
+    }
+    for _ in 0..10 {
+        count(&mut a).await;
+    }
+    // Two players' exceptions: 2 of 12 calls is above 5%. Each restart is
+    // told to the whole room.
+    ask(&mut a, "throw").await;
+    restarted(&mut a).await;
+    b.expect("restarted").await;
+    ask(&mut b, "throw").await;
+    restarted(&mut b).await;
+    a.expect("restarted").await;
+    let back = swapped(&mut a).await;
+    assert_eq!(
+        (back["from"].as_str(), back["version"].as_str()),
+        (Some("1.1.0"), Some("1.0.0"))
+    );
+    assert_eq!(count(&mut a).await, 11, "the state went back with it");
+    let failed = host.wait_for_audit("probation_failed", None).await;
+    assert_eq!(failed["version"], "1.1.0");
+    host.wait_for_audit("auto_rollback", None).await;
+    assert_eq!(host.active("faulty-js").as_deref(), Some("1.0.0"));
+}
