@@ -269,16 +269,19 @@ impl RoomTask {
             "room crashed and closed: {fault}"
         );
         let version = self.module.version.to_string();
+        let redact = self.rooms.config.capsules.redact;
         crate::crash_events::report(&crate::crash_events::Crash {
             game: &self.key.game,
             room: &self.key.room,
             version: &version,
             reason: crash.reason,
             kind: crash.fault.kind.code(),
-            message: &fault,
+            // What the guest said may quote a player: not when inputs are
+            // kept from the crash service.
+            message: if redact { &crash.fault.detail } else { &fault },
             frames: crash.fault.frames().collect(),
             inputs: self.journal.entries().iter().chain(crash.failed.as_ref()).collect(),
-            redact: self.rooms.config.capsules.redact,
+            redact,
         });
         let (file, text) = match crash::render(&self.rooms.config.state.dir, &self.key, &report) {
             Ok(rendered) => rendered,
