@@ -51,8 +51,8 @@ guests: toolchain host devkey
     set -euo pipefail
     # JavaScript and C guests need Node.js or clang: without them the Rust
     # games are still built and served (`just test` insists on all).
-    just js-guests || echo "warning: JavaScript guests not built (see above); the Rust and C games are served" >&2
-    just c-guests || echo "warning: C guests not built (see above); the Rust and JavaScript games are served" >&2
+    {{just_executable()}} js-guests || echo "warning: JavaScript guests not built (see above); the Rust and C games are served" >&2
+    {{just_executable()}} c-guests || echo "warning: C guests not built (see above); the Rust and JavaScript games are served" >&2
     packages=(); for g in {{all_guests}}; do packages+=(-p "$g"); done
     if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
         # An ordinary laptop: the rustup target is installed.
@@ -88,7 +88,7 @@ guests: toolchain host devkey
         if [ "target/guests/$g.wasm" -nt "modules/$g.wasm" ] \
             || ! target/debug/respawn verify "modules/$g.wasm" --trust .respawn/trust >/dev/null 2>&1; then
             if [ -f "guests/$g/package.json" ]; then
-                base="$(node -p "require('./guests/$g/package.json').version")"
+                base="$(node -p "require('./guests/$g/package.json').version")" || continue
             elif [ -f "guests/$g/Makefile" ]; then
                 base="$(make -s -C "guests/$g" version)"
             else
@@ -168,7 +168,9 @@ js-guests: js-sdk
     mkdir -p target/guests
     for g in {{js_guests}}; do
         # Links the SDK for the game's tests, from the committed lock file.
-        [ -d "guests/$g/node_modules" ] || (cd "guests/$g" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+        if [ ! -f "guests/$g/node_modules/.package-lock.json" ] || [ "guests/$g/package-lock.json" -nt "guests/$g/node_modules/.package-lock.json" ]; then
+            (cd "guests/$g" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+        fi
         out="target/guests/$g.wasm"
         if [ ! -f "$out" ] || [ -n "$(find "guests/$g" guest-sdk/js/src guest-sdk/js/bin guest-sdk/js/package-lock.json wit -newer "$out" -type f -not -path '*/node_modules/*' | head -1)" ]; then
             node guest-sdk/js/bin/respawn-js.mjs build "guests/$g/game.js" -o "$out"
@@ -221,7 +223,9 @@ guest-tests: js-sdk
     set -uo pipefail
     status=0
     for g in {{js_guests}}; do
-        [ -d "guests/$g/node_modules" ] || (cd "guests/$g" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+        if [ ! -f "guests/$g/node_modules/.package-lock.json" ] || [ "guests/$g/package-lock.json" -nt "guests/$g/node_modules/.package-lock.json" ]; then
+            (cd "guests/$g" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || status=1
+        fi
         if ls guests/$g/*.test.js >/dev/null 2>&1; then (cd "guests/$g" && node --test) || status=1; fi
     done
     for g in {{c_guests}}; do

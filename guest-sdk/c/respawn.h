@@ -195,11 +195,12 @@ static inline void rs_set_tick_interval(uint32_t ms) { respawn_game_host_set_tic
 
 /* A message formatted into `out` (512 bytes), cut to whole characters. */
 static inline void rs__vformat(char out[512], const char *fmt, va_list ap) {
-  vsnprintf(out, 512, fmt, ap);
+  if (vsnprintf(out, 512, fmt, ap) < 0) out[0] = 0;
   rs__utf8_trim(out);
 }
 
-/* Fills `err` with a rejection and returns false: `return rs_reject(err,
+/* Fills `err` with a rejection and returns false (the arguments must be
+ * UTF-8; the message is cut to 511 bytes of whole characters): `return rs_reject(err,
  * "cell-taken", "cell %d is already taken", cell);` */
 static inline bool rs_reject(rs_rejection *err, const char *code, const char *fmt, ...) {
   char msg[512];
@@ -479,6 +480,8 @@ static inline bool rs_json_string(rs_span v, char *out, size_t cap) {
       uint32_t c;
       if (!rs__hex4(p, end, &c)) return false;
       p += 4;
+      /* A lone low surrogate is no character: its bytes would not be UTF-8. */
+      if (c >= 0xDC00 && c <= 0xDFFF) return false;
       if (c >= 0xD800 && c < 0xDC00) {
         uint32_t lo;
         if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || !rs__hex4(p + 2, end, &lo) || lo < 0xDC00 || lo > 0xDFFF) return false;

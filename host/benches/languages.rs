@@ -195,6 +195,11 @@ fn main() {
             .args(["rooms", build])
             .output()
             .expect("rooms run");
+        assert!(
+            out.status.success(),
+            "the rooms run of {build} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().expect("a number"));
         let (linear, rss) = (fields.next().expect("linear"), fields.next().expect("rss"));

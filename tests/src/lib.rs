@@ -62,19 +62,15 @@ pub fn guest(name: &str) -> PathBuf {
 pub fn shared_code_cache() -> String {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
+        // Each run signs with a key of its own, so an earlier run's
+        // artifacts can never be used again: start empty.
         let dir = workspace().join("target/e2e-code-cache");
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("code cache dir");
-        let key = dir.join("cache.key");
-        if std::fs::read(&key).map(|k| k.len() != 32).unwrap_or(true) {
-            let mut bytes = [0u8; 32];
-            bytes
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, b)| *b = (std::process::id() as u8) ^ (i as u8).wrapping_mul(97));
-            let tmp = dir.join(format!("cache.key.{}", std::process::id()));
-            std::fs::write(&tmp, bytes).expect("cache key");
-            std::fs::rename(&tmp, &key).expect("cache key");
-        }
+        let mut key = [0u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").expect("urandom"), &mut key)
+            .expect("random key");
+        std::fs::write(dir.join("cache.key"), key).expect("cache key");
         dir
     });
     format!("[state]\ncode_cache_dir = {:?}\n", dir.display().to_string())
@@ -482,8 +478,14 @@ impl Host {
     }
 
     /// Waits until `pred` holds of the host (polling), or fails the test.
-    pub async fn wait_until(&self, what: &str, mut pred: impl FnMut(&Host) -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    pub async fn wait_until(&self, what: &str, pred: impl FnMut(&Host) -> bool) {
+        self.wait_until_within(what, Duration::from_secs(30), pred).await
+    }
+
+    /// [`Host::wait_until`] with a bound of its own: compiling a
+    /// JavaScript engine takes half a minute or more on a busy machine.
+    pub async fn wait_until_within(&self, what: &str, limit: Duration, mut pred: impl FnMut(&Host) -> bool) {
+        let deadline = std::time::Instant::now() + limit;
         while !pred(self) {
             assert!(
                 std::time::Instant::now() < deadline,

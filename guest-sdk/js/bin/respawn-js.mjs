@@ -7,7 +7,7 @@
 // TypeScript tests run too) and runs them with `node --test`.
 // respawn-js typecheck: the project's tsconfig.json through the SDK's tsc.
 
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { existsSync, realpathSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -120,7 +120,10 @@ try {
     worldName: 'room',
     disableFeatures: ['http', 'fetch-event'],
   });
-  await writeFile(out, component);
+  // Whole or not at all: a build cut short must not leave a newer,
+  // broken file that looks up to date.
+  await writeFile(`${out}.part`, component);
+  await rename(`${out}.part`, out);
   console.log(`${out}: ${(component.length / 1048576).toFixed(1)} MiB component in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } finally {
   await rm(work, { recursive: true, force: true });

@@ -141,11 +141,16 @@ export class TestRoom {
   join(id, name, user = null) {
     const wit = { id: BigInt(id), name, user: user ? { userId: user.userId, claims: Object.entries(user.claims ?? {}).map(([k, v]) => [k, JSON.stringify(v)]) } : undefined };
     const had = this.members.has(id);
+    const from = this.effects.length;
     this.members.add(id);
     try {
       this.input(() => this.runner.onJoin(wit));
     } catch (e) {
-      if (!had) this.members.delete(id);
+      if (!had) {
+        // Refused: the host never delivers to a player who is not in.
+        this.members.delete(id);
+        for (const effect of this.effects.slice(from)) effect.reaches = effect.reaches?.filter((m) => m !== id);
+      }
       throw e;
     }
   }

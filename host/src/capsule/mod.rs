@@ -164,12 +164,8 @@ impl Fault {
     /// For an engine whose wasm frames name nothing (JavaScript: every
     /// exception leaves by the same path), the stacks the guest reported.
     fn same_guest_stack(&self, other: &Fault) -> bool {
-        let names: Vec<String> = self
-            .backtrace
-            .iter()
-            .map(|f| f.split_once('!').map_or(f.as_str(), |(_, name)| name).to_owned())
-            .collect();
-        if !crate::sandbox::unnamed_frames(&names[..names.len().min(2)]) {
+        let own = crate::sandbox::game_frames(self.backtrace.iter().map(String::as_str));
+        if self.kind != "trap" || !crate::sandbox::unnamed_frames(&own) {
             return true;
         }
         let frames = |f: &Fault| f.said.as_deref().map(crate::sandbox::said_frames);
@@ -417,10 +413,15 @@ impl Capsule {
         // A panic's message or an exception's may quote what a player sent
         // (the signature holds function names only).
         self.fault.message = "<redacted>".into();
-        // Its stack stays: replays tell JavaScript faults apart by it.
+        // A JavaScript stack's frames stay (replays tell faults apart by
+        // them); no other line does.
         if let Some(said) = &mut self.fault.said {
-            let stack: String = said.lines().skip(1).map(|l| format!("\n{l}")).collect();
-            *said = format!("<redacted>{stack}");
+            let stack: String = crate::sandbox::js_stack(said).map(|l| format!("\n{l}")).collect();
+            *said = if stack.is_empty() {
+                "<redacted>".into()
+            } else {
+                format!("uncaught exception in <redacted>{stack}")
+            };
         }
         self.init_config = Blob::default();
         self.checkpoint.state = Blob::default();
@@ -522,15 +523,31 @@ mod tests {
     #[test]
     fn redaction_removes_player_payloads() {
         let mut c = sample();
-        c.fault.said = Some("uncaught exception in onMessage: Error: bad name ann\nplay@game.js:1:2".into());
+        c.fault.backtrace = vec![
+            "<unknown>!<wasm function 7>".into(),
+            "<unknown>!<wasm function 9>".into(),
+        ];
+        c.fault.said = Some(
+            "uncaught exception in onMessage: Error: bad name ann\nsecond line from ann@home.example\nplay@game.js:1:2\n@game.js:3:4"
+                .into(),
+        );
         let before = c.fault.clone();
         c.redact();
         let text = String::from_utf8(serde_json::to_vec(&c).unwrap()).unwrap();
         assert!(!text.contains("panic"), "{text}");
         assert!(!text.contains("count"), "{text}");
-        assert!(!text.contains("bad name ann"), "what the guest said: {text}");
+        assert!(!text.contains("ann"), "what the guest said: {text}");
         assert!(c.redacted);
         assert!(c.fault.same_as(&before), "the stack that tells faults apart stays");
+        let mut other = before.clone();
+        other.said = Some("uncaught exception in onTick: Error: x\ntick@game.js:9:9".into());
+        assert!(!c.fault.same_as(&other), "and still tells them apart");
+
+        // A Rust panic's message follows its location line: none of it stays.
+        let mut rust = sample();
+        rust.fault.said = Some("guest panicked: panicked at src/lib.rs:10:5:\nname ann is taken".into());
+        rust.redact();
+        assert_eq!(rust.fault.said.as_deref(), Some("<redacted>"));
     }
 
     #[test]

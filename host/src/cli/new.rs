@@ -72,12 +72,13 @@ pub fn scaffold(name: &str, lang: Lang, dir: &Path, sdk: Option<&Path>) -> anyho
         .context("the guest SDK's path is not UTF-8, which package files cannot name")?;
     // The paths go into JSON, TOML and a Makefile as they are.
     let plain = |p: &str| {
-        !p.chars()
-            .any(|c| c.is_whitespace() || matches!(c, '"' | '\\' | '$' | '#' | '\''))
+        p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '+' | '@' | ',' | '=' | '~' | '-'))
     };
     if !plain(sdk_text) {
         bail!(
-            "the guest SDK's path {sdk_text} has a space, quote, backslash, $ or #: move the checkout to a plainer path"
+            "the guest SDK's path {sdk_text} has characters a Makefile or package file would misread \
+             (use only letters, digits and . _ / + @ , = ~ -): move the checkout to a plainer path"
         );
     }
     // The READMEs and the C Makefile name this very binary: a project

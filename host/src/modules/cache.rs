@@ -41,8 +41,15 @@ impl CodeCache {
                 key
             }
             Ok(_) => {
-                // A damaged key: every artifact becomes invalid.
-                std::fs::remove_file(&key_path)?;
+                // A damaged key: every artifact becomes invalid. Moved
+                // aside, not deleted: another host may be doing the same.
+                match std::fs::rename(
+                    &key_path,
+                    key_path.with_extension(format!("damaged.{}", std::process::id())),
+                ) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
                 Self::new_key(&key_path)?
             }
             Err(_) => Self::new_key(&key_path)?,
@@ -57,17 +64,20 @@ impl CodeCache {
     }
 
     /// A new key at `path`, or the one another host sharing the folder
-    /// wrote first.
+    /// wrote first. The key is written whole under a name of its own and
+    /// then linked into place, so a key at `path` is always complete.
     fn new_key(path: &Path) -> std::io::Result<[u8; 32]> {
         let key = crate::util::random_secret()?;
-        match crate::util::write_private(path, &key) {
+        let tmp = path.with_extension(format!("new.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        crate::util::write_private(&tmp, &key)?;
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
             Ok(()) => Ok(key),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let bytes = std::fs::read(path)?;
-                bytes
-                    .try_into()
-                    .map_err(|_| std::io::Error::other("the code cache's key file is being written by another host"))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(path)?
+                .try_into()
+                .map_err(|_| std::io::Error::other("the code cache's key file is damaged")),
             Err(e) => Err(e),
         }
     }

@@ -102,23 +102,25 @@ impl GuestFault {
     /// unnamed, the first line of what the guest said. Two faults with one
     /// signature are, as far as the host can tell, the same bug.
     pub fn signature(&self) -> String {
-        let own: Vec<String> = self
-            .frames()
-            // `<module>!<function>`; the function's generics may hold a `!`
-            // of their own (`begin_panic::<..., !>`).
-            .map(|f| without_hashes(f.split_once('!').map_or(f, |(_, name)| name)))
-            .filter(|f| !is_runtime_frame(f))
-            .take(2)
-            .collect();
+        let own = game_frames(self.frames());
         // An engine's frames (a JavaScript guest's are all unnamed, and the
         // same for every exception) tell bugs apart less well than the
         // stack the guest reported: its function names, never its message,
         // which may quote what a player sent.
-        let frames = match self.said.as_deref() {
-            Some(said) if unnamed_frames(&own) => said_frames(said),
+        let frames = match self.reported_stack() {
+            Some(stack) if unnamed_frames(&own) => stack,
             _ => own,
         };
         format!("{}:{}", self.kind.code(), frames.join(" < "))
+    }
+
+    /// The function names of the JavaScript stack the guest reported
+    /// before a trap, if it reported one.
+    fn reported_stack(&self) -> Option<Vec<String>> {
+        if self.kind != FaultKind::Trap {
+            return None;
+        }
+        self.said.as_deref().map(said_frames)
     }
 
     /// wasmtime's error and, when the guest said something before it
@@ -131,20 +133,54 @@ impl GuestFault {
     }
 }
 
+/// The top two frames of a wasm backtrace (`module!function` each) that
+/// are the game's own, without symbol hashes.
+pub fn game_frames<'a>(frames: impl Iterator<Item = &'a str>) -> Vec<String> {
+    frames
+        // The function's generics may hold a `!` of their own
+        // (`begin_panic::<..., !>`).
+        .map(|f| without_hashes(f.split_once('!').map_or(f, |(_, name)| name)))
+        .filter(|f| !is_runtime_frame(f))
+        .take(2)
+        .collect()
+}
+
 /// Whether a backtrace names nothing of the game's: frames there are, and
 /// all of them are wasm function indices.
 pub fn unnamed_frames(frames: &[String]) -> bool {
     !frames.is_empty() && frames.iter().all(|f| f.starts_with("<wasm function"))
 }
 
-/// The top two functions of the stack a guest reported after its message
-/// (JavaScript's `function@file:line:column` lines), or a stand-in when it
-/// gave none.
+/// What the JavaScript SDK writes before its stack.
+const JS_EXCEPTION: &str = "uncaught exception in ";
+
+/// Whether `line` is a frame of a JavaScript stack: `function@file:line:column`
+/// (the function may be empty), nothing else, so no message text passes.
+fn is_js_frame(line: &str) -> bool {
+    let Some((name, place)) = line.split_once('@') else {
+        return false;
+    };
+    let mut parts = place.rsplitn(3, ':');
+    let (col, row, file) = (parts.next(), parts.next(), parts.next());
+    let number = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    !name.contains(char::is_whitespace)
+        && number(col)
+        && number(row)
+        && file.is_some_and(|f| !f.is_empty() && !f.contains(char::is_whitespace))
+}
+
+/// The frames of the JavaScript stack in what a guest said (the JS SDK's
+/// uncaught-exception line), nothing else of it.
+pub fn js_stack(said: &str) -> impl Iterator<Item = &str> {
+    let js = said.starts_with(JS_EXCEPTION);
+    said.lines().skip(1).filter(move |l| js && is_js_frame(l))
+}
+
+/// The top two functions of the JavaScript stack a guest reported, or a
+/// stand-in when it gave none.
 pub fn said_frames(said: &str) -> Vec<String> {
-    let names: Vec<String> = said
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.trim().split_once('@'))
+    let names: Vec<String> = js_stack(said)
+        .filter_map(|l| l.split_once('@'))
         .map(|(name, _)| {
             if name.is_empty() {
                 "<anonymous>".to_owned()

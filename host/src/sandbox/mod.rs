@@ -7,8 +7,8 @@ mod instance;
 
 pub use bindings::{Identity, Rejection};
 pub use instance::{
-    CallResult, Effect, FaultKind, GuestFault, GuestInstance, InstantiateError, Profiling, RoomData, said_frames,
-    unnamed_frames,
+    CallResult, Effect, FaultKind, GuestFault, GuestInstance, InstantiateError, Profiling, RoomData, game_frames,
+    js_stack, said_frames, unnamed_frames,
 };
 
 use crate::config::SandboxConfig;

@@ -8,6 +8,12 @@ use crate::play::{play_tictactoe_to_a_draw, play_tictactoe_to_a_win};
 use respawn_e2e::{Client, Host, HostOptions, Transport, respawn_bin, shared_code_cache, signed};
 use serde_json::{Value, json};
 use std::process::Command;
+use std::time::Duration;
+
+/// How long a test waits for a new version to be active: a JavaScript
+/// engine compiles in about 10 s alone, several times that beside the
+/// other tests on two cores.
+const COMPILE: Duration = Duration::from_secs(180);
 
 /// A host serving `build` (a guest in `target/guests/`) as `tictactoe`.
 fn tictactoe_host(build: &str) -> Host {
@@ -82,7 +88,7 @@ async fn a_live_game_swaps_from_rust_to_javascript_to_c_and_back_with_its_board(
     // Rust → JavaScript. Compiling an engine takes a while: wait for the
     // version, then for the rooms.
     host.drop_module("tictactoe-2.wasm", &signed("tictactoe-js", "tictactoe", "2.0.0"));
-    host.wait_until("the JavaScript build is active", |h| {
+    host.wait_until_within("the JavaScript build is active", COMPILE, |h| {
         h.active("tictactoe").as_deref() == Some("2.0.0")
     })
     .await;
@@ -235,7 +241,7 @@ async fn a_javascript_guest_that_throws_loops_or_hoards_is_contained_like_a_rust
             .and_then(|k| k["file"].as_str())
             .map(str::to_owned)
     };
-    host.wait_until("the exception's capsule", |_| written(&index()).is_some())
+    host.wait_until_within("the exception's capsule", COMPILE, |_| written(&index()).is_some())
         .await;
     let capsule = host
         .state_dir()
@@ -388,7 +394,7 @@ async fn respawn_new_makes_projects_that_test_build_and_play_in_every_language()
     host.wait_for_audit("trust_changed", None).await;
     for (name, bytes) in &modules {
         host.drop_module(&format!("{name}.wasm"), bytes);
-        host.wait_until(&format!("{name} is active"), |h| h.active(name).is_some())
+        host.wait_until_within(&format!("{name} is active"), COMPILE, |h| h.active(name).is_some())
             .await;
         let mut ann = host.client(Transport::Tcp).await;
         let mut bob = host.client(Transport::Ws).await;
@@ -428,8 +434,10 @@ async fn a_javascript_version_whose_calls_fail_is_rolled_back_by_its_probation()
     b.join("faulty-js", "probe", "b").await;
     b.event().await;
     host.drop_module("faulty-js-1.1.0.wasm", &signed("faulty-js", "faulty-js", "1.1.0"));
-    host.wait_until("1.1.0 is active", |h| h.active("faulty-js").as_deref() == Some("1.1.0"))
-        .await;
+    host.wait_until_within("1.1.0 is active", COMPILE, |h| {
+        h.active("faulty-js").as_deref() == Some("1.1.0")
+    })
+    .await;
     for c in [&mut a, &mut b] {
         assert_eq!(swapped(c).await["version"], "1.1.0");
     }
