@@ -4,7 +4,7 @@
 
 import * as host from 'respawn:game/host@0.2.0';
 import * as kv from 'respawn:game/kv@0.2.0';
-import { Runner, Reject, kvError, describe } from './index.js';
+import { Runner, Reject, kvError, describe, toUnit } from './index.js';
 
 function storage(call) {
   try {
@@ -32,7 +32,7 @@ const backend = {
 // every checkpoint records: a restarted or replayed room gets the same
 // numbers whatever the engine's own generator held. (Date.now() already
 // reads the room clock: the host's WASI clocks are the room's.)
-Math.random = () => Number(host.randomU64() >> 11n) / 2 ** 53;
+Math.random = () => toUnit(host.randomU64());
 
 // console.* goes to the room's log, tagged with the game and room, like
 // `ctx.log` (the engine would write it to a stdout nobody reads).

@@ -57,6 +57,11 @@ export function playerId(id) {
   return n;
 }
 
+/** A random u64 (a BigInt) as a number in [0, 1): its top 53 bits. */
+export function toUnit(u64) {
+  return Number(u64 >> 11n) / 2 ** 53;
+}
+
 /**
  * The room as a game sees it: send to players, the room's clock and
  * random numbers, ticks, and the game's storage. Effects are delivered
@@ -102,7 +107,7 @@ export class Ctx {
   }
   /** A random number in [0, 1) from the room's seeded generator. */
   random() {
-    return Number(this._b.randomU64() >> 11n) / 2 ** 53;
+    return toUnit(this._b.randomU64());
   }
   /** A random integer in [0, n), unbiased (n a positive safe integer; 0 yields 0). */
   randomBelow(n) {

@@ -416,12 +416,7 @@ impl Capsule {
         // A JavaScript stack's frames stay (replays tell faults apart by
         // them); no other line does.
         if let Some(said) = &mut self.fault.said {
-            let stack: String = crate::sandbox::js_stack(said).map(|l| format!("\n{l}")).collect();
-            *said = if stack.is_empty() {
-                "<redacted>".into()
-            } else {
-                format!("uncaught exception in <redacted>{stack}")
-            };
+            *said = crate::sandbox::redacted_said(said);
         }
         self.init_config = Blob::default();
         self.checkpoint.state = Blob::default();

@@ -99,8 +99,9 @@ impl GuestFault {
     /// The crash signature: the fault's kind and the top two frames of the
     /// guest backtrace that are the game's own (not the standard library's
     /// panic and abort machinery), without symbol hashes; when those are
-    /// unnamed, the first line of what the guest said. Two faults with one
-    /// signature are, as far as the host can tell, the same bug.
+    /// unnamed (a JavaScript engine's), the top two functions of the stack
+    /// the guest reported. Two faults with one signature are, as far as the
+    /// host can tell, the same bug.
     pub fn signature(&self) -> String {
         let own = game_frames(self.frames());
         // An engine's frames (a JavaScript guest's are all unnamed, and the
@@ -171,9 +172,20 @@ fn is_js_frame(line: &str) -> bool {
 
 /// The frames of the JavaScript stack in what a guest said (the JS SDK's
 /// uncaught-exception line), nothing else of it.
-pub fn js_stack(said: &str) -> impl Iterator<Item = &str> {
+fn js_stack(said: &str) -> impl Iterator<Item = &str> {
     let js = said.starts_with(JS_EXCEPTION);
     said.lines().skip(1).filter(move |l| js && is_js_frame(l))
+}
+
+/// What a guest said with everything but its JavaScript stack's frames
+/// taken out (no message, no other line): what a redacted capsule keeps.
+pub fn redacted_said(said: &str) -> String {
+    let stack: String = js_stack(said).map(|l| format!("\n{l}")).collect();
+    if stack.is_empty() {
+        "<redacted>".into()
+    } else {
+        format!("{JS_EXCEPTION}<redacted>{stack}")
+    }
 }
 
 /// The top two functions of the JavaScript stack a guest reported, or a
@@ -547,16 +559,16 @@ impl v2::respawn::game::host::Host for RoomData {
             message.truncate(cut);
             message.push('…');
         }
-        if level == Level::Error {
-            self.said = Some(message.clone());
-        }
         let room = self.label.as_str();
         match level {
             Level::Trace => tracing::trace!(target: "guest", room, "{message}"),
             Level::Debug => tracing::debug!(target: "guest", room, "{message}"),
             Level::Info => tracing::info!(target: "guest", room, "{message}"),
             Level::Warn => tracing::warn!(target: "guest", room, "{message}"),
-            Level::Error => tracing::error!(target: "guest", room, "{message}"),
+            Level::Error => {
+                tracing::error!(target: "guest", room, "{message}");
+                self.said = Some(message);
+            }
         }
         Ok(())
     }

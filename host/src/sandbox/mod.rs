@@ -8,7 +8,7 @@ mod instance;
 pub use bindings::{Identity, Rejection};
 pub use instance::{
     CallResult, Effect, FaultKind, GuestFault, GuestInstance, InstantiateError, Profiling, RoomData, game_frames,
-    js_stack, said_frames, unnamed_frames,
+    redacted_said, said_frames, unnamed_frames,
 };
 
 use crate::config::SandboxConfig;

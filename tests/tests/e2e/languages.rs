@@ -159,17 +159,20 @@ async fn restarted(c: &mut Client) -> Value {
     frame
 }
 
-#[tokio::test]
-async fn a_javascript_guest_that_throws_loops_or_hoards_is_contained_like_a_rust_one() {
-    let host = Host::start_with(HostOptions {
+/// A host serving the faulty JavaScript guest as `faulty-js` 1.0.0, with
+/// `config` and the shared code cache.
+fn faulty_js_host(config: &str) -> Host {
+    Host::start_with(HostOptions {
         games: &["echo"],
         extra_modules: vec![("faulty-js.wasm", signed("faulty-js", "faulty-js", "1.0.0"))],
-        config: &format!(
-            "{}[supervision]\nmax_restarts = 100\n[sandbox]\ncall_timeout_ms = 200\n",
-            shared_code_cache()
-        ),
+        config: &format!("{}{config}", shared_code_cache()),
         ..HostOptions::default()
-    });
+    })
+}
+
+#[tokio::test]
+async fn a_javascript_guest_that_throws_loops_or_hoards_is_contained_like_a_rust_one() {
+    let host = faulty_js_host("[supervision]\nmax_restarts = 100\n[sandbox]\ncall_timeout_ms = 200\n");
     let mut p = host.client(Transport::Tcp).await;
     p.join("faulty-js", "r", "p").await;
     assert_eq!(p.event().await["count"], 0);
@@ -418,15 +421,9 @@ async fn respawn_new_makes_projects_that_test_build_and_play_in_every_language()
 
 #[tokio::test]
 async fn a_javascript_version_whose_calls_fail_is_rolled_back_by_its_probation() {
-    let host = Host::start_with(HostOptions {
-        games: &["echo"],
-        extra_modules: vec![("faulty-js.wasm", signed("faulty-js", "faulty-js", "1.0.0"))],
-        config: &format!(
-            "{}[probation]\nwindow_ms = 60000\nmin_calls = 10\nmax_error_rate = 0.05\n[supervision]\nmax_restarts = 100\n",
-            shared_code_cache()
-        ),
-        ..HostOptions::default()
-    });
+    let host = faulty_js_host(
+        "[probation]\nwindow_ms = 60000\nmin_calls = 10\nmax_error_rate = 0.05\n[supervision]\nmax_restarts = 100\n",
+    );
     let mut a = host.client(Transport::Tcp).await;
     let mut b = host.client(Transport::Ws).await;
     a.join("faulty-js", "probe", "a").await;
