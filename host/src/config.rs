@@ -76,6 +76,57 @@ pub struct Config {
     pub capsules: CapsulesConfig,
     /// Metrics, spans, log format, profiling, crash events.
     pub observability: ObservabilityConfig,
+    /// Several hosts as one fleet over NATS JetStream (see the README's
+    /// "Cluster"); unset, the host stands alone on its SQLite database.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// One node of a fleet: rooms, their journals and checkpoints, seats and
+/// room ownership live in NATS JetStream, replicated by its Raft groups,
+/// so a node's rooms come back on a survivor when it dies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the fleet (letters, digits, `-`, `_`).
+    pub node: String,
+    /// The NATS servers to connect to (any of the cluster's; the client
+    /// fails over between them).
+    pub urls: Vec<String>,
+    /// The WebSocket URL players are sent to for rooms this node owns
+    /// (default: `ws://` and the `net.ws` listener's address).
+    pub advertise_ws: Option<String>,
+    /// The TCP address players are sent to (default: `net.tcp`).
+    pub advertise_tcp: Option<String>,
+    /// How often the node renews its lease on its rooms.
+    pub heartbeat_ms: u64,
+    /// A node that could not renew its lease for this long stops serving
+    /// its rooms (they are about to move).
+    pub lease_ms: u64,
+    /// A node not heard from for this long is dead: survivors take its
+    /// rooms. Must exceed `lease_ms` by two heartbeats, so the old owner
+    /// has stopped first.
+    pub dead_after_ms: u64,
+    /// Copies JetStream keeps of every stream and bucket (1, 3 or 5).
+    pub replicas: usize,
+    /// Prefix of the streams, buckets and subjects, so fleets can share
+    /// one NATS cluster.
+    pub prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node: String::new(),
+            urls: vec!["nats://127.0.0.1:4222".into()],
+            advertise_ws: None,
+            advertise_tcp: None,
+            heartbeat_ms: 500,
+            lease_ms: 1500,
+            dead_after_ms: 3000,
+            replicas: 3,
+            prefix: "respawn".into(),
+        }
+    }
 }
 
 /// Seeing inside the host (see the README's "Observability").
@@ -896,6 +947,15 @@ impl Config {
                 problem: "disables both listeners; set `ws` or `tcp`".into(),
             });
         }
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+            if self.storage.durability == Durability::Off {
+                return Err(ConfigError::Invalid {
+                    key: "storage.durability",
+                    problem: "is `off`, with [cluster]: a node's rooms could not move when it dies; use `checkpoint`, `journal` or `strict`".into(),
+                });
+            }
+        }
         for name in self.games.keys() {
             if !crate::modules::is_valid_game_name(name) {
                 return Err(ConfigError::Invalid {
@@ -919,9 +979,95 @@ impl Config {
     }
 }
 
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        let name_ok = |s: &str| {
+            !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !name_ok(&self.node) {
+            return invalid(
+                "cluster.node",
+                format!(
+                    "is `{}`; name the node with 1 to 64 letters, digits, `-` or `_`",
+                    self.node
+                ),
+            );
+        }
+        if !name_ok(&self.prefix) {
+            return invalid(
+                "cluster.prefix",
+                format!("is `{}`; use 1 to 64 letters, digits, `-` or `_`", self.prefix),
+            );
+        }
+        if self.urls.is_empty() {
+            return invalid("cluster.urls", "is empty; list the NATS servers".into());
+        }
+        if ![1, 3, 5].contains(&self.replicas) {
+            return invalid(
+                "cluster.replicas",
+                format!("is {}; it must be 1, 3 or 5", self.replicas),
+            );
+        }
+        if !(50..=60_000).contains(&self.heartbeat_ms) {
+            return invalid(
+                "cluster.heartbeat_ms",
+                format!("is {}; it must be between 50 and 60000", self.heartbeat_ms),
+            );
+        }
+        if self.lease_ms < 2 * self.heartbeat_ms {
+            return invalid(
+                "cluster.lease_ms",
+                format!(
+                    "is {}; it must be at least two heartbeats ({} ms)",
+                    self.lease_ms,
+                    2 * self.heartbeat_ms
+                ),
+            );
+        }
+        // A lapsed lease is noticed within a heartbeat, and a heartbeat
+        // gives up after another.
+        if self.dead_after_ms < self.lease_ms + 2 * self.heartbeat_ms {
+            return invalid(
+                "cluster.dead_after_ms",
+                format!(
+                    "is {}; it must exceed lease_ms by two heartbeats ({} ms), so a cut-off owner stops before its rooms move",
+                    self.dead_after_ms,
+                    self.lease_ms + 2 * self.heartbeat_ms
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_timings_must_let_an_owner_stop_before_its_rooms_move() {
+        let ok = Config::parse("[cluster]\nnode = \"a\"\n").unwrap();
+        assert_eq!(ok.cluster.unwrap().replicas, 3);
+        for (text, key) in [
+            ("[cluster]\n", "cluster.node"),
+            ("[cluster]\nnode = \"a.b\"\n", "cluster.node"),
+            ("[cluster]\nnode = \"a\"\nreplicas = 2\n", "cluster.replicas"),
+            ("[cluster]\nnode = \"a\"\nurls = []\n", "cluster.urls"),
+            ("[cluster]\nnode = \"a\"\nlease_ms = 600\n", "cluster.lease_ms"),
+            (
+                "[cluster]\nnode = \"a\"\ndead_after_ms = 2400\n",
+                "cluster.dead_after_ms",
+            ),
+            (
+                "[cluster]\nnode = \"a\"\n[storage]\ndurability = \"off\"\n",
+                "storage.durability",
+            ),
+        ] {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+    }
 
     #[test]
     fn empty_text_gives_defaults() {

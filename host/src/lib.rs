@@ -16,6 +16,7 @@ mod bounded;
 pub mod budget;
 pub mod capsule;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod crash_events;
 pub mod deploy;

@@ -80,11 +80,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let games = Arc::new(Games::new(config.slots.keep));
     // The database first: a damaged file or one from a newer host stops
     // the start here, with its path, before anything listens.
+    // In a fleet, JetStream is the database, and joining it comes first.
+    let cluster = match &config.cluster {
+        Some(c) => Some(crate::cluster::Cluster::connect(c, &config.net).await?),
+        None => None,
+    };
     let (store, mut loaded) = {
-        let (dir, cfg) = (state_dir.clone(), config.storage.clone());
-        tokio::task::spawn_blocking(move || Store::open(&dir, &cfg))
-            .await?
-            .context("opening the database")?
+        let (dir, cfg, cluster) = (state_dir.clone(), config.storage.clone(), cluster.clone());
+        tokio::task::spawn_blocking(move || match cluster {
+            Some(c) => {
+                let path = std::path::PathBuf::from(format!("nats:{}", c.node()));
+                Store::with_backend(Box::new(crate::cluster::journal::JetStreamBackend::new(c)), path, &cfg)
+            }
+            None => Store::open(&dir, &cfg),
+        })
+        .await?
+        .context("opening the database")?
     };
     if config.storage.durability == crate::config::Durability::Off {
         tracing::warn!("storage.durability is off: a crash of the host loses every room");
@@ -101,8 +112,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         games.clone(),
         config.clone(),
         Some(store.clone()),
-        Some(kv),
+        Some(kv.clone()),
     );
+    if let Some(c) = &cluster {
+        rooms.join_fleet(c.clone());
+    }
     let mut deployer = Deployer::new(
         sandbox.clone(),
         trust,
@@ -172,14 +186,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     sessions.park_recovered(seats, &shared.admission);
     let health = Health::new(games.clone());
     let mut accepting = Vec::new();
-    let mut ws_port = None;
+    let (mut ws_local, mut tcp_local) = (None, None);
     for (kind, addr) in [(Kind::Ws, config.net.ws), (Kind::Tcp, config.net.tcp)] {
         let Some(addr) = addr else { continue };
         let (listener, local) = listen(kind.name(), addr).await?;
-        if matches!(kind, Kind::Ws) {
-            ws_port = Some(local.port());
+        match kind {
+            Kind::Ws => ws_local = Some(local),
+            Kind::Tcp => tcp_local = Some(local),
         }
         accepting.push(tokio::spawn(accept_loop(kind, listener, shared.clone())));
+    }
+    let ws_port = ws_local.map(|a| a.port());
+    // The fleet hears of this node once players can reach it.
+    if let Some(c) = &cluster {
+        c.set_listeners(ws_local, tcp_local);
+        c.start(crate::cluster::failover::Host {
+            rooms: rooms.clone(),
+            sessions: sessions.clone(),
+            admission: shared.admission.clone(),
+        });
+        tokio::spawn(crate::cluster::journal::follow_kv(c.clone(), kv));
+        tracing::info!(node = c.node(), "joined the fleet");
     }
     // Players can connect from here on.
     health.set_listening();

@@ -2,6 +2,8 @@
 //! loopback with real compiled guests, and connects real WebSocket and TCP
 //! clients to it.
 
+pub mod nats;
+
 use futures_util::{SinkExt, StreamExt};
 use respawn_signing::{Manifest, SecretKey};
 use serde_json::{Value, json};

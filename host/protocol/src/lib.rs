@@ -120,6 +120,13 @@ pub enum ErrorCode {
     TooManyJoins,
     /// A bug in the host; it has been logged.
     Internal,
+    /// The room lives on another node of the fleet: `node` says where;
+    /// connect there and send the same `join` (or `resume`).
+    RoomElsewhere,
+    /// The room moved to another node of the fleet (this node lost its
+    /// lease on it): the connection closes; `resume` with your token on
+    /// any node, which sends you on with `room_elsewhere` if need be.
+    RoomMoved,
     /// A code this build does not know (a newer host's); never sent.
     #[serde(other)]
     Unknown,
@@ -544,7 +551,35 @@ pub enum ServerMsg<'a> {
         /// The request's `ref`, echoed.
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a RawValue>,
+        /// Where the room is, for `room_elsewhere`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<&'a NodeAddress>,
     },
+}
+
+/// Where a node of the fleet takes players.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddress {
+    /// The node's name.
+    pub id: String,
+    /// Its WebSocket URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws: Option<String>,
+    /// Its TCP address (`host:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+}
+
+/// A `room_elsewhere` error: the room lives on `node`.
+pub fn elsewhere_frame(message: &str, node: &NodeAddress, reference: Option<&RawValue>) -> Utf8Bytes {
+    ServerMsg::Error {
+        code: ErrorCode::RoomElsewhere,
+        message,
+        reason: None,
+        reference,
+        node: Some(node),
+    }
+    .encode()
 }
 
 impl ServerMsg<'_> {
@@ -566,6 +601,7 @@ pub fn error_frame(err: &ProtocolError, reason: Option<&str>, reference: Option<
         message: &err.message,
         reason,
         reference,
+        node: None,
     }
     .encode()
 }
@@ -687,6 +723,9 @@ pub enum ServerFrame {
         /// The request's `ref`.
         #[serde(rename = "ref", default)]
         reference: Option<serde_json::Value>,
+        /// Where the room is (`room_elsewhere`).
+        #[serde(default)]
+        node: Option<NodeAddress>,
     },
     /// The answer to `ping`.
     Pong {

@@ -308,9 +308,11 @@ pub(super) async fn top(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
             })
         })
         .collect();
+    let nodes = admin.gauges.rooms.cluster().map(|c| c.nodes());
     axum::Json(json!({
         "at_ms": crate::unix_ms(),
         "games": games,
         "unanswered_rooms": unanswered,
+        "nodes": nodes,
     }))
 }

@@ -186,6 +186,12 @@ async fn status(State(admin): State<Arc<Admin>>) -> Response {
     let mut body = serde_json::to_value(admin.deployer.status()).unwrap_or_default();
     if let Some(map) = body.as_object_mut() {
         map.insert("runtime".into(), json!(admin.gauges.read()));
+        if let Some(cluster) = admin.gauges.rooms.cluster() {
+            map.insert(
+                "cluster".into(),
+                json!({"node": cluster.node(), "nodes": cluster.nodes()}),
+            );
+        }
     }
     Json(body).into_response()
 }

@@ -398,6 +398,33 @@ pub fn print_status(status: &Value) {
     }
     println!("rooms: {}", status["rooms"]);
     println!("counters: {}", status["counters"]);
+    if let Some(nodes) = status["cluster"]["nodes"].as_array() {
+        println!();
+        println!(
+            "{:<16} {:<6} {:<6} {:<9} {:<28} TCP",
+            "NODE", "STATE", "ROOMS", "SEEN", "WEBSOCKET"
+        );
+        for n in nodes {
+            let state = match n["alive"].as_bool() {
+                Some(true) => "up",
+                _ => "DEAD",
+            };
+            let this = if n["this"].as_bool() == Some(true) {
+                " (this)"
+            } else {
+                ""
+            };
+            println!(
+                "{:<16} {:<6} {:<6} {:<9} {:<28} {}",
+                format!("{}{this}", n["node"].as_str().unwrap_or("?")),
+                state,
+                n["rooms"].as_u64().unwrap_or(0),
+                format!("{} ms", n["seen_ms_ago"].as_u64().unwrap_or(0)),
+                n["ws"].as_str().unwrap_or("-"),
+                n["tcp"].as_str().unwrap_or("-"),
+            );
+        }
+    }
 }
 
 /// Prints a shadow run's report.

@@ -84,6 +84,18 @@ pub fn render(before: &Value, now: &Value) -> String {
         out,
         "(* active; frames/s per game, call times and faults over the last {secs:.1} s)"
     );
+    if let Some(nodes) = now["nodes"].as_array() {
+        let fleet: Vec<String> = nodes
+            .iter()
+            .map(|n| {
+                let state = if n["alive"] == true { "up" } else { "DEAD" };
+                let this = if n["this"] == true { "*" } else { "" };
+                let rooms = n["rooms"].as_u64().unwrap_or(0);
+                format!("{}{this} {state} {rooms} rooms", n["node"].as_str().unwrap_or("?"))
+            })
+            .collect();
+        let _ = writeln!(out, "fleet: {}", fleet.join(" · "));
+    }
     out
 }
 

@@ -42,6 +42,9 @@ pub enum ToSession {
     Removed(Utf8Bytes),
     /// The host is shutting down; the room has checkpointed and closed.
     Shutdown,
+    /// The room moved to another node (this frame says so): the
+    /// connection closes, and the player resumes there.
+    Moved(Utf8Bytes),
 }
 
 /// A player's end of what a room sends: the queue of frames, and the signal
@@ -96,6 +99,11 @@ pub(crate) enum RoomCmd {
     Shutdown {
         done: oneshot::Sender<()>,
     },
+    /// Another node owns the room now: stop without saving or releasing
+    /// anything, and send the players on.
+    Moved {
+        done: oneshot::Sender<()>,
+    },
     /// An operator's request (see [`operations`]).
     Operate(operations::Operation),
 }
@@ -148,6 +156,9 @@ pub enum JoinError {
     /// have only one (`auth.one_seat_per_user`).
     #[error("you already have a seat in this room, on another connection")]
     Seated(PlayerId),
+    /// The room lives on another node of the fleet.
+    #[error("the room lives on node {}", .0.id)]
+    Elsewhere(crate::protocol::NodeAddress),
 }
 
 impl JoinError {
@@ -163,6 +174,7 @@ impl JoinError {
             JoinError::Fault(_) => ErrorCode::GuestRestarted,
             JoinError::StorageUnavailable => ErrorCode::StorageUnavailable,
             JoinError::Seated(_) => ErrorCode::AlreadyJoined,
+            JoinError::Elsewhere(_) => ErrorCode::RoomElsewhere,
         };
         let reason = match self {
             JoinError::Refused { code, .. } => Some(code.as_str()),

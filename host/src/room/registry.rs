@@ -37,6 +37,9 @@ pub struct Rooms {
     pub(crate) kv: Option<Arc<crate::storage::kv::KvSpaces>>,
     /// Where faults leave their capsules.
     pub(crate) capsules: Arc<crate::capsule::folder::Folder>,
+    /// The fleet this host is a node of (`[cluster]`), which says where
+    /// each room lives.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// How long a migration waits for every room to be ready before aborting.
@@ -50,6 +53,10 @@ const CONTROL_QUEUE: usize = 4;
 
 /// How long a join waits for its room's answer.
 const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long stopping a moved room may take (a guest call in flight is
+/// bounded by its deadline).
+const EVICT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often a join retries a room that closed under it.
 const JOIN_ATTEMPTS: usize = 3;
@@ -102,7 +109,19 @@ impl Rooms {
             journal_budget: crate::budget::Budget::new(journal_budget),
             store,
             kv,
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The fleet this host is a node of, if any.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Makes this host a node of `cluster`: a room is created here only
+    /// once the fleet says this node owns it.
+    pub fn join_fleet(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// Brings back every room the database holds, all at once (not on
@@ -194,6 +213,22 @@ impl Rooms {
             loaded: self.games.names().join(", "),
         };
         let swap = self.games.swap_lock(game).ok_or_else(unknown)?;
+        if let Some(cluster) = self.cluster.get()
+            && self.handle(game, room).is_none()
+        {
+            let key = crate::storage::RoomRef {
+                game: game.to_owned(),
+                room: room.to_owned(),
+            };
+            match cluster.place(&key).await {
+                Ok(crate::cluster::Place::Here) => {}
+                Ok(crate::cluster::Place::Elsewhere(node)) => return Err(JoinError::Elsewhere(node)),
+                Err(e) => {
+                    tracing::warn!(%game, %room, "cannot place the room in the fleet: {e}");
+                    return Err(JoinError::StorageUnavailable);
+                }
+            }
+        }
         for _ in 0..JOIN_ATTEMPTS {
             // No room is created while the game's rooms migrate.
             let handle = {
@@ -428,6 +463,31 @@ impl Rooms {
             }
         }
         told
+    }
+
+    /// Stops a room another node owns now (see [`RoomCmd::Moved`]),
+    /// waiting until it has.
+    pub async fn evict(&self, game: &str, room: &str) {
+        if let Some(h) = self.handle(game, room) {
+            Self::evict_handles(vec![h]).await;
+        }
+    }
+
+    /// Stops every room: this node lost its lease on them.
+    pub async fn evict_all(&self) {
+        let handles: Vec<RoomHandle> = crate::lock(&self.live).values().cloned().collect();
+        Self::evict_handles(handles).await;
+    }
+
+    async fn evict_handles(handles: Vec<RoomHandle>) {
+        let mut waiting = Vec::with_capacity(handles.len());
+        for h in handles {
+            let (done, rx) = oneshot::channel();
+            if h.control.send(RoomCmd::Moved { done }).await.is_ok() {
+                waiting.push(rx);
+            }
+        }
+        let _ = tokio::time::timeout(EVICT_WAIT, futures_util::future::join_all(waiting)).await;
     }
 
     /// Host shutdown: no room is created any more; every room saves its

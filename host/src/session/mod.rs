@@ -103,6 +103,12 @@ impl Sessions {
         self.next_player.load(Ordering::Relaxed)
     }
 
+    /// New players get ids above `player`: a room adopted from another
+    /// node has its players' ids, which this node's must not repeat.
+    pub fn reserve_players_above(&self, player: u64) {
+        self.next_player.fetch_max(player.saturating_add(1), Ordering::Relaxed);
+    }
+
     /// Parks the seats of rooms recovered at start until their players
     /// resume (or the grace period ends and they leave).
     pub fn park_recovered(
@@ -573,6 +579,13 @@ impl<T: Transport> Session<T> {
                     self.send(seat.replay.stamp(&frame)).await?;
                 }
             }
+            // The room moved to another node: the seat is that node's
+            // now (parked there for a resume), nothing is kept here.
+            Some(ToSession::Moved(frame)) => {
+                self.seat = None;
+                let _ = self.send(frame).await;
+                return Ok(Flow::Close(End::Done));
+            }
             // The room has saved its state and closed; the seat is gone
             // with it, without the game seeing the player leave. (A full
             // queue may have kept the last word from arriving.)
@@ -767,6 +780,11 @@ impl<T: Transport> Session<T> {
                     ))),
                 };
             }
+            Err(JoinError::Elsewhere(node)) => {
+                let msg = format!("the room {game}/{room} lives on node {}: join there", node.id);
+                self.send(protocol::elsewhere_frame(&msg, &node, reference)).await?;
+                return Ok(Ok(()));
+            }
             Err(e) => {
                 let (error, reason) = e.to_protocol();
                 return Ok(Err(Refusal {
@@ -902,7 +920,34 @@ impl<T: Transport> Session<T> {
                         "already in a room; resume on a fresh connection",
                     )));
                 }
-                let Some((player, seat)) = self.hub.resumes.claim(&token).await else {
+                let mut claimed = self.hub.resumes.claim(&token).await;
+                if claimed.is_none()
+                    && let Some(cluster) = self.hub.rooms.cluster()
+                {
+                    match cluster.locate_seat(&crate::storage::token_hash(&token)).await {
+                        Ok(Some((room, crate::cluster::Place::Elsewhere(node)))) => {
+                            let msg = format!(
+                                "the seat's room {}/{} lives on node {}: resume there",
+                                room.game, room.room, node.id
+                            );
+                            self.send(protocol::elsewhere_frame(&msg, &node, reference)).await?;
+                            return Ok(Ok(()));
+                        }
+                        // Adopted here just now: the seat is parked.
+                        Ok(Some((_, crate::cluster::Place::Here))) => claimed = self.hub.resumes.claim(&token).await,
+                        Ok(None) => {}
+                        // The seat may well exist: the player must not
+                        // give it up and join afresh.
+                        Err(e) => {
+                            tracing::warn!("cannot look the seat up in the fleet: {e}");
+                            return Ok(Err(Refusal::new(
+                                ErrorCode::StorageUnavailable,
+                                "the fleet cannot find your seat right now (a node is changing hands); resume again shortly, on any node",
+                            )));
+                        }
+                    }
+                }
+                let Some((player, seat)) = claimed else {
                     crate::metrics::METRICS.resume("failed");
                     return Ok(Err(Refusal::new(
                         ErrorCode::ResumeFailed,
@@ -941,7 +986,7 @@ impl<T: Transport> Session<T> {
                             let f = match frame {
                                 ToSession::Notice(f) => f,
                                 ToSession::Frame(f) | ToSession::Removed(f) => seat.replay.stamp(&f),
-                                ToSession::Shutdown => continue,
+                                ToSession::Shutdown | ToSession::Moved(_) => continue,
                             };
                             self.feed(f).await?;
                             if seat.is_empty() {

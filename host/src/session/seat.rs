@@ -271,6 +271,7 @@ mod tests {
             Some(ToSession::Removed(f)) => format!("removed {f}"),
             Some(ToSession::Notice(f)) => format!("notice {f}"),
             Some(ToSession::Shutdown) => "shutdown".into(),
+            Some(ToSession::Moved(f)) => format!("moved {f}"),
             None => "end".into(),
         }
     }

@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod capsules;
 mod cli;
+mod cluster;
 mod connections;
 mod deploy;
 mod durability;

@@ -122,6 +122,10 @@ enum Stop {
     Shutdown(oneshot::Sender<()>),
     /// An operator closed it, with this reason for the players.
     Closed(String),
+    /// Another node of the fleet owns it now: nothing is saved or
+    /// released here (what is not durable never happened), and players
+    /// are sent to resume there.
+    Moved(oneshot::Sender<()>),
 }
 
 impl RoomTask {
@@ -283,13 +287,16 @@ impl RoomTask {
 
         // Forgotten by the database before the registry: a room created
         // under this name from now on writes after this.
-        if !matches!(stop, Stop::Shutdown(_)) {
+        if !matches!(stop, Stop::Shutdown(_) | Stop::Moved(_)) {
             self.forget_durable();
         }
         self.rooms.retire(&self.key, self.id);
         let mut done = None;
-        // What is held goes out once durable, before the last words.
-        self.drain_outbox().await;
+        // What is held goes out once durable, before the last words
+        // (unless the room moved: its new owner has the durable part).
+        if !matches!(stop, Stop::Moved(_)) {
+            self.drain_outbox().await;
+        }
         let closing = match stop {
             Stop::Empty | Stop::InboxClosed => {
                 tracing::info!(room = %self.label, "room closed: empty");
@@ -298,6 +305,21 @@ impl RoomTask {
             Stop::Shutdown(tx) => {
                 done = Some(tx);
                 JoinError::Closed("the host is shutting down".into())
+            }
+            Stop::Moved(tx) => {
+                done = Some(tx);
+                tracing::warn!(room = %self.label, "room moved to another node");
+                let err = ProtocolError::new(
+                    ErrorCode::RoomMoved,
+                    "the room moved to another node: resume with your token on any node",
+                );
+                let frame = protocol::error_frame(&err, None, None);
+                for (_, m) in self.players.drain() {
+                    if let Some(to) = m.outbound {
+                        let _ = to.try_send(ToSession::Moved(frame.clone()));
+                    }
+                }
+                JoinError::Closed("the room moved to another node".into())
             }
             Stop::Closed(reason) => {
                 tracing::info!(room = %self.label, reason, "room closed by an operator");
@@ -462,6 +484,7 @@ impl RoomTask {
                 decision,
             } => self.swap(guest, module, ready, decision).await?,
             RoomCmd::Shutdown { done } => self.shutdown(guest, done).await?,
+            RoomCmd::Moved { done } => return Err(Stop::Moved(done)),
             RoomCmd::Operate(op) => self.operate(guest, op).await?,
         }
         Ok(())
@@ -509,7 +532,7 @@ async fn drain(rx: &mut mpsc::Receiver<RoomCmd>, why: &JoinError) {
             RoomCmd::Join { reply, .. } => {
                 let _ = reply.send(Err(why.clone()));
             }
-            RoomCmd::Shutdown { done } => {
+            RoomCmd::Shutdown { done } | RoomCmd::Moved { done } => {
                 let _ = done.send(());
             }
             _ => {}

@@ -117,7 +117,7 @@ impl RoomTask {
                         .into_iter()
                         .filter_map(|f| match f {
                             ToSession::Frame(f) | ToSession::Removed(f) => Some(f),
-                            ToSession::Shutdown | ToSession::Notice(_) => None,
+                            ToSession::Shutdown | ToSession::Notice(_) | ToSession::Moved(_) => None,
                         })
                         .collect();
                     seats.push(RecoveredSeat {

@@ -1,0 +1,224 @@
+//! Adopting orphaned rooms: rooms whose owner is dead (no fresh heartbeat
+//! of its incarnation) are taken over by the survivors, spread over them
+//! by a hash of the room every node computes alike. Adoption is a
+//! compare-and-set on the room's owner key, then a `claimed` record that
+//! fences the old owner's writes, then the room's records read back and
+//! recovered the way a restarted host recovers its rooms, seats parked
+//! for their players' resumes.
+
+use super::journal::{RoomLog, Unpublished};
+use super::names::{parse_room_key, room_key};
+use super::record::{Record, Replayed};
+use super::{Cluster, ClusterError, Owner, engine};
+use crate::net::admission::Admission;
+use crate::room::Rooms;
+use crate::session::Sessions;
+use crate::storage::{Loaded, RoomRef};
+use async_nats::jetstream::{kv, stream};
+use futures_util::StreamExt;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Rooms one node adopts at once.
+const ADOPTING: usize = 64;
+
+/// The parts of the host adoption hands rooms and seats to.
+pub struct Host {
+    /// The live rooms.
+    pub rooms: Arc<Rooms>,
+    /// The players' sessions (seats are parked there).
+    pub sessions: Arc<Sessions>,
+    /// Connection admission (parked seats count against it).
+    pub admission: Arc<Admission>,
+}
+
+/// Takes `room` over from its dead owner, whose claim has revision `rev`.
+/// `false` if another node was quicker.
+pub(super) async fn adopt(cluster: &Cluster, room: &RoomRef, rev: u64) -> Result<bool, ClusterError> {
+    let Some(host) = cluster.host.get() else {
+        return Err(ClusterError::CutOff);
+    };
+    let key = room_key(room);
+    let owner_rev = match cluster.owners.update(&key, cluster.owner_value(), rev).await {
+        Ok(r) => r,
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => return Ok(false),
+        Err(e) => return Err(engine(e)),
+    };
+    let started = Instant::now();
+    let claimed = Record::Claimed {
+        node: cluster.cfg.node.clone(),
+    };
+    // The old owner may write between the read and the claim (if it is
+    // not as dead as it looks): then the claim fails, and the room is read
+    // again.
+    for _ in 0..3 {
+        let (replayed, last) = read_room(cluster, room).await?;
+        let seq = match super::journal::publish(cluster, room, last, &claimed, false).await {
+            Ok(seq) => seq,
+            Err(Unpublished::Fenced) => continue,
+            Err(Unpublished::Failed(why)) => return Err(ClusterError::Engine(why)),
+        };
+        let log = RoomLog::adopted(seq, owner_rev, &replayed);
+        let max_player = replayed.max_player;
+        let Some((stored, seats)) = replayed.into_stored(room) else {
+            // Claimed but never written: nothing to bring back; the room
+            // starts afresh here.
+            crate::lock(&cluster.logs).insert(room.clone(), log);
+            return Ok(true);
+        };
+        crate::lock(&cluster.logs).insert(room.clone(), log);
+        host.sessions.reserve_players_above(max_player);
+        let loaded = Loaded {
+            rooms: vec![stored],
+            seats,
+            ..Loaded::default()
+        };
+        let parked = host.rooms.recover(loaded).await;
+        let seats = parked.len();
+        host.sessions.park_recovered(parked, &host.admission);
+        tracing::info!(
+            game = %room.game,
+            room = %room.room,
+            seats,
+            ms = started.elapsed().as_millis() as u64,
+            "adopted a room from a dead node"
+        );
+        return Ok(true);
+    }
+    Err(ClusterError::Engine(format!(
+        "the room {}/{} kept being written by its old owner",
+        room.game, room.room
+    )))
+}
+
+/// A room's records in order, and the sequence of the last (0: none).
+async fn read_room(cluster: &Cluster, room: &RoomRef) -> Result<(Replayed, u64), ClusterError> {
+    let subject = cluster.names.room_subject(room);
+    let mut replayed = Replayed::default();
+    let (mut from, mut last) = (1, 0);
+    loop {
+        let got = cluster
+            .stream
+            .raw_message_builder()
+            .sequence(from)
+            .next_by_subject(subject.clone())
+            .send()
+            .await;
+        match got {
+            Ok(m) => {
+                replayed.apply(room, m.sequence, &m.payload).map_err(engine)?;
+                last = m.sequence;
+                from = m.sequence + 1;
+            }
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => break,
+            Err(e) => return Err(engine(e)),
+        }
+    }
+    Ok((replayed, last))
+}
+
+/// Which survivor adopts `room`: the same on every node that sees the
+/// same live nodes.
+fn preferred(room: &RoomRef, live: usize) -> usize {
+    // FNV-1a: stable across builds and machines, unlike `DefaultHasher`.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in room.game.bytes().chain([0]).chain(room.room.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    (h % live.max(1) as u64) as usize
+}
+
+/// Follows the owners bucket and adopts orphans, for as long as the host
+/// runs.
+pub(super) async fn run(cluster: Arc<Cluster>) {
+    let owners: Arc<Mutex<HashMap<RoomRef, (Owner, u64)>>> = Arc::default();
+    tokio::spawn(follow_owners(cluster.clone(), owners.clone()));
+    let adopting: Arc<Mutex<HashSet<RoomRef>>> = Arc::default();
+    let slots = Arc::new(tokio::sync::Semaphore::new(ADOPTING));
+    let mut orphaned_at: HashMap<RoomRef, Instant> = HashMap::new();
+    let dead_after = cluster.dead_after();
+    let mut tick = tokio::time::interval(Duration::from_millis(cluster.cfg.heartbeat_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if cluster.cut_off.load(std::sync::atomic::Ordering::Acquire) {
+            continue;
+        }
+        let live = cluster.view.live(dead_after);
+        let Some(me) = live.iter().position(|n| *n == cluster.cfg.node) else {
+            continue;
+        };
+        let orphans: Vec<(RoomRef, u64)> = crate::lock(&owners)
+            .iter()
+            .filter(|(_, (owner, _))| !cluster.alive(owner))
+            .map(|(room, (_, rev))| (room.clone(), *rev))
+            .collect();
+        let now = Instant::now();
+        orphaned_at.retain(|room, _| orphans.iter().any(|(r, _)| r == room));
+        for (room, rev) in orphans {
+            let since = *orphaned_at.entry(room.clone()).or_insert(now);
+            // The preferred survivor first; anyone once it has had a while.
+            let mine = preferred(&room, live.len()) == me || since.elapsed() > dead_after;
+            if !mine || !crate::lock(&adopting).insert(room.clone()) {
+                continue;
+            }
+            let (cluster, adopting, slots) = (cluster.clone(), adopting.clone(), slots.clone());
+            tokio::spawn(async move {
+                let _slot = slots.acquire().await;
+                if let Err(e) = adopt(&cluster, &room, rev).await {
+                    tracing::warn!(game = %room.game, room = %room.room, "cannot adopt the room now: {e}");
+                }
+                crate::lock(&adopting).remove(&room);
+            });
+        }
+    }
+}
+
+/// Keeps `owners` as the owners bucket says, watching again after the
+/// link comes back.
+async fn follow_owners(cluster: Arc<Cluster>, owners: Arc<Mutex<HashMap<RoomRef, (Owner, u64)>>>) {
+    loop {
+        match cluster.owners.watch_all().await {
+            Ok(mut watch) => {
+                while let Some(Ok(entry)) = watch.next().await {
+                    let Some(room) = parse_room_key(&entry.key) else {
+                        continue;
+                    };
+                    let owner = (entry.operation == kv::Operation::Put)
+                        .then(|| serde_json::from_slice::<Owner>(&entry.value).ok())
+                        .flatten();
+                    let mut map = crate::lock(&owners);
+                    match owner {
+                        Some(o) => map.insert(room, (o, entry.revision)),
+                        None => map.remove(&room),
+                    };
+                }
+            }
+            Err(e) => tracing::debug!("cannot watch the rooms' owners: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(cluster.cfg.heartbeat_ms)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_survivor_picks_the_same_adopter_and_rooms_spread_over_them() {
+        let rooms: Vec<RoomRef> = (0..300)
+            .map(|i| RoomRef {
+                game: "chat".into(),
+                room: format!("r{i}"),
+            })
+            .collect();
+        let mut per = [0; 3];
+        for r in &rooms {
+            assert_eq!(preferred(r, 3), preferred(&r.clone(), 3));
+            per[preferred(r, 3)] += 1;
+        }
+        assert!(per.iter().all(|n| *n > 60), "{per:?}");
+        assert_eq!(preferred(&rooms[0], 0), 0);
+    }
+}

@@ -1,0 +1,318 @@
+//! A fleet: three hosts on a three-server NATS JetStream cluster, all on
+//! loopback. Players reach rooms from any node, a `kill -9` of a node
+//! moves its rooms to survivors with nothing acknowledged lost, and a node
+//! cut off from NATS stops serving before its rooms move.
+
+use respawn_e2e::nats::{Nats, Proxy};
+use respawn_e2e::{Client, Host, HostOptions, Transport};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A node's config: short heartbeats so tests see deaths in about a
+/// second, `strict` durability, seats kept long enough to resume.
+fn node_config(node: &str, urls: &str) -> String {
+    format!(
+        r#"
+        [cluster]
+        node = "{node}"
+        urls = {urls}
+        heartbeat_ms = 200
+        lease_ms = 600
+        dead_after_ms = 1200
+        [storage]
+        durability = "strict"
+        [supervision]
+        checkpoint_every = 16
+        [net]
+        resume_grace_ms = 60000
+        rate_per_sec = 100000
+        rate_burst = 100000
+        "#
+    )
+}
+
+fn start_node(node: &str, urls: &str) -> Host {
+    Host::start_with(HostOptions {
+        games: &["tictactoe", "faulty", "chat"],
+        config: &node_config(node, urls),
+        ..Default::default()
+    })
+}
+
+/// Three nodes `a`, `b`, `c` on `nats`.
+fn fleet(nats: &Nats) -> Vec<Host> {
+    ["a", "b", "c"]
+        .iter()
+        .map(|n| start_node(n, &nats.toml_urls()))
+        .collect()
+}
+
+/// Waits until `host` sees `alive` nodes up.
+async fn wait_nodes_up(host: &Host, alive: usize) {
+    host.wait_until_within(&format!("{alive} nodes up"), Duration::from_secs(20), |h| {
+        nodes_up(h) == alive
+    })
+    .await;
+}
+
+fn nodes_up(host: &Host) -> usize {
+    host.status()["cluster"]["nodes"]
+        .as_array()
+        .map_or(0, |n| n.iter().filter(|n| n["alive"] == true).count())
+}
+
+/// Sends `msg` on a fresh connection to `start`, following
+/// `room_elsewhere` to the node it names, and starting over from `start`
+/// after a while when a node answers `storage_unavailable` (a room
+/// changing hands): the client, the answer, and the nodes it was sent to.
+async fn follow(start: SocketAddr, msg: &Value, expect: &str) -> (Client, Value, Vec<String>) {
+    let mut visited = Vec::new();
+    let mut addr = start;
+    for _ in 0..40 {
+        // A node sent to may have just died.
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            addr = start;
+            continue;
+        }
+        let mut c = Client::tcp(addr).await;
+        c.expect("welcome").await;
+        c.send(msg.clone()).await;
+        let answer = c.recv().await;
+        if answer["code"] == "storage_unavailable" {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            addr = start;
+            continue;
+        }
+        if answer["type"] == "error" && answer["code"] == "room_elsewhere" {
+            let node = &answer["node"];
+            visited.push(node["id"].as_str().unwrap_or("?").to_owned());
+            addr = node["tcp"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .expect("room_elsewhere names a TCP address");
+            continue;
+        }
+        assert_eq!(answer["type"], expect, "{answer}");
+        return (c, answer, visited);
+    }
+    panic!("room_elsewhere kept sending the player on: {visited:?}");
+}
+
+#[tokio::test]
+async fn players_on_any_node_reach_the_room_and_play_tictactoe_across_the_fleet() {
+    let nats = Nats::cluster(3);
+    let hosts = fleet(&nats);
+    for h in &hosts {
+        wait_nodes_up(h, 3).await;
+    }
+    let (cli_ok, out, _) = hosts[1].cli(&["status"]);
+    assert!(cli_ok && out.contains("NODE") && out.contains("(this)"), "{out}");
+
+    // X creates the room on node a; O arrives at node b and is sent on.
+    let mut x = hosts[0].client(Transport::Ws).await;
+    x.join("tictactoe", "m1", "xena").await;
+    assert_eq!(x.event().await, json!({"type": "seat", "mark": "X"}));
+    assert_eq!(x.event_of("state").await["status"], "waiting");
+    let mut o = hosts[1].client(Transport::Tcp).await;
+    o.send(json!({"type": "join", "game": "tictactoe", "room": "m1", "name": "otto"}))
+        .await;
+    let elsewhere = o.expect_error("room_elsewhere").await;
+    assert_eq!(elsewhere["node"]["id"], "a", "{elsewhere}");
+    assert_eq!(elsewhere["node"]["tcp"], hosts[0].tcp.to_string(), "{elsewhere}");
+    assert!(
+        elsewhere["node"]["ws"]
+            .as_str()
+            .is_some_and(|w| w.ends_with(&hosts[0].ws.port().to_string()))
+    );
+    let join = json!({"type": "join", "game": "tictactoe", "room": "m1", "name": "otto"});
+    let (mut o, joined, visited) = follow(hosts[2].tcp, &join, "joined").await;
+    assert_eq!(visited, ["a"]);
+    assert_eq!(joined["room"], "m1");
+    assert_eq!(o.event().await, json!({"type": "seat", "mark": "O"}));
+    assert_eq!(o.event_of("state").await["turn"], "X");
+    assert_eq!(x.event_of("state").await["status"], "playing");
+    // A short game to X's win on the top row, each move seen by both.
+    let mut last = Value::Null;
+    for (who, cell) in [(0, 0), (1, 3), (0, 1), (1, 4), (0, 2)] {
+        let c = if who == 0 { &mut x } else { &mut o };
+        c.message(json!({"action": "move", "cell": cell})).await;
+        for c in [&mut x, &mut o] {
+            last = c.event_of("state").await;
+            assert_eq!(last["board"][cell as usize], if who == 0 { "X" } else { "O" }, "{last}");
+        }
+    }
+    assert_eq!(last["winner"], "X", "{last}");
+    // Exactly one node serves the room.
+    let rooms: Vec<u64> = hosts
+        .iter()
+        .map(|h| h.runtime()["rooms"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(rooms, [1, 0, 0]);
+}
+
+/// What one counting player saw before its node died.
+struct Tally {
+    token: String,
+    last_seq: u64,
+    acked: u64,
+}
+
+/// Counts `add 1` messages in `room` on `addr` until the connection ends.
+async fn count_until_cut(addr: SocketAddr, room: String) -> Tally {
+    let mut c = Client::tcp(addr).await;
+    let token = c.expect("welcome").await["resume"].as_str().unwrap().to_owned();
+    c.join("faulty", &room, "counter").await;
+    let (mut sent, mut acked, mut last_seq) = (0u64, 0u64, 0u64);
+    loop {
+        while sent < acked + 4 {
+            sent += 1;
+            let msg = json!({"type": "message", "data": {"do": "add", "n": 1}, "ref": sent});
+            if c.try_send_raw(msg.to_string().as_bytes()).await.is_err() {
+                return Tally { token, last_seq, acked };
+            }
+        }
+        let Some(frame) = c.try_recv().await else {
+            return Tally { token, last_seq, acked };
+        };
+        if let Some(seq) = frame["seq"].as_u64() {
+            assert_eq!(seq, last_seq + 1, "frames are numbered without a gap: {frame}");
+            last_seq = seq;
+        }
+        match frame["type"].as_str() {
+            Some("ack") => acked += 1,
+            Some("event") => {}
+            // The node lost its lease: the room moved.
+            Some("error") if frame["code"] == "room_moved" => return Tally { token, last_seq, acked },
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+}
+
+/// Resumes `tally`'s seat through `addr` (following `room_elsewhere`),
+/// checks the room holds exactly what was acknowledged, and returns the
+/// node that serves it.
+async fn resume_and_check(addr: SocketAddr, tally: &Tally) -> String {
+    let msg = json!({"type": "resume", "token": tally.token, "last_seq": tally.last_seq});
+    let (mut c, resumed, _) = follow(addr, &msg, "resumed").await;
+    assert_eq!(resumed["lost"], 0, "{resumed}");
+    assert!(resumed.get("rewound").is_none(), "nothing seen was undone: {resumed}");
+    let mut replayed_acks = 0;
+    for seq in tally.last_seq + 1..=tally.last_seq + resumed["replayed"].as_u64().unwrap_or(0) {
+        let frame = c.recv().await;
+        assert_eq!(frame["seq"].as_u64(), Some(seq), "replayed in order, no gap: {frame}");
+        if frame["type"] == "ack" {
+            replayed_acks += 1;
+        }
+    }
+    c.message(json!({"do": "get"})).await;
+    let count = loop {
+        let f = c.recv().await;
+        if f["type"] == "event" && f["data"]["count"].is_u64() {
+            break f["data"]["count"].as_u64().unwrap_or(0);
+        }
+    };
+    assert_eq!(
+        count,
+        tally.acked + replayed_acks,
+        "acknowledged = counted, once: {resumed}"
+    );
+    c.local_addr().to_string()
+}
+
+/// Counting players in `rooms` rooms created on `owner`, until `after`
+/// acknowledgements in all; then `cut` ends the owner's service.
+async fn counted_rooms(owner: SocketAddr, rooms: usize) -> Vec<tokio::task::JoinHandle<Tally>> {
+    (0..rooms)
+        .map(|i| tokio::spawn(count_until_cut(owner, format!("r{i}"))))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_killed_node_s_rooms_come_back_on_survivors_and_nothing_acknowledged_is_lost() {
+    let nats = Nats::cluster(3);
+    let mut hosts = fleet(&nats);
+    for h in &hosts {
+        wait_nodes_up(h, 3).await;
+    }
+    let players = counted_rooms(hosts[0].tcp, 6).await;
+    hosts[0]
+        .wait_until_within("rooms counting", Duration::from_secs(30), |h| {
+            h.runtime()["rooms"].as_u64() == Some(6)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed = std::time::Instant::now();
+    hosts[0].kill();
+    let mut tallies = Vec::new();
+    for p in players {
+        tallies.push(p.await.expect("player"));
+    }
+    assert!(
+        tallies.iter().all(|t| t.acked > 0),
+        "every room counted before the kill"
+    );
+    // Survivors adopt the six rooms between them.
+    hosts[1]
+        .wait_until_within("the rooms adopted", Duration::from_secs(20), |h| {
+            let b = h.runtime()["rooms"].as_u64().unwrap_or(0);
+            b > 0 || h.log().contains("adopted a room")
+        })
+        .await;
+    for t in &tallies {
+        resume_and_check(hosts[1].tcp, t).await;
+    }
+    eprintln!(
+        "rooms back and resumed {} ms after the kill",
+        killed.elapsed().as_millis()
+    );
+    let served: u64 = hosts[1..]
+        .iter()
+        .map(|h| h.runtime()["rooms"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(served, 6, "each room runs on exactly one survivor");
+    assert_eq!(nodes_up(&hosts[1]), 2);
+    // The killed node comes back and rejoins the fleet.
+    let back = hosts[0].try_restart().unwrap_or_else(|(m, log)| panic!("{m}\n{log}"));
+    wait_nodes_up(&hosts[1], 3).await;
+    wait_nodes_up(&back, 3).await;
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_nats_stops_its_rooms_before_they_move_and_players_resume_elsewhere() {
+    let nats = Nats::cluster(3);
+    let mut proxy = Proxy::to(nats.urls[0].trim_start_matches("nats://"));
+    let cut_off = start_node("a", &format!("[\"nats://{}\"]", proxy.addr));
+    let others: Vec<Host> = ["b", "c"].iter().map(|n| start_node(n, &nats.toml_urls())).collect();
+    for h in others.iter().chain([&cut_off]) {
+        wait_nodes_up(h, 3).await;
+    }
+    let players = counted_rooms(cut_off.tcp, 3).await;
+    cut_off
+        .wait_until_within("rooms counting", Duration::from_secs(30), |h| {
+            h.runtime()["rooms"].as_u64() == Some(3)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    proxy.cut();
+    let mut tallies = Vec::new();
+    for p in players {
+        tallies.push(
+            tokio::time::timeout(Duration::from_secs(20), p)
+                .await
+                .expect("told within the lease")
+                .expect("player"),
+        );
+    }
+    // The cut-off node stopped its rooms itself (its lease lapsed), and
+    // still runs, serving nothing.
+    assert_eq!(cut_off.runtime()["rooms"], 0);
+    assert!(cut_off.log().contains("lease lapsed"), "{}", cut_off.log());
+    for t in &tallies {
+        assert!(t.acked > 0);
+        resume_and_check(others[0].tcp, t).await;
+    }
+    let served: u64 = others.iter().map(|h| h.runtime()["rooms"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(served, 3);
+}
