@@ -328,6 +328,13 @@ bench-durability *args: guests
         --rounds 7 --out target/durability.md --json target/durability.json {{args}}
     target/release/respawn-load recovery --rooms 1000 --inputs 10 | tee -a target/durability.md
 
+# A fleet on NATS JetStream (BENCHMARKS.md, "Fleet"): replicated `strict`
+# against SQLite in one run, then the failover of 1,000 rooms after kill -9
+# of their node. Needs Debian's nats-server. Writes target/fleet.md.
+bench-fleet *args: guests
+    cargo build --release -p respawn -p respawn-load
+    target/release/respawn-load fleet --rooms 1000 --inputs 10 {{args}} | tee target/fleet.md
+
 # What observability costs on the data path (BENCHMARKS.md,
 # "Observability"): Respawn as shipped (metrics, spans, heap sampling on)
 # against `respawn-unobserved` (all three off), pinned like load-compare,

@@ -206,6 +206,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             admission: shared.admission.clone(),
         });
         tokio::spawn(crate::cluster::journal::follow_kv(c.clone(), kv));
+        crate::cluster::deploys::start(c.clone(), deployer.clone());
         tracing::info!(node = c.node(), "joined the fleet");
     }
     // Players can connect from here on.

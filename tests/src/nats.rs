@@ -90,10 +90,9 @@ impl Nats {
         }
     }
 
-    /// Kills server `i` (SIGKILL).
-    pub fn kill(&mut self, i: usize) {
-        let _ = self.servers[i].kill();
-        let _ = self.servers[i].wait();
+    /// The servers' process ids (benchmarks read their CPU time).
+    pub fn pids(&self) -> Vec<u32> {
+        self.servers.iter().map(Child::id).collect()
     }
 
     /// The `urls` as TOML array text.

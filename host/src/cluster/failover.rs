@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Rooms one node adopts at once.
-const ADOPTING: usize = 64;
+const ADOPTING: usize = 256;
 
 /// The parts of the host adoption hands rooms and seats to.
 pub struct Host {
@@ -179,7 +179,7 @@ pub(super) async fn run(cluster: Arc<Cluster>) {
 /// link comes back.
 async fn follow_owners(cluster: Arc<Cluster>, owners: Arc<Mutex<HashMap<RoomRef, (Owner, u64)>>>) {
     loop {
-        match cluster.owners.watch_all().await {
+        match cluster.owners.watch_with_history(">").await {
             Ok(mut watch) => {
                 while let Some(Ok(entry)) = watch.next().await {
                     let Some(room) = parse_room_key(&entry.key) else {

@@ -456,7 +456,7 @@ pub(super) async fn load_kv(store: &kv::Store) -> anyhow::Result<Vec<(String, St
 /// Applies other nodes' writes to games' storage as they come.
 pub async fn follow_kv(cluster: Arc<Cluster>, spaces: Arc<crate::storage::kv::KvSpaces>) {
     loop {
-        match cluster.kv.watch_all().await {
+        match cluster.kv.watch_with_history(">").await {
             Ok(mut watch) => {
                 while let Some(Ok(entry)) = watch.next().await {
                     let Some(KvRow { game, key, value }) = kv_row(&entry) else {

@@ -158,14 +158,17 @@ pub(super) async fn prime(cluster: &Cluster) -> anyhow::Result<()> {
 /// after the link comes back).
 pub(super) async fn watch_nodes(cluster: Arc<Cluster>) {
     loop {
-        match cluster.nodes.watch_all().await {
+        match cluster.nodes.watch_with_history(">").await {
             Ok(mut watch) => {
                 while let Some(Ok(entry)) = watch.next().await {
                     if let Some(r) = record(&entry) {
-                        // Replayed at the start of a watch: aged; live
-                        // ones arrive as they are written.
-                        let age = if entry.delta > 0 { age(&entry) } else { Duration::ZERO };
-                        cluster.view.saw(r, age);
+                        // The last heartbeats replayed when the watch
+                        // starts may be old; live ones are fresh (a clock
+                        // off by less than `dead_after_ms` changes
+                        // nothing).
+                        let age = age(&entry);
+                        let dead_after = Duration::from_millis(cluster.cfg.dead_after_ms);
+                        cluster.view.saw(r, if age > dead_after { age } else { Duration::ZERO });
                     }
                 }
             }

@@ -15,6 +15,7 @@
 //! - Rooms write through [`journal::JetStreamBackend`], the same
 //!   [`crate::storage::Backend`] the single-node host has in SQLite.
 
+pub mod deploys;
 pub mod failover;
 pub mod journal;
 pub mod membership;
@@ -87,6 +88,7 @@ pub struct Cluster {
     owners: kv::Store,
     seats: kv::Store,
     kv: kv::Store,
+    deploys: kv::Store,
     /// What the backend knows of each room this node owns.
     logs: Mutex<HashMap<RoomRef, journal::RoomLog>>,
     view: View,
@@ -98,13 +100,10 @@ pub struct Cluster {
     rt: tokio::runtime::Handle,
 }
 
-/// The fleet's stream and buckets (nodes, owners, seats, games' storage),
+/// The fleet's stream and buckets (nodes, owners, seats, games' storage,
+/// deploy decisions),
 /// created with `replicas` copies by the first node to start.
-async fn open(
-    js: &jetstream::Context,
-    cfg: &ClusterConfig,
-    names: &Names,
-) -> anyhow::Result<(stream::Stream, kv::Store, kv::Store, kv::Store, kv::Store)> {
+async fn open(js: &jetstream::Context, cfg: &ClusterConfig, names: &Names) -> anyhow::Result<Opened> {
     let stream = js
         .get_or_create_stream(stream::Config {
             name: names.rooms_stream(),
@@ -149,7 +148,25 @@ async fn open(
     let owners = bucket(names.owners_bucket(), Duration::ZERO).await?;
     let seats = bucket(names.seats_bucket(), Duration::ZERO).await?;
     let kv = bucket(names.kv_bucket(), Duration::ZERO).await?;
-    Ok((stream, nodes, owners, seats, kv))
+    let deploys = bucket(names.deploys_bucket(), Duration::ZERO).await?;
+    Ok(Opened {
+        stream,
+        nodes,
+        owners,
+        seats,
+        kv,
+        deploys,
+    })
+}
+
+/// The fleet's stream and buckets, opened.
+struct Opened {
+    stream: stream::Stream,
+    nodes: kv::Store,
+    owners: kv::Store,
+    seats: kv::Store,
+    kv: kv::Store,
+    deploys: kv::Store,
 }
 
 impl Cluster {
@@ -168,7 +185,14 @@ impl Cluster {
         // NATS may still be electing its JetStream leaders (a fleet and its
         // NATS cluster starting together): wait for it, a while.
         let waiting = Instant::now();
-        let (stream, nodes, owners, seats, kv) = loop {
+        let Opened {
+            stream,
+            nodes,
+            owners,
+            seats,
+            kv,
+            deploys,
+        } = loop {
             match open(&js, cfg, &names).await {
                 Ok(opened) => break opened,
                 Err(e) if waiting.elapsed() < JETSTREAM_WAIT => {
@@ -195,6 +219,7 @@ impl Cluster {
             owners,
             seats,
             kv,
+            deploys,
             logs: Mutex::new(HashMap::new()),
             view: View::default(),
             cut_off: AtomicBool::new(false),

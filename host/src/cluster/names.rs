@@ -71,6 +71,11 @@ impl Names {
         format!("{}_seats", self.prefix)
     }
 
+    /// The bucket of the last deploy decision per game.
+    pub fn deploys_bucket(&self) -> String {
+        format!("{}_deploys", self.prefix)
+    }
+
     /// The bucket of the games' storage.
     pub fn kv_bucket(&self) -> String {
         format!("{}_kv", self.prefix)

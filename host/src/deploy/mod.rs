@@ -179,6 +179,9 @@ pub enum Trigger {
     Rollback,
     /// The active version failed its probation.
     AutoRollback,
+    /// Another node of the fleet made this version active (see
+    /// `crate::cluster::deploys`).
+    Fleet,
 }
 
 impl Trigger {
@@ -187,6 +190,7 @@ impl Trigger {
             Trigger::Update | Trigger::Promote => "promote",
             Trigger::Rollback => "rollback",
             Trigger::AutoRollback => "auto_rollback",
+            Trigger::Fleet => "fleet_decision",
         }
     }
 }
@@ -223,6 +227,9 @@ pub struct Deployer {
     shadowing: std::sync::atomic::AtomicBool,
     /// Running canaries, per game.
     canaries: Mutex<BTreeMap<String, canary::Watch>>,
+    /// Told of each decision on a game's active version or pin taken here
+    /// (see [`Deployer::on_decision`]).
+    on_decision: std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
 }
 
 impl Deployer {
@@ -256,6 +263,7 @@ impl Deployer {
             passed: Mutex::new(BTreeMap::new()),
             gates: Mutex::new(BTreeMap::new()),
             shadowing: std::sync::atomic::AtomicBool::new(false),
+            on_decision: std::sync::OnceLock::new(),
             canaries: Mutex::new(BTreeMap::new()),
         }
     }
@@ -653,7 +661,8 @@ impl Deployer {
         let needed = match trigger {
             Trigger::Update | Trigger::Promote => true,
             Trigger::Rollback => !lock(&self.passed).get(game).is_some_and(|p| p.contains(version)),
-            Trigger::AutoRollback => false,
+            // The node that decided ran the gate.
+            Trigger::AutoRollback | Trigger::Fleet => false,
         };
         if !cfg.gate || !needed {
             return Ok(false);
@@ -865,6 +874,9 @@ impl Deployer {
                 // active version, its stored state and its audit record
                 // change together.
                 crate::blocking::blocking(|| self.flush_audit(AUDIT_FLUSH));
+                if !matches!(trigger, Trigger::Update | Trigger::Fleet) {
+                    self.decided(game);
+                }
                 Ok(Promotion {
                     game: game.to_owned(),
                     from,
@@ -979,27 +991,47 @@ impl Deployer {
             Some(v) => Some(self.promote_forced(game, &v, Trigger::Promote, force).await?),
             None => None,
         };
-        self.games.set_pinned(game, true)?;
-        self.persist(game);
-        self.audit.record(AuditEntry {
-            event: "pin",
-            game: Some(game.to_owned()),
-            version: self.games.active(game).map(|m| m.version.to_string()),
-            ..AuditEntry::default()
-        });
+        self.set_pinned(game, true, None)?;
+        self.decided(game);
         Ok(promotion)
     }
 
     /// Unpins a game: later updates are promoted again.
     pub fn unpin(&self, game: &str) -> Result<(), DeployError> {
-        self.games.set_pinned(game, false)?;
+        self.set_pinned(game, false, None)?;
+        self.decided(game);
+        Ok(())
+    }
+
+    /// Pins or unpins as the fleet decided on another node.
+    pub fn pin_for_fleet(&self, game: &str, pinned: bool) -> Result<(), DeployError> {
+        self.set_pinned(game, pinned, Some("fleet decision"))
+    }
+
+    fn set_pinned(&self, game: &str, pinned: bool, detail: Option<&str>) -> Result<(), DeployError> {
+        self.games.set_pinned(game, pinned)?;
         self.persist(game);
         self.audit.record(AuditEntry {
-            event: "unpin",
+            event: if pinned { "pin" } else { "unpin" },
             game: Some(game.to_owned()),
+            version: self.games.active(game).map(|m| m.version.to_string()),
+            detail: detail.map(str::to_owned),
             ..AuditEntry::default()
         });
         Ok(())
+    }
+
+    /// Has `decision` told of every decision taken here on a game's
+    /// active version or pin (an operator's, or a probation's): a fleet
+    /// passes them on to its other nodes.
+    pub fn on_decision(&self, decision: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.on_decision.set(Box::new(decision));
+    }
+
+    fn decided(&self, game: &str) {
+        if let Some(tell) = self.on_decision.get() {
+            tell(game);
+        }
     }
 
     fn persist(&self, game: &str) {

@@ -5,6 +5,7 @@
 mod client;
 mod colyseus;
 mod compare;
+mod fleet;
 mod procfs;
 mod proto;
 mod recovery;
@@ -36,6 +37,9 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Fill rooms, kill -9 the host, and time their recovery at restart.
     Recovery(recovery::RecoveryArgs),
+    /// A fleet on NATS JetStream: replicated `strict` against SQLite, and
+    /// the failover of a killed node's rooms.
+    Fleet(fleet::FleetArgs),
 }
 
 fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -76,6 +80,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Compare(args) => compare::compare(&args).await,
             Command::Recovery(args) => recovery::recovery(&args).await,
+            Command::Fleet(args) => fleet::fleet(&args).await,
         }
     })?;
     // Client tasks may linger on closing sockets: do not wait for them.

@@ -65,7 +65,7 @@ fn start(args: &RecoveryArgs, config: &Path, log: &Path) -> anyhow::Result<(Host
 }
 
 /// One player: joins its room and has `inputs` messages acknowledged.
-async fn fill(addr: std::net::SocketAddr, room: usize, inputs: usize) -> anyhow::Result<()> {
+pub async fn fill(addr: std::net::SocketAddr, room: usize, inputs: usize) -> anyhow::Result<()> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (r, mut w) = stream.into_split();
     let mut r = tokio::io::BufReader::new(r).lines();

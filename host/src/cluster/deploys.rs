@@ -1,0 +1,116 @@
+//! Deploy decisions across the fleet. An operator's `promote`,
+//! `rollback`, `pin` or `unpin`, and a probation's automatic rollback, are
+//! taken on one node; that node writes the game's resulting active version
+//! and pin to the deploys bucket, and every other node makes the same
+//! version active (migrating its rooms, as a hot swap does) and pins the
+//! same way. The bucket holds the last decision per game, so a node that
+//! starts or comes back converges on it too. Modules themselves are not
+//! shipped: each node loads and verifies them from its own modules folder.
+
+use super::Cluster;
+use crate::deploy::{Deployer, Trigger};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A game's deploy state as one node decided it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Decision {
+    /// The active version.
+    active: String,
+    /// Whether the game is pinned.
+    pinned: bool,
+    /// The node that decided, and its run (its own decisions come back to
+    /// it through the watch and are skipped).
+    node: String,
+    incarnation: u64,
+}
+
+/// Publishes this node's decisions in the order they are taken, and
+/// follows the fleet's.
+pub fn start(cluster: Arc<Cluster>, deployer: Arc<Deployer>) {
+    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    deployer.on_decision(move |game| {
+        let _ = tx.send(game.to_owned());
+    });
+    tokio::spawn(publish(cluster.clone(), deployer.clone(), rx));
+    tokio::spawn(follow(cluster, deployer));
+}
+
+async fn publish(cluster: Arc<Cluster>, deployer: Arc<Deployer>, mut decided: mpsc::UnboundedReceiver<String>) {
+    while let Some(game) = decided.recv().await {
+        let games = deployer.games();
+        let Some(active) = games.active(&game) else { continue };
+        let decision = Decision {
+            active: active.version.to_string(),
+            pinned: games.pinned(&game),
+            node: cluster.cfg.node.clone(),
+            incarnation: cluster.incarnation.load(Ordering::Acquire),
+        };
+        let Ok(value) = serde_json::to_vec(&decision) else {
+            continue;
+        };
+        match cluster.deploys.put(&game, value.into()).await {
+            Ok(_) => {
+                tracing::info!(%game, version = %decision.active, pinned = decision.pinned, "decision passed on to the fleet")
+            }
+            Err(e) => {
+                tracing::error!(%game, "cannot pass the decision on to the fleet (the other nodes keep theirs): {e}")
+            }
+        }
+    }
+}
+
+/// Applies the other nodes' decisions for as long as the host runs.
+async fn follow(cluster: Arc<Cluster>, deployer: Arc<Deployer>) {
+    loop {
+        match cluster.deploys.watch_with_history(">").await {
+            Ok(mut watch) => {
+                while let Some(Ok(entry)) = watch.next().await {
+                    if entry.operation != async_nats::jetstream::kv::Operation::Put {
+                        continue;
+                    }
+                    let Ok(d) = serde_json::from_slice::<Decision>(&entry.value) else {
+                        tracing::warn!(game = %entry.key, "a deploy decision this host cannot read is ignored");
+                        continue;
+                    };
+                    if d.node == cluster.cfg.node && d.incarnation == cluster.incarnation.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    apply(&deployer, &entry.key, &d).await;
+                }
+            }
+            Err(e) => tracing::debug!("cannot watch the fleet's deploy decisions: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(cluster.cfg.heartbeat_ms)).await;
+    }
+}
+
+async fn apply(deployer: &Arc<Deployer>, game: &str, d: &Decision) {
+    let Ok(version) = d.active.parse::<semver::Version>() else {
+        tracing::warn!(%game, version = %d.active, "the fleet's decision names no version");
+        return;
+    };
+    let games = deployer.games();
+    if games.active(game).is_none_or(|m| m.version != version) {
+        if games.get(game, &version).is_err() {
+            tracing::warn!(
+                %game, %version, node = %d.node,
+                "the fleet made a version active that this node has not loaded: drop it into the modules folder"
+            );
+            return;
+        }
+        match deployer.promote_forced(game, &version, Trigger::Fleet, true).await {
+            Ok(p) => tracing::info!(%game, %version, node = %d.node, rooms = p.rooms, "followed the fleet's decision"),
+            Err(e) => tracing::error!(%game, %version, node = %d.node, "cannot follow the fleet's decision: {e}"),
+        }
+    }
+    if games.pinned(game) != d.pinned
+        && let Err(e) = deployer.pin_for_fleet(game, d.pinned)
+    {
+        tracing::error!(%game, "cannot pin as the fleet decided: {e}");
+    }
+}
