@@ -229,8 +229,11 @@ pub struct Deployer {
     canaries: Mutex<BTreeMap<String, canary::Watch>>,
     /// Told of each decision on a game's active version or pin taken here
     /// (see [`Deployer::on_decision`]).
-    on_decision: std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
+    on_decision: std::sync::OnceLock<DecisionHook>,
 }
+
+/// Told the game of each decision (see [`Deployer::on_decision`]).
+type DecisionHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl Deployer {
     /// Wires the deployment path.
