@@ -33,6 +33,9 @@ pub(crate) struct RoomLog {
     seed: u64,
     checkpoints: Vec<record::Checkpoint>,
     seats: BTreeMap<u64, String>,
+    /// The highest player id the room ever had (kept in its base, so ids
+    /// of players who left are not handed out again after a failover).
+    max_player: u64,
     /// The room closed and was released: what it still sends is dropped,
     /// and a room opened afresh under its name claims it again.
     closed: bool,
@@ -56,6 +59,7 @@ impl RoomLog {
             seed: replayed.seed.unwrap_or(0),
             checkpoints: replayed.checkpoints.clone(),
             seats: replayed.seats.clone(),
+            max_player: replayed.max_player,
             closed: false,
         }
     }
@@ -65,6 +69,7 @@ impl RoomLog {
             seed: self.seed,
             checkpoints: self.checkpoints.clone(),
             seats: self.seats.iter().map(|(p, h)| (*p, h.clone())).collect(),
+            max_player: self.max_player,
         }
     }
 }
@@ -75,6 +80,8 @@ pub(super) enum Unpublished {
     Fenced,
     /// JetStream did not take it.
     Failed(String),
+    /// Larger than the NATS servers' `max_payload`: it never will.
+    TooLarge(String),
 }
 
 /// The outcome of one room's share of a commit.
@@ -117,8 +124,13 @@ impl Backend for JetStreamBackend {
             .rt
             .block_on(cluster.load_kv())
             .map_err(|e| self.error(format!("{e:#}")))?;
+        let bans = cluster
+            .rt
+            .block_on(load_bans(&cluster.kv))
+            .map_err(|e| self.error(format!("{e:#}")))?;
         Ok(Loaded {
             kv,
+            bans,
             ..Loaded::default()
         })
     }
@@ -141,6 +153,7 @@ impl JetStreamBackend {
         let mut rooms: Vec<(RoomRef, Vec<&Op>)> = Vec::new();
         let mut at: HashMap<&RoomRef, usize> = HashMap::new();
         let mut kv: Vec<(&str, &KvWrites)> = Vec::new();
+        let mut bans: Vec<&Op> = Vec::new();
         for op in ops {
             let key = match op {
                 Op::Room { key, .. }
@@ -159,8 +172,12 @@ impl JetStreamBackend {
                     continue;
                 }
                 // Player ids are kept unique per room by adoption (see
-                // `failover`); bans stay with the node that made them.
-                Op::PlayerIds { .. } | Op::Ban(_) | Op::Unban { .. } => continue,
+                // `failover`).
+                Op::PlayerIds { .. } => continue,
+                Op::Ban(_) | Op::Unban { .. } => {
+                    bans.push(op);
+                    continue;
+                }
             };
             if self.done.contains(key) {
                 continue;
@@ -176,8 +193,10 @@ impl JetStreamBackend {
             let log = crate::lock(&cluster.logs).get(room).cloned();
             (room, write_room(cluster, room, log, ops).await)
         }));
-        let (written, kv_result) = tokio::join!(written, write_kv(cluster, &kv));
+        let (written, kv_result, bans_result) =
+            tokio::join!(written, write_kv(cluster, &kv), write_bans(cluster, &bans));
         let mut failed = None;
+        let mut fenced = Vec::new();
         for (room, outcome) in written {
             match outcome {
                 RoomOutcome::Written(log) => {
@@ -187,15 +206,19 @@ impl JetStreamBackend {
                 RoomOutcome::Fenced => {
                     crate::lock(&cluster.logs).remove(room);
                     tracing::warn!(game = %room.game, room = %room.room, "another node owns this room now: it stops here");
-                    if let Some(host) = cluster.host.get() {
-                        host.rooms.evict(&room.game, &room.room).await;
-                    }
+                    fenced.push(room);
                     self.done.insert(room.clone());
                 }
                 RoomOutcome::Failed(why) => failed = Some(why),
             }
         }
-        if let Err(why) = kv_result {
+        // Stopped before this commit counts as durable: what they hold
+        // was not written and must never go out.
+        if let Some(host) = cluster.host.get() {
+            let stops = fenced.iter().map(|r| host.rooms.evict(&r.game, &r.room));
+            futures_util::future::join_all(stops).await;
+        }
+        if let Err(why) = kv_result.and(bans_result) {
             failed = Some(why);
         }
         match failed {
@@ -241,12 +264,15 @@ async fn write_room(cluster: &Cluster, room: &RoomRef, log: Option<RoomLog>, ops
         match op {
             Op::Room { seed, fresh, .. } => {
                 log.seed = *seed;
+                // A room written again at shutdown (not fresh) keeps its
+                // records: its checkpoint follows, and rolls them up.
                 if *fresh {
                     log.checkpoints.clear();
+                    log.max_player = 0;
                     seats_gone.extend(std::mem::take(&mut log.seats).into_values());
                     pending.clear();
+                    rollup = true;
                 }
-                rollup = true;
             }
             Op::Checkpoint { checkpoint, .. } => {
                 log.checkpoints.push(checkpoint.as_ref().into());
@@ -259,12 +285,16 @@ async fn write_room(cluster: &Cluster, room: &RoomRef, log: Option<RoomLog>, ops
             }
             Op::Append {
                 index, entry, joined, ..
-            } => pending.push(RoomOp::Append {
-                index: *index,
-                entry: record::entry(entry),
-                joined: *joined,
-            }),
+            } => {
+                log.max_player = log.max_player.max(joined.unwrap_or(0));
+                pending.push(RoomOp::Append {
+                    index: *index,
+                    entry: record::entry(entry),
+                    joined: *joined,
+                });
+            }
             Op::Seat(seat) => {
+                log.max_player = log.max_player.max(seat.player);
                 log.seats.insert(seat.player, seat.token_hash.clone());
                 seats_put.push(seat.token_hash.clone());
                 pending.push(RoomOp::Seat {
@@ -304,6 +334,15 @@ async fn write_room(cluster: &Cluster, room: &RoomRef, log: Option<RoomLog>, ops
             Ok(seq) => log.seq = seq,
             Err(Unpublished::Fenced) => return RoomOutcome::Fenced,
             Err(Unpublished::Failed(why)) => return RoomOutcome::Failed(why),
+            Err(Unpublished::TooLarge(why)) => {
+                // Retrying would hold up every room's writes for ever:
+                // this room stops instead, saying why.
+                tracing::error!(
+                    game = %room.game, room = %room.room,
+                    "the room's record is larger than NATS allows ({why}): the room stops; raise max_payload on the NATS servers"
+                );
+                return RoomOutcome::Fenced;
+            }
         }
     }
     let room_key = super::names::room_key(room);
@@ -336,18 +375,32 @@ pub(super) async fn publish(
         async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
         after.to_string().as_str(),
     );
+    // The same record sent again (a retried commit, an ack that timed
+    // out) is recognised by JetStream and answered with its first
+    // sequence, before the sequence check could refuse it.
+    let id = format!(
+        "{}/{}/{}/{after}",
+        super::names::room_key(room),
+        cluster.cfg.node,
+        cluster.incarnation.load(std::sync::atomic::Ordering::Acquire)
+    );
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
     if rollup {
         headers.insert(async_nats::header::NATS_ROLLUP, "sub");
     }
-    let ack = cluster
+    let too_large = |e: &async_nats::jetstream::context::PublishError| e.kind() == PublishErrorKind::MaxPayloadExceeded;
+    let sent = cluster
         .js
         .publish_with_headers(cluster.names.room_subject(room), headers, payload.into())
-        .await
-        .map_err(|e| Unpublished::Failed(e.to_string()))?
         .await;
+    let ack = match sent {
+        Ok(ack) => ack.await,
+        Err(e) => Err(e),
+    };
     match ack {
         Ok(ack) => Ok(ack.sequence),
         Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(Unpublished::Fenced),
+        Err(e) if too_large(&e) => Err(Unpublished::TooLarge(e.to_string())),
         Err(e) => Err(Unpublished::Failed(e.to_string())),
     }
 }
@@ -358,7 +411,14 @@ async fn close(cluster: &Cluster, room: &RoomRef, log: &RoomLog) -> Result<(), R
     // Only this node's claim: one taken over meanwhile stays.
     match cluster.owners.purge_expect_revision(&key, Some(log.owner_rev)).await {
         Ok(()) => {}
-        Err(e) if e.kind() == kv::PurgeErrorKind::WrongLastRevision => return Err(RoomOutcome::Fenced),
+        Err(e) if e.kind() == kv::PurgeErrorKind::WrongLastRevision => {
+            // Released already (a retried commit), or another node's now.
+            match cluster.owners.entry(key.clone()).await {
+                Ok(Some(e)) if e.operation == kv::Operation::Put => return Err(RoomOutcome::Fenced),
+                Ok(_) => {}
+                Err(e) => return Err(RoomOutcome::Failed(format!("releasing the room: {e}"))),
+            }
+        }
         Err(e) => return Err(RoomOutcome::Failed(format!("releasing the room: {e}"))),
     }
     // Only its records: a node that claims the name next writes after.
@@ -407,6 +467,54 @@ async fn write_kv(cluster: &Cluster, writes: &[(&str, &KvWrites)]) -> Result<(),
         r.map_err(|e| format!("writing game storage: {e}"))?;
     }
     Ok(())
+}
+
+/// The kv bucket's keys for bans: not a game's name, so never a game's
+/// storage.
+const BANS: &str = "_bans";
+
+/// Writes bans and lifted bans to the fleet (loaded at a node's start).
+async fn write_bans(cluster: &Cluster, ops: &[&Op]) -> Result<(), String> {
+    for op in ops {
+        let written = match op {
+            Op::Ban(ban) => {
+                let key = format!("{BANS}.{}", crate::util::hex(ban.user.as_bytes()));
+                let value = serde_json::to_vec(ban).map_err(|e| e.to_string())?;
+                cluster
+                    .kv
+                    .put(key, value.into())
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+            Op::Unban { user } => {
+                let key = format!("{BANS}.{}", crate::util::hex(user.as_bytes()));
+                cluster.kv.delete(key).await.map_err(|e| e.to_string())
+            }
+            _ => Ok(()),
+        };
+        written.map_err(|e| format!("writing a ban: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The bans the fleet holds, for the start.
+async fn load_bans(store: &kv::Store) -> anyhow::Result<Vec<crate::auth::Ban>> {
+    let mut bans = Vec::new();
+    let mut keys = store.keys().await?;
+    while let Some(key) = keys.next().await {
+        let key = key?;
+        if !key.starts_with(BANS) {
+            continue;
+        }
+        if let Some(entry) = store.entry(key).await?
+            && entry.operation == kv::Operation::Put
+            && let Ok(ban) = serde_json::from_slice(&entry.value)
+        {
+            bans.push(ban);
+        }
+    }
+    Ok(bans)
 }
 
 /// A game-storage write read back: the game, the key, and the value with

@@ -51,6 +51,25 @@ pub struct Owner {
     pub incarnation: u64,
 }
 
+/// A room's lock (see [`Cluster::room_lock`]); forgotten by the map when
+/// nobody else waits for it.
+pub(super) struct RoomLock<'a> {
+    cluster: &'a Cluster,
+    room: RoomRef,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for RoomLock<'_> {
+    fn drop(&mut self) {
+        let mut map = crate::lock(&self.cluster.placing);
+        // The map's, this one's and the guard's: nobody waits.
+        if Arc::strong_count(&self.lock) <= 3 {
+            map.remove(&self.room);
+        }
+    }
+}
+
 /// Where a room is to be served.
 #[derive(Debug, Clone)]
 pub enum Place {
@@ -91,6 +110,8 @@ pub struct Cluster {
     deploys: kv::Store,
     /// What the backend knows of each room this node owns.
     logs: Mutex<HashMap<RoomRef, journal::RoomLog>>,
+    /// Rooms whose ownership is being decided here (see `room_lock`).
+    placing: Mutex<HashMap<RoomRef, Arc<tokio::sync::Mutex<()>>>>,
     view: View,
     /// Set while the lease is lapsed: rooms are refused until it is
     /// renewed (as a new incarnation).
@@ -221,6 +242,7 @@ impl Cluster {
             kv,
             deploys,
             logs: Mutex::new(HashMap::new()),
+            placing: Mutex::new(HashMap::new()),
             view: View::default(),
             cut_off: AtomicBool::new(false),
             renewed: Mutex::new(Instant::now()),
@@ -282,6 +304,9 @@ impl Cluster {
             return Err(ClusterError::CutOff);
         }
         let key = room_key(room);
+        // One decision per room at a time on this node: two joins, or a
+        // join and the failover loop, never adopt or start it twice.
+        let _room = self.room_lock(room).await;
         for _ in 0..4 {
             let entry = self.owners.entry(key.clone()).await.map_err(engine)?;
             let current = entry.filter(|e| e.operation == kv::Operation::Put);
@@ -295,8 +320,12 @@ impl Cluster {
             let owner: Option<Owner> = serde_json::from_slice(&entry.value).ok();
             match owner {
                 Some(o) if o == self.me() => {
+                    // Owned here but not written from here yet: an
+                    // adoption that failed half-way, say. Its records come
+                    // back; a blank room would roll them up.
                     if !crate::lock(&self.logs).contains_key(room) {
-                        self.start_log(room, entry.revision).await?;
+                        let host = self.host.get().ok_or(ClusterError::CutOff)?;
+                        failover::recover_owned(self, host, room, entry.revision).await?;
                     }
                     return Ok(Place::Here);
                 }
@@ -315,6 +344,18 @@ impl Cluster {
             }
         }
         Err(ClusterError::Engine("the room's owner kept changing".into()))
+    }
+
+    /// The room's lock on this node, held while its ownership is decided.
+    pub(super) async fn room_lock(&self, room: &RoomRef) -> RoomLock<'_> {
+        let lock = crate::lock(&self.placing).entry(room.clone()).or_default().clone();
+        let guard = lock.clone().lock_owned().await;
+        RoomLock {
+            cluster: self,
+            room: room.clone(),
+            lock,
+            _guard: guard,
+        }
     }
 
     /// Claims a room nobody owns; `None` if it did not work (another node

@@ -22,6 +22,9 @@ pub enum Record {
         /// Its seats: player and hash of the resume token (a list: a
         /// tagged record cannot read numbers as map keys).
         seats: Vec<(u64, String)>,
+        /// The highest player id the room ever had.
+        #[serde(default)]
+        max_player: u64,
     },
     /// Writes since the base, in order.
     Ops {
@@ -174,7 +177,9 @@ impl Replayed {
                 seed,
                 checkpoints,
                 seats,
+                max_player,
             } => {
+                self.max_player = self.max_player.max(max_player);
                 self.seed = Some(seed);
                 self.journal
                     .retain(|(i, _)| checkpoints.last().is_none_or(|c| *i >= c.at_index));
@@ -209,14 +214,22 @@ impl Replayed {
         Ok(())
     }
 
-    /// The room to recover and its seats; `None` before any base.
-    pub fn into_stored(self, room: &RoomRef) -> Option<(StoredRoom, Vec<StoredSeat>)> {
-        let seed = self.seed?;
+    /// The room to recover and its seats; `Ok(None)` before any base. A
+    /// checkpoint that does not decode is an error, not skipped: the
+    /// journal after it would replay over the wrong state.
+    pub fn into_stored(self, room: &RoomRef) -> Result<Option<(StoredRoom, Vec<StoredSeat>)>, ReadError> {
+        let Some(seed) = self.seed else { return Ok(None) };
         let checkpoints = self
             .checkpoints
             .iter()
-            .filter_map(Checkpoint::stored)
-            .collect::<Vec<_>>();
+            .map(|c| {
+                c.stored().ok_or_else(|| ReadError::Garbled {
+                    room: format!("{}/{}", room.game, room.room),
+                    seq: 0,
+                    why: format!("checkpoint {} does not decode", c.generation),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let after = checkpoints.last().map_or(0, |c| c.at_index);
         let journal = self.journal.into_iter().filter(|(i, _)| *i >= after).collect();
         let seats = self
@@ -228,7 +241,7 @@ impl Replayed {
                 token_hash,
             })
             .collect();
-        Some((
+        Ok(Some((
             StoredRoom {
                 key: room.clone(),
                 seed,
@@ -236,7 +249,7 @@ impl Replayed {
                 journal,
             },
             seats,
-        ))
+        )))
     }
 }
 
@@ -284,6 +297,7 @@ mod tests {
                 seed: 5,
                 checkpoints: vec![(&cp(1, 0)).into(), (&cp(2, 2)).into()],
                 seats: vec![(9, "h9".to_owned())],
+                max_player: 10,
             },
             Record::Ops {
                 ops: vec![
@@ -305,8 +319,8 @@ mod tests {
         for (seq, rec) in records.iter().enumerate() {
             r.apply(&room, seq as u64, &serde_json::to_vec(rec).unwrap()).unwrap();
         }
-        assert_eq!(r.max_player, 11);
-        let (stored, seats) = r.into_stored(&room).unwrap();
+        assert_eq!(r.max_player, 11, "the base's 10, then the seat's 11");
+        let (stored, seats) = r.into_stored(&room).unwrap().unwrap();
         assert_eq!(stored.seed, 5);
         assert_eq!(stored.checkpoints, vec![cp(1, 0), cp(2, 2)]);
         assert_eq!(stored.journal, vec![(2, b"two".to_vec())]);
@@ -322,6 +336,6 @@ mod tests {
         };
         let err = Replayed::default().apply(&room, 42, b"{nope").unwrap_err().to_string();
         assert!(err.contains("chat/x") && err.contains("42"), "{err}");
-        assert!(Replayed::default().into_stored(&room).is_none());
+        assert!(Replayed::default().into_stored(&room).unwrap().is_none());
     }
 }

@@ -213,23 +213,25 @@ impl Rooms {
             loaded: self.games.names().join(", "),
         };
         let swap = self.games.swap_lock(game).ok_or_else(unknown)?;
-        if let Some(cluster) = self.cluster.get()
-            && self.handle(game, room).is_none()
-        {
-            let key = crate::storage::RoomRef {
-                game: game.to_owned(),
-                room: room.to_owned(),
-            };
-            match cluster.place(&key).await {
-                Ok(crate::cluster::Place::Here) => {}
-                Ok(crate::cluster::Place::Elsewhere(node)) => return Err(JoinError::Elsewhere(node)),
-                Err(e) => {
-                    tracing::warn!(%game, %room, "cannot place the room in the fleet: {e}");
-                    return Err(JoinError::StorageUnavailable);
+        for _ in 0..JOIN_ATTEMPTS {
+            // In a fleet, a room is created here only if this node owns
+            // it (asked again on each attempt: the room may have moved).
+            if let Some(cluster) = self.cluster.get()
+                && self.handle(game, room).is_none()
+            {
+                let key = crate::storage::RoomRef {
+                    game: game.to_owned(),
+                    room: room.to_owned(),
+                };
+                match cluster.place(&key).await {
+                    Ok(crate::cluster::Place::Here) => {}
+                    Ok(crate::cluster::Place::Elsewhere(node)) => return Err(JoinError::Elsewhere(node)),
+                    Err(e) => {
+                        tracing::warn!(%game, %room, "cannot place the room in the fleet: {e}");
+                        return Err(JoinError::StorageUnavailable);
+                    }
                 }
             }
-        }
-        for _ in 0..JOIN_ATTEMPTS {
             // No room is created while the game's rooms migrate.
             let handle = {
                 let _creating = swap.read().await;
@@ -480,14 +482,13 @@ impl Rooms {
     }
 
     async fn evict_handles(handles: Vec<RoomHandle>) {
-        let mut waiting = Vec::with_capacity(handles.len());
-        for h in handles {
+        let stops = handles.into_iter().map(|h| async move {
             let (done, rx) = oneshot::channel();
             if h.control.send(RoomCmd::Moved { done }).await.is_ok() {
-                waiting.push(rx);
+                let _ = rx.await;
             }
-        }
-        let _ = tokio::time::timeout(EVICT_WAIT, futures_util::future::join_all(waiting)).await;
+        });
+        let _ = tokio::time::timeout(EVICT_WAIT, futures_util::future::join_all(stops)).await;
     }
 
     /// Host shutdown: no room is created any more; every room saves its

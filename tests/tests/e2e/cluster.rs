@@ -159,6 +159,8 @@ struct Tally {
     token: String,
     last_seq: u64,
     acked: u64,
+    /// The connection ended with `room_moved`.
+    moved: bool,
 }
 
 /// Counts `add 1` messages in `room` on `addr` until the connection ends.
@@ -172,11 +174,21 @@ async fn count_until_cut(addr: SocketAddr, room: String) -> Tally {
             sent += 1;
             let msg = json!({"type": "message", "data": {"do": "add", "n": 1}, "ref": sent});
             if c.try_send_raw(msg.to_string().as_bytes()).await.is_err() {
-                return Tally { token, last_seq, acked };
+                return Tally {
+                    token,
+                    last_seq,
+                    acked,
+                    moved: false,
+                };
             }
         }
         let Some(frame) = c.try_recv().await else {
-            return Tally { token, last_seq, acked };
+            return Tally {
+                token,
+                last_seq,
+                acked,
+                moved: false,
+            };
         };
         if let Some(seq) = frame["seq"].as_u64() {
             assert_eq!(seq, last_seq + 1, "frames are numbered without a gap: {frame}");
@@ -186,7 +198,14 @@ async fn count_until_cut(addr: SocketAddr, room: String) -> Tally {
             Some("ack") => acked += 1,
             Some("event") => {}
             // The node lost its lease: the room moved.
-            Some("error") if frame["code"] == "room_moved" => return Tally { token, last_seq, acked },
+            Some("error") if frame["code"] == "room_moved" => {
+                return Tally {
+                    token,
+                    last_seq,
+                    acked,
+                    moved: true,
+                };
+            }
             _ => panic!("unexpected frame {frame}"),
         }
     }
@@ -314,16 +333,32 @@ async fn a_node_cut_off_from_nats_stops_its_rooms_before_they_move_and_players_r
                 .expect("player"),
         );
     }
-    // The cut-off node stopped its rooms itself (its lease lapsed), and
-    // still runs, serving nothing.
+    // The cut-off node stopped its rooms itself (its lease lapsed), told
+    // every player so, and still runs, serving nothing.
+    assert!(tallies.iter().all(|t| t.moved), "every player was told room_moved");
     assert_eq!(cut_off.runtime()["rooms"], 0);
-    assert!(cut_off.log().contains("lease lapsed"), "{}", cut_off.log());
+    let lapsed = first_line_with(&cut_off.log(), "lease lapsed").expect("the lease lapsed");
     for t in &tallies {
         assert!(t.acked > 0);
         resume_and_check(others[0].tcp, t).await;
     }
     let served: u64 = others.iter().map(|h| h.runtime()["rooms"].as_u64().unwrap_or(0)).sum();
     assert_eq!(served, 3);
+    // No room ran on two nodes: every adoption came after the old owner
+    // had stopped (the hosts' log times share this machine's clock).
+    for h in &others {
+        if let Some(adopted) = first_line_with(&h.log(), "adopted a room") {
+            assert!(
+                adopted[..27] > lapsed[..27],
+                "adopted {adopted}\nbefore the lease lapsed {lapsed}"
+            );
+        }
+    }
+}
+
+/// The first log line containing `what`.
+fn first_line_with(log: &str, what: &str) -> Option<String> {
+    log.lines().find(|l| l.contains(what)).map(str::to_owned)
 }
 
 #[tokio::test]
