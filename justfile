@@ -240,16 +240,23 @@ guest-tests: js-sdk
 test-deps:
     #!/usr/bin/env bash
     set -euo pipefail
-    command -v prometheus >/dev/null && command -v promtool >/dev/null && exit 0
+    # Prometheus for the metrics tests; nats-server for the fleet tests (a
+    # three-server JetStream cluster on loopback).
+    missing=()
+    { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
+    command -v nats-server >/dev/null || missing+=(nats-server)
+    [ ${#missing[@]} -eq 0 ] && exit 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "installing prometheus for the metrics tests"
+        echo "installing ${missing[*]} for the metrics and fleet tests"
         apt-get update -qq
-        # Not its node exporter; where systemd runs, the package also
-        # starts a Prometheus on :9090 (the tests use their own ports).
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+        # Not Prometheus's node exporter; where systemd runs, the packages
+        # also start a Prometheus on :9090 and a NATS on :4222 (the tests
+        # use their own ports).
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
     else
-        echo "warning: the metrics tests need Prometheus and promtool (apt-get install prometheus," >&2
-        echo "brew install prometheus); without them those two tests fail and say so" >&2
+        echo "warning: the metrics tests need Prometheus and promtool, the fleet tests nats-server" >&2
+        echo "(apt-get install prometheus nats-server; brew install prometheus nats-server);" >&2
+        echo "without them those tests fail and say so" >&2
     fi
 
 # playwright-core drives /usr/bin/chromium; screenshots go to

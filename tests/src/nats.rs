@@ -58,7 +58,7 @@ impl Nats {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("starting nats-server (Debian package `nats-server`; `.ci/run` installs it)");
+                .expect("starting nats-server (Debian package `nats-server`; `just test-deps` installs it)");
             servers.push(child);
         }
         let urls: Vec<String> = ports.iter().map(|(p, _)| format!("nats://127.0.0.1:{p}")).collect();

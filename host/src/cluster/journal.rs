@@ -436,9 +436,9 @@ async fn close(cluster: &Cluster, room: &RoomRef, log: &RoomLog) -> Result<(), R
     Ok(())
 }
 
-/// Writes games' storage: last writer wins per key across the fleet. A
-/// value carries its writer's incarnation, so the writer's own watcher
-/// skips it.
+/// Writes games' storage: the bucket's last write per key wins across the
+/// fleet (every node follows the bucket in order). A value carries its
+/// writer's incarnation, for diagnosis.
 async fn write_kv(cluster: &Cluster, writes: &[(&str, &KvWrites)]) -> Result<(), String> {
     let me = cluster.incarnation.load(std::sync::atomic::Ordering::Acquire);
     let mut puts = Vec::new();
@@ -561,7 +561,7 @@ pub(super) async fn load_kv(store: &kv::Store) -> anyhow::Result<Vec<(String, St
     Ok(rows)
 }
 
-/// Applies other nodes' writes to games' storage as they come.
+/// Applies the fleet's writes to games' storage in the bucket's order.
 pub async fn follow_kv(cluster: Arc<Cluster>, spaces: Arc<crate::storage::kv::KvSpaces>) {
     loop {
         match cluster.kv.watch_with_history(">").await {
@@ -570,12 +570,9 @@ pub async fn follow_kv(cluster: Arc<Cluster>, spaces: Arc<crate::storage::kv::Kv
                     let Some(KvRow { game, key, value }) = kv_row(&entry) else {
                         continue;
                     };
-                    let me = cluster.incarnation.load(std::sync::atomic::Ordering::Acquire);
-                    let value = match value {
-                        Some((writer, _)) if writer == me => continue,
-                        Some((_, v)) => Some(v),
-                        None => None,
-                    };
+                    // This node's own writes too: every node applies the
+                    // bucket's order, so all end with its last value.
+                    let value = value.map(|(_, v)| v);
                     spaces.game(&game).apply(&BTreeMap::from([(key, value)]));
                 }
             }
