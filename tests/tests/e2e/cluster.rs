@@ -427,3 +427,64 @@ async fn a_rollback_on_one_node_rolls_the_fleet_back_while_players_play_and_pins
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_probation_failing_on_one_node_rolls_the_whole_fleet_back() {
+    let nats = Nats::cluster(3);
+    let config = |node: &str| {
+        node_config(node, &nats.toml_urls()) + "[probation]\nwindow_ms = 60000\nmin_calls = 10\nmax_error_rate = 0.05\n"
+    };
+    let start = |node: &str| {
+        Host::start_with(HostOptions {
+            games: &["faulty"],
+            config: &config(node),
+            ..Default::default()
+        })
+    };
+    let (a, b) = (start("a"), start("b"));
+    for h in [&a, &b] {
+        wait_nodes_up(h, 2).await;
+    }
+    // 1.1.0 arrives on both nodes, each promotes it and watches it.
+    let mut on_b = b.client(Transport::Tcp).await;
+    on_b.join("faulty", "calm", "b").await;
+    for h in [&a, &b] {
+        h.drop_module("faulty-1.1.0.wasm", &signed("faulty", "faulty", "1.1.0"));
+    }
+    for h in [&a, &b] {
+        h.wait_until("1.1.0 is active", |h| h.active("faulty").as_deref() == Some("1.1.0"))
+            .await;
+    }
+    // On node a, two players' calls fail: a's probation rolls back, and
+    // the fleet with it, though nothing failed on b.
+    let mut players = Vec::new();
+    for room in ["p1", "p2"] {
+        let mut c = a.client(Transport::Tcp).await;
+        c.join("faulty", room, "t").await;
+        players.push(c);
+    }
+    for c in &mut players {
+        for i in 0..5 {
+            c.send(json!({"type": "message", "data": {"do": "add", "n": 1}, "ref": i}))
+                .await;
+        }
+    }
+    for (i, c) in players.iter_mut().enumerate() {
+        c.send(json!({"type": "message", "data": {"do": "panic"}, "ref": format!("x{i}")}))
+            .await;
+    }
+    a.wait_for_audit("auto_rollback", None).await;
+    b.wait_until_within("b follows a's rollback", Duration::from_secs(10), |h| {
+        h.active("faulty").as_deref() == Some("1.0.0")
+    })
+    .await;
+    let followed = b.wait_for_audit("fleet_decision", None).await;
+    assert_eq!(followed["version"], "1.0.0", "{followed}");
+    let swapped = loop {
+        let f = on_b.recv().await;
+        if f["type"] == "swapped" && f["version"] == "1.0.0" {
+            break f;
+        }
+    };
+    assert_eq!(swapped["version"], "1.0.0");
+}
