@@ -270,11 +270,6 @@ impl Cluster {
         &self.cfg.node
     }
 
-    /// The config.
-    pub fn config(&self) -> &ClusterConfig {
-        &self.cfg
-    }
-
     fn me(&self) -> Owner {
         Owner {
             node: self.cfg.node.clone(),
