@@ -187,7 +187,8 @@ c-guests: c-deps host
     done
 
 # The browser tests run in Debian's chromium (see `browser`); the metrics
-# tests run Debian's Prometheus and promtool (see `test-deps`).
+# tests run Debian's Prometheus and promtool, the fleet tests Debian's
+# nats-server (see `test-deps`).
 # Run all tests: unit, guests natively, end to end, browser.
 test: guests js-guests c-guests test-deps
     #!/usr/bin/env bash
@@ -236,7 +237,8 @@ guest-tests: js-sdk
 
 # The metrics tests scrape a real host with Prometheus and lint it with
 # promtool. Root and Debian only.
-# Install Debian's prometheus (promtool too) for the metrics tests if missing.
+# The fleet tests start a three-server NATS JetStream cluster on loopback.
+# Install Debian's prometheus (promtool too) and nats-server if missing.
 test-deps:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -244,7 +246,7 @@ test-deps:
     # three-server JetStream cluster on loopback).
     missing=()
     { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
-    command -v nats-server >/dev/null || missing+=(nats-server)
+    { command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ]; } || missing+=(nats-server)
     [ ${#missing[@]} -eq 0 ] && exit 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "installing ${missing[*]} for the metrics and fleet tests"
@@ -338,7 +340,7 @@ bench-durability *args: guests
 # A fleet on NATS JetStream (BENCHMARKS.md, "Fleet"): replicated `strict`
 # against SQLite in one run, then the failover of 1,000 rooms after kill -9
 # of their node. Needs Debian's nats-server. Writes target/fleet.md.
-bench-fleet *args: guests
+bench-fleet *args: guests test-deps
     cargo build --release -p respawn -p respawn-load
     target/release/respawn-load fleet --rooms 1000 --inputs 10 {{args}} | tee target/fleet.md
 

@@ -15,6 +15,19 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The `nats-server` binary: on PATH, or where Debian puts it
+/// (`/usr/sbin`, not on a regular user's PATH).
+fn nats_server() -> std::path::PathBuf {
+    let sbin = std::path::Path::new("/usr/sbin/nats-server");
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("nats-server").is_file()))
+        .unwrap_or(false);
+    if !on_path && sbin.is_file() {
+        return sbin.to_owned();
+    }
+    "nats-server".into()
+}
+
 /// `nats-server` processes forming one JetStream cluster, killed on drop.
 pub struct Nats {
     servers: Vec<Child>,
@@ -37,7 +50,7 @@ impl Nats {
         let mut servers = Vec::new();
         for (i, (port, route)) in ports.iter().enumerate() {
             let store = dir.path().join(format!("n{i}"));
-            let child = Command::new("nats-server")
+            let child = Command::new(nats_server())
                 .args([
                     "-js",
                     "-a",

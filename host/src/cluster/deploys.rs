@@ -1,6 +1,7 @@
 //! Deploy decisions across the fleet. An operator's `promote`,
-//! `rollback`, `pin` or `unpin`, and a probation's automatic rollback, are
-//! taken on one node; that node writes the game's resulting active version
+//! `rollback`, `pin` or `unpin`, a probation's automatic rollback, and a
+//! version promoted as it arrived in the modules folder, are taken on one
+//! node; that node writes the game's resulting active version
 //! and pin to the deploys bucket, and every other node makes the same
 //! version active (migrating its rooms, as a hot swap does) and pins the
 //! same way. The bucket holds the last decision per game, so a node that

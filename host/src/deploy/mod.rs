@@ -877,7 +877,10 @@ impl Deployer {
                 // active version, its stored state and its audit record
                 // change together.
                 crate::blocking::blocking(|| self.flush_audit(AUDIT_FLUSH));
-                if !matches!(trigger, Trigger::Update | Trigger::Fleet) {
+                // A version hot-loaded from the modules folder counts too:
+                // a node that starts later converges on it, not on an
+                // older decision.
+                if !matches!(trigger, Trigger::Fleet) {
                     self.decided(game);
                 }
                 Ok(Promotion {
