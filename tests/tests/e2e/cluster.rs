@@ -3,10 +3,13 @@
 //! moves its rooms to survivors with nothing acknowledged lost, and a node
 //! cut off from NATS stops serving before its rooms move.
 
+use super::durability::{Tally, count_until_cut};
 use respawn_e2e::nats::{Nats, Proxy};
 use respawn_e2e::{Client, Host, HostOptions, Transport, shared_code_cache, signed};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// A node's config: short heartbeats so tests see deaths in about a
@@ -154,63 +157,6 @@ async fn players_on_any_node_reach_the_room_and_play_tictactoe_across_the_fleet(
     assert_eq!(rooms, [1, 0, 0]);
 }
 
-/// What one counting player saw before its node died.
-struct Tally {
-    token: String,
-    last_seq: u64,
-    acked: u64,
-    /// The connection ended with `room_moved`.
-    moved: bool,
-}
-
-/// Counts `add 1` messages in `room` on `addr` until the connection ends.
-async fn count_until_cut(addr: SocketAddr, room: String) -> Tally {
-    let mut c = Client::tcp(addr).await;
-    let token = c.expect("welcome").await["resume"].as_str().unwrap().to_owned();
-    c.join("faulty", &room, "counter").await;
-    let (mut sent, mut acked, mut last_seq) = (0u64, 0u64, 0u64);
-    loop {
-        while sent < acked + 4 {
-            sent += 1;
-            let msg = json!({"type": "message", "data": {"do": "add", "n": 1}, "ref": sent});
-            if c.try_send_raw(msg.to_string().as_bytes()).await.is_err() {
-                return Tally {
-                    token,
-                    last_seq,
-                    acked,
-                    moved: false,
-                };
-            }
-        }
-        let Some(frame) = c.try_recv().await else {
-            return Tally {
-                token,
-                last_seq,
-                acked,
-                moved: false,
-            };
-        };
-        if let Some(seq) = frame["seq"].as_u64() {
-            assert_eq!(seq, last_seq + 1, "frames are numbered without a gap: {frame}");
-            last_seq = seq;
-        }
-        match frame["type"].as_str() {
-            Some("ack") => acked += 1,
-            Some("event") => {}
-            // The node lost its lease: the room moved.
-            Some("error") if frame["code"] == "room_moved" => {
-                return Tally {
-                    token,
-                    last_seq,
-                    acked,
-                    moved: true,
-                };
-            }
-            _ => panic!("unexpected frame {frame}"),
-        }
-    }
-}
-
 /// Resumes `tally`'s seat through `addr` (following `room_elsewhere`) and
 /// checks that the room holds every input the player saw acknowledged,
 /// each once.
@@ -249,11 +195,12 @@ async fn resume_and_check(addr: SocketAddr, tally: &Tally) {
     );
 }
 
-/// Counting players in `rooms` rooms created on `owner`, until `after`
-/// acknowledgements in all; then `cut` ends the owner's service.
+/// A counting player in each of `rooms` rooms created on `owner`, four
+/// messages unanswered at a time, until their connections end.
 async fn counted_rooms(owner: SocketAddr, rooms: usize) -> Vec<tokio::task::JoinHandle<Tally>> {
+    let total = Arc::new(AtomicU64::new(0));
     (0..rooms)
-        .map(|i| tokio::spawn(count_until_cut(owner, format!("r{i}"))))
+        .map(|i| tokio::spawn(count_until_cut(owner, format!("r{i}"), 4, total.clone())))
         .collect()
 }
 

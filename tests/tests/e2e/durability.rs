@@ -7,31 +7,47 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// What one player of a counted stream saw before the host died.
-struct Tally {
-    token: String,
-    last_seq: u64,
-    acked: u64,
+/// What one player of a counted stream saw before its host died (or, in a
+/// fleet, before its node gave the room up).
+pub(crate) struct Tally {
+    pub(crate) token: String,
+    pub(crate) last_seq: u64,
+    pub(crate) acked: u64,
+    /// The connection ended with `room_moved` (a fleet's node lost its
+    /// lease), not with the connection dying.
+    pub(crate) moved: bool,
 }
 
 /// Joins `room` of the counting game and sends `add 1` messages, up to
-/// `window` unanswered at a time, until the connection dies; counts the
-/// acknowledgements and the last `seq` seen.
-async fn count_until_cut(addr: std::net::SocketAddr, room: String, window: u64, total: Arc<AtomicU64>) -> Tally {
+/// `window` unanswered at a time, until the connection dies or the room
+/// moves; counts the acknowledgements (also into `total`) and the last
+/// `seq` seen.
+pub(crate) async fn count_until_cut(
+    addr: std::net::SocketAddr,
+    room: String,
+    window: u64,
+    total: Arc<AtomicU64>,
+) -> Tally {
     let mut c = Client::tcp(addr).await;
     let token = c.expect("welcome").await["resume"].as_str().unwrap().to_owned();
     c.join("faulty", &room, "counter").await;
     let (mut sent, mut acked, mut last_seq) = (0u64, 0u64, 0u64);
+    let tally = |token, last_seq, acked, moved| Tally {
+        token,
+        last_seq,
+        acked,
+        moved,
+    };
     loop {
         while sent < acked + window {
             sent += 1;
             let msg = json!({"type": "message", "data": {"do": "add", "n": 1}, "ref": sent});
             if c.try_send_raw(msg.to_string().as_bytes()).await.is_err() {
-                return Tally { token, last_seq, acked };
+                return tally(token, last_seq, acked, false);
             }
         }
         let Some(frame) = c.try_recv().await else {
-            return Tally { token, last_seq, acked };
+            return tally(token, last_seq, acked, false);
         };
         if let Some(seq) = frame["seq"].as_u64() {
             assert_eq!(seq, last_seq + 1, "frames are numbered without a gap: {frame}");
@@ -43,6 +59,7 @@ async fn count_until_cut(addr: std::net::SocketAddr, room: String, window: u64, 
                 total.fetch_add(1, Ordering::Relaxed);
             }
             Some("event") => {}
+            Some("error") if frame["code"] == "room_moved" => return tally(token, last_seq, acked, true),
             _ => panic!("unexpected frame {frame}"),
         }
     }
@@ -105,6 +122,8 @@ async fn counted_stream_then_kill(config: &str, after: u64) -> (Host, Vec<Tally>
     for p in players {
         tallies.push(p.await.expect("player"));
     }
+    // One host: nothing is ever moved, only cut.
+    assert!(tallies.iter().all(|t| !t.moved), "room_moved from a single host");
     (host.restart(), tallies)
 }
 
