@@ -112,11 +112,6 @@ impl JetStreamBackend {
     }
 }
 
-/// The key of a game's storage key in the kv bucket.
-fn kv_key(game: &str, key: &str) -> String {
-    format!("{game}.{}", crate::util::hex(key.as_bytes()))
-}
-
 impl Backend for JetStreamBackend {
     fn load(&mut self) -> Result<Loaded, StorageError> {
         let cluster = self.cluster.clone();
@@ -444,7 +439,7 @@ async fn write_kv(cluster: &Cluster, writes: &[(&str, &KvWrites)]) -> Result<(),
     let mut puts = Vec::new();
     for (game, writes) in writes {
         for (key, value) in writes.iter() {
-            let k = kv_key(game, key);
+            let k = super::names::scoped_key(game, key);
             puts.push(async move {
                 match value {
                     Some(v) => {
@@ -478,7 +473,7 @@ async fn write_bans(cluster: &Cluster, ops: &[&Op]) -> Result<(), String> {
     for op in ops {
         let written = match op {
             Op::Ban(ban) => {
-                let key = format!("{BANS}.{}", crate::util::hex(ban.user.as_bytes()));
+                let key = super::names::scoped_key(BANS, &ban.user);
                 let value = serde_json::to_vec(ban).map_err(|e| e.to_string())?;
                 cluster
                     .kv
@@ -488,7 +483,7 @@ async fn write_bans(cluster: &Cluster, ops: &[&Op]) -> Result<(), String> {
                     .map_err(|e| e.to_string())
             }
             Op::Unban { user } => {
-                let key = format!("{BANS}.{}", crate::util::hex(user.as_bytes()));
+                let key = super::names::scoped_key(BANS, user);
                 cluster.kv.delete(key).await.map_err(|e| e.to_string())
             }
             _ => Ok(()),
@@ -527,8 +522,9 @@ struct KvRow {
 
 /// A kv bucket entry as the game-storage write it records.
 fn kv_row(entry: &kv::Entry) -> Option<KvRow> {
-    let (game, hex) = entry.key.split_once('.')?;
-    let room = super::names::parse_room_key(&format!("{game}.{hex}"))?;
+    // A game's storage key reads back as a room's would (`scoped_key`);
+    // `_bans` keys are not a game's and read as nothing.
+    let room = super::names::parse_room_key(&entry.key)?;
     let value = match entry.operation {
         kv::Operation::Put => {
             let (writer, v) = entry.value.split_at_checked(8)?;

@@ -6,7 +6,14 @@ use crate::storage::RoomRef;
 
 /// The key of a room in the ownership bucket, and the tail of its subject.
 pub fn room_key(room: &RoomRef) -> String {
-    format!("{}.{}", room.game, crate::util::hex(room.room.as_bytes()))
+    scoped_key(&room.game, &room.room)
+}
+
+/// `scope.<name in hex>`: a key or subject tail for any name under a safe
+/// scope (a game, for its rooms and its storage keys; `_bans`). Read back
+/// by [`parse_room_key`] when the scope is a game.
+pub fn scoped_key(scope: &str, name: &str) -> String {
+    format!("{scope}.{}", crate::util::hex(name.as_bytes()))
 }
 
 /// The room a [`room_key`] names; `None` for a key this host did not write.
