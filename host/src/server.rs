@@ -207,6 +207,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         });
         tokio::spawn(crate::cluster::journal::follow_kv(c.clone(), kv));
         crate::cluster::deploys::start(c.clone(), deployer.clone());
+        crate::cluster::modules::start(
+            c.clone(),
+            deployer.clone(),
+            state_dir.join("fleet-modules"),
+            config.slots.keep,
+        );
         tracing::info!(node = c.node(), "joined the fleet");
     }
     // Players can connect from here on.

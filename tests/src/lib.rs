@@ -50,6 +50,26 @@ pub fn respawn_bin() -> PathBuf {
     .clone()
 }
 
+/// Every thread's stack of a running process, from gdb when it is
+/// installed: what a hang in CI leaves to read.
+fn thread_stacks(pid: u32) -> String {
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            "gdb",
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt 40",
+        ])
+        .output();
+    match out {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Err(e) => format!("(no stacks: {e})"),
+    }
+}
+
 /// A compiled guest component from `just guests`.
 pub fn guest(name: &str) -> PathBuf {
     let path = workspace().join("target/guests").join(format!("{name}.wasm"));
@@ -371,11 +391,22 @@ impl Host {
         while ws.is_none() || tcp.is_none() || admin.is_none() || web.is_none() {
             let line = match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(line) => line,
-                Err(_) => {
+                Err(e) => {
+                    // A host that hangs says where: every thread's stack.
+                    let stacks = match e {
+                        std::sync::mpsc::RecvTimeoutError::Timeout => thread_stacks(child.id()),
+                        std::sync::mpsc::RecvTimeoutError::Disconnected => {
+                            format!("(the host closed its stdout: {:?})", child.wait())
+                        }
+                    };
                     let _ = child.kill();
                     let _ = child.wait();
                     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    return Err(("no listening lines on stdout".into(), log, dir));
+                    return Err((
+                        "no listening lines on stdout".into(),
+                        format!("{log}\n--- the host's threads ---\n{stacks}"),
+                        dir,
+                    ));
                 }
             };
             let mut parts = line.split_whitespace();

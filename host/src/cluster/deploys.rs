@@ -5,8 +5,9 @@
 //! and pin to the deploys bucket, and every other node makes the same
 //! version active (migrating its rooms, as a hot swap does) and pins the
 //! same way. The bucket holds the last decision per game, so a node that
-//! starts or comes back converges on it too. Modules themselves are not
-//! shipped: each node loads and verifies them from its own modules folder.
+//! starts or comes back converges on it too. The modules themselves travel
+//! through [`super::modules`]; a decision naming a version not here yet is
+//! applied when it arrives.
 
 use super::Cluster;
 use crate::deploy::{Deployer, Trigger};
@@ -54,7 +55,7 @@ async fn publish(cluster: Arc<Cluster>, deployer: Arc<Deployer>, mut decided: mp
         let Ok(value) = serde_json::to_vec(&decision) else {
             continue;
         };
-        match cluster.deploys.put(&game, value.into()).await {
+        match cluster.stores.deploys.put(&game, value.into()).await {
             Ok(_) => {
                 tracing::info!(%game, version = %decision.active, pinned = decision.pinned, "decision passed on to the fleet")
             }
@@ -68,7 +69,7 @@ async fn publish(cluster: Arc<Cluster>, deployer: Arc<Deployer>, mut decided: mp
 /// Applies the other nodes' decisions for as long as the host runs.
 async fn follow(cluster: Arc<Cluster>, deployer: Arc<Deployer>) {
     loop {
-        match cluster.deploys.watch_with_history(">").await {
+        match cluster.stores.deploys.watch_with_history(">").await {
             Ok(mut watch) => {
                 while let Some(Ok(entry)) = watch.next().await {
                     if entry.operation != async_nats::jetstream::kv::Operation::Put {
@@ -90,6 +91,19 @@ async fn follow(cluster: Arc<Cluster>, deployer: Arc<Deployer>) {
     }
 }
 
+/// Applies the fleet's last decision on `game` again: a version it names
+/// may have just arrived here.
+pub(super) async fn reapply(cluster: &Cluster, deployer: &Arc<Deployer>, game: &str) {
+    let Ok(Some(value)) = cluster.stores.deploys.get(game).await else {
+        return;
+    };
+    if let Ok(d) = serde_json::from_slice::<Decision>(&value)
+        && !(d.node == cluster.cfg.node && d.incarnation == cluster.incarnation.load(Ordering::Acquire))
+    {
+        apply(deployer, game, &d).await;
+    }
+}
+
 async fn apply(deployer: &Arc<Deployer>, game: &str, d: &Decision) {
     let Ok(version) = d.active.parse::<semver::Version>() else {
         tracing::warn!(%game, version = %d.active, "the fleet's decision names no version");
@@ -100,7 +114,7 @@ async fn apply(deployer: &Arc<Deployer>, game: &str, d: &Decision) {
         if games.get(game, &version).is_err() {
             tracing::warn!(
                 %game, %version, node = %d.node,
-                "the fleet made a version active that this node has not loaded: drop it into the modules folder"
+                "the fleet made a version active that this node has not loaded yet; it follows once the version arrives"
             );
             return;
         }

@@ -49,7 +49,7 @@ pub(super) async fn adopt(cluster: &Cluster, room: &RoomRef, rev: u64) -> Result
         )));
     }
     let key = room_key(room);
-    let owner_rev = match cluster.owners.update(&key, cluster.owner_value(), rev).await {
+    let owner_rev = match cluster.stores.owners.update(&key, cluster.owner_value(), rev).await {
         Ok(r) => r,
         Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => return Ok(false),
         Err(e) => return Err(engine(e)),
@@ -122,6 +122,7 @@ async fn read_room(cluster: &Cluster, room: &RoomRef) -> Result<(Replayed, u64),
     let (mut from, mut last) = (1, 0);
     loop {
         let got = cluster
+            .stores
             .stream
             .raw_message_builder()
             .sequence(from)
@@ -208,7 +209,7 @@ pub(super) async fn run(cluster: Arc<Cluster>) {
 /// link comes back.
 async fn follow_owners(cluster: Arc<Cluster>, owners: Arc<Mutex<HashMap<RoomRef, (Owner, u64)>>>) {
     loop {
-        match cluster.owners.watch_with_history(">").await {
+        match cluster.stores.owners.watch_with_history(">").await {
             Ok(mut watch) => {
                 while let Some(Ok(entry)) = watch.next().await {
                     let Some(room) = parse_room_key(&entry.key) else {

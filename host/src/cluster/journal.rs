@@ -121,7 +121,7 @@ impl Backend for JetStreamBackend {
             .map_err(|e| self.error(format!("{e:#}")))?;
         let bans = cluster
             .rt
-            .block_on(load_bans(&cluster.kv))
+            .block_on(load_bans(&cluster.stores.kv))
             .map_err(|e| self.error(format!("{e:#}")))?;
         Ok(Loaded {
             kv,
@@ -247,6 +247,7 @@ async fn write_room(cluster: &Cluster, room: &RoomRef, log: Option<RoomLog>, ops
                 Err(e) => return RoomOutcome::Failed(e.to_string()),
             };
             match cluster
+                .stores
                 .owners
                 .create(super::names::room_key(room), cluster.owner_value())
                 .await
@@ -343,7 +344,7 @@ async fn write_room(cluster: &Cluster, room: &RoomRef, log: Option<RoomLog>, ops
     let room_key = super::names::room_key(room);
     let seats = seats_put
         .iter()
-        .map(|h| cluster.seats.put(h, room_key.clone().into_bytes().into()))
+        .map(|h| cluster.stores.seats.put(h, room_key.clone().into_bytes().into()))
         .collect::<Vec<_>>();
     for r in futures_util::future::join_all(seats).await {
         if let Err(e) = r {
@@ -351,7 +352,7 @@ async fn write_room(cluster: &Cluster, room: &RoomRef, log: Option<RoomLog>, ops
         }
     }
     for h in seats_gone {
-        let _ = cluster.seats.purge(&h).await;
+        let _ = cluster.stores.seats.purge(&h).await;
     }
     RoomOutcome::Written(log)
 }
@@ -404,11 +405,16 @@ pub(super) async fn publish(
 async fn close(cluster: &Cluster, room: &RoomRef, log: &RoomLog) -> Result<(), RoomOutcome> {
     let key = super::names::room_key(room);
     // Only this node's claim: one taken over meanwhile stays.
-    match cluster.owners.purge_expect_revision(&key, Some(log.owner_rev)).await {
+    match cluster
+        .stores
+        .owners
+        .purge_expect_revision(&key, Some(log.owner_rev))
+        .await
+    {
         Ok(()) => {}
         Err(e) if e.kind() == kv::PurgeErrorKind::WrongLastRevision => {
             // Released already (a retried commit), or another node's now.
-            match cluster.owners.entry(key.clone()).await {
+            match cluster.stores.owners.entry(key.clone()).await {
                 Ok(Some(e)) if e.operation == kv::Operation::Put => return Err(RoomOutcome::Fenced),
                 Ok(_) => {}
                 Err(e) => return Err(RoomOutcome::Failed(format!("releasing the room: {e}"))),
@@ -418,6 +424,7 @@ async fn close(cluster: &Cluster, room: &RoomRef, log: &RoomLog) -> Result<(), R
     }
     // Only its records: a node that claims the name next writes after.
     let purge = cluster
+        .stores
         .stream
         .purge()
         .filter(cluster.names.room_subject(room))
@@ -426,7 +433,7 @@ async fn close(cluster: &Cluster, room: &RoomRef, log: &RoomLog) -> Result<(), R
         tracing::warn!(game = %room.game, room = %room.room, "the closed room's records stay: {e}");
     }
     for hash in log.seats.values() {
-        let _ = cluster.seats.purge(hash).await;
+        let _ = cluster.stores.seats.purge(hash).await;
     }
     Ok(())
 }
@@ -447,13 +454,14 @@ async fn write_kv(cluster: &Cluster, writes: &[(&str, &KvWrites)]) -> Result<(),
                         bytes.extend_from_slice(&me.to_be_bytes());
                         bytes.extend_from_slice(v);
                         cluster
+                            .stores
                             .kv
                             .put(k, bytes.into())
                             .await
                             .map(drop)
                             .map_err(|e| e.to_string())
                     }
-                    None => cluster.kv.delete(k).await.map_err(|e| e.to_string()),
+                    None => cluster.stores.kv.delete(k).await.map_err(|e| e.to_string()),
                 }
             });
         }
@@ -476,6 +484,7 @@ async fn write_bans(cluster: &Cluster, ops: &[&Op]) -> Result<(), String> {
                 let key = super::names::scoped_key(BANS, &ban.user);
                 let value = serde_json::to_vec(ban).map_err(|e| e.to_string())?;
                 cluster
+                    .stores
                     .kv
                     .put(key, value.into())
                     .await
@@ -484,7 +493,7 @@ async fn write_bans(cluster: &Cluster, ops: &[&Op]) -> Result<(), String> {
             }
             Op::Unban { user } => {
                 let key = super::names::scoped_key(BANS, user);
-                cluster.kv.delete(key).await.map_err(|e| e.to_string())
+                cluster.stores.kv.delete(key).await.map_err(|e| e.to_string())
             }
             _ => Ok(()),
         };
@@ -560,7 +569,7 @@ pub(super) async fn load_kv(store: &kv::Store) -> anyhow::Result<Vec<(String, St
 /// Applies the fleet's writes to games' storage in the bucket's order.
 pub async fn follow_kv(cluster: Arc<Cluster>, spaces: Arc<crate::storage::kv::KvSpaces>) {
     loop {
-        match cluster.kv.watch_with_history(">").await {
+        match cluster.stores.kv.watch_with_history(">").await {
             Ok(mut watch) => {
                 while let Some(Ok(entry)) = watch.next().await {
                     let Some(KvRow { game, key, value }) = kv_row(&entry) else {

@@ -142,10 +142,10 @@ fn record(entry: &async_nats::jetstream::kv::Entry) -> Option<NodeRecord> {
 
 /// Reads every node's last heartbeat, aged by when it was stored.
 pub(super) async fn prime(cluster: &Cluster) -> anyhow::Result<()> {
-    let mut keys = cluster.nodes.keys().await?;
+    let mut keys = cluster.stores.nodes.keys().await?;
     while let Some(key) = keys.next().await {
         let key = key?;
-        if let Some(entry) = cluster.nodes.entry(key).await?
+        if let Some(entry) = cluster.stores.nodes.entry(key).await?
             && let Some(r) = record(&entry)
         {
             cluster.view.saw(r, age(&entry));
@@ -158,7 +158,7 @@ pub(super) async fn prime(cluster: &Cluster) -> anyhow::Result<()> {
 /// after the link comes back).
 pub(super) async fn watch_nodes(cluster: Arc<Cluster>) {
     loop {
-        match cluster.nodes.watch_with_history(">").await {
+        match cluster.stores.nodes.watch_with_history(">").await {
             Ok(mut watch) => {
                 while let Some(Ok(entry)) = watch.next().await {
                     if let Some(r) = record(&entry) {

@@ -19,6 +19,7 @@ pub mod deploys;
 pub mod failover;
 pub mod journal;
 pub mod membership;
+pub mod modules;
 pub mod names;
 pub mod record;
 
@@ -102,12 +103,7 @@ pub struct Cluster {
     /// Where players reach this node (set once the listeners are bound).
     address: Mutex<NodeAddress>,
     js: jetstream::Context,
-    stream: stream::Stream,
-    nodes: kv::Store,
-    owners: kv::Store,
-    seats: kv::Store,
-    kv: kv::Store,
-    deploys: kv::Store,
+    stores: Stores,
     /// What the backend knows of each room this node owns.
     logs: Mutex<HashMap<RoomRef, journal::RoomLog>>,
     /// Rooms whose ownership is being decided here (see `room_lock`).
@@ -121,10 +117,9 @@ pub struct Cluster {
     rt: tokio::runtime::Handle,
 }
 
-/// The fleet's stream and buckets (nodes, owners, seats, games' storage,
-/// deploy decisions),
-/// created with `replicas` copies by the first node to start.
-async fn open(js: &jetstream::Context, cfg: &ClusterConfig, names: &Names) -> anyhow::Result<Opened> {
+/// The fleet's stream, buckets and object store, created with `replicas`
+/// copies by the first node to start.
+async fn open(js: &jetstream::Context, cfg: &ClusterConfig, names: &Names) -> anyhow::Result<Stores> {
     let stream = js
         .get_or_create_stream(stream::Config {
             name: names.rooms_stream(),
@@ -170,24 +165,61 @@ async fn open(js: &jetstream::Context, cfg: &ClusterConfig, names: &Names) -> an
     let seats = bucket(names.seats_bucket(), Duration::ZERO).await?;
     let kv = bucket(names.kv_bucket(), Duration::ZERO).await?;
     let deploys = bucket(names.deploys_bucket(), Duration::ZERO).await?;
-    Ok(Opened {
+    let modules = modules_store(js, cfg, &names.modules_bucket()).await?;
+    Ok(Stores {
         stream,
         nodes,
         owners,
         seats,
         kv,
         deploys,
+        modules,
     })
 }
 
-/// The fleet's stream and buckets, opened.
-struct Opened {
+/// An object store's stream made by hand, as JetStream's convention has
+/// it (async-nats's own creation sends fields a 2.9 server refuses).
+async fn modules_store(
+    js: &jetstream::Context,
+    cfg: &ClusterConfig,
+    name: &str,
+) -> anyhow::Result<jetstream::object_store::ObjectStore> {
+    if let Ok(store) = js.get_object_store(name).await {
+        return Ok(store);
+    }
+    js.get_or_create_stream(stream::Config {
+        name: format!("OBJ_{name}"),
+        subjects: vec![format!("$O.{name}.C.>"), format!("$O.{name}.M.>")],
+        storage: stream::StorageType::File,
+        num_replicas: cfg.replicas,
+        allow_rollup: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("creating the JetStream object store {name}"))?;
+    js.get_object_store(name)
+        .await
+        .with_context(|| format!("opening the JetStream object store {name}"))
+}
+
+/// The fleet's stream, buckets and object store, opened.
+struct Stores {
+    /// Every room's records.
     stream: stream::Stream,
+    /// The nodes' heartbeats.
     nodes: kv::Store,
+    /// Who owns each room.
     owners: kv::Store,
+    /// Which room each resume token's seat is in.
     seats: kv::Store,
+    /// The games' storage.
     kv: kv::Store,
+    /// The last deploy decision per game.
     deploys: kv::Store,
+    /// The signed modules the nodes loaded.
+    modules: jetstream::object_store::ObjectStore,
 }
 
 impl Cluster {
@@ -206,14 +238,7 @@ impl Cluster {
         // NATS may still be electing its JetStream leaders (a fleet and its
         // NATS cluster starting together): wait for it, a while.
         let waiting = Instant::now();
-        let Opened {
-            stream,
-            nodes,
-            owners,
-            seats,
-            kv,
-            deploys,
-        } = loop {
+        let stores = loop {
             match open(&js, cfg, &names).await {
                 Ok(opened) => break opened,
                 Err(e) if waiting.elapsed() < JETSTREAM_WAIT => {
@@ -235,12 +260,7 @@ impl Cluster {
             incarnation: AtomicU64::new(membership::new_incarnation()),
             address,
             js,
-            stream,
-            nodes,
-            owners,
-            seats,
-            kv,
-            deploys,
+            stores,
             logs: Mutex::new(HashMap::new()),
             placing: Mutex::new(HashMap::new()),
             view: View::default(),
@@ -303,7 +323,7 @@ impl Cluster {
         // join and the failover loop, never adopt or start it twice.
         let _room = self.room_lock(room).await;
         for _ in 0..4 {
-            let entry = self.owners.entry(key.clone()).await.map_err(engine)?;
+            let entry = self.stores.owners.entry(key.clone()).await.map_err(engine)?;
             let current = entry.filter(|e| e.operation == kv::Operation::Put);
             let Some(entry) = current else {
                 if let Some(rev) = self.claim_free(&key).await? {
@@ -356,7 +376,7 @@ impl Cluster {
     /// Claims a room nobody owns; `None` if it did not work (another node
     /// was quicker, or the request failed): the caller looks again.
     async fn claim_free(&self, key: &str) -> Result<Option<u64>, ClusterError> {
-        match self.owners.create(key, self.owner_value()).await {
+        match self.stores.owners.create(key, self.owner_value()).await {
             Ok(rev) => Ok(Some(rev)),
             Err(e) => {
                 tracing::debug!(room = key, "claiming the room did not work: {e}");
@@ -381,6 +401,7 @@ impl Cluster {
     /// The sequence of the last record on a room's subject (0: none).
     async fn last_seq(&self, room: &RoomRef) -> Result<u64, ClusterError> {
         match self
+            .stores
             .stream
             .get_last_raw_message_by_subject(&self.names.room_subject(room))
             .await
@@ -394,7 +415,7 @@ impl Cluster {
     /// Where a seat's room is, from its resume token's hash: `None` if the
     /// fleet knows no such seat.
     pub async fn locate_seat(&self, token_hash: &str) -> Result<Option<(RoomRef, Place)>, ClusterError> {
-        let Some(value) = self.seats.get(token_hash).await.map_err(engine)? else {
+        let Some(value) = self.stores.seats.get(token_hash).await.map_err(engine)? else {
             return Ok(None);
         };
         let Some(room) = std::str::from_utf8(&value).ok().and_then(names::parse_room_key) else {
@@ -406,7 +427,7 @@ impl Cluster {
 
     /// The games' storage as the fleet holds it, for the start.
     pub async fn load_kv(&self) -> anyhow::Result<Vec<(String, String, Vec<u8>)>> {
-        journal::load_kv(&self.kv).await
+        journal::load_kv(&self.stores.kv).await
     }
 
     /// The nodes of the fleet, for `respawn status`.
@@ -427,7 +448,7 @@ impl Cluster {
             host: env!("CARGO_PKG_VERSION").into(),
         };
         let value = serde_json::to_vec(&record).map_err(engine)?;
-        let put = self.nodes.put(&self.cfg.node, value.into());
+        let put = self.stores.nodes.put(&self.cfg.node, value.into());
         // Within a heartbeat, so a lapsed lease is noticed in time.
         match tokio::time::timeout(Duration::from_millis(self.cfg.heartbeat_ms), put).await {
             Ok(Ok(_)) => {

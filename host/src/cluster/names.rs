@@ -87,6 +87,11 @@ impl Names {
     pub fn kv_bucket(&self) -> String {
         format!("{}_kv", self.prefix)
     }
+
+    /// The object store of the signed modules the nodes loaded.
+    pub fn modules_bucket(&self) -> String {
+        format!("{}_modules", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -230,10 +230,16 @@ pub struct Deployer {
     /// Told of each decision on a game's active version or pin taken here
     /// (see [`Deployer::on_decision`]).
     on_decision: std::sync::OnceLock<DecisionHook>,
+    /// Told of each version loaded into the slots (see
+    /// [`Deployer::on_loaded`]).
+    on_loaded: std::sync::OnceLock<LoadedHook>,
 }
 
 /// Told the game of each decision (see [`Deployer::on_decision`]).
 type DecisionHook = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Told of each version loaded (see [`Deployer::on_loaded`]).
+type LoadedHook = Box<dyn Fn(&Arc<GameModule>) + Send + Sync>;
 
 impl Deployer {
     /// Wires the deployment path.
@@ -267,6 +273,7 @@ impl Deployer {
             gates: Mutex::new(BTreeMap::new()),
             shadowing: std::sync::atomic::AtomicBool::new(false),
             on_decision: std::sync::OnceLock::new(),
+            on_loaded: std::sync::OnceLock::new(),
             canaries: Mutex::new(BTreeMap::new()),
         }
     }
@@ -390,6 +397,9 @@ impl Deployer {
             });
         }
         tracing::info!(game = %module.name, version = %module.version, signer = module.source.signer().unwrap_or("UNSIGNED"), "version loaded");
+        if let Some(tell) = self.on_loaded.get() {
+            tell(&module);
+        }
         self.count(|c| c.loaded += 1);
         self.audit.record(AuditEntry {
             event: "load",
@@ -512,11 +522,52 @@ impl Deployer {
     /// `Ok(None)`: nothing loaded now (already loaded, or the file looks
     /// incomplete and is looked at again after the settle time).
     pub async fn offer(self: &Arc<Self>, file: &Path) -> Result<Option<Loaded>, Rejection> {
+        let Some((module, mut loaded)) = self.load(file, true).await? else {
+            return Ok(None);
+        };
+        if self.games.pinned(&module.name) {
+            tracing::info!(game = %module.name, version = %module.version, "loaded, not promoted: the game is pinned");
+            return Ok(Some(loaded));
+        }
+        if let Some(mark) = lock(&self.high_water)
+            .get(&module.name)
+            .filter(|m| module.version <= **m)
+        {
+            tracing::warn!(game = %module.name, version = %module.version, high_water = %mark, "loaded, not promoted: a newer version was active before; promote or roll back to it explicitly");
+            return Ok(Some(loaded));
+        }
+        if self.is_bad(&module.name, &module.version) {
+            tracing::warn!(game = %module.name, version = %module.version, "loaded, not promoted: this version was rolled back automatically; promote it explicitly");
+            return Ok(Some(loaded));
+        }
+        match self.promote(&module.name, &module.version, Trigger::Update).await {
+            Ok(p) => loaded.promotion = Some(p),
+            Err(e) => tracing::error!(game = %module.name, "update not promoted: {e}"),
+        }
+        Ok(Some(loaded))
+    }
+
+    /// A version another node of the fleet loaded: verified against this
+    /// host's own trust folder and compiled like any file, never promoted
+    /// here (which version runs is the fleet's decision). `Ok(None)`:
+    /// already loaded.
+    pub async fn offer_from_fleet(self: &Arc<Self>, file: &Path) -> Result<Option<Arc<GameModule>>, Rejection> {
+        Ok(self.load(file, false).await?.map(|(module, _)| module))
+    }
+
+    /// Verifies, admits and compiles `file` into the slots. A file from the
+    /// modules folder (`from_folder`) may still be arriving, and may not be
+    /// older than the active version.
+    async fn load(
+        self: &Arc<Self>,
+        file: &Path,
+        from_folder: bool,
+    ) -> Result<Option<(Arc<GameModule>, Loaded)>, Rejection> {
         let t0 = Instant::now();
         let before = file_stamp(file);
         let verified = match crate::blocking::blocking(|| loader::read_verified(&self.trust(), file)) {
             Ok(v) => v,
-            Err(why) if why.code() == "truncated" && !self.settle.is_zero() => {
+            Err(why) if from_folder && why.code() == "truncated" && !self.settle.is_zero() => {
                 // Maybe still being copied: refused only if it stays as it
                 // is; if it changes, the watcher offers it again.
                 tracing::info!(file = %file.display(), settle = ?self.settle, "the file looks incomplete; looking again before refusing it");
@@ -535,7 +586,7 @@ impl Deployer {
             }
         };
         let verify_ms = ms(t0);
-        match self.games.admit(&verified, true) {
+        match self.games.admit(&verified, from_folder) {
             Ok(true) => {}
             Ok(false) => {
                 tracing::debug!(file = %file.display(), "already loaded");
@@ -564,34 +615,14 @@ impl Deployer {
                 return Err(why);
             }
         };
-        let compile_ms = ms(t1);
-        let mut loaded = Loaded {
+        let loaded = Loaded {
             game: module.name.clone(),
             version: module.version.to_string(),
             verify_ms,
-            compile_ms,
+            compile_ms: ms(t1),
             promotion: None,
         };
-        if self.games.pinned(&module.name) {
-            tracing::info!(game = %module.name, version = %module.version, "loaded, not promoted: the game is pinned");
-            return Ok(Some(loaded));
-        }
-        if let Some(mark) = lock(&self.high_water)
-            .get(&module.name)
-            .filter(|m| module.version <= **m)
-        {
-            tracing::warn!(game = %module.name, version = %module.version, high_water = %mark, "loaded, not promoted: a newer version was active before; promote or roll back to it explicitly");
-            return Ok(Some(loaded));
-        }
-        if self.is_bad(&module.name, &module.version) {
-            tracing::warn!(game = %module.name, version = %module.version, "loaded, not promoted: this version was rolled back automatically; promote it explicitly");
-            return Ok(Some(loaded));
-        }
-        match self.promote(&module.name, &module.version, Trigger::Update).await {
-            Ok(p) => loaded.promotion = Some(p),
-            Err(e) => tracing::error!(game = %module.name, "update not promoted: {e}"),
-        }
-        Ok(Some(loaded))
+        Ok(Some((module, loaded)))
     }
 
     /// Runs `work` as a job the host owns: it runs to its end even if the
@@ -1032,6 +1063,12 @@ impl Deployer {
     /// passes them on to its other nodes.
     pub fn on_decision(&self, decision: impl Fn(&str) + Send + Sync + 'static) {
         let _ = self.on_decision.set(Box::new(decision));
+    }
+
+    /// Has `loaded` told of every version loaded into the slots from now
+    /// on: a fleet ships them to its other nodes.
+    pub fn on_loaded(&self, loaded: impl Fn(&Arc<GameModule>) + Send + Sync + 'static) {
+        let _ = self.on_loaded.set(Box::new(loaded));
     }
 
     fn decided(&self, game: &str) {

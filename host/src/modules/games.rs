@@ -275,6 +275,19 @@ impl Games {
         Ok(before)
     }
 
+    /// Every loaded version of every game.
+    pub fn modules(&self) -> Vec<Arc<GameModule>> {
+        self.read()
+            .values()
+            .flat_map(|e| {
+                e.slots
+                    .versions()
+                    .filter_map(|(v, _)| e.slots.get(v).cloned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// The newest loaded version of a game.
     pub fn newest(&self, game: &str) -> Option<Version> {
         self.read().get(game)?.slots.newest().cloned()

@@ -5,7 +5,7 @@
 
 use super::durability::{Tally, count_until_cut};
 use respawn_e2e::nats::{Nats, Proxy};
-use respawn_e2e::{Client, Host, HostOptions, Transport, shared_code_cache, signed};
+use respawn_e2e::{Client, Host, HostOptions, Transport, shared_code_cache, sign_with, signed};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -325,6 +325,14 @@ async fn a_rollback_on_one_node_rolls_the_fleet_back_while_players_play_and_pins
         h.wait_until("2.0.0 is active", |h| h.active("faulty").as_deref() == Some("2.0.0"))
             .await;
     }
+    // Node c starts later with 1.0.0 only in its modules folder.
+    let start_c = || {
+        Host::start_with(HostOptions {
+            games: &["faulty"],
+            config: &node_config("c", &nats.toml_urls()),
+            ..Default::default()
+        })
+    };
     // A player on node b counts; the operator rolls back on node a.
     let mut p = b.client(Transport::Tcp).await;
     p.join("faulty", "live", "p").await;
@@ -368,11 +376,43 @@ async fn a_rollback_on_one_node_rolls_the_fleet_back_while_players_play_and_pins
         h.game("faulty")["pinned"] == true
     })
     .await;
-    let c = start("c");
+    // A version signed by a key node a trusts and node b does not: a
+    // loads it (pinned: not promoted) and ships it; b verifies it against
+    // its own trust folder and refuses it.
+    let other = respawn_signing::SecretKey::generate().expect("key");
+    std::fs::write(a.trust_dir().join("other.pub"), other.public().to_openssh("other")).expect("trust");
+    a.wait_for_audit("trust_changed", Some("key_added")).await;
+    let faulty = std::fs::read(respawn_e2e::guest("faulty")).expect("guest");
+    a.drop_module("faulty-3.wasm", &sign_with(&faulty, &other, "faulty", "3.0.0"));
+    a.wait_until("a loads 3.0.0", |h| has_version(h, "faulty", "3.0.0"))
+        .await;
+    let refused = b.wait_for_audit("reject", Some("untrusted_signer")).await;
+    // An unverified file names no version: the fleet's file name does.
+    assert!(
+        refused["file"]
+            .as_str()
+            .is_some_and(|f| f.contains("fleet-modules/faulty-3.0.0-")),
+        "{refused}"
+    );
+    let c = start_c();
     c.wait_until_within("c converges", Duration::from_secs(10), |h| {
         h.active("faulty").as_deref() == Some("1.0.0") && h.game("faulty")["pinned"] == true
     })
     .await;
+    // c has 2.0.0 from the fleet, to roll forward to.
+    c.wait_until_within("c has 2.0.0 from the fleet", Duration::from_secs(10), |h| {
+        has_version(h, "faulty", "2.0.0")
+    })
+    .await;
+    assert!(!has_version(&b, "faulty", "3.0.0"));
+    assert!(!has_version(&c, "faulty", "3.0.0"));
+}
+
+/// Whether `host` has `version` of `game` in its slots.
+fn has_version(host: &Host, game: &str, version: &str) -> bool {
+    host.game(game)["versions"]
+        .as_array()
+        .is_some_and(|vs| vs.iter().any(|v| v["version"] == version))
 }
 
 #[tokio::test]
@@ -392,12 +432,11 @@ async fn a_probation_failing_on_one_node_rolls_the_whole_fleet_back() {
     for h in [&a, &b] {
         wait_nodes_up(h, 2).await;
     }
-    // 1.1.0 arrives on both nodes, each promotes it and watches it.
+    // 1.1.0 is dropped on node a only: a promotes it, b receives it
+    // through the fleet, verifies it, and follows a's decision.
     let mut on_b = b.client(Transport::Tcp).await;
     on_b.join("faulty", "calm", "b").await;
-    for h in [&a, &b] {
-        h.drop_module("faulty-1.1.0.wasm", &signed("faulty", "faulty", "1.1.0"));
-    }
+    a.drop_module("faulty-1.1.0.wasm", &signed("faulty", "faulty", "1.1.0"));
     for h in [&a, &b] {
         h.wait_until("1.1.0 is active", |h| h.active("faulty").as_deref() == Some("1.1.0"))
             .await;
