@@ -20,8 +20,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Rooms one node adopts at once.
-const ADOPTING: usize = 256;
+/// JetStream requests one adoption has under way at once.
+const CONCURRENT_REQUESTS: usize = 128;
+
+/// The longest one pass over the rooms' stream may take.
+const READ_ALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The parts of the host adoption hands rooms and seats to.
 pub struct Host {
@@ -115,6 +118,184 @@ pub(super) async fn recover_owned(
     )))
 }
 
+/// Takes over many orphaned rooms at once (each with the revision of its
+/// dead owner's claim), as [`adopt`] does one: the claims are made
+/// concurrently, every room's records come from one pass over the stream
+/// instead of a request per record, and the rooms are recovered together.
+/// A room whose old owner wrote after the read is adopted alone.
+async fn adopt_all(cluster: &Cluster, host: &Host, rooms: Vec<(RoomRef, u64)>) {
+    let started = Instant::now();
+    let mut locks = Vec::new();
+    for (room, rev) in rooms {
+        if host.rooms.games.active(&room.game).is_none() {
+            tracing::warn!(game = %room.game, room = %room.room, "cannot adopt the room: its game is not loaded on this node");
+            continue;
+        }
+        let lock = cluster.room_lock(&room).await;
+        // Adopted meanwhile (a player's join or resume did it).
+        if !crate::lock(&cluster.logs).contains_key(&room) {
+            locks.push((lock, room, rev));
+        }
+    }
+    let claims: Vec<_> = locks
+        .iter()
+        .map(|(_, room, rev)| {
+            let (room, rev, owners) = (room.clone(), *rev, &cluster.stores.owners);
+            let value = cluster.owner_value();
+            async move {
+                let claim = owners.update(&room_key(&room), value, rev).await;
+                (room, claim)
+            }
+        })
+        .collect();
+    let claims: Vec<_> = futures_util::stream::iter(claims)
+        .buffer_unordered(CONCURRENT_REQUESTS)
+        .collect()
+        .await;
+    let mut won: HashMap<RoomRef, u64> = HashMap::new();
+    for (room, claim) in claims {
+        match claim {
+            Ok(owner_rev) => {
+                won.insert(room.clone(), owner_rev);
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+            Err(e) => tracing::warn!(game = %room.game, room = %room.room, "cannot adopt the room now: {e}"),
+        }
+    }
+    if won.is_empty() {
+        return;
+    }
+    let mut read = match read_rooms(cluster, &won).await {
+        Ok(read) => read,
+        Err(e) => {
+            tracing::warn!(
+                rooms = won.len(),
+                "cannot read the adopted rooms' records at once, reading them one by one: {e}"
+            );
+            HashMap::new()
+        }
+    };
+    let claimed = Record::Claimed {
+        node: cluster.cfg.node.clone(),
+    };
+    let fenced: Vec<_> = won
+        .into_iter()
+        .map(|(room, owner_rev)| {
+            let (read, claimed) = (read.remove(&room), &claimed);
+            async move {
+                let claim = match read {
+                    None => Err(None),
+                    Some((replayed, last)) => match super::journal::publish(cluster, &room, last, claimed, false).await
+                    {
+                        Ok(seq) => Ok((seq, replayed)),
+                        Err(Unpublished::Fenced) => Err(None),
+                        Err(Unpublished::Failed(why) | Unpublished::TooLarge(why)) => Err(Some(why)),
+                    },
+                };
+                (room, owner_rev, claim)
+            }
+        })
+        .collect();
+    let fenced: Vec<_> = futures_util::stream::iter(fenced)
+        .buffer_unordered(CONCURRENT_REQUESTS)
+        .collect()
+        .await;
+    let mut loaded = Loaded::default();
+    let mut alone = Vec::new();
+    for (room, owner_rev, claim) in fenced {
+        match claim {
+            Ok((seq, replayed)) => {
+                let log = RoomLog::adopted(seq, owner_rev, &replayed);
+                host.sessions.reserve_players_above(replayed.max_player);
+                match replayed.into_stored(&room) {
+                    Ok(Some((stored, seats))) => {
+                        loaded.rooms.push(stored);
+                        loaded.seats.extend(seats);
+                    }
+                    // Claimed but never written: the room starts afresh here.
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(game = %room.game, room = %room.room, "the adopted room's records do not read: {e}");
+                        continue;
+                    }
+                }
+                crate::lock(&cluster.logs).insert(room, log);
+            }
+            // Written after the read (or not read): again, alone.
+            Err(None) => alone.push((room, owner_rev)),
+            Err(Some(why)) => {
+                tracing::warn!(game = %room.game, room = %room.room, "cannot claim the adopted room: {why}")
+            }
+        }
+    }
+    let rooms = loaded.rooms.len();
+    let parked = host.rooms.recover(loaded).await;
+    let seats = parked.len();
+    host.sessions.park_recovered(parked, &host.admission);
+    for (room, owner_rev) in alone {
+        if let Err(e) = recover_owned(cluster, host, &room, owner_rev).await {
+            tracing::warn!(game = %room.game, room = %room.room, "cannot adopt the room now: {e}");
+        }
+    }
+    tracing::info!(
+        rooms,
+        seats,
+        ms = started.elapsed().as_millis() as u64,
+        "adopted rooms from a dead node"
+    );
+    drop(locks);
+}
+
+/// The records of `rooms` in order, and the sequence of each one's last,
+/// from one pass of an ordered consumer over the rooms' stream. Rooms with
+/// no records are missing from the answer.
+async fn read_rooms(
+    cluster: &Cluster,
+    rooms: &HashMap<RoomRef, u64>,
+) -> Result<HashMap<RoomRef, (Replayed, u64)>, ClusterError> {
+    let consumer = cluster
+        .stores
+        .stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: cluster.names.rooms_subjects(),
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(engine)?;
+    let mut out: HashMap<RoomRef, (Replayed, u64)> = HashMap::new();
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(out);
+    }
+    let prefix = cluster.names.room_subject_prefix();
+    let mut messages = consumer.messages().await.map_err(engine)?;
+    let scan = async {
+        while let Some(m) = messages.next().await {
+            let m = m.map_err(engine)?;
+            let info = m.info().map_err(engine)?;
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            if let Some(room) = m
+                .subject
+                .strip_prefix(prefix.as_str())
+                .and_then(parse_room_key)
+                .filter(|r| rooms.contains_key(r))
+            {
+                let (replayed, last) = out.entry(room.clone()).or_default();
+                replayed.apply(&room, seq, &m.payload).map_err(engine)?;
+                *last = seq;
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok::<_, ClusterError>(())
+    };
+    tokio::time::timeout(READ_ALL_TIMEOUT, scan)
+        .await
+        .map_err(|_| engine("reading the rooms' stream took too long"))??;
+    Ok(out)
+}
+
 /// A room's records in order, and the sequence of the last (0: none).
 async fn read_room(cluster: &Cluster, room: &RoomRef) -> Result<(Replayed, u64), ClusterError> {
     let subject = cluster.names.room_subject(room);
@@ -159,7 +340,6 @@ pub(super) async fn run(cluster: Arc<Cluster>) {
     let owners: Arc<Mutex<HashMap<RoomRef, (Owner, u64)>>> = Arc::default();
     tokio::spawn(follow_owners(cluster.clone(), owners.clone()));
     let adopting: Arc<Mutex<HashSet<RoomRef>>> = Arc::default();
-    let slots = Arc::new(tokio::sync::Semaphore::new(ADOPTING));
     let mut orphaned_at: HashMap<RoomRef, Instant> = HashMap::new();
     let dead_after = cluster.dead_after();
     let mut tick = tokio::time::interval(Duration::from_millis(cluster.cfg.heartbeat_ms));
@@ -180,28 +360,28 @@ pub(super) async fn run(cluster: Arc<Cluster>) {
             .collect();
         let now = Instant::now();
         orphaned_at.retain(|room, _| orphans.iter().any(|(r, _)| r == room));
+        let mut batch = Vec::new();
         for (room, rev) in orphans {
             let since = *orphaned_at.entry(room.clone()).or_insert(now);
             // The preferred survivor first; anyone once it has had a while.
             let mine = preferred(&room, live.len()) == me || since.elapsed() > dead_after;
-            if !mine || !crate::lock(&adopting).insert(room.clone()) {
-                continue;
+            if mine && crate::lock(&adopting).insert(room.clone()) {
+                batch.push((room, rev));
             }
-            let (cluster, adopting, slots) = (cluster.clone(), adopting.clone(), slots.clone());
-            tokio::spawn(async move {
-                let _slot = slots.acquire().await;
-                let _room = cluster.room_lock(&room).await;
-                // Adopted meanwhile (a player's join or resume did it).
-                if crate::lock(&cluster.logs).contains_key(&room) {
-                    crate::lock(&adopting).remove(&room);
-                    return;
-                }
-                if let Err(e) = adopt(&cluster, &room, rev).await {
-                    tracing::warn!(game = %room.game, room = %room.room, "cannot adopt the room now: {e}");
-                }
-                crate::lock(&adopting).remove(&room);
-            });
         }
+        if batch.is_empty() {
+            continue;
+        }
+        let (cluster, adopting) = (cluster.clone(), adopting.clone());
+        tokio::spawn(async move {
+            let Some(host) = cluster.host.get() else { return };
+            let rooms: Vec<RoomRef> = batch.iter().map(|(r, _)| r.clone()).collect();
+            adopt_all(&cluster, host, batch).await;
+            let mut adopting = crate::lock(&adopting);
+            for room in &rooms {
+                adopting.remove(room);
+            }
+        });
     }
 }
 

@@ -40,6 +40,11 @@ pub struct Rooms {
     /// The fleet this host is a node of (`[cluster]`), which says where
     /// each room lives.
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Rooms replaying their journals at once: one per core. Hundreds of
+    /// rooms coming back together (a restart, a node's failover) would
+    /// otherwise interleave their guest calls until each ran past its
+    /// wall-clock bound, and rooms would be set aside for being slow.
+    pub(crate) recovering: Arc<tokio::sync::Semaphore>,
 }
 
 /// How long a migration waits for every room to be ready before aborting.
@@ -110,6 +115,9 @@ impl Rooms {
             store,
             kv,
             cluster: std::sync::OnceLock::new(),
+            recovering: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
         })
     }
 

@@ -55,6 +55,9 @@ pub struct FleetArgs {
     /// at 3 and 6 heartbeats).
     #[arg(long, default_value_t = 200)]
     pub heartbeat_ms: u64,
+    /// Keep the hosts' folders (configs, logs) instead of deleting them.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// A host process and the addresses it printed.
@@ -371,6 +374,10 @@ pub async fn fleet(args: &FleetArgs) -> anyhow::Result<bool> {
         nodes[2].rooms(),
     );
     drop(nodes);
-    let _ = std::fs::remove_dir_all(&tmp);
+    if args.keep {
+        eprintln!("the hosts' folders are kept in {}", tmp.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
     Ok(all.is_some())
 }

@@ -54,6 +54,9 @@ impl RoomTask {
             return Err(failed("no checkpoint".into()));
         };
         let journal = std::mem::take(&mut rec.stored.journal);
+        // Held until the first checkpoint, which waits on storage, not on
+        // the guest.
+        let replaying = self.rooms.recovering.clone().acquire_owned().await;
         self.generation = cp.generation;
         self.index = cp.at_index;
         self.last_now = cp.now;
@@ -154,6 +157,7 @@ impl RoomTask {
             let _ = stop;
             return Err(failed("the game failed as players without a seat left".into()));
         }
+        drop(replaying);
         let now = self.now();
         self.first_checkpoint(&mut guest, now).await?;
         Ok(guest)
