@@ -18,6 +18,10 @@
 //   new RespawnClient("wss://play.example.com/", {
 //     ticket: async () => (await (await fetch("/ticket")).json()).ticket,
 //   });
+//
+// In a fleet, `url` is the entry point (any node): a join or resume
+// answered `room_elsewhere` is sent again on the node it names, and after
+// a drop (`room_moved`, a dead node) the client starts from `url` again.
 
 /** The protocol version this client speaks (see the `welcome` frame). */
 export const PROTOCOL = 1;
@@ -47,6 +51,9 @@ export class RespawnError extends Error {
     this.frame = frame;
   }
 }
+
+/** `room_elsewhere` answers followed in a row before giving up. */
+const MAX_REDIRECTS = 3;
 
 /** Error codes after which the host closes the connection; we come back. */
 const CLOSING_CODES = new Set(["superseded", "slow_consumer", "idle_timeout", "server_full"]);
@@ -84,7 +91,8 @@ const now = () => (globalThis.performance?.now ? globalThis.performance.now() : 
  */
 export class RespawnClient {
   /**
-   * @param {string} url `ws://host:port/`
+   * @param {string} url `ws://host:port/`; in a fleet, any node (or an
+   *   entry point in front of them)
    * @param {object} [opts]
    * @param {Function} [opts.WebSocket] constructor; defaults to the global one
    * @param {{baseMs: number, maxMs: number}} [opts.backoff]
@@ -122,6 +130,10 @@ export class RespawnClient {
     this.user = null;
 
     this._ws = null;
+    /** In a fleet: the node a `room_elsewhere` sent us to (null: `url`). */
+    this._target = null;
+    /** `room_elsewhere` answers followed since the last seat. */
+    this._hops = 0;
     this._stopped = true;
     this._attempt = 0;
     this._retryTimer = null;
@@ -220,6 +232,7 @@ export class RespawnClient {
       return Promise.reject(new RespawnError("leaving", "wait for leave() to complete before joining"));
     }
     this._want = {game, room, name};
+    this._hops = 0;
     return new Promise((resolve, reject) => {
       this._joinWaiter = {resolve, reject};
       if (this._sessionReady()) this._sendJoin();
@@ -265,6 +278,7 @@ export class RespawnClient {
    */
   close() {
     this._stopped = true;
+    this._target = null;
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
     this._dropSocket(1000, "client closed");
@@ -288,7 +302,7 @@ export class RespawnClient {
     this._setState(state);
     let ws;
     try {
-      ws = new this._WebSocket(this.url);
+      ws = new this._WebSocket(this._target ?? this.url);
     } catch (e) {
       if (e?.name === "SyntaxError") {
         // A malformed URL will not get better by retrying.
@@ -333,6 +347,9 @@ export class RespawnClient {
     // A dead peer's close handshake can take long in browsers: do not wait
     // for it, reconnect now.
     this._dropSocket(4000, "connection lost");
+    // In a fleet the node we were sent to may be the one that died: start
+    // again from the entry point, which sends us on.
+    this._target = null;
     if (this._stopped) return;
     const attempt = this._attempt++;
     const delayMs = backoffDelay(attempt, this._backoff, this._random);
@@ -343,6 +360,15 @@ export class RespawnClient {
       this._retryTimer = null;
       if (!this._stopped) this._open("reconnecting");
     }, delayMs);
+  }
+
+  /** In a fleet: the room lives on the node at `url`; go there now. */
+  _redirect(url) {
+    this._hops++;
+    this._dropSocket(4000, "room elsewhere");
+    if (this._stopped) return;
+    this._target = url;
+    this._open("reconnecting");
   }
 
   _startHeartbeat(idleMs) {
@@ -507,6 +533,7 @@ export class RespawnClient {
   /** The host seated us (`joined`, or a taken-over seat's `resumed`). */
   _joinAnswered(f) {
     this._joinRef = null;
+    this._hops = 0;
     if (!this._want) {
       // The app left before the join completed; the queued `leave` goes out next.
       this._flush();
@@ -593,6 +620,7 @@ const HANDLERS = {
     }
     this._resuming = false;
     this._fresh = null;
+    this._hops = 0;
     // The host crashed and came back without the last frames we saw (a
     // durability level below `strict`): its numbering goes on from there.
     if (typeof f.rewound === "number" && f.rewound > 0) this._lastSeq = Math.max(0, this._lastSeq - f.rewound);
@@ -676,6 +704,29 @@ const HANDLERS = {
 
   error(f) {
     const err = new RespawnError(f.code, f.message, {reason: f.reason, ref: f.ref, frame: f});
+
+    // A fleet: the room of this resume or join lives on another node.
+    if (f.code === "room_elsewhere" && typeof f.node?.ws === "string") {
+      // A join the app has left meanwhile fails below, as a refused one.
+      const forJoin = f.ref !== undefined && f.ref === this._joinRef && this._want !== null;
+      if ((this._resuming || forJoin) && this._hops < MAX_REDIRECTS) {
+        if (forJoin) {
+          // Not seated here: the owner gets the join.
+          this._joinRef = null;
+          this._seatMaybe = false;
+        }
+        this._redirect(f.node.ws);
+        return;
+      }
+    }
+    if (f.code === "room_elsewhere" && this._resuming) {
+      // Nodes that keep sending us on, or a node we cannot reach over
+      // WebSocket: try again later, from the entry point.
+      this._hops = 0;
+      this._emit("error", err);
+      this._socketGone(this._ws);
+      return;
+    }
 
     if (f.code === "resume_failed" && this._resuming) {
       this._resuming = false;

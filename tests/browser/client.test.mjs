@@ -369,6 +369,88 @@ describe("RespawnClient", () => {
   });
 });
 
+describe("RespawnClient in a fleet", () => {
+  const elsewhere = (ws, ref) => ({type: "error", code: "room_elsewhere", message: "the room lives on node b", node: {id: "b", ws, tcp: "10.0.0.2:7701"}, ...(ref === undefined ? {} : {ref})});
+
+  test("a join answered room_elsewhere is sent again on the node named; a later drop starts from the entry point", async () => {
+    const {client, states} = makeClient();
+    const joining = client.join("tictactoe", "r1", "ann");
+    await until(() => FakeSocket.all[0]?.readyState === 1, "socket open");
+    const a = FakeSocket.all[0];
+    a.push(welcome(1, "t1"));
+    a.push(elsewhere("ws://b/", a.last("join").ref));
+    assert.ok(a.closedByClient, "the entry node's socket is closed");
+    await until(() => FakeSocket.all[1]?.readyState === 1, "socket to b");
+    const b = FakeSocket.all[1];
+    assert.equal(b.url, "ws://b/");
+    b.push(welcome(5, "t5"));
+    const join = b.last("join");
+    assert.deepEqual(join, {type: "join", game: "tictactoe", room: "r1", name: "ann", ref: join.ref});
+    b.push({type: "joined", game: "tictactoe", room: "r1", player: 5, version: "1.0.0", ref: join.ref});
+    assert.equal((await joining).player, 5);
+    assert.equal(client.state, "connected");
+    assert.deepEqual(states(), ["connecting", "connected", "reconnecting", "connected"]);
+    // The owner dies: back to the entry point, which sends the resume on.
+    b.drop();
+    await until(() => FakeSocket.all[2]?.readyState === 1, "socket to the entry point");
+    const entry = FakeSocket.all[2];
+    assert.equal(entry.url, "ws://test/");
+    entry.push(welcome(9, "t9"));
+    assert.deepEqual(entry.sent, [{type: "resume", token: "t5", last_seq: 0}]);
+    entry.push(elsewhere("ws://c/"));
+    await until(() => FakeSocket.all[3]?.readyState === 1, "socket to c");
+    const c = FakeSocket.all[3];
+    assert.equal(c.url, "ws://c/");
+    c.push(welcome(10, "t10"));
+    assert.deepEqual(c.sent, [{type: "resume", token: "t5", last_seq: 0}], "the same seat, resumed where it lives now");
+    c.push({type: "resumed", player: 5, game: "tictactoe", room: "r1", version: "1.0.0", resume: "t5b"});
+    assert.equal(client.state, "connected");
+    assert.deepEqual(client.room, {game: "tictactoe", room: "r1", version: "1.0.0"});
+    client.close();
+  });
+
+  test("room_moved closes the connection; the resume goes through the entry point to the new owner", async () => {
+    const {client, ws, seen} = await joinedClient();
+    ws.push({type: "error", code: "room_moved", message: "this node stopped serving the room"});
+    ws.drop();
+    await until(() => FakeSocket.all[1]?.readyState === 1, "socket to the entry point");
+    FakeSocket.all[1].push(welcome(8, "tok-8"));
+    assert.deepEqual(FakeSocket.all[1].sent, [{type: "resume", token: "tok-7", last_seq: 0}]);
+    FakeSocket.all[1].push(elsewhere("ws://b/"));
+    await until(() => FakeSocket.all[2]?.readyState === 1, "socket to b");
+    FakeSocket.all[2].push(welcome(9, "tok-9"));
+    FakeSocket.all[2].push({type: "resumed", player: 7, game: "tictactoe", room: "r1", version: "1.0.0", resume: "tok-7b"});
+    assert.equal(client.state, "connected");
+    assert.equal(client.player, 7);
+    assert.equal(seen.filter(([t]) => t === "seatlost").length, 0);
+    client.close();
+  });
+
+  test("nodes that keep sending a join on make it fail with room_elsewhere after three hops", async () => {
+    const {client} = makeClient();
+    const joining = client.join("tictactoe", "r1", "ann");
+    for (let i = 0; i < 4; i++) {
+      await until(() => FakeSocket.all[i]?.readyState === 1, `socket ${i}`);
+      const ws = FakeSocket.all[i];
+      ws.push(welcome(i + 1, `t${i}`));
+      ws.push(elsewhere(`ws://n${i}/`, ws.last("join").ref));
+    }
+    await assert.rejects(joining, (e) => e.code === "room_elsewhere" && e.frame.node.ws === "ws://n3/");
+    assert.equal(FakeSocket.all.length, 4, "no fifth connection");
+    assert.equal(FakeSocket.all[3].url, "ws://n2/");
+    // The next join starts counting afresh.
+    const again = client.join("tictactoe", "r2", "ann");
+    const last = FakeSocket.all[3];
+    last.push(elsewhere("ws://b/", last.last("join").ref));
+    await until(() => FakeSocket.all[4]?.readyState === 1, "socket to b");
+    assert.equal(FakeSocket.all[4].url, "ws://b/");
+    FakeSocket.all[4].push(welcome(9, "t9"));
+    FakeSocket.all[4].push({type: "joined", game: "tictactoe", room: "r2", player: 9, version: "1", ref: FakeSocket.all[4].last("join").ref});
+    assert.equal((await again).room, "r2");
+    client.close();
+  });
+});
+
 describe("RespawnClient leave", () => {
   test("a leave made while disconnected resumes the seat only to leave it", async () => {
     const {client, ws, seen} = await joinedClient();

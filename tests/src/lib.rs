@@ -65,7 +65,12 @@ fn thread_stacks(pid: u32) -> String {
         ])
         .output();
     match out {
-        Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(out) => format!(
+            "(no stacks: gdb {}: {})",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
         Err(e) => format!("(no stacks: {e})"),
     }
 }
@@ -396,7 +401,7 @@ impl Host {
                     let stacks = match e {
                         std::sync::mpsc::RecvTimeoutError::Timeout => thread_stacks(child.id()),
                         std::sync::mpsc::RecvTimeoutError::Disconnected => {
-                            format!("(the host closed its stdout: {:?})", child.wait())
+                            format!("(the host closed its stdout: {:?})", child.try_wait())
                         }
                     };
                     let _ = child.kill();

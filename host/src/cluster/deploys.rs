@@ -13,6 +13,7 @@ use super::Cluster;
 use crate::deploy::{Deployer, Trigger};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -72,17 +73,9 @@ async fn follow(cluster: Arc<Cluster>, deployer: Arc<Deployer>) {
         match cluster.stores.deploys.watch_with_history(">").await {
             Ok(mut watch) => {
                 while let Some(Ok(entry)) = watch.next().await {
-                    if entry.operation != async_nats::jetstream::kv::Operation::Put {
-                        continue;
+                    if entry.operation == async_nats::jetstream::kv::Operation::Put {
+                        apply_entry(&cluster, &deployer, &entry.key, entry.revision, &entry.value).await;
                     }
-                    let Ok(d) = serde_json::from_slice::<Decision>(&entry.value) else {
-                        tracing::warn!(game = %entry.key, "a deploy decision this host cannot read is ignored");
-                        continue;
-                    };
-                    if d.node == cluster.cfg.node && d.incarnation == cluster.incarnation.load(Ordering::Acquire) {
-                        continue;
-                    }
-                    apply(&deployer, &entry.key, &d).await;
                 }
             }
             Err(e) => tracing::debug!("cannot watch the fleet's deploy decisions: {e}"),
@@ -91,23 +84,46 @@ async fn follow(cluster: Arc<Cluster>, deployer: Arc<Deployer>) {
     }
 }
 
+/// The version the fleet last made active for `game`, if any.
+pub(super) async fn decided_version(cluster: &Cluster, game: &str) -> Option<semver::Version> {
+    let value = cluster.stores.deploys.get(game).await.ok()??;
+    serde_json::from_slice::<Decision>(&value).ok()?.active.parse().ok()
+}
+
 /// Applies the fleet's last decision on `game` again: a version it names
 /// may have just arrived here.
-pub(super) async fn reapply(cluster: &Cluster, deployer: &Arc<Deployer>, game: &str) {
-    let Ok(Some(value)) = cluster.stores.deploys.get(game).await else {
-        return;
-    };
-    if let Ok(d) = serde_json::from_slice::<Decision>(&value)
-        && !(d.node == cluster.cfg.node && d.incarnation == cluster.incarnation.load(Ordering::Acquire))
-    {
-        apply(deployer, game, &d).await;
+pub(super) async fn apply_latest(cluster: &Cluster, deployer: &Arc<Deployer>, game: &str) {
+    if let Ok(Some(entry)) = cluster.stores.deploys.entry(game).await {
+        apply_entry(cluster, deployer, game, entry.revision, &entry.value).await;
     }
 }
 
-async fn apply(deployer: &Arc<Deployer>, game: &str, d: &Decision) {
+/// The revision of each game's decision last applied in full here.
+/// Decisions are applied one at a time, and one older than what was applied
+/// is skipped: the watch and a module's arrival may both bring one.
+static APPLIED: std::sync::OnceLock<tokio::sync::Mutex<HashMap<String, u64>>> = std::sync::OnceLock::new();
+
+async fn apply_entry(cluster: &Cluster, deployer: &Arc<Deployer>, game: &str, revision: u64, value: &[u8]) {
+    let Ok(d) = serde_json::from_slice::<Decision>(value) else {
+        tracing::warn!(%game, "a deploy decision this host cannot read is ignored");
+        return;
+    };
+    let mut applied = APPLIED.get_or_init(Default::default).lock().await;
+    if applied.get(game).is_some_and(|r| *r >= revision) {
+        return;
+    }
+    // This node's own decision is in force here already.
+    let own = d.node == cluster.cfg.node && d.incarnation == cluster.incarnation.load(Ordering::Acquire);
+    if own || apply(deployer, game, &d).await {
+        applied.insert(game.to_owned(), revision);
+    }
+}
+
+/// `false`: the version decided is not here yet.
+async fn apply(deployer: &Arc<Deployer>, game: &str, d: &Decision) -> bool {
     let Ok(version) = d.active.parse::<semver::Version>() else {
         tracing::warn!(%game, version = %d.active, "the fleet's decision names no version");
-        return;
+        return true;
     };
     let games = deployer.games();
     if games.active(game).is_none_or(|m| m.version != version) {
@@ -116,7 +132,7 @@ async fn apply(deployer: &Arc<Deployer>, game: &str, d: &Decision) {
                 %game, %version, node = %d.node,
                 "the fleet made a version active that this node has not loaded yet; it follows once the version arrives"
             );
-            return;
+            return false;
         }
         match deployer.promote_forced(game, &version, Trigger::Fleet, true).await {
             Ok(p) => tracing::info!(%game, %version, node = %d.node, rooms = p.rooms, "followed the fleet's decision"),
@@ -128,4 +144,5 @@ async fn apply(deployer: &Arc<Deployer>, game: &str, d: &Decision) {
     {
         tracing::error!(%game, "cannot pin as the fleet decided: {e}");
     }
+    true
 }

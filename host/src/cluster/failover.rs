@@ -21,10 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// JetStream requests one adoption has under way at once.
-const CONCURRENT_REQUESTS: usize = 128;
-
-/// The longest one pass over the rooms' stream may take.
-const READ_ALL_TIMEOUT: Duration = Duration::from_secs(30);
+const CONCURRENT_REQUESTS: usize = 256;
 
 /// The parts of the host adoption hands rooms and seats to.
 pub struct Host {
@@ -165,16 +162,7 @@ async fn adopt_all(cluster: &Cluster, host: &Host, rooms: Vec<(RoomRef, u64)>) {
     if won.is_empty() {
         return;
     }
-    let mut read = match read_rooms(cluster, &won).await {
-        Ok(read) => read,
-        Err(e) => {
-            tracing::warn!(
-                rooms = won.len(),
-                "cannot read the adopted rooms' records at once, reading them one by one: {e}"
-            );
-            HashMap::new()
-        }
-    };
+    let mut read = read_rooms(cluster, &won).await;
     let claimed = Record::Claimed {
         node: cluster.cfg.node.clone(),
     };
@@ -232,14 +220,23 @@ async fn adopt_all(cluster: &Cluster, host: &Host, rooms: Vec<(RoomRef, u64)>) {
     let parked = host.rooms.recover(loaded).await;
     let seats = parked.len();
     host.sessions.park_recovered(parked, &host.admission);
-    for (room, owner_rev) in alone {
-        if let Err(e) = recover_owned(cluster, host, &room, owner_rev).await {
-            tracing::warn!(game = %room.game, room = %room.room, "cannot adopt the room now: {e}");
-        }
-    }
+    let singles: Vec<_> = alone
+        .into_iter()
+        .map(|(room, owner_rev)| async move {
+            if let Err(e) = recover_owned(cluster, host, &room, owner_rev).await {
+                tracing::warn!(game = %room.game, room = %room.room, "cannot adopt the room now: {e}");
+            }
+        })
+        .collect();
+    let alone = singles.len();
+    futures_util::stream::iter(singles)
+        .buffer_unordered(CONCURRENT_REQUESTS)
+        .collect::<Vec<()>>()
+        .await;
     tracing::info!(
         rooms,
         seats,
+        read_alone = alone,
         ms = started.elapsed().as_millis() as u64,
         "adopted rooms from a dead node"
     );
@@ -247,53 +244,27 @@ async fn adopt_all(cluster: &Cluster, host: &Host, rooms: Vec<(RoomRef, u64)>) {
 }
 
 /// The records of `rooms` in order, and the sequence of each one's last,
-/// from one pass of an ordered consumer over the rooms' stream. Rooms with
-/// no records are missing from the answer.
-async fn read_rooms(
-    cluster: &Cluster,
-    rooms: &HashMap<RoomRef, u64>,
-) -> Result<HashMap<RoomRef, (Replayed, u64)>, ClusterError> {
-    let consumer = cluster
-        .stores
-        .stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: cluster.names.rooms_subjects(),
-            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
-            ..Default::default()
+/// read concurrently. Rooms with no records, or whose read failed, are
+/// missing from the answer (they are then read alone).
+async fn read_rooms(cluster: &Cluster, rooms: &HashMap<RoomRef, u64>) -> HashMap<RoomRef, (Replayed, u64)> {
+    let reads: Vec<_> = rooms
+        .keys()
+        .map(|room| async move { (room.clone(), read_room(cluster, room).await) })
+        .collect();
+    futures_util::stream::iter(reads)
+        .buffer_unordered(CONCURRENT_REQUESTS)
+        .filter_map(|(room, read)| async move {
+            match read {
+                Ok((replayed, last)) if last > 0 => Some((room, (replayed, last))),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!(game = %room.game, room = %room.room, "cannot read the room's records: {e}");
+                    None
+                }
+            }
         })
+        .collect()
         .await
-        .map_err(engine)?;
-    let mut out: HashMap<RoomRef, (Replayed, u64)> = HashMap::new();
-    if consumer.cached_info().num_pending == 0 {
-        return Ok(out);
-    }
-    let prefix = cluster.names.room_subject_prefix();
-    let mut messages = consumer.messages().await.map_err(engine)?;
-    let scan = async {
-        while let Some(m) = messages.next().await {
-            let m = m.map_err(engine)?;
-            let info = m.info().map_err(engine)?;
-            let (seq, pending) = (info.stream_sequence, info.pending);
-            if let Some(room) = m
-                .subject
-                .strip_prefix(prefix.as_str())
-                .and_then(parse_room_key)
-                .filter(|r| rooms.contains_key(r))
-            {
-                let (replayed, last) = out.entry(room.clone()).or_default();
-                replayed.apply(&room, seq, &m.payload).map_err(engine)?;
-                *last = seq;
-            }
-            if pending == 0 {
-                break;
-            }
-        }
-        Ok::<_, ClusterError>(())
-    };
-    tokio::time::timeout(READ_ALL_TIMEOUT, scan)
-        .await
-        .map_err(|_| engine("reading the rooms' stream took too long"))??;
-    Ok(out)
 }
 
 /// A room's records in order, and the sequence of the last (0: none).

@@ -12,6 +12,7 @@ use crate::deploy::Deployer;
 use crate::modules::GameModule;
 use crate::modules::loader::MAX_MODULE_BYTES;
 use futures_util::StreamExt;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 /// An object's name: which version of which game, built how.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ObjectName {
     game: String,
     version: semver::Version,
@@ -62,12 +63,14 @@ impl std::fmt::Display for ObjectName {
 /// shipped. Fetched files wait in `inbox` while they are verified.
 pub fn start(cluster: Arc<Cluster>, deployer: Arc<Deployer>, inbox: PathBuf, keep: usize) {
     let (tx, rx) = mpsc::unbounded_channel::<Arc<GameModule>>();
+    // The hook first: a version loaded meanwhile is sent twice, not never.
+    let hook = tx.clone();
+    deployer.on_loaded(move |module| {
+        let _ = hook.send(module.clone());
+    });
     for module in deployer.games().modules() {
         let _ = tx.send(module);
     }
-    deployer.on_loaded(move |module| {
-        let _ = tx.send(module.clone());
-    });
     tokio::spawn(publish(cluster.clone(), rx, keep));
     tokio::spawn(follow(cluster, deployer, inbox));
 }
@@ -76,7 +79,8 @@ async fn publish(cluster: Arc<Cluster>, mut loaded: mpsc::UnboundedReceiver<Arc<
     while let Some(module) = loaded.recv().await {
         let name = ObjectName::of(&module);
         let key = name.to_string();
-        if cluster.stores.modules.info(&key).await.is_ok() {
+        // A deleted object still answers `info`: shipped again then.
+        if cluster.stores.modules.info(&key).await.is_ok_and(|i| !i.deleted) {
             continue;
         }
         let mut bytes = module.source.bytes();
@@ -91,8 +95,10 @@ async fn publish(cluster: Arc<Cluster>, mut loaded: mpsc::UnboundedReceiver<Arc<
     }
 }
 
-/// Deletes the versions of `game` older than its newest `keep`.
+/// Deletes the versions of `game` older than its newest `keep`, except
+/// the one the fleet last made active (a rollback may have gone far back).
 async fn prune(cluster: &Cluster, game: &str, keep: usize) {
+    let active = super::deploys::decided_version(cluster, game).await;
     let Ok(mut list) = cluster.stores.modules.list().await else {
         return;
     };
@@ -103,7 +109,11 @@ async fn prune(cluster: &Cluster, game: &str, keep: usize) {
         }
     }
     versions.sort_by(|a, b| b.version.cmp(&a.version));
-    for old in versions.into_iter().skip(keep) {
+    for old in versions
+        .into_iter()
+        .skip(keep)
+        .filter(|v| Some(&v.version) != active.as_ref())
+    {
         if let Err(e) = cluster.stores.modules.delete(old.to_string()).await {
             tracing::debug!(game, version = %old.version, "cannot forget an old version in the fleet's store: {e}");
         }
@@ -117,10 +127,14 @@ async fn follow(cluster: Arc<Cluster>, deployer: Arc<Deployer>, inbox: PathBuf) 
         tracing::error!(dir = %inbox.display(), "cannot make the folder for the fleet's modules; none will be loaded: {e}");
         return;
     }
+    // Versions this node refused (its trusted keys, a version conflict):
+    // not fetched again until it restarts.
+    let mut refused: HashSet<ObjectName> = HashSet::new();
     loop {
         match cluster.stores.modules.watch_with_history().await {
             Ok(mut watch) => {
-                while let Some(Ok(info)) = watch.next().await {
+                while let Some(entry) = watch.next().await {
+                    let Ok(info) = entry else { continue };
                     if info.deleted {
                         continue;
                     }
@@ -129,9 +143,10 @@ async fn follow(cluster: Arc<Cluster>, deployer: Arc<Deployer>, inbox: PathBuf) 
                         continue;
                     };
                     let games = deployer.games();
-                    if games
-                        .get(&name.game, &name.version)
-                        .is_ok_and(|m| m.digest() == name.digest)
+                    if refused.contains(&name)
+                        || games
+                            .get(&name.game, &name.version)
+                            .is_ok_and(|m| m.digest() == name.digest)
                     {
                         continue;
                     }
@@ -139,7 +154,9 @@ async fn follow(cluster: Arc<Cluster>, deployer: Arc<Deployer>, inbox: PathBuf) 
                         tracing::error!(game = %name.game, version = %name.version, size = info.size, "the fleet's module is over the module size limit; not loaded");
                         continue;
                     }
-                    fetch_and_load(&cluster, &deployer, &inbox, &name).await;
+                    if !fetch_and_load(&cluster, &deployer, &inbox, &name).await {
+                        refused.insert(name);
+                    }
                 }
             }
             Err(e) => tracing::debug!("cannot watch the fleet's modules: {e}"),
@@ -148,7 +165,14 @@ async fn follow(cluster: Arc<Cluster>, deployer: Arc<Deployer>, inbox: PathBuf) 
     }
 }
 
-async fn fetch_and_load(cluster: &Cluster, deployer: &Arc<Deployer>, inbox: &std::path::Path, name: &ObjectName) {
+/// `false`: this node refused the version (fetching it again would not
+/// change that).
+async fn fetch_and_load(
+    cluster: &Cluster,
+    deployer: &Arc<Deployer>,
+    inbox: &std::path::Path,
+    name: &ObjectName,
+) -> bool {
     let mut bytes = Vec::new();
     let read = match cluster.stores.modules.get(name.to_string()).await {
         Ok(object) => object
@@ -160,20 +184,26 @@ async fn fetch_and_load(cluster: &Cluster, deployer: &Arc<Deployer>, inbox: &std
     };
     if let Err(e) = read {
         tracing::error!(game = %name.game, version = %name.version, "cannot fetch the fleet's module: {e}");
-        return;
+        return true;
     }
     let file = inbox.join(format!("{}-{}-{}.wasm", name.game, name.version, &name.digest[..16]));
     if let Err(e) = crate::util::write_atomic(&file, &bytes) {
         tracing::error!(file = %file.display(), "cannot keep the fleet's module for loading: {e}");
-        return;
+        return true;
     }
     // Refusals are logged and audited as for any file, with their code.
-    if let Ok(Some(module)) = deployer.offer_from_fleet(&file).await {
-        tracing::info!(game = %module.name, version = %module.version, "loaded a version from the fleet");
-        super::deploys::reapply(cluster, deployer, &module.name).await;
-    }
+    let offered = deployer.offer_from_fleet(&file).await;
     // The slot store holds what was loaded.
     let _ = std::fs::remove_file(&file);
+    match offered {
+        Ok(Some(module)) => {
+            tracing::info!(game = %module.name, version = %module.version, "loaded a version from the fleet");
+            super::deploys::apply_latest(cluster, deployer, &module.name).await;
+            true
+        }
+        Ok(None) => true,
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]

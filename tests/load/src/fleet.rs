@@ -10,6 +10,14 @@
 //! 2. **Failover**: three nodes; rooms filled on one (one player each, some
 //!    inputs acknowledged), that node killed (`kill -9`); the time until
 //!    the survivors serve every room, polled on their admin APIs.
+//! 3. **Scale**: the same ping-pong at the default durability (`journal`)
+//!    on a fleet of one node and on a fleet of three with the players
+//!    spread over them: messages/s, p99, CPU of hosts and NATS per message.
+//! 4. **Routing**: what reaching a room on another node costs both ways
+//!    this project could have gone: a join that follows `room_elsewhere`
+//!    against a join on the owner (the redirect, paid once per join), and
+//!    a request-reply over core NATS at the same concurrency (the hop that
+//!    forwarding would add to every message).
 
 // The end-to-end tests' NATS cluster (its cut-able proxy is not used here).
 #[allow(dead_code)]
@@ -140,9 +148,15 @@ impl Host {
     }
 }
 
-/// A host's config: the load harness's, at `strict`, with `cluster` when
-/// given.
-fn config(args: &FleetArgs, dir: &Path, modules: &Path, cluster: Option<String>) -> anyhow::Result<String> {
+/// A host's config: the load harness's, at `durability`, with `cluster`
+/// when given.
+fn config(
+    args: &FleetArgs,
+    dir: &Path,
+    modules: &Path,
+    durability: &str,
+    cluster: Option<String>,
+) -> anyhow::Result<String> {
     let trust = std::path::absolute(&args.trust)?;
     let mut text = respawn_config(modules, &trust, &dir.join("state"), (8192, 0)).replacen(
         "[net]\n",
@@ -150,7 +164,7 @@ fn config(args: &FleetArgs, dir: &Path, modules: &Path, cluster: Option<String>)
         1,
     );
     text += &format!(
-        "\n[storage]\ndurability = \"strict\"\n\n[sandbox]\nmax_instances = {}\n",
+        "\n[storage]\ndurability = {durability:?}\n\n[sandbox]\nmax_instances = {}\n",
         (args.rooms.max(args.players) * 2 + 16).max(64)
     );
     if let Some(c) = cluster {
@@ -222,15 +236,16 @@ struct Round {
     nats_us_per_ack: f64,
 }
 
-/// One measured round against `host` (the NATS servers `nats` counted
-/// too).
-async fn round(args: &FleetArgs, host: &Host, nats: &[u32], tag: &str) -> anyhow::Result<Round> {
-    let cpu0 = procfs::cpu_seconds(Some(host.child.id()))?;
+/// One measured round against `hosts`, players spread over them (the NATS
+/// servers `nats` counted too).
+async fn round(args: &FleetArgs, hosts: &[&Host], nats: &[u32], tag: &str) -> anyhow::Result<Round> {
+    let pids: Vec<u32> = hosts.iter().map(|h| h.child.id()).collect();
+    let cpu0 = cpu_of(&pids)?;
     let nats0 = cpu_of(nats)?;
     let started = Instant::now();
     let until = started + Duration::from_secs(args.secs);
     let tasks: Vec<_> = (0..args.players)
-        .map(|i| tokio::spawn(ping_pong(host.tcp, format!("{tag}-{i}"), until)))
+        .map(|i| tokio::spawn(ping_pong(hosts[i % hosts.len()].tcp, format!("{tag}-{i}"), until)))
         .collect();
     let mut hist = new_histogram();
     let mut acks = 0u64;
@@ -241,7 +256,7 @@ async fn round(args: &FleetArgs, host: &Host, nats: &[u32], tag: &str) -> anyhow
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    let cpu = procfs::cpu_seconds(Some(host.child.id()))? - cpu0;
+    let cpu = cpu_of(&pids)? - cpu0;
     let nats_cpu = cpu_of(nats)? - nats0;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
     let per_ack = |s: f64| s * 1e6 / acks.max(1) as f64;
@@ -279,8 +294,12 @@ pub async fn fleet(args: &FleetArgs) -> anyhow::Result<bool> {
         for (k, kind) in ["SQLite (one host)", "JetStream R3 (fleet node)"].iter().enumerate() {
             let dir = tmp.join(format!("round{r}-{k}"));
             let cluster = (k == 1).then(|| cluster_section(args, "solo", &format!("round{r}"), &nats));
-            let host = start(&args.respawn_bin, &dir, &config(args, &dir, &modules, cluster)?)?;
-            let got = round(args, &host, &nats.pids(), &format!("r{r}k{k}")).await?;
+            let host = start(
+                &args.respawn_bin,
+                &dir,
+                &config(args, &dir, &modules, "strict", cluster)?,
+            )?;
+            let got = round(args, &[&host], &nats.pids(), &format!("r{r}k{k}")).await?;
             println!(
                 "| {} | {kind} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} |",
                 r + 1,
@@ -322,7 +341,11 @@ pub async fn fleet(args: &FleetArgs) -> anyhow::Result<bool> {
     for node in ["a", "b", "c"] {
         let dir = tmp.join(format!("node-{node}"));
         let cluster = Some(cluster_section(args, node, "failover", &nats));
-        nodes.push(start(&args.respawn_bin, &dir, &config(args, &dir, &modules, cluster)?)?);
+        nodes.push(start(
+            &args.respawn_bin,
+            &dir,
+            &config(args, &dir, &modules, "strict", cluster)?,
+        )?);
     }
     // Every node hears the others before rooms are made.
     tokio::time::sleep(Duration::from_millis(args.heartbeat_ms * 4)).await;
@@ -374,10 +397,217 @@ pub async fn fleet(args: &FleetArgs) -> anyhow::Result<bool> {
         nodes[2].rooms(),
     );
     drop(nodes);
+    scale(args, &tmp, &modules, &nats).await?;
     if args.keep {
         eprintln!("the hosts' folders are kept in {}", tmp.display());
     } else {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     Ok(all.is_some())
+}
+
+/// 3. and 4.: a fleet of one against a fleet of three, then the routing
+/// costs on the three.
+async fn scale(args: &FleetArgs, tmp: &Path, modules: &Path, nats: &nats::Nats) -> anyhow::Result<()> {
+    println!(
+        "\n| round | fleet | msgs/s | p50 ms | p99 ms | hosts CPU µs/msg | NATS CPU µs/msg |\n| --- | --- | --- | --- | --- | --- | --- |"
+    );
+    let start_fleet = |n: usize, tag: &str| -> anyhow::Result<Vec<Host>> {
+        ["a", "b", "c"][..n]
+            .iter()
+            .map(|node| {
+                let dir = tmp.join(format!("{tag}-{node}"));
+                let cluster = Some(cluster_section(args, node, tag, nats));
+                start(
+                    &args.respawn_bin,
+                    &dir,
+                    &config(args, &dir, modules, "journal", cluster)?,
+                )
+            })
+            .collect()
+    };
+    let mut sums = [Round::default(); 2];
+    let mut three = Vec::new();
+    for r in 0..args.rounds.max(1) {
+        for (k, n) in [1, 3].into_iter().enumerate() {
+            let hosts = start_fleet(n, &format!("scale{r}n{n}"))?;
+            tokio::time::sleep(Duration::from_millis(args.heartbeat_ms * 4)).await;
+            let refs: Vec<&Host> = hosts.iter().collect();
+            let got = round(args, &refs, &nats.pids(), &format!("s{r}n{n}")).await?;
+            println!(
+                "| {} | {n} node{} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} |",
+                r + 1,
+                if n == 1 { "" } else { "s" },
+                got.acks_per_s,
+                got.p50_ms,
+                got.p99_ms,
+                got.host_us_per_ack,
+                got.nats_us_per_ack
+            );
+            let s = &mut sums[k];
+            s.acks_per_s += got.acks_per_s;
+            s.p99_ms += got.p99_ms;
+            s.host_us_per_ack += got.host_us_per_ack;
+            s.nats_us_per_ack += got.nats_us_per_ack;
+            if n == 3 {
+                three = hosts;
+            }
+        }
+    }
+    let n = args.rounds.max(1) as f64;
+    let (one, many) = (sums[0], sums[1]);
+    println!(
+        "\nmeans over {} rounds, {} players at `journal`: one node {:.0} msgs/s (p99 {:.2} ms, hosts {:.0} + NATS {:.0} µs CPU/msg); \
+         three nodes {:.0} msgs/s (p99 {:.2} ms, hosts {:.0} + NATS {:.0} µs CPU/msg): {:.2}x the messages/s\n",
+        args.rounds.max(1),
+        args.players,
+        one.acks_per_s / n,
+        one.p99_ms / n,
+        one.host_us_per_ack / n,
+        one.nats_us_per_ack / n,
+        many.acks_per_s / n,
+        many.p99_ms / n,
+        many.host_us_per_ack / n,
+        many.nats_us_per_ack / n,
+        many.acks_per_s / one.acks_per_s.max(1e-9),
+    );
+    routing(args, &three, nats).await
+}
+
+/// 4.: a join through a redirect against a join on the owner, and a core
+/// NATS request-reply at the players' concurrency.
+async fn routing(args: &FleetArgs, three: &[Host], nats: &nats::Nats) -> anyhow::Result<()> {
+    let joins = 200;
+    // Rooms owned by node b, each held by a player there.
+    let mut holders = Vec::new();
+    for i in 0..joins {
+        holders.push(hold(three[1].tcp, &format!("route-{i}")).await?);
+    }
+    let (mut direct, mut redirected) = (new_histogram(), new_histogram());
+    for i in 0..joins {
+        let room = format!("route-{i}");
+        let t = Instant::now();
+        drop(hold(three[1].tcp, &room).await?);
+        let _ = direct.record(t.elapsed().as_micros().max(1) as u64);
+        let t = Instant::now();
+        drop(hold_following(three[0].tcp, &room).await?);
+        let _ = redirected.record(t.elapsed().as_micros().max(1) as u64);
+    }
+    drop(holders);
+    // The hop forwarding would add: request-reply over core NATS, one
+    // responder per node, closed loop per player.
+    let client = async_nats::connect(nats.urls[0].as_str()).await?;
+    let responder = async_nats::connect(nats.urls[1].as_str()).await?;
+    let mut sub = responder.subscribe("bench.forward").await?;
+    let replier = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        while let Some(m) = sub.next().await {
+            if let Some(reply) = m.reply {
+                let _ = responder.publish(reply, m.payload).await;
+            }
+        }
+    });
+    // The subscription reaches the other servers of the NATS cluster a
+    // moment later.
+    let ready = Instant::now();
+    while client.request("bench.forward", "probe".into()).await.is_err() {
+        if ready.elapsed() > Duration::from_secs(10) {
+            bail!("the forwarding responder never became reachable");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let nats0 = cpu_of(&nats.pids())?;
+    let started = Instant::now();
+    let until = started + Duration::from_secs(args.secs);
+    let tasks: Vec<_> = (0..args.players)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let payload = format!(r#"{{"type":"message","data":{{"say":"m{i}"}},"ref":{i}}}"#);
+                let mut out = Vec::new();
+                while Instant::now() < until {
+                    let t = Instant::now();
+                    client.request("bench.forward", payload.clone().into()).await?;
+                    out.push(t.elapsed().as_micros() as u64);
+                }
+                Ok::<_, anyhow::Error>(out)
+            })
+        })
+        .collect();
+    let mut hop = new_histogram();
+    for t in tasks {
+        for us in t.await?? {
+            let _ = hop.record(us.max(1));
+        }
+    }
+    let hops = hop.len();
+    let secs = started.elapsed().as_secs_f64();
+    let nats_us = (cpu_of(&nats.pids())? - nats0) * 1e6 / hops.max(1) as f64;
+    replier.abort();
+    let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
+    println!(
+        "routing: a join on the owner p50 {:.2} ms / p99 {:.2} ms; a join through `room_elsewhere` p50 {:.2} ms / p99 {:.2} ms \
+         ({} joins, paid once per join). A forwarding hop (core NATS request-reply, {} players closed-loop): \
+         {:.0}/s, p50 {:.2} ms / p99 {:.2} ms, NATS {:.0} µs CPU each (paid on every message, twice for a broadcast's way back)",
+        ms(&direct, 0.5),
+        ms(&direct, 0.99),
+        ms(&redirected, 0.5),
+        ms(&redirected, 0.99),
+        joins,
+        args.players,
+        hops as f64 / secs,
+        ms(&hop, 0.5),
+        ms(&hop, 0.99),
+        nats_us
+    );
+    Ok(())
+}
+
+/// A player joined to `room` on `addr`, its connection kept open.
+async fn hold(addr: SocketAddr, room: &str) -> anyhow::Result<tokio::net::TcpStream> {
+    match join_on(addr, room).await? {
+        Joined::Here(stream) => Ok(stream),
+        Joined::Elsewhere(tcp) => bail!("room {room} is on {tcp}, not on {addr}"),
+    }
+}
+
+/// A player joined to `room`, starting at `addr` and following one
+/// `room_elsewhere`.
+async fn hold_following(addr: SocketAddr, room: &str) -> anyhow::Result<tokio::net::TcpStream> {
+    match join_on(addr, room).await? {
+        Joined::Here(stream) => Ok(stream),
+        Joined::Elsewhere(tcp) => hold(tcp, room).await,
+    }
+}
+
+enum Joined {
+    Here(tokio::net::TcpStream),
+    Elsewhere(SocketAddr),
+}
+
+async fn join_on(addr: SocketAddr, room: &str) -> anyhow::Result<Joined> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let join = format!("{{\"type\":\"join\",\"game\":\"chat\",\"room\":\"{room}\",\"name\":\"p\"}}\n");
+    stream.write_all(join.as_bytes()).await?;
+    let mut r = tokio::io::BufReader::new(&mut stream);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            bail!("closed before joining {room}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&line)?;
+        match v["type"].as_str() {
+            Some("joined") => break,
+            Some("error") if v["code"] == "room_elsewhere" => {
+                let tcp = v["node"]["tcp"]
+                    .as_str()
+                    .context("room_elsewhere without a tcp address")?;
+                return Ok(Joined::Elsewhere(tcp.parse()?));
+            }
+            Some("error") => bail!("join refused: {line}"),
+            _ => {}
+        }
+    }
+    drop(r);
+    Ok(Joined::Here(stream))
 }

@@ -325,10 +325,10 @@ async fn a_rollback_on_one_node_rolls_the_fleet_back_while_players_play_and_pins
         h.wait_until("2.0.0 is active", |h| h.active("faulty").as_deref() == Some("2.0.0"))
             .await;
     }
-    // Node c starts later with 1.0.0 only in its modules folder.
+    // Node c starts later with nothing in its modules folder.
     let start_c = || {
         Host::start_with(HostOptions {
-            games: &["faulty"],
+            games: &[],
             config: &node_config("c", &nats.toml_urls()),
             ..Default::default()
         })
@@ -399,11 +399,19 @@ async fn a_rollback_on_one_node_rolls_the_fleet_back_while_players_play_and_pins
         h.active("faulty").as_deref() == Some("1.0.0") && h.game("faulty")["pinned"] == true
     })
     .await;
-    // c has 2.0.0 from the fleet, to roll forward to.
+    // c has 2.0.0 from the fleet too, to roll forward to, and refuses 3.0.0
+    // as b did.
     c.wait_until_within("c has 2.0.0 from the fleet", Duration::from_secs(10), |h| {
         has_version(h, "faulty", "2.0.0")
     })
     .await;
+    let refused = c.wait_for_audit("reject", Some("untrusted_signer")).await;
+    assert!(
+        refused["file"]
+            .as_str()
+            .is_some_and(|f| f.contains("fleet-modules/faulty-3.0.0-")),
+        "{refused}"
+    );
     assert!(!has_version(&b, "faulty", "3.0.0"));
     assert!(!has_version(&c, "faulty", "3.0.0"));
 }
