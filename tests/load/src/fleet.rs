@@ -406,7 +406,7 @@ pub async fn fleet(args: &FleetArgs) -> anyhow::Result<bool> {
     Ok(all.is_some())
 }
 
-/// 3. and 4.: a fleet of one against a fleet of three, then the routing
+/// Parts 3 and 4: a fleet of one against a fleet of three, then the routing
 /// costs on the three.
 async fn scale(args: &FleetArgs, tmp: &Path, modules: &Path, nats: &nats::Nats) -> anyhow::Result<()> {
     println!(
