@@ -337,9 +337,11 @@ bench-durability *args: guests
         --rounds 7 --out target/durability.md --json target/durability.json {{args}}
     target/release/respawn-load recovery --rooms 1000 --inputs 10 | tee -a target/durability.md
 
-# A fleet on NATS JetStream (BENCHMARKS.md, "Fleet"): replicated `strict`
-# against SQLite in one run, then the failover of 1,000 rooms after kill -9
-# of their node. Needs Debian's nats-server. Writes target/fleet.md.
+# A fleet on NATS JetStream (BENCHMARKS.md, "Fleet"), in one run:
+# replicated `strict` against SQLite, the failover of 1,000 rooms after
+# kill -9 of their node, messages/s on three nodes against one, and a
+# redirected join against a forwarding hop. Needs Debian's nats-server.
+# Writes target/fleet.md (about 5 minutes).
 bench-fleet *args: guests test-deps
     cargo build --release -p respawn -p respawn-load
     target/release/respawn-load fleet --rooms 1000 --inputs 10 {{args}} | tee target/fleet.md

@@ -719,6 +719,13 @@ const HANDLERS = {
         return;
       }
     }
+    if (f.code === "storage_unavailable" && this._resuming) {
+      // The room is changing hands (a fleet) or its host cannot save right
+      // now: resume again shortly, from the entry point.
+      this._emit("error", err);
+      this._socketGone(this._ws);
+      return;
+    }
     if (f.code === "room_elsewhere" && this._resuming) {
       // Nodes that keep sending us on, or a node we cannot reach over
       // WebSocket: try again later, from the entry point.

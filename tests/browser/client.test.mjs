@@ -426,6 +426,22 @@ describe("RespawnClient in a fleet", () => {
     client.close();
   });
 
+  test("a resume refused with storage_unavailable (the room changing hands) is tried again", async () => {
+    const {client, ws} = await joinedClient();
+    ws.drop();
+    await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
+    FakeSocket.all[1].push(welcome(8, "tok-8"));
+    FakeSocket.all[1].push({type: "error", code: "storage_unavailable", message: "the room is changing hands"});
+    assert.equal(client.state, "reconnecting");
+    await until(() => FakeSocket.all[2]?.readyState === 1, "third socket");
+    assert.equal(FakeSocket.all[2].url, "ws://test/");
+    FakeSocket.all[2].push(welcome(9, "tok-9"));
+    assert.deepEqual(FakeSocket.all[2].sent, [{type: "resume", token: "tok-7", last_seq: 0}]);
+    FakeSocket.all[2].push({type: "resumed", player: 7, game: "tictactoe", room: "r1", version: "1.0.0", resume: "tok-7b"});
+    assert.equal(client.state, "connected");
+    client.close();
+  });
+
   test("nodes that keep sending a join on make it fail with room_elsewhere after three hops", async () => {
     const {client} = makeClient();
     const joining = client.join("tictactoe", "r1", "ann");

@@ -87,7 +87,7 @@ async fn publish(cluster: Arc<Cluster>, mut loaded: mpsc::UnboundedReceiver<Arc<
         match cluster.stores.modules.put(key.as_str(), &mut bytes).await {
             Ok(_) => tracing::info!(game = %name.game, version = %name.version, "version shipped to the fleet"),
             Err(e) => {
-                tracing::error!(game = %name.game, version = %name.version, "cannot ship the version to the fleet (the other nodes need it in their modules folders): {e}");
+                tracing::error!(game = %name.game, version = %name.version, "cannot ship the version to the fleet (the other nodes get it when this node restarts, or drop the file on another node): {e}");
                 continue;
             }
         }
