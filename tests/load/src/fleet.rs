@@ -236,6 +236,25 @@ struct Round {
     nats_us_per_ack: f64,
 }
 
+impl Round {
+    /// The round's markdown row.
+    fn row(&self, round: usize, label: &str) -> String {
+        format!(
+            "| {round} | {label} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} |",
+            self.acks_per_s, self.p50_ms, self.p99_ms, self.host_us_per_ack, self.nats_us_per_ack
+        )
+    }
+
+    /// Adds `other` into this sum of rounds.
+    fn add(&mut self, other: &Round) {
+        self.acks_per_s += other.acks_per_s;
+        self.p50_ms += other.p50_ms;
+        self.p99_ms += other.p99_ms;
+        self.host_us_per_ack += other.host_us_per_ack;
+        self.nats_us_per_ack += other.nats_us_per_ack;
+    }
+}
+
 /// One measured round against `hosts`, players spread over them (the NATS
 /// servers `nats` counted too).
 async fn round(args: &FleetArgs, hosts: &[&Host], nats: &[u32], tag: &str) -> anyhow::Result<Round> {
@@ -300,21 +319,8 @@ pub async fn fleet(args: &FleetArgs) -> anyhow::Result<bool> {
                 &config(args, &dir, &modules, "strict", cluster)?,
             )?;
             let got = round(args, &[&host], &nats.pids(), &format!("r{r}k{k}")).await?;
-            println!(
-                "| {} | {kind} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} |",
-                r + 1,
-                got.acks_per_s,
-                got.p50_ms,
-                got.p99_ms,
-                got.host_us_per_ack,
-                got.nats_us_per_ack
-            );
-            let s = &mut sums[k];
-            s.acks_per_s += got.acks_per_s;
-            s.p50_ms += got.p50_ms;
-            s.p99_ms += got.p99_ms;
-            s.host_us_per_ack += got.host_us_per_ack;
-            s.nats_us_per_ack += got.nats_us_per_ack;
+            println!("{}", got.row(r + 1, kind));
+            sums[k].add(&got);
         }
     }
     let n = args.rounds.max(1) as f64;
@@ -434,21 +440,8 @@ async fn scale(args: &FleetArgs, tmp: &Path, modules: &Path, nats: &nats::Nats) 
             tokio::time::sleep(Duration::from_millis(args.heartbeat_ms * 4)).await;
             let refs: Vec<&Host> = hosts.iter().collect();
             let got = round(args, &refs, &nats.pids(), &format!("s{r}n{n}")).await?;
-            println!(
-                "| {} | {n} node{} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} |",
-                r + 1,
-                if n == 1 { "" } else { "s" },
-                got.acks_per_s,
-                got.p50_ms,
-                got.p99_ms,
-                got.host_us_per_ack,
-                got.nats_us_per_ack
-            );
-            let s = &mut sums[k];
-            s.acks_per_s += got.acks_per_s;
-            s.p99_ms += got.p99_ms;
-            s.host_us_per_ack += got.host_us_per_ack;
-            s.nats_us_per_ack += got.nats_us_per_ack;
+            println!("{}", got.row(r + 1, if n == 1 { "1 node" } else { "3 nodes" }));
+            sums[k].add(&got);
             if n == 3 {
                 three = hosts;
             }

@@ -386,14 +386,7 @@ async fn a_rollback_on_one_node_rolls_the_fleet_back_while_players_play_and_pins
     a.drop_module("faulty-3.wasm", &sign_with(&faulty, &other, "faulty", "3.0.0"));
     a.wait_until("a loads 3.0.0", |h| has_version(h, "faulty", "3.0.0"))
         .await;
-    let refused = b.wait_for_audit("reject", Some("untrusted_signer")).await;
-    // An unverified file names no version: the fleet's file name does.
-    assert!(
-        refused["file"]
-            .as_str()
-            .is_some_and(|f| f.contains("fleet-modules/faulty-3.0.0-")),
-        "{refused}"
-    );
+    refuses_from_fleet(&b, "faulty-3.0.0").await;
     let c = start_c();
     c.wait_until_within("c converges", Duration::from_secs(10), |h| {
         h.active("faulty").as_deref() == Some("1.0.0") && h.game("faulty")["pinned"] == true
@@ -405,15 +398,21 @@ async fn a_rollback_on_one_node_rolls_the_fleet_back_while_players_play_and_pins
         has_version(h, "faulty", "2.0.0")
     })
     .await;
-    let refused = c.wait_for_audit("reject", Some("untrusted_signer")).await;
+    refuses_from_fleet(&c, "faulty-3.0.0").await;
+    assert!(!has_version(&b, "faulty", "3.0.0"));
+    assert!(!has_version(&c, "faulty", "3.0.0"));
+}
+
+/// Waits for `host` to refuse the fleet's `<game>-<version>` for its
+/// signer. An unverified file names no version: the fleet's file name does.
+async fn refuses_from_fleet(host: &Host, game_version: &str) {
+    let refused = host.wait_for_audit("reject", Some("untrusted_signer")).await;
     assert!(
         refused["file"]
             .as_str()
-            .is_some_and(|f| f.contains("fleet-modules/faulty-3.0.0-")),
+            .is_some_and(|f| f.contains(&format!("fleet-modules/{game_version}-"))),
         "{refused}"
     );
-    assert!(!has_version(&b, "faulty", "3.0.0"));
-    assert!(!has_version(&c, "faulty", "3.0.0"));
 }
 
 /// Whether `host` has `version` of `game` in its slots.
