@@ -106,7 +106,7 @@ async fn follow(start: SocketAddr, msg: &Value, expect: &str) -> (Client, Value,
 }
 
 #[tokio::test]
-async fn players_on_any_node_reach_the_room_and_play_tictactoe_across_the_fleet() {
+async fn players_on_any_node_reach_the_room_and_play_tictactoe_and_chat_across_the_fleet() {
     let nats = Nats::cluster(3);
     let hosts = fleet(&nats);
     for h in &hosts {
@@ -149,12 +149,34 @@ async fn players_on_any_node_reach_the_room_and_play_tictactoe_across_the_fleet(
         }
     }
     assert_eq!(last["winner"], "X", "{last}");
-    // Exactly one node serves the room.
+
+    // A chat room made on node c; members arriving at a and b are sent on,
+    // and every line reaches every member.
+    let mut cat = hosts[2].client(Transport::Ws).await;
+    cat.join("chat", "lounge", "cat").await;
+    assert_eq!(cat.event().await["type"], "welcome");
+    let mut members = vec![cat];
+    for (start, name) in [(hosts[0].tcp, "ann"), (hosts[1].tcp, "bob")] {
+        let join = json!({"type": "join", "game": "chat", "room": "lounge", "name": name});
+        let (mut c, _, visited) = follow(start, &join, "joined").await;
+        assert_eq!(visited, ["c"], "{name} is sent on to node c");
+        assert_eq!(c.event().await["type"], "welcome");
+        members.push(c);
+    }
+    for (i, from) in ["cat", "ann", "bob"].iter().enumerate() {
+        members[i].message(json!({"say": format!("hello from {from}")})).await;
+        for m in &mut members {
+            let said = m.event_of("said").await;
+            assert_eq!(said["from"], *from, "{said}");
+            assert_eq!(said["text"], format!("hello from {from}"), "{said}");
+        }
+    }
+    // Exactly one node serves each room.
     let rooms: Vec<u64> = hosts
         .iter()
         .map(|h| h.runtime()["rooms"].as_u64().unwrap_or(0))
         .collect();
-    assert_eq!(rooms, [1, 0, 0]);
+    assert_eq!(rooms, [1, 0, 1]);
 }
 
 /// Resumes `tally`'s seat through `addr` (following `room_elsewhere`) and
