@@ -116,10 +116,11 @@ pub(super) async fn recover_owned(
 }
 
 /// Takes over many orphaned rooms at once (each with the revision of its
-/// dead owner's claim), as [`adopt`] does one: the claims are made
-/// concurrently, every room's records come from one pass over the stream
-/// instead of a request per record, and the rooms are recovered together.
-/// A room whose old owner wrote after the read is adopted alone.
+/// dead owner's claim), as [`adopt`] does one: the claims, the reads of
+/// the rooms' records and the `claimed` records are made concurrently, and
+/// the rooms are recovered together (one catch-up, not one per room). A
+/// room whose old owner wrote after the read, or whose read failed, is
+/// adopted alone. The rooms' locks are held until their seats are parked.
 async fn adopt_all(cluster: &Cluster, host: &Host, rooms: Vec<(RoomRef, u64)>) {
     let started = Instant::now();
     let mut locks = Vec::new();
