@@ -426,18 +426,27 @@ describe("RespawnClient in a fleet", () => {
     client.close();
   });
 
-  test("a resume refused with storage_unavailable (the room changing hands) is tried again", async () => {
-    const {client, ws} = await joinedClient();
+  test("a resume refused with storage_unavailable (the room changing hands) is tried again from the entry point, backing off", async () => {
+    const {client, ws, seen} = await joinedClient();
     ws.drop();
     await until(() => FakeSocket.all[1]?.readyState === 1, "second socket");
     FakeSocket.all[1].push(welcome(8, "tok-8"));
-    FakeSocket.all[1].push({type: "error", code: "storage_unavailable", message: "the room is changing hands"});
-    assert.equal(client.state, "reconnecting");
-    await until(() => FakeSocket.all[2]?.readyState === 1, "third socket");
-    assert.equal(FakeSocket.all[2].url, "ws://test/");
+    FakeSocket.all[1].push(elsewhere("ws://b/"));
+    await until(() => FakeSocket.all[2]?.readyState === 1, "socket to b");
+    assert.equal(FakeSocket.all[2].url, "ws://b/");
     FakeSocket.all[2].push(welcome(9, "tok-9"));
-    assert.deepEqual(FakeSocket.all[2].sent, [{type: "resume", token: "tok-7", last_seq: 0}]);
-    FakeSocket.all[2].push({type: "resumed", player: 7, game: "tictactoe", room: "r1", version: "1.0.0", resume: "tok-7b"});
+    FakeSocket.all[2].push({type: "error", code: "storage_unavailable", message: "the room is changing hands"});
+    assert.equal(client.state, "reconnecting");
+    await until(() => FakeSocket.all[3]?.readyState === 1, "fourth socket");
+    assert.equal(FakeSocket.all[3].url, "ws://test/", "back to the entry point, not b");
+    FakeSocket.all[3].push(welcome(10, "tok-10"));
+    assert.deepEqual(FakeSocket.all[3].sent, [{type: "resume", token: "tok-7", last_seq: 0}]);
+    FakeSocket.all[3].push({type: "error", code: "storage_unavailable", message: "the room is changing hands"});
+    await until(() => FakeSocket.all[4]?.readyState === 1, "fifth socket");
+    const attempts = seen.filter(([t]) => t === "retry").map(([, r]) => r.attempt);
+    assert.deepEqual(attempts, [0, 1, 2], "no welcome resets the backoff while the resume is refused");
+    FakeSocket.all[4].push(welcome(11, "tok-11"));
+    FakeSocket.all[4].push({type: "resumed", player: 7, game: "tictactoe", room: "r1", version: "1.0.0", resume: "tok-7b"});
     assert.equal(client.state, "connected");
     client.close();
   });

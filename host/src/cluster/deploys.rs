@@ -84,10 +84,15 @@ async fn follow(cluster: Arc<Cluster>, deployer: Arc<Deployer>) {
     }
 }
 
-/// The version the fleet last made active for `game`, if any.
-pub(super) async fn decided_version(cluster: &Cluster, game: &str) -> Option<semver::Version> {
-    let value = cluster.stores.deploys.get(game).await.ok()??;
-    serde_json::from_slice::<Decision>(&value).ok()?.active.parse().ok()
+/// The version the fleet last made active for `game`, if any; `Err`: the
+/// bucket could not be read.
+pub(super) async fn decided_version(cluster: &Cluster, game: &str) -> Result<Option<semver::Version>, ()> {
+    let Some(value) = cluster.stores.deploys.get(game).await.map_err(|_| ())? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice::<Decision>(&value)
+        .ok()
+        .and_then(|d| d.active.parse().ok()))
 }
 
 /// Applies the fleet's last decision on `game` again: a version it names
@@ -112,14 +117,24 @@ async fn apply_entry(cluster: &Cluster, deployer: &Arc<Deployer>, game: &str, re
     if applied.get(game).is_some_and(|r| *r >= revision) {
         return;
     }
-    // This node's own decision is in force here already.
-    let own = d.node == cluster.cfg.node && d.incarnation == cluster.incarnation.load(Ordering::Acquire);
+    // This node's own decision is in force here already, unless another
+    // node's older one was applied since.
+    let own = d.node == cluster.cfg.node
+        && d.incarnation == cluster.incarnation.load(Ordering::Acquire)
+        && in_force(deployer, game, &d);
     if own || apply(deployer, game, &d).await {
         applied.insert(game.to_owned(), revision);
     }
 }
 
-/// `false`: the version decided is not here yet.
+/// Whether this node runs what `d` decided.
+fn in_force(deployer: &Deployer, game: &str, d: &Decision) -> bool {
+    let games = deployer.games();
+    games.active(game).is_some_and(|m| m.version.to_string() == d.active) && games.pinned(game) == d.pinned
+}
+
+/// `false`: not applied in full (the version decided is not here yet, or
+/// the promotion failed), to be tried again.
 async fn apply(deployer: &Arc<Deployer>, game: &str, d: &Decision) -> bool {
     let Ok(version) = d.active.parse::<semver::Version>() else {
         tracing::warn!(%game, version = %d.active, "the fleet's decision names no version");
@@ -136,13 +151,17 @@ async fn apply(deployer: &Arc<Deployer>, game: &str, d: &Decision) -> bool {
         }
         match deployer.promote_forced(game, &version, Trigger::Fleet, true).await {
             Ok(p) => tracing::info!(%game, %version, node = %d.node, rooms = p.rooms, "followed the fleet's decision"),
-            Err(e) => tracing::error!(%game, %version, node = %d.node, "cannot follow the fleet's decision: {e}"),
+            Err(e) => {
+                tracing::error!(%game, %version, node = %d.node, "cannot follow the fleet's decision: {e}");
+                return false;
+            }
         }
     }
     if games.pinned(game) != d.pinned
         && let Err(e) = deployer.pin_for_fleet(game, d.pinned)
     {
         tracing::error!(%game, "cannot pin as the fleet decided: {e}");
+        return false;
     }
     true
 }

@@ -9,8 +9,8 @@
 
 use super::Cluster;
 use crate::deploy::Deployer;
-use crate::modules::GameModule;
 use crate::modules::loader::MAX_MODULE_BYTES;
+use crate::modules::{GameModule, Rejection};
 use futures_util::StreamExt;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -98,7 +98,10 @@ async fn publish(cluster: Arc<Cluster>, mut loaded: mpsc::UnboundedReceiver<Arc<
 /// Deletes the versions of `game` older than its newest `keep`, except
 /// the one the fleet last made active (a rollback may have gone far back).
 async fn prune(cluster: &Cluster, game: &str, keep: usize) {
-    let active = super::deploys::decided_version(cluster, game).await;
+    // Without knowing what the fleet runs, nothing is deleted.
+    let Ok(active) = super::deploys::decided_version(cluster, game).await else {
+        return;
+    };
     let Ok(mut list) = cluster.stores.modules.list().await else {
         return;
     };
@@ -202,7 +205,9 @@ async fn fetch_and_load(
             true
         }
         Ok(None) => true,
-        Err(_) => false,
+        // Remembered: refusals the same bytes would meet again; not a
+        // failed read of the file, which may pass.
+        Err(why) => matches!(why, Rejection::Read(_)),
     }
 }
 
