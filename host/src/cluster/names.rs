@@ -60,12 +60,7 @@ impl Names {
 
     /// The subject a room's records go to.
     pub fn room_subject(&self, room: &RoomRef) -> String {
-        format!("{}{}", self.room_subject_prefix(), room_key(room))
-    }
-
-    /// What every room's subject starts with, before its [`room_key`].
-    pub fn room_subject_prefix(&self) -> String {
-        format!("{}.room.", self.prefix)
+        format!("{}.room.{}", self.prefix, room_key(room))
     }
 
     /// The bucket of node heartbeats.
