@@ -447,29 +447,27 @@ async fn write_kv(cluster: &Cluster, writes: &[(&str, &KvWrites)]) -> Result<(),
     for (game, writes) in writes {
         for (key, value) in writes.iter() {
             let k = super::names::scoped_key(game, key);
-            puts.push(async move {
-                match value {
-                    Some(v) => {
-                        let mut bytes = Vec::with_capacity(8 + v.len());
-                        bytes.extend_from_slice(&me.to_be_bytes());
-                        bytes.extend_from_slice(v);
-                        cluster
-                            .stores
-                            .kv
-                            .put(k, bytes.into())
-                            .await
-                            .map(drop)
-                            .map_err(|e| e.to_string())
-                    }
-                    None => cluster.stores.kv.delete(k).await.map_err(|e| e.to_string()),
-                }
+            let value = value.as_ref().map(|v| {
+                let mut bytes = Vec::with_capacity(8 + v.len());
+                bytes.extend_from_slice(&me.to_be_bytes());
+                bytes.extend_from_slice(v);
+                bytes
             });
+            puts.push(put_or_delete(&cluster.stores.kv, k, value));
         }
     }
     for r in futures_util::future::join_all(puts).await {
         r.map_err(|e| format!("writing game storage: {e}"))?;
     }
     Ok(())
+}
+
+/// Puts `value` under `key`, or deletes the key for `None`.
+async fn put_or_delete(store: &kv::Store, key: String, value: Option<Vec<u8>>) -> Result<(), String> {
+    match value {
+        Some(v) => store.put(key, v.into()).await.map(drop).map_err(|e| e.to_string()),
+        None => store.delete(key).await.map_err(|e| e.to_string()),
+    }
 }
 
 /// The kv bucket's keys for bans: not a game's name, so never a game's
@@ -479,25 +477,14 @@ const BANS: &str = "_bans";
 /// Writes bans and lifted bans to the fleet (loaded at a node's start).
 async fn write_bans(cluster: &Cluster, ops: &[&Op]) -> Result<(), String> {
     for op in ops {
-        let written = match op {
-            Op::Ban(ban) => {
-                let key = super::names::scoped_key(BANS, &ban.user);
-                let value = serde_json::to_vec(ban).map_err(|e| e.to_string())?;
-                cluster
-                    .stores
-                    .kv
-                    .put(key, value.into())
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            }
-            Op::Unban { user } => {
-                let key = super::names::scoped_key(BANS, user);
-                cluster.stores.kv.delete(key).await.map_err(|e| e.to_string())
-            }
-            _ => Ok(()),
+        let (user, value) = match op {
+            Op::Ban(ban) => (&ban.user, Some(serde_json::to_vec(ban).map_err(|e| e.to_string())?)),
+            Op::Unban { user } => (user, None),
+            _ => continue,
         };
-        written.map_err(|e| format!("writing a ban: {e}"))?;
+        put_or_delete(&cluster.stores.kv, super::names::scoped_key(BANS, user), value)
+            .await
+            .map_err(|e| format!("writing a ban: {e}"))?;
     }
     Ok(())
 }
