@@ -7,7 +7,7 @@ example_games := "echo chat tictactoe tictactoe-js tictactoe-c"
 all_guests := "echo chat tictactoe faulty null"
 # Guests in JavaScript (componentize-js from npm) and C (clang, wasi-libc).
 js_guests := "tictactoe-js faulty-js"
-c_guests := "tictactoe-c"
+c_guests := "tictactoe-c faulty-c"
 
 # Build everything and serve the example games (demo site http://127.0.0.1:7703/).
 run *args: guests
@@ -230,9 +230,21 @@ guest-tests: js-sdk
         if ls guests/$g/*.test.js >/dev/null 2>&1; then (cd "guests/$g" && node --test) || status=1; fi
     done
     for g in {{c_guests}}; do
+        [ -f "guests/$g/test.c" ] || continue
         make -s -C "guests/$g" test || status=1
         rm -f "guests/$g/test-native"
     done
+    # The WIT world's TypeScript declarations are what jco makes of it now.
+    fresh="$(mktemp -d)"
+    if (cd guest-sdk/js && node scripts/wit-types.mjs wit/world.wit "$fresh" >/dev/null) \
+        && diff -r guest-sdk/js/types "$fresh"; then
+        echo "guest-sdk/js/types matches wit/world.wit: all checks passed"
+    else
+        echo "guest-sdk/js/types is stale: run 'npm run wit-types' in guest-sdk/js" >&2
+        echo "1 checks failed"
+        status=1
+    fi
+    rm -rf "$fresh"
     exit $status
 
 # The metrics tests scrape a real host with Prometheus and lint it with

@@ -224,6 +224,21 @@ static inline bool rs_fail(room_string_t *err, const char *fmt, ...) {
   return false;
 }
 
+/* Ends the call as a bug, the way a Rust panic does: the message goes to
+ * the log at error level (the host keeps it with the fault, in its log and
+ * the crash report), then the call traps and the room goes on from its
+ * last checkpoint. For states the game cannot continue from, never for a
+ * player's bad move (reject that). */
+__attribute__((noreturn, format(printf, 1, 2))) static inline void rs_panic(const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  rs__vformat(msg, fmt, ap);
+  va_end(ap);
+  rs_log(RS_ERROR, "guest panicked: %s", msg);
+  __builtin_trap();
+}
+
 /* ---- storage -------------------------------------------------------------- */
 
 /* The name of a kv-error case, as the host's docs and the other SDKs spell it. */

@@ -351,7 +351,7 @@ void exports_respawn_game_game_snapshot(room_list_u8_t *ret) {
   rs_buf_printf(&b, ",\"games\":%u,\"winner_wins\":", g.games);
   put_winner_wins(&b);
   rs_buf_puts(&b, "}");
-  if (b.failed) abort(); /* no state to give: trap, the host keeps its last checkpoint */
+  if (b.failed) rs_panic("no memory to write the snapshot"); /* the host keeps its last checkpoint */
   ret->ptr = (uint8_t *)b.ptr;
   ret->len = b.len;
 }

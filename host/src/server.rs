@@ -492,6 +492,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// included) before it is dropped: refusals hold one of few places.
 const REFUSAL_TIME: Duration = Duration::from_secs(1);
 
+/// A connection's task. What it awaits in turn (the handshakes, the
+/// session) is boxed: a task's future is allocated once, as large as the
+/// largest state it may reach, for the connection's whole life, and an
+/// idle connection should hold only what its session needs.
 async fn serve_connection(kind: Kind, stream: TcpStream, peer: SocketAddr, slot: AcceptSlot, shared: Arc<Shared>) {
     // Admitted before the handshake, so connections that never finish one
     // count against the limits too.
@@ -499,28 +503,28 @@ async fn serve_connection(kind: Kind, stream: TcpStream, peer: SocketAddr, slot:
         Ok(permit) => {
             let net = &shared.sessions.net;
             let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-            let stream = match tokio::time::timeout_at(deadline, secure(stream, shared.tls.as_ref())).await {
+            let stream = match tokio::time::timeout_at(deadline, Box::pin(secure(stream, shared.tls.as_ref()))).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
             match kind {
-                Kind::Ws => match tokio::time::timeout_at(deadline, WsTransport::accept(stream, net)).await {
-                    Ok(Ok(t)) => serve(kind, t, peer, permit, &shared).await,
+                Kind::Ws => match tokio::time::timeout_at(deadline, Box::pin(WsTransport::accept(stream, net))).await {
+                    Ok(Ok(t)) => Box::pin(serve(kind, t, peer, permit, &shared)).await,
                     Ok(Err(e)) => tracing::debug!(%peer, "websocket handshake failed: {e}"),
                     Err(_) => tracing::debug!(%peer, "websocket handshake timed out"),
                 },
-                Kind::Tcp => serve(kind, TcpTransport::new(stream, net), peer, permit, &shared).await,
+                Kind::Tcp => Box::pin(serve(kind, TcpTransport::new(stream, net), peer, permit, &shared)).await,
             }
         }
         // Told why while a refusal permit lasts; beyond, dropped at once.
         Err((why, Some(_telling))) => {
-            let _ = tokio::time::timeout(REFUSAL_TIME, async {
+            let telling = Box::pin(async {
                 if let Ok(stream) = secure(stream, shared.tls.as_ref()).await {
                     refuse(kind, stream, why, &shared).await;
                 }
-            })
-            .await;
+            });
+            let _ = tokio::time::timeout(REFUSAL_TIME, telling).await;
         }
         Err((_, None)) => {}
     }

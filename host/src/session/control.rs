@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 /// What reaches a live session from outside its connection and its room.
 pub(crate) enum Control {
     /// Another connection resumes this seat: hand it over (`None`: no seat).
-    Takeover(Takeover),
+    /// Boxed: every session's channel allocates a block of these at once,
+    /// which an idle connection pays for.
+    Takeover(Box<Takeover>),
     /// The host is shutting down: say goodbye and close.
     Shutdown,
 }

@@ -264,16 +264,23 @@ impl<T: Transport> Session<T> {
                             break end;
                         }
                     }
-                    Err(e) if is_overflow(&e) => break self.cut_slow_consumer().await,
+                    Err(e) if is_overflow(&e) => break Box::pin(self.cut_slow_consumer()).await,
                     Err(e) => {
                         tracing::debug!(player = self.player, "connection lost: {e}");
-                        self.salvage().await;
+                        Box::pin(self.salvage()).await;
                         break End::Dropped;
                     }
                 }
             },
             Err(_) => End::Dropped,
         };
+        Box::pin(self.finish(end)).await;
+    }
+
+    /// After the connection's end: the seat parked for a resume or given
+    /// up, the take-over channel closed, the socket closed (boxed by
+    /// `run`, so a live connection's task does not carry it).
+    async fn finish(mut self, end: End) {
         let resumes = self.hub.resumes.clone();
         let aborted = matches!(end, End::Aborted);
         match (end, self.seat.take()) {
@@ -430,7 +437,7 @@ impl<T: Transport> Session<T> {
         if std::mem::take(&mut self.others_first) {
             tokio::select! {
                 biased;
-                Some(control) = self.control_rx.recv() => return self.on_control(control).await,
+                Some(control) = self.control_rx.recv() => return Box::pin(self.on_control(control)).await,
                 inbound = self.transport.recv() => return self.on_inbound(inbound).await,
                 () = self.timer.as_mut() => return self.on_timer().await,
                 () = std::future::ready(()) => {}
@@ -447,7 +454,7 @@ impl<T: Transport> Session<T> {
         // first and the others are polled only when it has nothing.
         tokio::select! {
             biased;
-            Some(control) = self.control_rx.recv() => self.on_control(control).await,
+            Some(control) = self.control_rx.recv() => Box::pin(self.on_control(control)).await,
             out = from_room => self.on_room_frame(out).await,
             inbound = self.transport.recv() => self.on_inbound(inbound).await,
             () = self.timer.as_mut() => self.on_timer().await,
@@ -471,7 +478,7 @@ impl<T: Transport> Session<T> {
 
     async fn on_control(&mut self, control: Control) -> io::Result<Flow> {
         let takeover = match control {
-            Control::Takeover(takeover) => takeover,
+            Control::Takeover(takeover) => *takeover,
             Control::Shutdown => {
                 return Ok(self.say_goodbye().await);
             }
@@ -907,54 +914,60 @@ impl<T: Transport> Session<T> {
                         "already in a room; leave it first",
                     )));
                 }
-                return self.join(game, room, name, ticket, reference).await;
+                // Boxed, like every rare request: a connection's task
+                // would otherwise be as large as its largest request's
+                // future for its whole life (the idle memory per player).
+                return Box::pin(self.join(game, room, name, ticket, reference)).await;
             }
             Request::Resume {
                 token,
                 last_seq,
                 reference,
             } => {
-                if self.seat.is_some() {
-                    return Ok(Err(Refusal::new(
-                        ErrorCode::AlreadyJoined,
-                        "already in a room; resume on a fresh connection",
-                    )));
-                }
-                let mut claimed = self.hub.resumes.claim(&token).await;
-                if claimed.is_none()
-                    && let Some(cluster) = self.hub.rooms.cluster()
-                {
-                    match cluster.locate_seat(&crate::storage::token_hash(&token)).await {
-                        Ok(Some((room, crate::cluster::Place::Elsewhere(node)))) => {
-                            let msg = format!(
-                                "the seat's room {}/{} lives on node {}: resume there",
-                                room.game, room.room, node.id
-                            );
-                            self.send(protocol::elsewhere_frame(&msg, &node, reference)).await?;
-                            return Ok(Ok(()));
-                        }
-                        // Adopted here just now: the seat is parked.
-                        Ok(Some((_, crate::cluster::Place::Here))) => claimed = self.hub.resumes.claim(&token).await,
-                        Ok(None) => {}
-                        // The seat may well exist: the player must not
-                        // give it up and join afresh.
-                        Err(e) => {
-                            tracing::warn!("cannot look the seat up in the fleet: {e}");
-                            return Ok(Err(Refusal::new(
-                                ErrorCode::StorageUnavailable,
-                                "the fleet cannot find your seat right now (a node is changing hands); resume again shortly, on any node",
-                            )));
+                return Box::pin(async move {
+                    if self.seat.is_some() {
+                        return Ok(Err(Refusal::new(
+                            ErrorCode::AlreadyJoined,
+                            "already in a room; resume on a fresh connection",
+                        )));
+                    }
+                    let mut claimed = self.hub.resumes.claim(&token).await;
+                    if claimed.is_none()
+                        && let Some(cluster) = self.hub.rooms.cluster()
+                    {
+                        match cluster.locate_seat(&crate::storage::token_hash(&token)).await {
+                            Ok(Some((room, crate::cluster::Place::Elsewhere(node)))) => {
+                                let msg = format!(
+                                    "the seat's room {}/{} lives on node {}: resume there",
+                                    room.game, room.room, node.id
+                                );
+                                self.send(protocol::elsewhere_frame(&msg, &node, reference)).await?;
+                                return Ok(Ok(()));
+                            }
+                            // Adopted here just now: the seat is parked.
+                            Ok(Some((_, crate::cluster::Place::Here))) => claimed = self.hub.resumes.claim(&token).await,
+                            Ok(None) => {}
+                            // The seat may well exist: the player must not
+                            // give it up and join afresh.
+                            Err(e) => {
+                                tracing::warn!("cannot look the seat up in the fleet: {e}");
+                                return Ok(Err(Refusal::new(
+                                    ErrorCode::StorageUnavailable,
+                                    "the fleet cannot find your seat right now (a node is changing hands); resume again shortly, on any node",
+                                )));
+                            }
                         }
                     }
-                }
-                let Some((player, seat)) = claimed else {
-                    crate::metrics::METRICS.resume("failed");
-                    return Ok(Err(Refusal::new(
-                        ErrorCode::ResumeFailed,
-                        "no seat to resume: the token is unknown or its grace period is over; join again",
-                    )));
-                };
-                return self.take_seat(player, seat, last_seq, reference).await;
+                    let Some((player, seat)) = claimed else {
+                        crate::metrics::METRICS.resume("failed");
+                        return Ok(Err(Refusal::new(
+                            ErrorCode::ResumeFailed,
+                            "no seat to resume: the token is unknown or its grace period is over; join again",
+                        )));
+                    };
+                    self.take_seat(player, seat, last_seq, reference).await
+                })
+                .await;
             }
             Request::Message { data, reference } => {
                 let Some(seat) = &self.seat else {
@@ -971,37 +984,42 @@ impl<T: Transport> Session<T> {
                     return Ok(Err(Refusal::new(ErrorCode::RoomClosed, "the room has closed")));
                 }
             }
-            Request::Leave { reference } => {
-                let Some(mut seat) = self.seat.take() else {
-                    return Ok(Err(Refusal::new(ErrorCode::NotJoined, "not in a room")));
-                };
-                if seat.room.leave(self.player).await.is_ok() {
-                    // Frames the room queued before it saw the leave still
-                    // belong to the player; the queue ends once the room
-                    // has dropped it.
-                    let flush = async {
-                        while let Some(frame @ (ToSession::Frame(_) | ToSession::Removed(_) | ToSession::Notice(_))) =
-                            seat.next().await
-                        {
-                            let f = match frame {
-                                ToSession::Notice(f) => f,
-                                ToSession::Frame(f) | ToSession::Removed(f) => seat.replay.stamp(&f),
-                                ToSession::Shutdown | ToSession::Moved(_) => continue,
-                            };
-                            self.feed(f).await?;
-                            if seat.is_empty() {
-                                self.flush().await?;
-                            }
-                        }
-                        self.flush().await
+            Request::Leave { reference } => return Box::pin(self.leave(reference)).await,
+        }
+        Ok(Ok(()))
+    }
+
+    /// Leaves the room: what it queued before it saw the leave still goes
+    /// out, then `left`.
+    async fn leave(&mut self, reference: Option<&RawValue>) -> io::Result<Result<(), Refusal>> {
+        let Some(mut seat) = self.seat.take() else {
+            return Ok(Err(Refusal::new(ErrorCode::NotJoined, "not in a room")));
+        };
+        if seat.room.leave(self.player).await.is_ok() {
+            // Frames the room queued before it saw the leave still
+            // belong to the player; the queue ends once the room
+            // has dropped it.
+            let flush = async {
+                while let Some(frame @ (ToSession::Frame(_) | ToSession::Removed(_) | ToSession::Notice(_))) =
+                    seat.next().await
+                {
+                    let f = match frame {
+                        ToSession::Notice(f) => f,
+                        ToSession::Frame(f) | ToSession::Removed(f) => seat.replay.stamp(&f),
+                        ToSession::Shutdown | ToSession::Moved(_) => continue,
                     };
-                    if let Ok(r) = tokio::time::timeout(LEAVE_FLUSH, flush).await {
-                        r?;
+                    self.feed(f).await?;
+                    if seat.is_empty() {
+                        self.flush().await?;
                     }
                 }
-                self.send(ServerMsg::Left { reference }.encode()).await?;
+                self.flush().await
+            };
+            if let Ok(r) = tokio::time::timeout(LEAVE_FLUSH, flush).await {
+                r?;
             }
         }
+        self.send(ServerMsg::Left { reference }.encode()).await?;
         Ok(Ok(()))
     }
 }

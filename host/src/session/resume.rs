@@ -183,7 +183,7 @@ impl Resumes {
             reply: tx,
             room: room.cloned(),
         };
-        if takeover.send(Control::Takeover(request)).is_ok()
+        if takeover.send(Control::Takeover(Box::new(request))).is_ok()
             && let Ok(Ok(answer)) = tokio::time::timeout(self.takeover_wait, rx).await
         {
             match answer {

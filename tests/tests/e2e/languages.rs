@@ -1,8 +1,9 @@
 //! Issue 18: games in JavaScript and C against the same WIT world. The
-//! JavaScript tictactoe plays the Rust one's end-to-end games unchanged, a
-//! live room swaps between the three languages with its board, a
-//! JavaScript guest that throws, loops or hoards memory is contained like
-//! a Rust one, and the C tictactoe plays the same games.
+//! JavaScript and C tictactoes play the Rust one's end-to-end games
+//! unchanged, a live room swaps between the three languages with its board
+//! (and rolls back from JavaScript to Rust), JavaScript and C guests that
+//! fail, loop or hoard memory are contained like a Rust one (restart, crash
+//! capsule, probation), and a JavaScript restart compiles nothing.
 
 use crate::play::{play_tictactoe_to_a_draw, play_tictactoe_to_a_win};
 use respawn_e2e::{Client, Host, HostOptions, Transport, respawn_bin, shared_code_cache, signed};
@@ -30,6 +31,22 @@ async fn javascript_tictactoe_plays_the_rust_games_unchanged() {
     let host = tictactoe_host("tictactoe-js");
     play_tictactoe_to_a_win(&host).await;
     play_tictactoe_to_a_draw(&host).await;
+
+    // A restart takes the engine's compiled code from the code cache
+    // instead of compiling it again, and serves with it.
+    let before = host.log().len();
+    let host = host.restart();
+    let log = host.log();
+    let restart = log.get(before..).unwrap_or_default();
+    assert!(
+        restart
+            .lines()
+            .any(|l| l.contains("compiled code from the cache") && l.contains("tictactoe")),
+        "{restart}"
+    );
+    let mut x = host.client(Transport::Ws).await;
+    x.join("tictactoe", "after-restart", "xena").await;
+    assert_eq!(x.event().await, json!({"type": "seat", "mark": "X"}));
 }
 
 #[tokio::test]
@@ -138,6 +155,37 @@ async fn a_live_game_swaps_from_rust_to_javascript_to_c_and_back_with_its_board(
     assert_eq!(s["line"], json!([0, 1, 2]));
     assert_eq!(s["board"], json!(["X", "X", "X", null, "O", null, null, null, "O"]));
     assert_eq!(s["winner_wins"], 1, "Rust counted the win in storage");
+
+    // Rust → JavaScript again, and JavaScript → Rust directly by a
+    // rollback: both read the finished game.
+    host.drop_module("tictactoe-5.wasm", &signed("tictactoe-js", "tictactoe", "5.0.0"));
+    host.wait_until_within("the JavaScript build is active again", COMPILE, |h| {
+        h.active("tictactoe").as_deref() == Some("5.0.0")
+    })
+    .await;
+    for c in [&mut x, &mut o] {
+        assert_eq!(swapped(c).await["version"], "5.0.0");
+    }
+    o.message(json!({"action": "move", "cell": 5})).await;
+    assert_eq!(o.expect_error("rejected").await["reason"], "game-over");
+    let (ok, out, err) = host.cli(&["rollback", "tictactoe"]);
+    assert!(ok, "{out}{err}");
+    for c in [&mut x, &mut o] {
+        let s = swapped(c).await;
+        assert_eq!(
+            (s["from"].as_str(), s["version"].as_str()),
+            (Some("5.0.0"), Some("4.0.0"))
+        );
+    }
+    o.message(json!({"action": "move", "cell": 5})).await;
+    assert_eq!(o.expect_error("rejected").await["reason"], "game-over");
+    x.message(json!({"action": "restart"})).await;
+    let s = o.event_of("state").await;
+    assert_eq!(
+        s["board"],
+        json!([null, null, null, null, null, null, null, null, null])
+    );
+    assert_eq!((s["status"].as_str(), s["games"].as_u64()), (Some("playing"), Some(1)));
 }
 
 /// Sends `{"do": what}` to the faulty JavaScript guest.
@@ -159,20 +207,70 @@ async fn restarted(c: &mut Client) -> Value {
     frame
 }
 
-/// A host serving the faulty JavaScript guest as `faulty-js` 1.0.0, with
-/// `config` and the shared code cache.
-fn faulty_js_host(config: &str) -> Host {
+/// A host serving a faulty test guest of `target/guests/` (`faulty-js`,
+/// `faulty-c`) under its own name as 1.0.0, with `config` and the shared
+/// code cache.
+fn faulty_host(game: &str, config: &str) -> Host {
+    let file = format!("{game}.wasm");
     Host::start_with(HostOptions {
         games: &["echo"],
-        extra_modules: vec![("faulty-js.wasm", signed("faulty-js", "faulty-js", "1.0.0"))],
+        extra_modules: vec![(&file, signed(game, game, "1.0.0"))],
         config: &format!("{}{config}", shared_code_cache()),
         ..HostOptions::default()
     })
 }
 
+/// Config for the containment tests: restarts enough for every fault, and
+/// a short call deadline for the loops.
+const CONTAINED: &str = "[supervision]\nmax_restarts = 100\n[sandbox]\ncall_timeout_ms = 200\n";
+
+/// The index of a host's crash capsules, or null before it is written.
+fn capsule_index(host: &Host) -> Value {
+    std::fs::read(host.state_dir().join("capsules/index.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Waits for the written capsule whose signature passes `ours` and
+/// replays it offline with `respawn replay --json`, returning the report.
+async fn replay_capsule(host: &Host, ours: impl Fn(&str) -> bool) -> Value {
+    let written = |i: &Value| {
+        i["kept"]
+            .as_array()
+            .and_then(|kept| {
+                kept.iter()
+                    .find(|k| k["signature"].as_str().is_some_and(&ours) && k["written"] == true)
+            })
+            .and_then(|k| k["file"].as_str())
+            .map(str::to_owned)
+    };
+    host.wait_until_within("the fault's capsule", COMPILE, |h| written(&capsule_index(h)).is_some())
+        .await;
+    let capsule = host
+        .state_dir()
+        .join("capsules")
+        .join(written(&capsule_index(host)).expect("the capsule's file"));
+    let out = Command::new(respawn_bin())
+        .arg("replay")
+        .arg(&capsule)
+        .arg("--trust")
+        .arg(host.trust_dir())
+        .arg("--json")
+        .output()
+        .expect("respawn replay");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 #[tokio::test]
 async fn a_javascript_guest_that_throws_loops_or_hoards_is_contained_like_a_rust_one() {
-    let host = faulty_js_host("[supervision]\nmax_restarts = 100\n[sandbox]\ncall_timeout_ms = 200\n");
+    let host = faulty_host("faulty-js", CONTAINED);
     let mut p = host.client(Transport::Tcp).await;
     p.join("faulty-js", "r", "p").await;
     assert_eq!(p.event().await["count"], 0);
@@ -227,45 +325,11 @@ async fn a_javascript_guest_that_throws_loops_or_hoards_is_contained_like_a_rust
     // The crash capsule of the first exception says what the engine said,
     // and the signature tells it apart from the other faults.
     // Function names from the stack JavaScript reported, not the message.
-    let ours = |sig: &str| sig.starts_with("trap:throwDeep < ") && !sig.contains("on purpose");
-    let index = || -> Value {
-        std::fs::read(host.state_dir().join("capsules/index.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null)
-    };
-    let written = |i: &Value| {
-        i["kept"]
-            .as_array()
-            .and_then(|kept| {
-                kept.iter()
-                    .find(|k| k["signature"].as_str().is_some_and(ours) && k["written"] == true)
-            })
-            .and_then(|k| k["file"].as_str())
-            .map(str::to_owned)
-    };
-    host.wait_until_within("the exception's capsule", COMPILE, |_| written(&index()).is_some())
-        .await;
-    let capsule = host
-        .state_dir()
-        .join("capsules")
-        .join(written(&index()).expect("the capsule's file"));
     // It replays, JavaScript engine and all, to the same exception.
-    let out = Command::new(respawn_bin())
-        .arg("replay")
-        .arg(&capsule)
-        .arg("--trust")
-        .arg(host.trust_dir())
-        .arg("--json")
-        .output()
-        .expect("respawn replay");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let report = replay_capsule(&host, |sig| {
+        sig.starts_with("trap:throwDeep < ") && !sig.contains("on purpose")
+    })
+    .await;
     assert_eq!(report["verdict"], "reproduced", "{report:#}");
     let replayed = &report["run"]["at_failing_input"];
     assert_eq!(replayed["outcome"], "fault", "{report:#}");
@@ -274,6 +338,56 @@ async fn a_javascript_guest_that_throws_loops_or_hoards_is_contained_like_a_rust
             .as_str()
             .is_some_and(|s| s.contains("TypeError: the guest threw on purpose") && s.contains("throwDeep")),
         "the replay met the same exception: {report:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_c_guest_that_panics_traps_loops_or_hoards_is_contained_like_a_rust_one() {
+    let host = faulty_host("faulty-c", CONTAINED);
+    let mut p = host.client(Transport::Tcp).await;
+    p.join("faulty-c", "r", "p").await;
+    assert_eq!(p.event().await["count"], 0);
+    assert_eq!(count(&mut p).await, 1);
+
+    // The SDK's rs_panic: the room restarts from its checkpoint, and the
+    // log has what the guest said.
+    ask(&mut p, "panic").await;
+    assert_eq!(restarted(&mut p).await["reason"], "trap");
+    let log = host.log();
+    assert!(
+        log.contains("guest panicked: invariant broken on purpose at count 1"),
+        "{log}"
+    );
+    assert_eq!(count(&mut p).await, 2, "state kept across the restart");
+
+    ask(&mut p, "reject").await;
+    assert_eq!(p.expect_error("rejected").await["reason"], "refused");
+    // A wild pointer is wasmtime's trap, with its words in the log.
+    ask(&mut p, "oob").await;
+    assert_eq!(restarted(&mut p).await["reason"], "trap");
+    assert!(host.log().contains("out of bounds memory access"), "{}", host.log());
+    // A loop hits the call deadline; malloc without end hits the room's
+    // memory limit.
+    ask(&mut p, "loop").await;
+    assert_eq!(restarted(&mut p).await["reason"], "timeout");
+    ask(&mut p, "alloc").await;
+    assert_eq!(restarted(&mut p).await["reason"], "out_of_memory");
+    assert_eq!(count(&mut p).await, 3, "every fault left the state as it was");
+
+    // The panic's capsule is signed by the C function that panicked (not
+    // its message) and replays to the same words.
+    let report = replay_capsule(&host, |sig| {
+        sig.starts_with("trap:check_invariant") && !sig.contains("on purpose")
+    })
+    .await;
+    assert_eq!(report["verdict"], "reproduced", "{report:#}");
+    let replayed = &report["run"]["at_failing_input"];
+    assert_eq!(replayed["outcome"], "fault", "{report:#}");
+    assert!(
+        replayed["fault"]["said"]
+            .as_str()
+            .is_some_and(|s| s.contains("invariant broken on purpose at count 1")),
+        "the replay met the same panic: {report:#}"
     );
 }
 
@@ -421,18 +535,30 @@ async fn respawn_new_makes_projects_that_test_build_and_play_in_every_language()
 
 #[tokio::test]
 async fn a_javascript_version_whose_calls_fail_is_rolled_back_by_its_probation() {
-    let host = faulty_js_host(
+    rolled_back_by_probation("faulty-js", "throw").await;
+}
+
+#[tokio::test]
+async fn a_c_version_whose_calls_fail_is_rolled_back_by_its_probation() {
+    rolled_back_by_probation("faulty-c", "panic").await;
+}
+
+/// Version 1.1.0 of the faulty guest `game` fails two calls in twelve
+/// (`{"do": fault}`): its probation rolls the room back to 1.0.0.
+async fn rolled_back_by_probation(game: &str, fault: &str) {
+    let host = faulty_host(
+        game,
         "[probation]\nwindow_ms = 60000\nmin_calls = 10\nmax_error_rate = 0.05\n[supervision]\nmax_restarts = 100\n",
     );
     let mut a = host.client(Transport::Tcp).await;
     let mut b = host.client(Transport::Ws).await;
-    a.join("faulty-js", "probe", "a").await;
+    a.join(game, "probe", "a").await;
     a.event().await;
-    b.join("faulty-js", "probe", "b").await;
+    b.join(game, "probe", "b").await;
     b.event().await;
-    host.drop_module("faulty-js-1.1.0.wasm", &signed("faulty-js", "faulty-js", "1.1.0"));
+    host.drop_module(&format!("{game}-1.1.0.wasm"), &signed(game, game, "1.1.0"));
     host.wait_until_within("1.1.0 is active", COMPILE, |h| {
-        h.active("faulty-js").as_deref() == Some("1.1.0")
+        h.active(game).as_deref() == Some("1.1.0")
     })
     .await;
     for c in [&mut a, &mut b] {
@@ -441,12 +567,12 @@ async fn a_javascript_version_whose_calls_fail_is_rolled_back_by_its_probation()
     for _ in 0..10 {
         count(&mut a).await;
     }
-    // Two players' exceptions: 2 of 12 calls is above 5%. Each restart is
+    // Two players' faults: 2 of 12 calls is above 5%. Each restart is
     // told to the whole room.
-    ask(&mut a, "throw").await;
+    ask(&mut a, fault).await;
     restarted(&mut a).await;
     b.expect("restarted").await;
-    ask(&mut b, "throw").await;
+    ask(&mut b, fault).await;
     restarted(&mut b).await;
     a.expect("restarted").await;
     let back = swapped(&mut a).await;
@@ -458,5 +584,5 @@ async fn a_javascript_version_whose_calls_fail_is_rolled_back_by_its_probation()
     let failed = host.wait_for_audit("probation_failed", None).await;
     assert_eq!(failed["version"], "1.1.0");
     host.wait_for_audit("auto_rollback", None).await;
-    assert_eq!(host.active("faulty-js").as_deref(), Some("1.0.0"));
+    assert_eq!(host.active(game).as_deref(), Some("1.0.0"));
 }
