@@ -702,6 +702,12 @@ pub struct RoomsConfig {
     /// keep together, in MiB; beyond it rooms checkpoint at their next
     /// input instead of every `supervision.checkpoint_every`.
     pub journal_budget_mib: usize,
+    /// A room that took no input for this long, and does not tick,
+    /// checkpoints and frees its instance (memory, stack, pool slot) until
+    /// the next input rebuilds it from the checkpoint; 0: never. Needs
+    /// `supervision.fresh_at_checkpoint` (the rebuilt instance is the one
+    /// a checkpoint goes on in anyway).
+    pub sleep_after_ms: u64,
 }
 
 impl Default for RoomsConfig {
@@ -716,6 +722,7 @@ impl Default for RoomsConfig {
             create_per_minute_per_address: 600,
             create_burst_per_address: 100,
             journal_budget_mib: 256,
+            sleep_after_ms: 10_000,
         }
     }
 }

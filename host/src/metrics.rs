@@ -101,6 +101,8 @@ pub struct GameMetrics {
     pub crashes: IntCounter,
     /// Frames the game's rooms queued for players.
     pub frames: IntCounter,
+    /// Rooms of the game asleep now (their instance freed while quiet).
+    pub asleep: IntGauge,
 }
 
 impl GameMetrics {
@@ -151,6 +153,7 @@ pub struct Metrics {
     restarts: IntCounterVec,
     crashes: IntCounterVec,
     room_frames: IntCounterVec,
+    rooms_asleep: IntGaugeVec,
     /// Players cut off for not reading their frames.
     pub slow_consumers: IntCounter,
     resumes: IntCounterVec,
@@ -285,6 +288,12 @@ impl Metrics {
                 "Frames rooms queued for their players, by game.",
                 &["game"],
             ),
+            rooms_asleep: gauges(
+                &r,
+                "respawn_rooms_asleep",
+                "Rooms asleep: quiet, their instance freed until the next input (rooms.sleep_after_ms).",
+                &["game"],
+            ),
             slow_consumers: counter(
                 &r,
                 "respawn_slow_consumers_total",
@@ -370,6 +379,7 @@ impl Metrics {
             restarts: self.restarts.with_label_values(&[game]),
             crashes: self.crashes.with_label_values(&[game]),
             frames: self.room_frames.with_label_values(&[game]),
+            asleep: self.rooms_asleep.with_label_values(&[game]),
         });
         games.insert(game.to_owned(), g.clone());
         g

@@ -640,7 +640,7 @@ pub fn print_rooms(r: &Value) {
                 room["calls"].to_string(),
                 room["faults"].to_string(),
                 room["restarts"].to_string(),
-                format!("{}K", room["memory_bytes"].as_u64().unwrap_or(0) / 1024),
+                memory_of(room),
             ]
         })
         .collect();
@@ -689,11 +689,11 @@ pub fn print_room(r: &Value) {
         }
     );
     println!(
-        "  calls {}, faults {}, restarts {}, memory {} KiB",
+        "  calls {}, faults {}, restarts {}, memory {}",
         r["calls"],
         r["faults"],
         r["restarts"],
-        r["memory_bytes"].as_u64().unwrap_or(0) / 1024
+        memory_of(r)
     );
     println!(
         "  inbox {}, journal {} inputs ({} bytes) since its checkpoint{}{}",
@@ -721,6 +721,16 @@ pub fn print_room(r: &Value) {
         .collect();
     for line in table(&["PLAYER", "NAME", "USER", "QUEUED"], &rows, 3).lines() {
         println!("  {line}");
+    }
+}
+
+/// A room's instance memory as `respawn rooms` shows it: `asleep` while the
+/// room sleeps (its instance freed), else KiB.
+fn memory_of(room: &Value) -> String {
+    if room["asleep"] == true {
+        "asleep".into()
+    } else {
+        format!("{}K", room["memory_bytes"].as_u64().unwrap_or(0) / 1024)
     }
 }
 

@@ -84,8 +84,11 @@ pub struct RoomView {
     pub faults: u64,
     /// Restarts from its checkpoint.
     pub restarts: u64,
-    /// Linear memory its instance holds, in bytes.
+    /// Linear memory its instance holds, in bytes (0 while asleep).
     pub memory_bytes: usize,
+    /// Whether it sleeps: quiet, its instance freed until the next input
+    /// (`rooms.sleep_after_ms`).
+    pub asleep: bool,
     /// When it last took an input (Unix ms; 0: never).
     pub last_input_ms: u64,
     /// When it opened (Unix ms).

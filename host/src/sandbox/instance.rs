@@ -233,6 +233,8 @@ fn is_runtime_frame(frame: &str) -> bool {
         "__rustc::",
         "__rust_",
         "rust_panic",
+        // The C SDK's panic (respawn.h): variadic, so never inlined.
+        "rs_panic",
         "abort",
         "dlmalloc",
         "<unknown>",
@@ -817,6 +819,15 @@ impl GuestInstance {
         self.store.data().limits.memory_now
     }
 
+    /// Whether a profile is under way (and not past its time).
+    pub fn profiling(&self) -> bool {
+        self.store
+            .data()
+            .profiler
+            .as_ref()
+            .is_some_and(|p| std::time::Instant::now() < p.until)
+    }
+
     /// Starts sampling the guest's calls (see `RoomData::profiler`) for a
     /// profile named `name`, dropped if still running at `until`.
     pub fn start_profile(&mut self, name: &str, until: std::time::Instant) -> anyhow::Result<()> {
@@ -1077,6 +1088,19 @@ mod tests {
             ..engine.clone()
         };
         assert_eq!(stackless.signature(), "trap:<an error without a stack>");
+        let c_panic = GuestFault {
+            kind: FaultKind::Trap,
+            detail: "error while executing at wasm backtrace:\n    0:  0x4c1 - <unknown>!rs_panic\n    \
+                     1:  0x52d - <unknown>!check_invariant\n    \
+                     2:  0x61e - <unknown>!exports_respawn_game_game_on_message"
+                .into(),
+            said: Some("guest panicked: invariant broken".into()),
+        };
+        assert_eq!(
+            c_panic.signature(),
+            "trap:check_invariant < exports_respawn_game_game_on_message",
+            "the C SDK's panic is machinery, like Rust's"
+        );
         let deadline = GuestFault {
             kind: FaultKind::Timeout,
             detail: "guest call ran past its 100 ms deadline".into(),

@@ -95,8 +95,10 @@ pub struct CompareArgs {
     pub idle_max: Option<usize>,
     #[arg(long, default_value_t = 4)]
     pub idle_source_ips: u8,
-    /// Seconds idle connections are held (RSS is read after them).
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds idle connections are held (RSS is read after them): past
+    /// Respawn's default `rooms.sleep_after_ms` (10 s), so its quiet rooms
+    /// have given their instances back, as a host's idle rooms would.
+    #[arg(long, default_value_t = 15.0)]
     pub idle_secs: f64,
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,

@@ -267,3 +267,35 @@ async fn a_game_that_refuses_to_start_a_room_is_a_clear_error() {
     );
     c.join("echo", "lobby", "p").await;
 }
+
+#[tokio::test]
+async fn a_quiet_room_sleeps_without_its_instance_and_wakes_with_its_state() {
+    let host = Host::start_with(HostOptions {
+        games: &["faulty"],
+        config: "[rooms]\nsleep_after_ms = 300\n",
+        ..HostOptions::default()
+    });
+    let mut c = host.client(Transport::Tcp).await;
+    c.join("faulty", "nap", "p").await;
+    assert_eq!(count(&mut c).await, 1);
+    assert_eq!(count(&mut c).await, 2);
+    let admin = host.admin_client();
+    let view = || admin.request("GET", "/debug/rooms/faulty/nap", None).1;
+    host.wait_until("the room sleeps", |_| view()["asleep"] == true).await;
+    assert_eq!(view()["memory_bytes"], 0, "{}", view());
+    assert_eq!(host.runtime()["instances"], 0, "its instance went back to the pool");
+
+    // The next message wakes it, with the state it had.
+    assert_eq!(count(&mut c).await, 3);
+    let awake = view();
+    assert_eq!(awake["asleep"], false, "{awake}");
+    assert!(awake["memory_bytes"].as_u64().unwrap_or(0) > 0, "{awake}");
+    host.wait_until("it sleeps again", |_| view()["asleep"] == true).await;
+    assert_eq!(count(&mut c).await, 4);
+
+    // A room that ticks has something to do: it stays awake.
+    c.message(json!({"do": "tick", "ms": 100, "spin": 0})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(view()["asleep"], false);
+    assert_eq!(host.runtime()["instances"], 1);
+}

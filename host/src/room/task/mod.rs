@@ -11,6 +11,7 @@ mod migration;
 mod operations;
 mod outbox;
 mod recovery;
+mod sleep;
 mod supervision;
 
 use members::Member;
@@ -82,6 +83,8 @@ pub(super) struct RoomTask {
     /// When a quiet room checkpoints what it journaled (see
     /// [`QUIET_CHECKPOINT`]).
     quiet_at: Option<Instant>,
+    /// When the room last had something to do (see `sleep`).
+    active_at: Instant,
     /// A candidate version shadowing this room (`respawn shadow`).
     shadow: Option<crate::deploy::shadow::Feed>,
     /// The game's metrics.
@@ -156,6 +159,7 @@ impl RoomTask {
             resync: false,
             stale_instance: false,
             quiet_at: None,
+            active_at: Instant::now(),
             rooms,
             key,
             id,
@@ -200,8 +204,9 @@ impl RoomTask {
     }
 
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<RoomCmd>, mut control: mpsc::Receiver<RoomCmd>) {
+        // `None` while the room sleeps (see `sleep`).
         let mut guest = match self.start().await {
-            Ok(guest) => guest,
+            Ok(guest) => Some(guest),
             Err(e) => {
                 self.rooms.retire(&self.key, self.id);
                 drain(&mut control, &e).await;
@@ -216,6 +221,7 @@ impl RoomTask {
         }
 
         let stop = loop {
+            let sleep_at = guest.as_ref().and_then(|g| self.sleep_at(g));
             let linger = async {
                 match self.empty_deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -249,36 +255,63 @@ impl RoomTask {
                     None => std::future::pending().await,
                 }
             };
+            let sleep = async move {
+                match sleep_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let holding = self.outbox.holding();
             let wake = tokio::select! {
                 biased;
                 Some(cmd) = control.recv() => Wake::Cmd(cmd),
                 () = self.outbox.progress(), if holding => Wake::Durable,
                 () = quiet => Wake::Quiet,
+                () = sleep => Wake::Sleep,
                 woke = players_or_tick => match woke {
                     Ok(wake) => wake,
                     Err(stop) => break stop,
                 },
             };
             let step = match wake {
-                Wake::Durable => self.release(&mut guest).await,
+                Wake::Sleep => self.fall_asleep(&mut guest).await,
                 Wake::Quiet => {
                     self.quiet_at = None;
                     self.resync = !self.journal.entries().is_empty();
                     Ok(())
                 }
-                Wake::Cmd(cmd) => self.handle(&mut guest, cmd).await,
-                // While storage fails the room does not move on its own
-                // (its inputs could not be saved).
-                Wake::Tick if !self.storage_accepting() => Ok(()),
-                Wake::Tick => match self.apply(&mut guest, Input::Tick).await {
-                    Ok(_) => self.settle(&mut guest).await,
-                    Err(stop) => Err(stop),
-                },
+                // Looking at a room is not activity: it does not wake a
+                // sleeping room, nor keep an awake one from sleeping.
+                Wake::Cmd(RoomCmd::Operate(crate::room::operations::Operation::Inspect(reply))) => {
+                    let _ = reply.send(self.view(guest.as_ref()));
+                    Ok(())
+                }
+                wake => {
+                    self.active_at = Instant::now();
+                    if guest.is_none() {
+                        match self.wake_up().await {
+                            Ok(fresh) => guest = Some(fresh),
+                            Err(stop) => break stop,
+                        }
+                    }
+                    let Some(g) = guest.as_mut() else { continue };
+                    match wake {
+                        Wake::Durable => self.release(g).await,
+                        Wake::Cmd(cmd) => self.handle(g, cmd).await,
+                        // While storage fails the room does not move on its
+                        // own (its inputs could not be saved).
+                        Wake::Tick if !self.storage_accepting() => Ok(()),
+                        Wake::Tick => match self.apply(g, Input::Tick).await {
+                            Ok(_) => self.settle(g).await,
+                            Err(stop) => Err(stop),
+                        },
+                        Wake::Sleep | Wake::Quiet => Ok(()),
+                    }
+                }
             };
-            let step = match step {
-                Ok(()) if self.journal.due() || std::mem::take(&mut self.resync) => self.checkpoint(&mut guest).await,
-                other => other,
+            let step = match (step, guest.as_mut()) {
+                (Ok(()), Some(g)) if self.journal.due() || std::mem::take(&mut self.resync) => self.checkpoint(g).await,
+                (other, _) => other,
             };
             if let Err(stop) = step {
                 break stop;
@@ -354,6 +387,9 @@ impl RoomTask {
                 JoinError::Closed("the room's game failed; try again".into())
             }
         };
+        if guest.is_none() {
+            self.metrics.asleep.dec();
+        }
         drop(guest);
         drain(&mut control, &closing).await;
         drain(&mut rx, &closing).await;
@@ -521,6 +557,8 @@ enum Wake {
     Durable,
     /// The room journaled inputs and went quiet: time to checkpoint.
     Quiet,
+    /// Nothing happened for `rooms.sleep_after_ms`: free the instance.
+    Sleep,
 }
 
 /// After a room stops: refuse what is still queued so joiners retry a

@@ -15,7 +15,7 @@ impl RoomTask {
         }
         match op {
             Operation::Inspect(reply) => {
-                let _ = reply.send(self.view(guest));
+                let _ = reply.send(self.view(Some(guest)));
             }
             Operation::Kick { player, reason, reply } => {
                 let frame = ServerMsg::Kicked { reason: &reason }.encode();
@@ -68,7 +68,8 @@ impl RoomTask {
         Ok(())
     }
 
-    fn view(&self, guest: &GuestInstance) -> RoomView {
+    /// What operators see of the room; `guest` is `None` while it sleeps.
+    pub(super) fn view(&self, guest: Option<&GuestInstance>) -> RoomView {
         let depth = |to: &mpsc::Sender<ToSession>| to.max_capacity() - to.capacity();
         let mut players: Vec<PlayerView> = self
             .players
@@ -91,7 +92,8 @@ impl RoomTask {
             calls: self.stats.calls,
             faults: self.stats.faults,
             restarts: self.stats.restarts,
-            memory_bytes: guest.memory_in_use(),
+            memory_bytes: guest.map_or(0, GuestInstance::memory_in_use),
+            asleep: guest.is_none(),
             last_input_ms: self.stats.last_input_ms,
             opened_ms: self.stats.opened_ms,
             journal_entries: self.journal.entries().len(),
