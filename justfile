@@ -2,7 +2,7 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-# Guests that `just run` serves; `faulty` is built for tests only.
+# Guests that `just run` serves; `faulty`, `faulty-js` and `faulty-c` are built for tests only.
 example_games := "echo chat tictactoe tictactoe-js tictactoe-c"
 all_guests := "echo chat tictactoe faulty null"
 # Guests in JavaScript (componentize-js from npm) and C (clang, wasi-libc).
@@ -236,8 +236,11 @@ guest-tests: js-sdk
     done
     # The WIT world's TypeScript declarations are what jco makes of it now.
     fresh="$(mktemp -d)"
-    if (cd guest-sdk/js && node scripts/wit-types.mjs wit/world.wit "$fresh" >/dev/null) \
-        && diff -r guest-sdk/js/types "$fresh"; then
+    if ! (cd guest-sdk/js && node scripts/wit-types.mjs wit/world.wit "$fresh" >/dev/null); then
+        echo "cannot generate the TypeScript declarations from wit/world.wit (see above; 'just js-sdk' installs jco)" >&2
+        echo "1 checks failed"
+        status=1
+    elif diff -r guest-sdk/js/types "$fresh"; then
         echo "guest-sdk/js/types matches wit/world.wit: all checks passed"
     else
         echo "guest-sdk/js/types is stale: run 'npm run wit-types' in guest-sdk/js" >&2

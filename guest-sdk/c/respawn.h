@@ -3,8 +3,9 @@
  * generates from the WIT world (bindings/room.h). A game implements the
  * seven exports `exports_respawn_game_game_*` of room.h; this header gives
  * it the room (send, broadcast, kick, log, clock, random numbers, ticks,
- * storage), rejections, a growable buffer to write JSON into, and a small
- * reader for the JSON players send.
+ * storage), rejections, a panic for states it cannot go on from
+ * (`rs_panic`), a growable buffer to write JSON into, and a small reader
+ * for the JSON players send.
  *
  * Ownership follows wit-bindgen's C convention: an export owns its
  * arguments (free them, e.g. `room_list_u8_free(payload)`), and what it

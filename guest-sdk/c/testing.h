@@ -87,6 +87,8 @@ void respawn_game_host_kick(respawn_game_host_player_id_t player, room_string_t 
 }
 void respawn_game_host_log(respawn_game_host_level_t level, room_string_t *message) {
   rt__push(-2, level, message->ptr, message->len);
+  /* An error line is what rs_panic says before it traps: show it. */
+  if (level == RESPAWN_GAME_TYPES_LEVEL_ERROR) fprintf(stderr, "guest: %.*s\n", (int)message->len, (const char *)message->ptr);
 }
 uint64_t respawn_game_host_now_ms(void) { return rt_clock; }
 uint64_t respawn_game_host_random_u64(void) {

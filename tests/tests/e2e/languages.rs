@@ -224,6 +224,33 @@ fn faulty_host(game: &str, config: &str) -> Host {
 /// a short call deadline for the loops.
 const CONTAINED: &str = "[supervision]\nmax_restarts = 100\n[sandbox]\ncall_timeout_ms = 200\n";
 
+/// A host serving the faulty guest `game` for the containment tests, and
+/// a player in its room `r` whose count is 1.
+async fn contained(game: &str) -> (Host, Client) {
+    let host = faulty_host(game, CONTAINED);
+    let mut p = host.client(Transport::Tcp).await;
+    p.join(game, "r", "p").await;
+    assert_eq!(p.event().await["count"], 0);
+    assert_eq!(count(&mut p).await, 1);
+    (host, p)
+}
+
+/// Replays the capsule whose signature passes `ours`: it must reproduce
+/// the fault, and what the guest said in the replay must hold every one
+/// of `words`.
+async fn replays_to(host: &Host, ours: impl Fn(&str) -> bool, words: &[&str]) {
+    let report = replay_capsule(host, ours).await;
+    assert_eq!(report["verdict"], "reproduced", "{report:#}");
+    let replayed = &report["run"]["at_failing_input"];
+    assert_eq!(replayed["outcome"], "fault", "{report:#}");
+    assert!(
+        replayed["fault"]["said"]
+            .as_str()
+            .is_some_and(|s| words.iter().all(|w| s.contains(w))),
+        "the replay met the same fault: {report:#}"
+    );
+}
+
 /// The index of a host's crash capsules, or null before it is written.
 fn capsule_index(host: &Host) -> Value {
     std::fs::read(host.state_dir().join("capsules/index.json"))
@@ -270,11 +297,7 @@ async fn replay_capsule(host: &Host, ours: impl Fn(&str) -> bool) -> Value {
 
 #[tokio::test]
 async fn a_javascript_guest_that_throws_loops_or_hoards_is_contained_like_a_rust_one() {
-    let host = faulty_host("faulty-js", CONTAINED);
-    let mut p = host.client(Transport::Tcp).await;
-    p.join("faulty-js", "r", "p").await;
-    assert_eq!(p.event().await["count"], 0);
-    assert_eq!(count(&mut p).await, 1);
+    let (host, mut p) = contained("faulty-js").await;
 
     // Math.random() and Date.now() before the fault: the capsule holds
     // what they gave, and its replay must give the same.
@@ -326,28 +349,17 @@ async fn a_javascript_guest_that_throws_loops_or_hoards_is_contained_like_a_rust
     // and the signature tells it apart from the other faults.
     // Function names from the stack JavaScript reported, not the message.
     // It replays, JavaScript engine and all, to the same exception.
-    let report = replay_capsule(&host, |sig| {
-        sig.starts_with("trap:throwDeep < ") && !sig.contains("on purpose")
-    })
+    replays_to(
+        &host,
+        |sig| sig.starts_with("trap:throwDeep < ") && !sig.contains("on purpose"),
+        &["TypeError: the guest threw on purpose", "throwDeep"],
+    )
     .await;
-    assert_eq!(report["verdict"], "reproduced", "{report:#}");
-    let replayed = &report["run"]["at_failing_input"];
-    assert_eq!(replayed["outcome"], "fault", "{report:#}");
-    assert!(
-        replayed["fault"]["said"]
-            .as_str()
-            .is_some_and(|s| s.contains("TypeError: the guest threw on purpose") && s.contains("throwDeep")),
-        "the replay met the same exception: {report:#}"
-    );
 }
 
 #[tokio::test]
 async fn a_c_guest_that_panics_traps_loops_or_hoards_is_contained_like_a_rust_one() {
-    let host = faulty_host("faulty-c", CONTAINED);
-    let mut p = host.client(Transport::Tcp).await;
-    p.join("faulty-c", "r", "p").await;
-    assert_eq!(p.event().await["count"], 0);
-    assert_eq!(count(&mut p).await, 1);
+    let (host, mut p) = contained("faulty-c").await;
 
     // The SDK's rs_panic: the room restarts from its checkpoint, and the
     // log has what the guest said.
@@ -376,19 +388,12 @@ async fn a_c_guest_that_panics_traps_loops_or_hoards_is_contained_like_a_rust_on
 
     // The panic's capsule is signed by the C function that panicked (not
     // its message) and replays to the same words.
-    let report = replay_capsule(&host, |sig| {
-        sig.starts_with("trap:check_invariant") && !sig.contains("on purpose")
-    })
+    replays_to(
+        &host,
+        |sig| sig.starts_with("trap:check_invariant") && !sig.contains("on purpose"),
+        &["invariant broken on purpose at count 1"],
+    )
     .await;
-    assert_eq!(report["verdict"], "reproduced", "{report:#}");
-    let replayed = &report["run"]["at_failing_input"];
-    assert_eq!(replayed["outcome"], "fault", "{report:#}");
-    assert!(
-        replayed["fault"]["said"]
-            .as_str()
-            .is_some_and(|s| s.contains("invariant broken on purpose at count 1")),
-        "the replay met the same panic: {report:#}"
-    );
 }
 
 /// Runs `cmd` in `dir`, failing the test with its output if it fails.

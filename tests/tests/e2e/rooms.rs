@@ -272,7 +272,9 @@ async fn a_game_that_refuses_to_start_a_room_is_a_clear_error() {
 async fn a_quiet_room_sleeps_without_its_instance_and_wakes_with_its_state() {
     let host = Host::start_with(HostOptions {
         games: &["faulty"],
-        config: "[rooms]\nsleep_after_ms = 300\n",
+        // Long enough for the test to see the room awake between sleeps
+        // on a busy machine.
+        config: "[rooms]\nsleep_after_ms = 2000\n",
         ..HostOptions::default()
     });
     let mut c = host.client(Transport::Tcp).await;
@@ -293,9 +295,10 @@ async fn a_quiet_room_sleeps_without_its_instance_and_wakes_with_its_state() {
     host.wait_until("it sleeps again", |_| view()["asleep"] == true).await;
     assert_eq!(count(&mut c).await, 4);
 
-    // A room that ticks has something to do: it stays awake.
-    c.message(json!({"do": "tick", "ms": 100, "spin": 0})).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A room that ticks has something to do: it stays awake, even when its
+    // ticks are further apart than the sleep (none comes in this wait).
+    c.message(json!({"do": "tick", "ms": 10_000, "spin": 0})).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(view()["asleep"], false);
     assert_eq!(host.runtime()["instances"], 1);
 }

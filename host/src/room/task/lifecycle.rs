@@ -85,16 +85,30 @@ impl RoomTask {
     /// their seats) for the next start, tell the players, close. The game
     /// does not see the players leave: their seats wait for them to resume
     /// after the restart.
-    pub(super) async fn shutdown(&mut self, guest: &mut GuestInstance, done: oneshot::Sender<()>) -> Result<(), Stop> {
+    ///
+    /// `guest` is `None` for a sleeping room: its checkpoint is its state.
+    pub(super) async fn shutdown(
+        &mut self,
+        guest: Option<&mut GuestInstance>,
+        done: oneshot::Sender<()>,
+    ) -> Result<(), Stop> {
         let now = self.now();
-        match guest.snapshot(now).await {
-            Ok(state) => {
+        let snapshot = match guest {
+            Some(guest) => guest.snapshot(now).await.map(|state| {
                 guest.take_effects().for_each(drop);
-                self.journal.reset(Checkpoint {
+                Some(Checkpoint {
                     state,
                     entropy: guest.entropy_position(),
                     now,
-                });
+                })
+            }),
+            None => Ok(None),
+        };
+        match snapshot {
+            Ok(checkpoint) => {
+                if let Some(checkpoint) = checkpoint {
+                    self.journal.reset(checkpoint);
+                }
                 self.drain_outbox().await;
                 self.save_checkpoint(true);
                 let flushed = match &self.rooms.store {

@@ -80,6 +80,10 @@ pub(super) struct RoomTask {
     /// The last checkpoint could not be restored into a fresh instance
     /// (see `go_on_fresh`): said once in the log until it works again.
     stale_instance: bool,
+    /// The instance is a fresh one restored from the current checkpoint
+    /// (plus what the journal holds since): what a sleeping room's wake
+    /// rebuilds, so only then may it sleep.
+    on_checkpoint: bool,
     /// When a quiet room checkpoints what it journaled (see
     /// [`QUIET_CHECKPOINT`]).
     quiet_at: Option<Instant>,
@@ -158,6 +162,7 @@ impl RoomTask {
             recovery: None,
             resync: false,
             stale_instance: false,
+            on_checkpoint: false,
             quiet_at: None,
             active_at: Instant::now(),
             rooms,
@@ -222,6 +227,8 @@ impl RoomTask {
 
         let stop = loop {
             let sleep_at = guest.as_ref().and_then(|g| self.sleep_at(g));
+            // Not while a command waits: it would only wake the room again.
+            let inbox_empty = rx.is_empty();
             let linger = async {
                 match self.empty_deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -267,11 +274,18 @@ impl RoomTask {
                 Some(cmd) = control.recv() => Wake::Cmd(cmd),
                 () = self.outbox.progress(), if holding => Wake::Durable,
                 () = quiet => Wake::Quiet,
-                () = sleep => Wake::Sleep,
+                () = sleep, if inbox_empty => Wake::Sleep,
                 woke = players_or_tick => match woke {
                     Ok(wake) => wake,
                     Err(stop) => break stop,
                 },
+            };
+            // What keeps a room awake: its inputs and commands, not an
+            // operator looking at it.
+            let active = match &wake {
+                Wake::Cmd(RoomCmd::Operate(crate::room::operations::Operation::Inspect(_))) => false,
+                Wake::Cmd(_) | Wake::Tick | Wake::Durable => true,
+                Wake::Quiet | Wake::Sleep => false,
             };
             let step = match wake {
                 Wake::Sleep => self.fall_asleep(&mut guest).await,
@@ -286,8 +300,11 @@ impl RoomTask {
                     let _ = reply.send(self.view(guest.as_ref()));
                     Ok(())
                 }
+                // Stopping needs no instance: a sleeping room's checkpoint
+                // is its state.
+                Wake::Cmd(RoomCmd::Shutdown { done }) if guest.is_none() => self.shutdown(None, done).await,
+                Wake::Cmd(RoomCmd::Moved { done }) => Err(Stop::Moved(done)),
                 wake => {
-                    self.active_at = Instant::now();
                     if guest.is_none() {
                         match self.wake_up().await {
                             Ok(fresh) => guest = Some(fresh),
@@ -309,6 +326,11 @@ impl RoomTask {
                     }
                 }
             };
+            // Counted from the step's end: a long one (a swap waiting for
+            // its decision) is not followed by a sleep at once.
+            if active {
+                self.active_at = Instant::now();
+            }
             let step = match (step, guest.as_mut()) {
                 (Ok(()), Some(g)) if self.journal.due() || std::mem::take(&mut self.resync) => self.checkpoint(g).await,
                 (other, _) => other,
@@ -519,7 +541,7 @@ impl RoomTask {
                 ready,
                 decision,
             } => self.swap(guest, module, ready, decision).await?,
-            RoomCmd::Shutdown { done } => self.shutdown(guest, done).await?,
+            RoomCmd::Shutdown { done } => self.shutdown(Some(guest), done).await?,
             RoomCmd::Moved { done } => return Err(Stop::Moved(done)),
             RoomCmd::Operate(op) => self.operate(guest, op).await?,
         }

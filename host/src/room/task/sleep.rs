@@ -13,12 +13,15 @@ const WAKE_RETRY: Duration = Duration::from_millis(50);
 const WAKE_TRIES: u32 = 20;
 
 impl RoomTask {
-    /// Whether this room may sleep: nothing runs on its own (a tick, a
-    /// shadow, frames held for the disk, a profile), and its instance is
-    /// what a rebuild from the checkpoint makes.
+    /// Whether this room may sleep: it has players (an empty room closes
+    /// instead), nothing runs on its own (a tick, a shadow, frames held
+    /// for the disk, a profile), and its instance is what a rebuild from
+    /// the checkpoint makes (one was made and restored fine).
     fn may_sleep(&self, guest: &GuestInstance) -> bool {
         self.rooms.config.rooms.sleep_after_ms > 0
             && self.rooms.config.supervision.fresh_at_checkpoint
+            && self.on_checkpoint
+            && !self.players.is_empty()
             && self.tick.is_none()
             && self.shadow.is_none()
             && self.recovery.is_none()

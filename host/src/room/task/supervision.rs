@@ -93,6 +93,7 @@ impl RoomTask {
         let cp = checkpoint_of(guest, now).await?;
         self.journal.reset(cp);
         self.save_checkpoint(false);
+        self.on_checkpoint = false;
         if self.rooms.config.supervision.fresh_at_checkpoint {
             self.go_on_fresh(guest).await;
         }
@@ -113,6 +114,7 @@ impl RoomTask {
                 fresh.count_in(self.metrics.clone());
                 adopt(guest, fresh);
                 self.stale_instance = false;
+                self.on_checkpoint = true;
                 self.restart_shadow();
             }
             // No free slot right now: the next checkpoint tries again.

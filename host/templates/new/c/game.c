@@ -69,7 +69,7 @@ void exports_respawn_game_game_on_tick(uint64_t now_ms) { (void)now_ms; }
 void exports_respawn_game_game_snapshot(room_list_u8_t *ret) {
   rs_buf b = {0};
   rs_buf_printf(&b, "{\"lines\":%llu}", (unsigned long long)state.lines);
-  if (b.failed) abort(); /* no state to give: the host keeps its last checkpoint */
+  if (b.failed) rs_panic("no memory to write the snapshot"); /* the host keeps its last checkpoint */
   ret->ptr = (uint8_t *)b.ptr;
   ret->len = b.len;
 }
