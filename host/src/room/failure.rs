@@ -36,6 +36,16 @@ impl RoomFailure {
     pub(crate) fn is_capacity(&self) -> bool {
         matches!(self, RoomFailure::Instantiate(InstantiateError::PoolExhausted(_)))
     }
+
+    /// The guest's fault behind it, when the guest trapped.
+    pub(crate) fn fault(&self) -> Option<&GuestFault> {
+        match self {
+            RoomFailure::InitTrapped(fault)
+            | RoomFailure::RestoreTrapped { fault, .. }
+            | RoomFailure::ReplayTrapped { fault, .. } => Some(fault),
+            _ => None,
+        }
+    }
 }
 
 impl From<RoomFailure> for super::JoinError {

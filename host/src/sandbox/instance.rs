@@ -87,6 +87,16 @@ impl FaultKind {
 }
 
 impl GuestFault {
+    /// A failure the host describes (no guest backtrace behind it), for a
+    /// room that must close: counted and reported as a trap.
+    pub fn trap(detail: impl Into<String>) -> Self {
+        Self {
+            kind: FaultKind::Trap,
+            detail: detail.into(),
+            said: None,
+        }
+    }
+
     /// The wasm backtrace's frames, innermost first, as wasmtime wrote
     /// them after each line's `N: 0x.. - `: `module!function`, and on the
     /// outermost the error's cause after a `: `.

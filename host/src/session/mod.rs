@@ -924,50 +924,7 @@ impl<T: Transport> Session<T> {
                 last_seq,
                 reference,
             } => {
-                return Box::pin(async move {
-                    if self.seat.is_some() {
-                        return Ok(Err(Refusal::new(
-                            ErrorCode::AlreadyJoined,
-                            "already in a room; resume on a fresh connection",
-                        )));
-                    }
-                    let mut claimed = self.hub.resumes.claim(&token).await;
-                    if claimed.is_none()
-                        && let Some(cluster) = self.hub.rooms.cluster()
-                    {
-                        match cluster.locate_seat(&crate::storage::token_hash(&token)).await {
-                            Ok(Some((room, crate::cluster::Place::Elsewhere(node)))) => {
-                                let msg = format!(
-                                    "the seat's room {}/{} lives on node {}: resume there",
-                                    room.game, room.room, node.id
-                                );
-                                self.send(protocol::elsewhere_frame(&msg, &node, reference)).await?;
-                                return Ok(Ok(()));
-                            }
-                            // Adopted here just now: the seat is parked.
-                            Ok(Some((_, crate::cluster::Place::Here))) => claimed = self.hub.resumes.claim(&token).await,
-                            Ok(None) => {}
-                            // The seat may well exist: the player must not
-                            // give it up and join afresh.
-                            Err(e) => {
-                                tracing::warn!("cannot look the seat up in the fleet: {e}");
-                                return Ok(Err(Refusal::new(
-                                    ErrorCode::StorageUnavailable,
-                                    "the fleet cannot find your seat right now (a node is changing hands); resume again shortly, on any node",
-                                )));
-                            }
-                        }
-                    }
-                    let Some((player, seat)) = claimed else {
-                        crate::metrics::METRICS.resume("failed");
-                        return Ok(Err(Refusal::new(
-                            ErrorCode::ResumeFailed,
-                            "no seat to resume: the token is unknown or its grace period is over; join again",
-                        )));
-                    };
-                    self.take_seat(player, seat, last_seq, reference).await
-                })
-                .await;
+                return Box::pin(self.resume(token, last_seq, reference)).await;
             }
             Request::Message { data, reference } => {
                 let Some(seat) = &self.seat else {
@@ -987,6 +944,58 @@ impl<T: Transport> Session<T> {
             Request::Leave { reference } => return Box::pin(self.leave(reference)).await,
         }
         Ok(Ok(()))
+    }
+
+    /// Takes over the seat `token` names: parked here, held by another live
+    /// connection here, or found elsewhere in the fleet (then the player is
+    /// sent there).
+    async fn resume(
+        &mut self,
+        token: String,
+        last_seq: Option<u64>,
+        reference: Option<&RawValue>,
+    ) -> io::Result<Result<(), Refusal>> {
+        if self.seat.is_some() {
+            return Ok(Err(Refusal::new(
+                ErrorCode::AlreadyJoined,
+                "already in a room; resume on a fresh connection",
+            )));
+        }
+        let mut claimed = self.hub.resumes.claim(&token).await;
+        if claimed.is_none()
+            && let Some(cluster) = self.hub.rooms.cluster()
+        {
+            match cluster.locate_seat(&crate::storage::token_hash(&token)).await {
+                Ok(Some((room, crate::cluster::Place::Elsewhere(node)))) => {
+                    let msg = format!(
+                        "the seat's room {}/{} lives on node {}: resume there",
+                        room.game, room.room, node.id
+                    );
+                    self.send(protocol::elsewhere_frame(&msg, &node, reference)).await?;
+                    return Ok(Ok(()));
+                }
+                // Adopted here just now: the seat is parked.
+                Ok(Some((_, crate::cluster::Place::Here))) => claimed = self.hub.resumes.claim(&token).await,
+                Ok(None) => {}
+                // The seat may well exist: the player must not
+                // give it up and join afresh.
+                Err(e) => {
+                    tracing::warn!("cannot look the seat up in the fleet: {e}");
+                    return Ok(Err(Refusal::new(
+                        ErrorCode::StorageUnavailable,
+                        "the fleet cannot find your seat right now (a node is changing hands); resume again shortly, on any node",
+                    )));
+                }
+            }
+        }
+        let Some((player, seat)) = claimed else {
+            crate::metrics::METRICS.resume("failed");
+            return Ok(Err(Refusal::new(
+                ErrorCode::ResumeFailed,
+                "no seat to resume: the token is unknown or its grace period is over; join again",
+            )));
+        };
+        self.take_seat(player, seat, last_seq, reference).await
     }
 
     /// Leaves the room: what it queued before it saw the leave still goes

@@ -73,6 +73,28 @@ async fn swapped(c: &mut Client) -> Value {
     }
 }
 
+/// Drops `build` (a guest in `target/guests/`) into the modules folder as
+/// `version` of tictactoe and waits until it is active (a JavaScript
+/// engine compiles for a while).
+async fn swap_in(host: &Host, build: &str, version: &str) {
+    host.drop_module(
+        &format!("tictactoe-{version}.wasm"),
+        &signed(build, "tictactoe", version),
+    );
+    host.wait_until_within(&format!("{build} {version} is active"), COMPILE, |h| {
+        h.active("tictactoe").as_deref() == Some(version)
+    })
+    .await;
+}
+
+/// Both players are told the room went from version `from` to `to`.
+async fn both_swapped(x: &mut Client, o: &mut Client, from: &str, to: &str) {
+    for c in [x, o] {
+        let s = swapped(c).await;
+        assert_eq!((s["from"].as_str(), s["version"].as_str()), (Some(from), Some(to)));
+    }
+}
+
 /// `c`'s next state broadcast in which `cell` is marked.
 async fn marked(c: &mut Client, cell: usize) -> Value {
     loop {
@@ -104,14 +126,8 @@ async fn a_live_game_swaps_from_rust_to_javascript_to_c_and_back_with_its_board(
 
     // Rust → JavaScript. Compiling an engine takes a while: wait for the
     // version, then for the rooms.
-    host.drop_module("tictactoe-2.wasm", &signed("tictactoe-js", "tictactoe", "2.0.0"));
-    host.wait_until_within("the JavaScript build is active", COMPILE, |h| {
-        h.active("tictactoe").as_deref() == Some("2.0.0")
-    })
-    .await;
-    for c in [&mut x, &mut o] {
-        assert_eq!(swapped(c).await["version"], "2.0.0");
-    }
+    swap_in(&host, "tictactoe-js", "2.0.0").await;
+    both_swapped(&mut x, &mut o, "1.0.0", "2.0.0").await;
     // JavaScript holds the Rust game's board and rules: X's turn, 4 taken.
     o.message(json!({"action": "move", "cell": 1})).await;
     assert_eq!(o.expect_error("rejected").await["reason"], "not-your-turn");
@@ -123,14 +139,8 @@ async fn a_live_game_swaps_from_rust_to_javascript_to_c_and_back_with_its_board(
     assert_eq!(s["players"]["X"]["name"], "xena");
 
     // JavaScript → C, which reads what JavaScript wrote.
-    host.drop_module("tictactoe-3.wasm", &signed("tictactoe-c", "tictactoe", "3.0.0"));
-    for c in [&mut x, &mut o] {
-        let s = swapped(c).await;
-        assert_eq!(
-            (s["from"].as_str(), s["version"].as_str()),
-            (Some("2.0.0"), Some("3.0.0"))
-        );
-    }
+    swap_in(&host, "tictactoe-c", "3.0.0").await;
+    both_swapped(&mut x, &mut o, "2.0.0", "3.0.0").await;
     o.message(json!({"action": "move", "cell": 0})).await;
     assert_eq!(o.expect_error("rejected").await["reason"], "cell-taken");
     o.message(json!({"action": "move", "cell": 8})).await;
@@ -138,14 +148,8 @@ async fn a_live_game_swaps_from_rust_to_javascript_to_c_and_back_with_its_board(
     assert_eq!(s["board"], json!(["X", "X", null, null, "O", null, null, null, "O"]));
 
     // And back to Rust, which reads what C wrote.
-    host.drop_module("tictactoe-4.wasm", &signed("tictactoe", "tictactoe", "4.0.0"));
-    for c in [&mut x, &mut o] {
-        let s = swapped(c).await;
-        assert_eq!(
-            (s["from"].as_str(), s["version"].as_str()),
-            (Some("3.0.0"), Some("4.0.0"))
-        );
-    }
+    swap_in(&host, "tictactoe", "4.0.0").await;
+    both_swapped(&mut x, &mut o, "3.0.0", "4.0.0").await;
     x.message(json!({"action": "move", "cell": 2})).await;
     let mut s = Value::Null;
     while s["status"] != "won" {
@@ -158,25 +162,13 @@ async fn a_live_game_swaps_from_rust_to_javascript_to_c_and_back_with_its_board(
 
     // Rust → JavaScript again, and JavaScript → Rust directly by a
     // rollback: both read the finished game.
-    host.drop_module("tictactoe-5.wasm", &signed("tictactoe-js", "tictactoe", "5.0.0"));
-    host.wait_until_within("the JavaScript build is active again", COMPILE, |h| {
-        h.active("tictactoe").as_deref() == Some("5.0.0")
-    })
-    .await;
-    for c in [&mut x, &mut o] {
-        assert_eq!(swapped(c).await["version"], "5.0.0");
-    }
+    swap_in(&host, "tictactoe-js", "5.0.0").await;
+    both_swapped(&mut x, &mut o, "4.0.0", "5.0.0").await;
     o.message(json!({"action": "move", "cell": 5})).await;
     assert_eq!(o.expect_error("rejected").await["reason"], "game-over");
     let (ok, out, err) = host.cli(&["rollback", "tictactoe"]);
     assert!(ok, "{out}{err}");
-    for c in [&mut x, &mut o] {
-        let s = swapped(c).await;
-        assert_eq!(
-            (s["from"].as_str(), s["version"].as_str()),
-            (Some("5.0.0"), Some("4.0.0"))
-        );
-    }
+    both_swapped(&mut x, &mut o, "5.0.0", "4.0.0").await;
     o.message(json!({"action": "move", "cell": 5})).await;
     assert_eq!(o.expect_error("rejected").await["reason"], "game-over");
     x.message(json!({"action": "restart"})).await;

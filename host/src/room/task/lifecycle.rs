@@ -94,14 +94,7 @@ impl RoomTask {
     ) -> Result<(), Stop> {
         let now = self.now();
         let snapshot = match guest {
-            Some(guest) => guest.snapshot(now).await.map(|state| {
-                guest.take_effects().for_each(drop);
-                Some(Checkpoint {
-                    state,
-                    entropy: guest.entropy_position(),
-                    now,
-                })
-            }),
+            Some(guest) => super::supervision::checkpoint_of(guest, now).await.map(Some),
             None => Ok(None),
         };
         match snapshot {

@@ -102,11 +102,7 @@ impl RoomTask {
                 if self.apply(guest, Input::Leave { player }).await?.is_none() {
                     return Err(Stop::Crashed(Box::new(Crash {
                         reason: "leave_failed",
-                        fault: GuestFault {
-                            kind: FaultKind::Trap,
-                            detail: format!("on-leave of player {player} failed twice"),
-                            said: None,
-                        },
+                        fault: GuestFault::trap(format!("on-leave of player {player} failed twice")),
                         restart_error: None,
                         failed: Some(Entry {
                             now: self.last_now,

@@ -24,7 +24,7 @@ use super::registry::RoomKey;
 use super::{JoinError, Joined, PlayerId, RoomCmd, Rooms, ToSession};
 use crate::modules::GameModule;
 use crate::protocol::{self, ErrorCode, ProtocolError, ServerMsg};
-use crate::sandbox::{CallResult, Effect, FaultKind, GuestFault, GuestInstance, Rejection};
+use crate::sandbox::{CallResult, Effect, GuestFault, GuestInstance, Rejection};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use std::collections::{HashMap, VecDeque};
@@ -294,16 +294,15 @@ impl RoomTask {
                     self.resync = !self.journal.entries().is_empty();
                     Ok(())
                 }
-                // Looking at a room is not activity: it does not wake a
-                // sleeping room, nor keep an awake one from sleeping.
-                Wake::Cmd(RoomCmd::Operate(crate::room::operations::Operation::Inspect(reply))) => {
-                    let _ = reply.send(self.view(guest.as_ref()));
+                // A sleeping room is looked at, stopped or moved as it is:
+                // none of it needs an instance (its checkpoint is its
+                // state). Awake, `handle` does all three.
+                Wake::Cmd(RoomCmd::Operate(crate::room::operations::Operation::Inspect(reply))) if guest.is_none() => {
+                    let _ = reply.send(self.view(None));
                     Ok(())
                 }
-                // Stopping needs no instance: a sleeping room's checkpoint
-                // is its state.
                 Wake::Cmd(RoomCmd::Shutdown { done }) if guest.is_none() => self.shutdown(None, done).await,
-                Wake::Cmd(RoomCmd::Moved { done }) => Err(Stop::Moved(done)),
+                Wake::Cmd(RoomCmd::Moved { done }) if guest.is_none() => Err(Stop::Moved(done)),
                 wake => {
                     if guest.is_none() {
                         match self.wake_up().await {

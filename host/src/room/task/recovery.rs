@@ -203,14 +203,7 @@ impl RoomTask {
     fn set_aside(&mut self, why: &str, failed: Option<(GuestFault, Entry)>) -> JoinError {
         let (fault, failed) = match failed {
             Some((fault, entry)) => (fault, Some(entry)),
-            None => (
-                GuestFault {
-                    kind: FaultKind::Trap,
-                    detail: why.to_owned(),
-                    said: None,
-                },
-                None,
-            ),
+            None => (GuestFault::trap(why), None),
         };
         self.report(&Crash {
             reason: "recovery_failed",

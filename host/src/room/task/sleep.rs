@@ -76,16 +76,10 @@ impl RoomTask {
                 }
                 Err(why) => {
                     tracing::error!(room = %self.label, version = %self.module.version, "the room cannot wake from its checkpoint: {why}");
-                    let fault = match &why {
-                        RoomFailure::InitTrapped(fault)
-                        | RoomFailure::RestoreTrapped { fault, .. }
-                        | RoomFailure::ReplayTrapped { fault, .. } => fault.clone(),
-                        other => GuestFault {
-                            kind: FaultKind::Trap,
-                            detail: other.to_string(),
-                            said: None,
-                        },
-                    };
+                    let fault = why
+                        .fault()
+                        .cloned()
+                        .unwrap_or_else(|| GuestFault::trap(why.to_string()));
                     return Err(Stop::Crashed(Box::new(Crash {
                         reason: "wake_failed",
                         fault,

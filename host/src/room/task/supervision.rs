@@ -16,7 +16,7 @@ fn adopt(guest: &mut GuestInstance, mut fresh: GuestInstance) {
 }
 
 /// The guest's state and random positions now.
-async fn checkpoint_of(guest: &mut GuestInstance, now: u64) -> CallResult<Checkpoint> {
+pub(super) async fn checkpoint_of(guest: &mut GuestInstance, now: u64) -> CallResult<Checkpoint> {
     let state = guest.snapshot(now).await?;
     guest.take_effects().for_each(drop);
     Ok(Checkpoint {
@@ -124,7 +124,8 @@ impl RoomTask {
             // Said once, and counted once against the version, until it
             // works again: players saw no fault.
             Err(why) if !std::mem::replace(&mut self.stale_instance, true) => {
-                if let RoomFailure::RestoreTrapped { fault, .. } | RoomFailure::InitTrapped(fault) = &why {
+                // (Nothing is replayed here: the journal was just reset.)
+                if let Some(fault) = why.fault() {
                     self.module.health.fault_by(Source::Room(self.id), fault.signature());
                 }
                 tracing::warn!(room = %self.label, version = %self.module.version, "cannot go on in a fresh instance restored from the checkpoint (a restart would fail the same way): {why}");
