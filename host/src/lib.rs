@@ -21,6 +21,7 @@ pub mod config;
 pub mod crash_events;
 pub mod deploy;
 pub mod limits;
+mod mailbox;
 pub mod metrics;
 pub mod modules;
 pub mod net;

@@ -28,6 +28,7 @@ use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -510,11 +511,11 @@ async fn serve_connection(kind: Kind, stream: TcpStream, peer: SocketAddr, slot:
             };
             match kind {
                 Kind::Ws => match tokio::time::timeout_at(deadline, Box::pin(WsTransport::accept(stream, net))).await {
-                    Ok(Ok(t)) => Box::pin(serve(kind, t, peer, permit, &shared)).await,
+                    Ok(Ok(t)) => serve(kind, t, peer, permit, &shared).await,
                     Ok(Err(e)) => tracing::debug!(%peer, "websocket handshake failed: {e}"),
                     Err(_) => tracing::debug!(%peer, "websocket handshake timed out"),
                 },
-                Kind::Tcp => Box::pin(serve(kind, TcpTransport::new(stream, net), peer, permit, &shared)).await,
+                Kind::Tcp => serve(kind, TcpTransport::new(stream, net), peer, permit, &shared).await,
             }
         }
         // Told why while a refusal permit lasts; beyond, dropped at once.
@@ -556,22 +557,32 @@ async fn refuse(kind: Kind, stream: Stream, why: Refused, shared: &Shared) {
 /// Serves a player, counted (`observability.metrics`) and inside a span
 /// naming the player, transport and peer (`observability.spans`), so every
 /// log line of the connection carries them.
-async fn serve<T: Transport>(kind: Kind, transport: T, peer: SocketAddr, permit: ConnectionPermit, shared: &Shared) {
-    if crate::metrics::enabled() {
-        let metered = Metered::new(transport, crate::metrics::METRICS.transport(kind.name()));
-        serve_session(kind, metered, peer, permit, shared).await;
-    } else {
-        serve_session(kind, transport, peer, permit, shared).await;
-    }
-}
-
-async fn serve_session<T: Transport>(
+///
+/// Plain functions, not `async fn`s, so the boxed future is the session's
+/// and nothing else: an `async fn` would also keep room for the arguments
+/// it moved into the session.
+fn serve<'a, T: Transport + Sync + 'a>(
     kind: Kind,
     transport: T,
     peer: SocketAddr,
     permit: ConnectionPermit,
     shared: &Shared,
-) {
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    if crate::metrics::enabled() {
+        let metered = Metered::new(transport, crate::metrics::METRICS.transport(kind.name()));
+        Box::pin(serve_session(kind, metered, peer, permit, shared))
+    } else {
+        Box::pin(serve_session(kind, transport, peer, permit, shared))
+    }
+}
+
+fn serve_session<T: Transport + Sync>(
+    kind: Kind,
+    transport: T,
+    peer: SocketAddr,
+    permit: ConnectionPermit,
+    shared: &Shared,
+) -> impl Future<Output = ()> + use<T> {
     let session = Session::new(transport, shared.sessions.clone(), permit);
     let player = session.player();
     let span = if shared.spans {
@@ -579,11 +590,5 @@ async fn serve_session<T: Transport>(
     } else {
         tracing::Span::none()
     };
-    async {
-        tracing::debug!("player connected");
-        session.run().await;
-        tracing::debug!("player disconnected");
-    }
-    .instrument(span)
-    .await;
+    session.run().instrument(span)
 }

@@ -85,8 +85,10 @@ fn to_io(e: WsError) -> io::Error {
 
 impl Transport for WsTransport {
     async fn recv(&mut self) -> Option<io::Result<Inbound>> {
+        // The close is boxed (allocated only when owed), so the future
+        // every connection's session holds stays small.
         if self.owed_close.is_some() {
-            self.pay_close().await;
+            Box::pin(self.pay_close()).await;
             return Some(Err(io::Error::other(
                 "the connection was closed after a frame it could not take",
             )));
@@ -106,7 +108,7 @@ impl Transport for WsTransport {
                 Err(e) => {
                     if let Some(frame) = close_for(&e) {
                         self.owed_close = Some(frame);
-                        self.pay_close().await;
+                        Box::pin(self.pay_close()).await;
                     }
                     Some(Err(to_io(e)))
                 }

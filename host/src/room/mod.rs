@@ -52,7 +52,7 @@ pub enum ToSession {
 /// so a session blocked on a player who stopped reading learns of it at
 /// once instead of after its write timeout.
 pub struct Frames {
-    pub(crate) queue: mpsc::Receiver<ToSession>,
+    pub(crate) queue: crate::mailbox::Receiver<ToSession>,
     pub(crate) overflow: CancellationToken,
 }
 
@@ -63,7 +63,7 @@ pub(crate) enum RoomCmd {
         name: String,
         /// The verified identity, when the player joined with a ticket.
         user: Option<crate::auth::User>,
-        outbound: mpsc::Sender<ToSession>,
+        outbound: crate::mailbox::Sender<ToSession>,
         overflow: CancellationToken,
         /// The hash of the player's resume token, kept with the seat so a
         /// resume finds it after a restart.

@@ -245,7 +245,7 @@ impl Rooms {
                 let _creating = swap.read().await;
                 self.get_or_create(game, room, &mut *may_create)?
             };
-            let (outbound, queue) = mpsc::channel(self.config.net.outbound_queue);
+            let (outbound, queue) = crate::mailbox::channel(self.config.net.outbound_queue);
             let overflow = tokio_util::sync::CancellationToken::new();
             let (reply, answer) = oneshot::channel();
             let cmd = RoomCmd::Join {

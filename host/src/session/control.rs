@@ -5,10 +5,10 @@
 //! shutdown token at every wake-up (a lock per poll, measurable per frame).
 
 use super::resume::Takeover;
+use crate::mailbox;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::mpsc;
 
 /// What reaches a live session from outside its connection and its room.
 pub(crate) enum Control {
@@ -22,7 +22,7 @@ pub(crate) enum Control {
 
 /// A live session's control channel. Unbounded, and bounded in practice:
 /// one shutdown, and one take-over per connection trying to resume.
-pub(crate) type ControlTx = mpsc::UnboundedSender<Control>;
+pub(crate) type ControlTx = mailbox::Sender<Control>;
 
 /// The control channels of the live sessions, and whether the host is
 /// shutting down (a session that starts after that is told at once).
@@ -38,7 +38,7 @@ impl Controls {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut live = crate::lock(&self.live);
         if live.0 {
-            let _ = control.send(Control::Shutdown);
+            let _ = control.try_send(Control::Shutdown);
         }
         live.1.insert(id, control);
         id
@@ -55,7 +55,7 @@ impl Controls {
         let mut live = crate::lock(&self.live);
         live.0 = true;
         for control in live.1.values() {
-            let _ = control.send(Control::Shutdown);
+            let _ = control.try_send(Control::Shutdown);
         }
     }
 
@@ -69,15 +69,15 @@ impl Controls {
 mod tests {
     use super::*;
 
-    fn is_shutdown(rx: &mut mpsc::UnboundedReceiver<Control>) -> bool {
+    fn is_shutdown(rx: &mut mailbox::Receiver<Control>) -> bool {
         matches!(rx.try_recv(), Ok(Control::Shutdown))
     }
 
     #[test]
     fn shutdown_reaches_listed_sessions_and_later_ones_but_not_delisted_ones() {
         let controls = Controls::default();
-        let (a, mut a_rx) = mpsc::unbounded_channel();
-        let (b, mut b_rx) = mpsc::unbounded_channel();
+        let (a, mut a_rx) = mailbox::unbounded();
+        let (b, mut b_rx) = mailbox::unbounded();
         controls.enlist(a);
         let b_id = controls.enlist(b);
         controls.delist(b_id);
@@ -89,7 +89,7 @@ mod tests {
         assert!(is_shutdown(&mut a_rx));
         assert!(b_rx.try_recv().is_err(), "a delisted session is not told");
 
-        let (c, mut c_rx) = mpsc::unbounded_channel();
+        let (c, mut c_rx) = mailbox::unbounded();
         controls.enlist(c);
         assert!(
             is_shutdown(&mut c_rx),

@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
@@ -181,7 +180,7 @@ pub struct Session<T: Transport> {
     token: String,
     connection: u64,
     control_tx: ControlTx,
-    control_rx: mpsc::UnboundedReceiver<Control>,
+    control_rx: crate::mailbox::Receiver<Control>,
     seat: Option<Seat>,
     bucket: TokenBucket,
     /// Rooms this connection may still create.
@@ -208,7 +207,7 @@ impl<T: Transport> Session<T> {
     /// id.
     pub fn new(transport: T, hub: Arc<Sessions>, permit: ConnectionPermit) -> Self {
         let player = hub.next_player.fetch_add(1, Ordering::Relaxed);
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = crate::mailbox::unbounded();
         let token = hub.resumes.register(player, control_tx.clone());
         let connection = hub.controls.enlist(control_tx.clone());
         let now = Instant::now();
@@ -241,7 +240,27 @@ impl<T: Transport> Session<T> {
 
     /// Serves the player until they disconnect; then parks or gives up the
     /// seat.
-    pub async fn run(mut self) {
+    ///
+    /// Not an `async fn`: one moves its arguments into the future and then
+    /// into the body's own locals, which would hold the whole session
+    /// twice in every connection's task.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub fn run(mut self) -> impl Future<Output = ()> {
+        async move {
+            // The target it had when the server logged it.
+            tracing::debug!(target: "respawn::server", "player connected");
+            let end = self.serve().await;
+            // Built apart from its await: a temporary of the await's
+            // statement would keep room for the unboxed future (a whole
+            // session) in this one.
+            let finish = Box::pin(self.finish(end));
+            finish.await;
+            tracing::debug!(target: "respawn::server", "player disconnected");
+        }
+    }
+
+    /// The connection's life, from the welcome to its end.
+    async fn serve(&mut self) -> End {
         let welcome = ServerMsg::Welcome {
             protocol: protocol::PROTOCOL_VERSION,
             server: SERVER,
@@ -251,7 +270,7 @@ impl<T: Transport> Session<T> {
             resume_grace_ms: self.hub.net.resume_grace_ms,
         }
         .encode();
-        let end = match self.send(welcome).await {
+        match Box::pin(self.send(welcome)).await {
             Ok(()) => loop {
                 match self.step().await {
                     Ok(Flow::Continue) => {}
@@ -260,7 +279,7 @@ impl<T: Transport> Session<T> {
                     // not fitting: say goodbye rather than cut the player.
                     Err(e) if is_overflow(&e) && self.hub.rooms.closing() => {
                         self.seat = None;
-                        if let Flow::Close(end) = self.say_goodbye().await {
+                        if let Flow::Close(end) = Box::pin(self.say_goodbye()).await {
                             break end;
                         }
                     }
@@ -273,8 +292,7 @@ impl<T: Transport> Session<T> {
                 }
             },
             Err(_) => End::Dropped,
-        };
-        Box::pin(self.finish(end)).await;
+        }
     }
 
     /// After the connection's end: the seat parked for a resume or given
@@ -438,8 +456,8 @@ impl<T: Transport> Session<T> {
             tokio::select! {
                 biased;
                 Some(control) = self.control_rx.recv() => return Box::pin(self.on_control(control)).await,
-                inbound = self.transport.recv() => return self.on_inbound(inbound).await,
-                () = self.timer.as_mut() => return self.on_timer().await,
+                inbound = self.transport.recv() => return Box::pin(self.on_inbound(inbound)).await,
+                () = self.timer.as_mut() => return Box::pin(self.on_timer()).await,
                 () = std::future::ready(()) => {}
             }
         }
@@ -456,8 +474,13 @@ impl<T: Transport> Session<T> {
             biased;
             Some(control) = self.control_rx.recv() => Box::pin(self.on_control(control)).await,
             out = from_room => self.on_room_frame(out).await,
-            inbound = self.transport.recv() => self.on_inbound(inbound).await,
-            () = self.timer.as_mut() => self.on_timer().await,
+            // Boxed, like every path but the room's frames: a task's future
+            // is as large as the largest state it can reach, and the
+            // player's requests (one per message, not per frame), the
+            // timer and the control channel would make it several KiB for
+            // every connection.
+            inbound = self.transport.recv() => Box::pin(self.on_inbound(inbound)).await,
+            () = self.timer.as_mut() => Box::pin(self.on_timer()).await,
         }
     }
 
@@ -559,38 +582,15 @@ impl<T: Transport> Session<T> {
                 }
             }
             // A reply outside the room's numbered story.
-            Some(ToSession::Notice(frame)) => self.send(frame).await?,
-            // A last word (kicked, the room closed) ends the seat, unless
-            // the connection is already gone: then the seat is parked with
-            // the last word still in it, for the resume to deliver. The
-            // requests the player sent before are handled first, in order.
-            Some(ToSession::Removed(frame)) => {
-                loop {
-                    let polled = crate::bounded::poll_once(std::pin::pin!(self.transport.recv())).await;
-                    match polled {
-                        Poll::Pending => break,
-                        Poll::Ready(Some(Ok(inbound))) => {
-                            if let Flow::Close(end) = self.on_inbound(Some(Ok(inbound))).await? {
-                                return Ok(Flow::Close(end));
-                            }
-                        }
-                        Poll::Ready(_) => {
-                            if let Some(seat) = self.seat.as_mut() {
-                                seat.put_back(ToSession::Removed(frame));
-                            }
-                            return Ok(Flow::Close(End::Dropped));
-                        }
-                    }
-                }
-                if let Some(mut seat) = self.seat.take() {
-                    self.send(seat.replay.stamp(&frame)).await?;
-                }
-            }
+            Some(ToSession::Notice(frame)) => Box::pin(self.send(frame)).await?,
+            // A last word (kicked, the room closed) ends the seat (boxed:
+            // rare, and it reads the player's requests first).
+            Some(ToSession::Removed(frame)) => return Box::pin(self.on_removed(frame)).await,
             // The room moved to another node: the seat is that node's
             // now (parked there for a resume), nothing is kept here.
             Some(ToSession::Moved(frame)) => {
                 self.seat = None;
-                let _ = self.send(frame).await;
+                let _ = Box::pin(self.send(frame)).await;
                 return Ok(Flow::Close(End::Done));
             }
             // The room has saved its state and closed; the seat is gone
@@ -598,10 +598,38 @@ impl<T: Transport> Session<T> {
             // queue may have kept the last word from arriving.)
             Some(ToSession::Shutdown) | None if self.hub.rooms.closing() => {
                 self.seat = None;
-                return Ok(self.say_goodbye().await);
+                return Ok(Box::pin(self.say_goodbye()).await);
             }
             // The room dropped our queue without a last word: it was full.
             Some(ToSession::Shutdown) | None => return Err(overflowed()),
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// The room's last word for this seat (kicked, the room closed) ends
+    /// the seat, unless the connection is already gone: then the seat is
+    /// parked with the last word still in it, for the resume to deliver.
+    /// The requests the player sent before are handled first, in order.
+    async fn on_removed(&mut self, frame: Utf8Bytes) -> io::Result<Flow> {
+        loop {
+            let polled = crate::bounded::poll_once(std::pin::pin!(self.transport.recv())).await;
+            match polled {
+                Poll::Pending => break,
+                Poll::Ready(Some(Ok(inbound))) => {
+                    if let Flow::Close(end) = self.on_inbound(Some(Ok(inbound))).await? {
+                        return Ok(Flow::Close(end));
+                    }
+                }
+                Poll::Ready(_) => {
+                    if let Some(seat) = self.seat.as_mut() {
+                        seat.put_back(ToSession::Removed(frame));
+                    }
+                    return Ok(Flow::Close(End::Dropped));
+                }
+            }
+        }
+        if let Some(mut seat) = self.seat.take() {
+            self.send(seat.replay.stamp(&frame)).await?;
         }
         Ok(Flow::Continue)
     }
@@ -1063,14 +1091,29 @@ async fn until(
     if let Poll::Ready(done) = crate::bounded::poll_once(write.as_mut()).await {
         return done;
     }
-    let stopped = || io::Error::new(io::ErrorKind::TimedOut, "the player stopped reading");
-    let timed = tokio::time::timeout_at(deadline.at(), write);
+    // Boxed: allocated only for a write that waits, so the future every
+    // connection holds does not carry a timer and a cancellation waiter.
+    let stop = Box::pin(stopped(deadline.at(), overflow));
+    tokio::select! {
+        biased;
+        done = write => done,
+        err = stop => Err(err),
+    }
+}
+
+/// Why a waiting write is given up: the player did not take it by
+/// `deadline`, or the room gave the seat up (`overflow`).
+async fn stopped(deadline: Instant, overflow: Option<&CancellationToken>) -> io::Error {
+    let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "the player stopped reading");
     match overflow {
         Some(overflow) => tokio::select! {
-            done = timed => done.unwrap_or_else(|_| Err(stopped())),
-            () = overflow.cancelled() => Err(overflowed()),
+            () = tokio::time::sleep_until(deadline) => timed_out(),
+            () = overflow.cancelled() => overflowed(),
         },
-        None => timed.await.unwrap_or_else(|_| Err(stopped())),
+        None => {
+            tokio::time::sleep_until(deadline).await;
+            timed_out()
+        }
     }
 }
 

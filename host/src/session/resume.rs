@@ -183,7 +183,7 @@ impl Resumes {
             reply: tx,
             room: room.cloned(),
         };
-        if takeover.send(Control::Takeover(Box::new(request))).is_ok()
+        if takeover.try_send(Control::Takeover(Box::new(request))).is_ok()
             && let Ok(Ok(answer)) = tokio::time::timeout(self.takeover_wait, rx).await
         {
             match answer {
@@ -242,7 +242,7 @@ mod tests {
     #[test]
     fn tokens_are_128_random_bits_in_hex_and_never_repeat() {
         let resumes = Resumes::new(Duration::from_secs(1), Duration::from_secs(1)).expect("OS randomness");
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = crate::mailbox::unbounded();
         let tokens: std::collections::HashSet<String> = (0..1000).map(|p| resumes.register(p, tx.clone())).collect();
         assert_eq!(tokens.len(), 1000);
         assert!(

@@ -4,10 +4,10 @@
 //! connection for the resume grace period.
 
 use crate::budget::Budget;
+use crate::mailbox;
 use crate::room::{Frames, PlayerId, RoomHandle, ToSession};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -97,12 +97,12 @@ impl Seat {
 /// it early (to look at a closed queue's last word, or past the end of a
 /// batch) put back in front.
 struct Inbox {
-    frames: mpsc::Receiver<ToSession>,
+    frames: mailbox::Receiver<ToSession>,
     drained: VecDeque<ToSession>,
 }
 
 impl Inbox {
-    fn new(frames: mpsc::Receiver<ToSession>) -> Self {
+    fn new(frames: mailbox::Receiver<ToSession>) -> Self {
         Self {
             frames,
             drained: VecDeque::new(),
@@ -278,7 +278,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_takes_plain_frames_and_leaves_the_last_word_in_order() {
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = mailbox::channel(8);
         let mut inbox = Inbox::new(rx);
         assert!(inbox.is_empty());
         assert_eq!(inbox.try_next_frame(), None);
@@ -301,14 +301,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_queue_resumes_only_with_a_last_word() {
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = mailbox::channel(8);
         let mut inbox = Inbox::new(rx);
         assert!(inbox.resumable(), "an open queue");
         tx.try_send(ToSession::Frame(text("a"))).unwrap();
         drop(tx);
         assert!(!inbox.resumable(), "dropped for overflowing: no last word");
 
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = mailbox::channel(8);
         let mut inbox = Inbox::new(rx);
         tx.try_send(ToSession::Frame(text("a"))).unwrap();
         tx.try_send(ToSession::Removed(text("closed"))).unwrap();

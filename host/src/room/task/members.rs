@@ -8,7 +8,7 @@ use super::*;
 pub(super) struct Member {
     /// The session's queue; `None` while the room is being recovered after
     /// a restart and its frames are collected for the parked seat.
-    pub(super) outbound: Option<mpsc::Sender<ToSession>>,
+    pub(super) outbound: Option<crate::mailbox::Sender<ToSession>>,
     /// Raised when the queue overflowed (see [`crate::room::Frames`]).
     pub(super) overflow: CancellationToken,
     /// Kicked or too slow: receives nothing more, leaves after this batch.
@@ -25,7 +25,11 @@ pub(super) struct Member {
 }
 
 impl Member {
-    pub(super) fn new(outbound: Option<mpsc::Sender<ToSession>>, overflow: CancellationToken, name: String) -> Self {
+    pub(super) fn new(
+        outbound: Option<crate::mailbox::Sender<ToSession>>,
+        overflow: CancellationToken,
+        name: String,
+    ) -> Self {
         Self {
             outbound,
             overflow,
@@ -59,6 +63,14 @@ impl Member {
             self.collected.push(frame);
             return;
         };
+        // The common case, once per frame and player: straight into the
+        // queue, without the clones a held frame needs.
+        if outbox.passes() {
+            if !send_frame(to, &self.overflow, frame) {
+                self.leaving = true;
+            }
+            return;
+        }
         let held = Held::Frame {
             player,
             to: to.clone(),

@@ -70,7 +70,7 @@ impl RoomTask {
 
     /// What operators see of the room; `guest` is `None` while it sleeps.
     pub(super) fn view(&self, guest: Option<&GuestInstance>) -> RoomView {
-        let depth = |to: &mpsc::Sender<ToSession>| to.max_capacity() - to.capacity();
+        let depth = |to: &crate::mailbox::Sender<ToSession>| to.len();
         let mut players: Vec<PlayerView> = self
             .players
             .iter()

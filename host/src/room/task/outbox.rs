@@ -9,7 +9,7 @@ use tokio::sync::watch;
 pub(super) enum Held {
     Frame {
         player: PlayerId,
-        to: mpsc::Sender<ToSession>,
+        to: crate::mailbox::Sender<ToSession>,
         overflow: CancellationToken,
         frame: ToSession,
     },
@@ -45,14 +45,21 @@ impl Outbox {
     /// `item` goes out now (returned), or is held behind the gate and
     /// behind whatever is held already.
     pub(super) fn pass(&mut self, item: Held) -> Option<Held> {
-        let Some(durable) = &self.durable else {
-            return Some(item);
-        };
-        if self.held.is_empty() && *durable.borrow() >= self.gate {
+        if self.passes() {
             return Some(item);
         }
         self.held.push_back((self.gate, item));
         None
+    }
+
+    /// Whether what is produced now goes out at once: nothing is held and
+    /// the gate's input is durable (always, but under `strict`). A frame
+    /// that passes is sent without being wrapped in a [`Held`].
+    pub(super) fn passes(&self) -> bool {
+        match &self.durable {
+            None => true,
+            Some(durable) => self.held.is_empty() && *durable.borrow() >= self.gate,
+        }
     }
 
     /// Whether anything waits.
@@ -105,7 +112,11 @@ impl Held {
 }
 
 /// Hands a released frame to its session; a full queue gives the player up.
-pub(super) fn send_frame(to: &mpsc::Sender<ToSession>, overflow: &CancellationToken, frame: ToSession) -> bool {
+pub(super) fn send_frame(
+    to: &crate::mailbox::Sender<ToSession>,
+    overflow: &CancellationToken,
+    frame: ToSession,
+) -> bool {
     if to.try_send(frame).is_err() {
         overflow.cancel();
         return false;

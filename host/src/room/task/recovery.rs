@@ -114,7 +114,7 @@ impl RoomTask {
         for (player, m) in &mut self.players {
             match rec.seats.get(player) {
                 Some(token_hash) => {
-                    let (tx, rx) = mpsc::channel(self.rooms.config.net.outbound_queue);
+                    let (tx, rx) = crate::mailbox::channel(self.rooms.config.net.outbound_queue);
                     m.outbound = Some(tx);
                     let missed: Vec<Utf8Bytes> = std::mem::take(&mut m.collected)
                         .into_iter()
