@@ -1,4 +1,4 @@
-//! A queue with one receiver that costs nothing until something is queued:
+//! A queue with one receiver that holds no buffer until something is queued:
 //! each seat's frames from its room, and each session's control messages.
 //!
 //! Why not tokio's `mpsc`: it allocates a block of 32 slots (1.5 KiB for
