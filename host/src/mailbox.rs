@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -27,6 +28,7 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             waker: None,
         }),
         capacity,
+        refused: AtomicBool::new(false),
     });
     (Sender(shared.clone()), Receiver(shared))
 }
@@ -40,6 +42,9 @@ pub(crate) fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
 struct Shared<T> {
     state: Mutex<State<T>>,
     capacity: usize,
+    /// A send found the queue full (it stays set): read without the lock,
+    /// by a receiver that checks it once per batch.
+    refused: AtomicBool,
 }
 
 struct State<T> {
@@ -81,6 +86,7 @@ impl<T> Sender<T> {
             return Err(TrySendError::Closed(item));
         }
         if state.items.len() >= self.0.capacity {
+            self.0.refused.store(true, Ordering::Relaxed);
             return Err(TrySendError::Full(item));
         }
         state.items.push_back(item);
@@ -167,6 +173,11 @@ impl<T> Receiver<T> {
         }
     }
 
+    /// Whether a send ever found the queue full.
+    pub(crate) fn was_full(&self) -> bool {
+        self.0.refused.load(Ordering::Relaxed)
+    }
+
     /// Whether nothing is queued right now.
     pub(crate) fn is_empty(&self) -> bool {
         crate::lock(&self.0.state).items.is_empty()
@@ -233,7 +244,9 @@ mod tests {
         let (tx, mut rx) = channel(2);
         tx.try_send(1).unwrap();
         tx.try_send(2).unwrap();
+        assert!(!rx.was_full());
         assert_eq!(tx.try_send(3), Err(TrySendError::Full(3)));
+        assert!(rx.was_full());
         assert_eq!(tx.len(), 2);
         rx.close();
         assert!(tx.is_closed() && rx.is_closed());

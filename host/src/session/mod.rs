@@ -557,7 +557,7 @@ impl<T: Transport> Session<T> {
                 // each frame just in time cannot stretch a turn beyond it.
                 let deadline = Instant::now() + self.hub.net.write_timeout();
                 if let Some(seat) = self.seat.as_mut() {
-                    if seat.overflow.is_cancelled() {
+                    if seat.given_up() {
                         return Err(overflowed());
                     }
                     let mut next = Some(frame);

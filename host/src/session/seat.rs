@@ -66,6 +66,12 @@ impl Seat {
         self.inbox.is_empty()
     }
 
+    /// Whether the room gave the seat up for a full queue: `overflow`'s
+    /// signal, read without a lock (once per batch of frames).
+    pub(crate) fn given_up(&self) -> bool {
+        self.inbox.frames.was_full()
+    }
+
     /// Puts a frame taken from the room back in front, unwritten.
     pub(crate) fn put_back(&mut self, frame: ToSession) {
         self.inbox.drained.push_front(frame);
