@@ -157,17 +157,21 @@ pub(super) async fn cpu_profile(Query(q): Query<ProfileQuery>) -> ApiResult {
             .build()
             .map_err(|e| failed("cannot build the profile", e))?;
         drop(guard);
-        if svg {
+        let body = if svg {
             let mut out = Vec::new();
             report
                 .flamegraph(&mut out)
-                .map_err(|e| failed("cannot draw the flame graph", e))?;
-            Ok(out)
+                .map_err(|e| failed("cannot draw the flame graph", e))
+                .map(|()| out)
         } else {
             use pprof::protos::Message;
-            let profile = report.pprof().map_err(|e| failed("cannot encode the profile", e))?;
-            Ok(profile.encode_to_vec())
-        }
+            report
+                .pprof()
+                .map_err(|e| failed("cannot encode the profile", e))
+                .map(|profile| profile.encode_to_vec())
+        };
+        forget_symbols();
+        body
     })
     .await
     .map_err(|e| failed("the profiler failed", e))??;
@@ -177,6 +181,14 @@ pub(super) async fn cpu_profile(Query(q): Query<ProfileQuery>) -> ApiResult {
         "application/octet-stream"
     };
     Ok(([(header::CONTENT_TYPE, kind)], body).into_response())
+}
+
+/// Drops the debug information a profile was symbolized with: the
+/// `backtrace` crate keeps it parsed for the next lookup, about 290 MB
+/// that a host would otherwise hold from its first profile on. The next
+/// profile parses it again (a second or so).
+fn forget_symbols() {
+    backtrace::clear_symbol_cache();
 }
 
 /// `/debug/pprof/heap`: what the host's heap holds now, by allocation
@@ -193,7 +205,12 @@ pub(super) async fn heap_profile() -> ApiResult {
     if !ctl.activated() {
         return Err(off());
     }
-    let body = crate::blocking::blocking(|| ctl.dump_pprof()).map_err(|e| failed("cannot dump the heap", e))?;
+    let body = crate::blocking::blocking(|| {
+        let dump = ctl.dump_pprof();
+        forget_symbols();
+        dump
+    })
+    .map_err(|e| failed("cannot dump the heap", e))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 

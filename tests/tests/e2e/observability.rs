@@ -257,6 +257,22 @@ async fn profiles_decode_and_name_the_code_that_ran() {
             .is_some_and(|s| s.contains("space"))),
         "in-use space"
     );
+    // Each profile drops the symbol tables it was named with (hundreds of
+    // MB kept otherwise): the next one parses them again and still names
+    // the host's functions.
+    for _ in 0..2 {
+        let (status, body) = fetch(&host, "/debug/pprof/heap");
+        assert_eq!(status, 200);
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(body.as_slice())
+            .read_to_end(&mut raw)
+            .expect("gzip");
+        let heap = pprof::protos::Profile::decode(raw.as_slice()).expect("a pprof protobuf");
+        assert!(
+            heap.string_table.iter().any(|s| s.contains("respawn::")),
+            "the host's functions are named after the symbol tables were dropped"
+        );
+    }
 
     // One room's guest code, in the Firefox profiler's format, naming
     // the game's functions.
