@@ -554,6 +554,13 @@ pub struct NetConfig {
     /// Newline-delimited JSON TCP listener address, or `"off"`.
     #[serde(deserialize_with = "listen_addr")]
     pub tcp: Option<SocketAddr>,
+    /// Connections the kernel may hold for the player listeners before
+    /// the host accepts them (the `listen` backlog; Linux caps it at
+    /// `net.core.somaxconn`). A burst of reconnects beyond it (every player
+    /// at once after a restart) is dropped by the kernel, and a native
+    /// client that waits for the welcome after a SYN cookie can wait for
+    /// nothing.
+    pub listen_backlog: u32,
     /// Largest accepted client message, in bytes.
     pub max_message_bytes: usize,
     /// Read buffer per connection, in bytes: allocated when the connection
@@ -627,6 +634,7 @@ impl Default for NetConfig {
         Self {
             ws: Some(SocketAddr::from(([127, 0, 0, 1], 7700))),
             tcp: Some(SocketAddr::from(([127, 0, 0, 1], 7701))),
+            listen_backlog: 4096,
             max_message_bytes: 64 * 1024,
             read_buffer_bytes: 2048,
             write_buffer_bytes: 16 * 1024,
@@ -859,6 +867,7 @@ impl Config {
             1 << 24,
         )?;
         range("net.max_parked", self.net.max_parked, 0, 1 << 24)?;
+        range("net.listen_backlog", self.net.listen_backlog, 16, 65_535)?;
         range("net.replay_budget_mib", self.net.replay_budget_mib, 1, 1 << 20)?;
         range(
             "net.max_parked_per_address",

@@ -52,6 +52,15 @@ pub fn max_map_count() -> Option<u64> {
         .ok()
 }
 
+/// The kernel's cap on a listening socket's backlog, if readable.
+pub fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Mappings a host with `instances` instance slots may need at most.
 pub fn mappings_needed(instances: u64) -> u64 {
     instances * (MAPPINGS_PER_SLOT + MAPPINGS_PER_INSTANCE) + MAPPINGS_BASE
@@ -65,7 +74,7 @@ pub fn instances_within(max: u64, slots: u64) -> u64 {
 
 /// Raises the open-file limit for `connections` and logs a warning for each
 /// limit that is too low for the configuration.
-pub fn check(connections: usize, instances: u32) {
+pub fn check(connections: usize, instances: u32, backlog: u32) {
     // Listeners, the admin API, module files, the database: some spare.
     let want = connections as u64 + 256;
     let files = raise_open_files(want);
@@ -75,6 +84,16 @@ pub fn check(connections: usize, instances: u32) {
             max_connections = connections,
             "the open-file limit is below net.max_connections; connections beyond it will be refused \
              (raise LimitNOFILE in the systemd unit or `ulimit -Hn`)"
+        );
+    }
+    if let Some(cap) = somaxconn()
+        && cap < backlog
+    {
+        tracing::warn!(
+            somaxconn = cap,
+            listen_backlog = backlog,
+            "net.core.somaxconn caps the listeners' backlog below net.listen_backlog: a burst of connections \
+             beyond it is dropped by the kernel (set `sysctl net.core.somaxconn={backlog}`, see deploy/sysctl.conf)"
         );
     }
     let needed = mappings_needed(u64::from(instances));

@@ -76,7 +76,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     } else if trust.keys().is_empty() {
         tracing::warn!(dir = %config.trust.dir.display(), "no trusted keys: every module will be rejected");
     }
-    crate::limits::check(config.net.max_connections, config.sandbox.max_instances);
+    crate::limits::check(
+        config.net.max_connections,
+        config.sandbox.max_instances,
+        config.net.listen_backlog,
+    );
     let sandbox = Arc::new(Sandbox::new(&config.sandbox).context("creating the WebAssembly engine")?);
     let games = Arc::new(Games::new(config.slots.keep));
     // The database first: a damaged file or one from a newer host stops
@@ -190,7 +194,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (mut ws_local, mut tcp_local) = (None, None);
     for (kind, addr) in [(Kind::Ws, config.net.ws), (Kind::Tcp, config.net.tcp)] {
         let Some(addr) = addr else { continue };
-        let (listener, local) = listen(kind.name(), addr).await?;
+        let (listener, local) = listen(kind.name(), addr, config.net.listen_backlog)?;
         match kind {
             Kind::Ws => ws_local = Some(local),
             Kind::Tcp => tcp_local = Some(local),
@@ -220,7 +224,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     health.set_listening();
     let mut services = Vec::new();
     if let Some(addr) = config.net.web {
-        let (listener, _) = listen("web", addr).await?;
+        let (listener, _) = listen("web", addr, config.net.listen_backlog)?;
         let app = web::router(Arc::new(web::Site {
             ws_port,
             games: games.clone(),
@@ -234,7 +238,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     if let Some(addr) = config.admin.listen {
         let token = admin::ensure_token(state_dir).context("creating the admin token")?;
-        let (listener, local) = listen("admin", addr).await?;
+        let (listener, local) = listen("admin", addr, ADMIN_BACKLOG)?;
         if !local.ip().is_loopback() {
             tracing::warn!("the admin API listens on {local}, beyond loopback; it is protected by the token only");
         }
@@ -305,16 +309,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
-/// Binds the `kind` listener (`ws`, `tcp`, `web`, `admin`) and announces
-/// it on stdout as `listening <kind> <addr>`.
-async fn listen(kind: &str, addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the {kind} listener to {addr}"))?;
+/// The admin API's backlog: a few operators and a scraper.
+const ADMIN_BACKLOG: u32 = 128;
+
+/// Binds the `kind` listener (`ws`, `tcp`, `web`, `admin`) with room for
+/// `backlog` connections not yet accepted, and announces it on stdout as
+/// `listening <kind> <addr>`.
+fn listen(kind: &str, addr: SocketAddr, backlog: u32) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = bind(addr, backlog).with_context(|| format!("binding the {kind} listener to {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!("{kind} listener on {local}");
     println!("listening {kind} {local}");
     Ok((listener, local))
+}
+
+/// A listening socket with `backlog` (tokio's `TcpListener::bind` fixes
+/// it at 128, as the standard library does: a burst of reconnects from
+/// thousands of players overflows it).
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted host rebinds at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Serves an HTTP router on `listener` until the task is aborted.
@@ -591,4 +612,43 @@ fn serve_session<T: Transport + Sync>(
         tracing::Span::none()
     };
     session.run().instrument(span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Of `n` connections opened at once to a listener that accepts none
+    /// yet, how many it then accepts (the rest the kernel dropped).
+    async fn held(backlog: u32, n: usize) -> usize {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)), backlog).expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let connects = (0..n).map(|_| {
+            tokio::spawn(tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(addr),
+            ))
+        });
+        let mut clients = Vec::new();
+        for c in connects.collect::<Vec<_>>() {
+            if let Ok(Ok(Ok(stream))) = c.await {
+                clients.push(stream);
+            }
+        }
+        let mut accepted = 0;
+        while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await {
+            accepted += 1;
+        }
+        accepted
+    }
+
+    /// The configured backlog is the one the kernel applies: with room for
+    /// them, every connection of a burst waits to be accepted; with a
+    /// smaller backlog some are dropped (so the first check can fail).
+    #[tokio::test]
+    async fn a_burst_within_the_backlog_waits_whole_to_be_accepted() {
+        assert_eq!(held(256, 100).await, 100);
+        let small = held(16, 100).await;
+        assert!(small < 100, "a backlog of 16 held all 100 connections");
+    }
 }

@@ -43,7 +43,9 @@ pub struct CompareArgs {
     /// Chat component signed anew for the hot-swap scenario.
     #[arg(long, default_value = "target/guests/chat.wasm")]
     pub chat_wasm: PathBuf,
-    /// Servers to compare.
+    /// Servers to compare: `respawn`, `native`, `colyseus`, and Respawn
+    /// variants (`respawn@<durability>`, `respawn-unobserved`,
+    /// `respawn-stale`, `respawn-bare`, `respawn-base`).
     #[arg(long, value_delimiter = ',', default_value = "respawn,native,colyseus")]
     pub servers: Vec<String>,
     /// Scenarios to run (a: chat, b: step-up, c: wide, d: idle, e: swap,
@@ -335,6 +337,13 @@ const UNOBSERVED: &str = "respawn-unobserved";
 /// is `respawn` against this.
 const STALE: &str = "respawn-stale";
 
+/// Respawn with every feature a player does not see at once turned off:
+/// no journal (`durability = "off"`), no metrics, spans or heap sampling,
+/// no fresh instance at checkpoints. What is left beyond the native
+/// server is the sandbox, the room and the session (resume buffer, `seq`,
+/// limits): the floor the CPU targets are measured against.
+const BARE: &str = "respawn-bare";
+
 /// Whether `server` is Respawn (at any durability level, unobserved, or
 /// the base build).
 fn is_respawn(server: &str) -> bool {
@@ -342,6 +351,7 @@ fn is_respawn(server: &str) -> bool {
         || server == "respawn-base"
         || server == UNOBSERVED
         || server == STALE
+        || server == BARE
         || durability_of(server).is_some()
 }
 
@@ -367,7 +377,10 @@ async fn start_respawn(args: &CompareArgs, server: &str) -> anyhow::Result<Serve
     if let Some(level) = durability {
         text += &format!("\n[storage]\ndurability = {level:?}\n");
     }
-    if server == UNOBSERVED {
+    if server == BARE {
+        text += "\n[storage]\ndurability = \"off\"\n[supervision]\nfresh_at_checkpoint = false\n";
+    }
+    if server == UNOBSERVED || server == BARE {
         text += "\n[observability]\nmetrics = false\nspans = false\nheap_profiling = false\n";
     }
     if server == STALE {

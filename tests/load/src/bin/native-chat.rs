@@ -21,7 +21,7 @@ use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -125,9 +125,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for (kind, addr) in [("ws", args.ws), ("tcp", args.tcp)] {
         let Some(addr) = addr else { continue };
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {kind} {addr}"))?;
+        // Respawn's default `net.listen_backlog`, set the way Respawn sets
+        // it (tokio's `bind` fixes 128).
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr).with_context(|| format!("binding {kind} {addr}"))?;
+        let listener = socket.listen(4096)?;
         println!("listening {kind} {}", listener.local_addr()?);
         let server = server.clone();
         let ws = kind == "ws";
