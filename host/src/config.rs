@@ -554,12 +554,13 @@ pub struct NetConfig {
     /// Newline-delimited JSON TCP listener address, or `"off"`.
     #[serde(deserialize_with = "listen_addr")]
     pub tcp: Option<SocketAddr>,
-    /// Connections the kernel may hold for the player listeners before
-    /// the host accepts them (the `listen` backlog; Linux caps it at
-    /// `net.core.somaxconn`). A burst of reconnects beyond it (every player
-    /// at once after a restart) is dropped by the kernel, and a native
-    /// client that waits for the welcome after a SYN cookie can wait for
-    /// nothing.
+    /// Connections the kernel may hold for the ws, tcp and web listeners
+    /// before the host accepts them (the `listen` backlog; Linux caps it at
+    /// `net.core.somaxconn`). A burst beyond it (every player connecting
+    /// after a restart) is dropped by the kernel, and a TCP client, which
+    /// waits for the host's `welcome`, may hang for good: after a SYN
+    /// cookie the kernel can drop the handshake's last packet, leaving the
+    /// connection open on the client's side only.
     pub listen_backlog: u32,
     /// Largest accepted client message, in bytes.
     pub max_message_bytes: usize,

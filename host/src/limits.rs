@@ -93,7 +93,7 @@ pub fn check(connections: usize, instances: u32, backlog: u32) {
             somaxconn = cap,
             listen_backlog = backlog,
             "net.core.somaxconn caps the listeners' backlog below net.listen_backlog: a burst of connections \
-             beyond it is dropped by the kernel (set `sysctl net.core.somaxconn={backlog}`, see deploy/sysctl.conf)"
+             beyond it is dropped by the kernel (`sysctl -w net.core.somaxconn={backlog}`, and persist it with deploy/sysctl.conf)"
         );
     }
     let needed = mappings_needed(u64::from(instances));
