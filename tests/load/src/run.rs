@@ -439,9 +439,10 @@ impl Fleet {
             }
         }
         eprintln!(
-            "{} clients joined in {:.2} s",
+            "{} clients joined in {:.2} s ({} TCP connections reopened for want of a welcome)",
             args.clients,
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            crate::client::REOPENED.load(std::sync::atomic::Ordering::Relaxed)
         );
         fleet.tasks = tasks;
         Ok(fleet)
