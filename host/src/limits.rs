@@ -43,22 +43,19 @@ pub fn raise_open_files(want: u64) -> u64 {
     }
 }
 
+/// A number the kernel shows in a `/proc/sys` file, if readable.
+fn sysctl<T: std::str::FromStr>(path: &str) -> Option<T> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
 /// The kernel's limit on memory mappings per process, if readable.
 pub fn max_map_count() -> Option<u64> {
-    std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    sysctl("/proc/sys/vm/max_map_count")
 }
 
 /// The kernel's cap on a listening socket's backlog, if readable.
 pub fn somaxconn() -> Option<u32> {
-    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    sysctl("/proc/sys/net/core/somaxconn")
 }
 
 /// Mappings a host with `instances` instance slots may need at most.

@@ -356,7 +356,12 @@ fn is_respawn(server: &str) -> bool {
 }
 
 async fn start_respawn(args: &CompareArgs, server: &str) -> anyhow::Result<Server> {
-    let (durability, base) = (durability_of(server), server == "respawn-base");
+    let base = server == "respawn-base";
+    let durability = if server == BARE {
+        Some("off")
+    } else {
+        durability_of(server)
+    };
     let tmp = tmp_dir("respawn")?;
     let modules = tmp.join("modules");
     // The chat game only: the scenarios play nothing else, and another
@@ -377,13 +382,10 @@ async fn start_respawn(args: &CompareArgs, server: &str) -> anyhow::Result<Serve
     if let Some(level) = durability {
         text += &format!("\n[storage]\ndurability = {level:?}\n");
     }
-    if server == BARE {
-        text += "\n[storage]\ndurability = \"off\"\n[supervision]\nfresh_at_checkpoint = false\n";
-    }
     if server == UNOBSERVED || server == BARE {
         text += "\n[observability]\nmetrics = false\nspans = false\nheap_profiling = false\n";
     }
-    if server == STALE {
+    if server == STALE || server == BARE {
         text += "\n[supervision]\nfresh_at_checkpoint = false\n";
     }
     std::fs::write(&config, text)?;
