@@ -396,6 +396,13 @@ pub struct SupervisionConfig {
     /// one instantiation fewer per checkpoint, and a game whose outputs
     /// depend on such things may diverge in replay.
     pub fresh_at_checkpoint: bool,
+    /// A room's first checkpoint after it opens or recovers comes after
+    /// between half and all of `checkpoint_every` inputs, chosen by its
+    /// seed: rooms opened together and fed alike would otherwise all
+    /// checkpoint at the same moment, a wave of snapshots and writes that
+    /// shows as a latency spike. Off: exactly every `checkpoint_every`
+    /// inputs from the start (a test that needs the positions).
+    pub stagger_checkpoints: bool,
 }
 
 impl Default for SupervisionConfig {
@@ -405,6 +412,7 @@ impl Default for SupervisionConfig {
             window_ms: 30_000,
             checkpoint_every: 64,
             fresh_at_checkpoint: true,
+            stagger_checkpoints: true,
         }
     }
 }

@@ -110,6 +110,9 @@ pub(crate) struct Journal {
     /// so a capsule's regenerated outputs are checked against the live ones.
     digests: Vec<u64>,
     every: usize,
+    /// Inputs the current span falls short of `every` by (see
+    /// [`Journal::stagger`]); back to 0 at the next checkpoint.
+    head_start: usize,
     /// Bytes the entries keep, charged to `budget`.
     bytes: usize,
     /// Every room's journal together (`rooms.journal_budget_mib`): over
@@ -149,6 +152,7 @@ impl Journal {
             entries: Vec::new(),
             digests: Vec::new(),
             every: every.max(1),
+            head_start: 0,
             bytes: 0,
             budget,
         }
@@ -165,11 +169,23 @@ impl Journal {
 
     /// Whether enough inputs piled up for a new checkpoint.
     pub fn due(&self) -> bool {
-        self.entries.len() >= self.every || (self.budget.over() && !self.entries.is_empty())
+        self.entries.len() + self.head_start >= self.every || (self.budget.over() && !self.entries.is_empty())
+    }
+
+    /// Ends the current span early, after between half of `every` and all
+    /// of it, chosen by `seed` (the next checkpoint clears it). Rooms
+    /// opened or recovered together and fed
+    /// alike would otherwise all checkpoint at the same input (a wave of
+    /// snapshots, fresh instances and database writes: the latency spikes
+    /// of "Checkpoints in step" in BENCHMARKS.md); no span gets longer, so
+    /// replay stays bounded by `every`.
+    pub fn stagger(&mut self, seed: u64) {
+        self.head_start = (seed % (self.every as u64 / 2 + 1)) as usize;
     }
 
     /// Starts over from a new checkpoint.
     pub fn reset(&mut self, checkpoint: Checkpoint) {
+        self.head_start = 0;
         self.checkpoint = checkpoint;
         self.entries.clear();
         self.digests.clear();
@@ -289,5 +305,38 @@ mod tests {
         }
         drop(rooms);
         assert_eq!(budget.used(), 0, "every journal gave its bytes back");
+    }
+
+    #[test]
+    fn a_staggered_first_span_ends_early_and_the_next_is_whole() {
+        let entry = || Entry {
+            now: 1,
+            input: Input::Tick,
+            reads: Vec::new(),
+        };
+        let cp = || Checkpoint {
+            state: Vec::new(),
+            entropy: EntropyPosition::default(),
+            now: 0,
+        };
+        let span = |j: &mut Journal| {
+            let mut n = 0;
+            while !j.due() {
+                j.record(entry(), 0);
+                n += 1;
+            }
+            j.reset(cp());
+            n
+        };
+        let mut firsts = std::collections::BTreeSet::new();
+        for seed in 0..64 {
+            let mut j = Journal::new(cp(), 64, Budget::new(1 << 20));
+            j.stagger(seed);
+            let first = span(&mut j);
+            assert!((32..=64).contains(&first), "first span {first}");
+            firsts.insert(first);
+            assert_eq!(span(&mut j), 64, "the next span is whole");
+        }
+        assert!(firsts.len() > 16, "seeds spread the first checkpoint: {firsts:?}");
     }
 }

@@ -228,6 +228,8 @@ pub struct Report {
     pub swapped_frames: u64,
     pub errors: BTreeMap<String, u64>,
     pub latency: Latency,
+    /// Latency of the frames sent in each second of the window, in order.
+    pub latency_by_second: Vec<Latency>,
     pub server: Option<ServerUsage>,
     pub harness: HarnessUsage,
     pub marks: Vec<MarkReport>,
@@ -317,6 +319,14 @@ impl Report {
     pub fn print(&self) {
         println!("{}", Self::TABLE_HEADER);
         println!("{}", self.table_row());
+        if !self.idle && self.latency_by_second.len() > 1 {
+            let p99: Vec<_> = self
+                .latency_by_second
+                .iter()
+                .map(|l| format!("{:.1}", l.p99_ms))
+                .collect();
+            println!("p99 ms by second of sending: {}", p99.join(" "));
+        }
         if let Some(s) = &self.server
             && self.idle
         {
@@ -640,6 +650,7 @@ impl Fleet {
             swapped_frames: stats.swapped.load(Relaxed),
             errors: stats.errors(),
             latency: Latency::of(&w.histogram()),
+            latency_by_second: w.by_second().iter().map(Latency::of).collect(),
             server,
             harness: HarnessUsage {
                 threads,

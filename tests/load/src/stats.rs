@@ -71,7 +71,13 @@ pub struct Window {
     pub delivered: AtomicU64,
     pub fresh: AtomicU64,
     hist: Vec<Mutex<Histogram<u64>>>,
+    /// One histogram per second of send time: shows whether a tail is a
+    /// transient (a join storm, a stall) or the steady state.
+    seconds: Vec<Mutex<Histogram<u64>>>,
 }
+
+/// Seconds of a window that get their own histogram; past it, the last.
+const MAX_SECONDS: u64 = 600;
 
 impl Window {
     pub fn new(start_ns: u64, end_ns: u64, shards: usize) -> Self {
@@ -83,6 +89,12 @@ impl Window {
             delivered: AtomicU64::new(0),
             fresh: AtomicU64::new(0),
             hist: (0..shards.max(1)).map(|_| Mutex::new(new_histogram())).collect(),
+            seconds: (0..end_ns
+                .saturating_sub(start_ns)
+                .div_ceil(1_000_000_000)
+                .clamp(1, MAX_SECONDS))
+                .map(|_| Mutex::new(new_histogram()))
+                .collect(),
         }
     }
 
@@ -106,6 +118,8 @@ impl Window {
             self.fresh.fetch_add(1, Relaxed);
             let us = now_ns.saturating_sub(p.t_ns) / 1000;
             let _ = lock(&self.hist[shard % self.hist.len()]).record(us.max(1));
+            let second = ((p.t_ns - self.start_ns) / 1_000_000_000) as usize;
+            let _ = lock(&self.seconds[second.min(self.seconds.len() - 1)]).record(us.max(1));
         }
     }
 
@@ -115,6 +129,11 @@ impl Window {
             let _ = h.add(&*lock(s));
         }
         h
+    }
+
+    /// The latencies of frames sent in each second of the window.
+    pub fn by_second(&self) -> Vec<Histogram<u64>> {
+        self.seconds.iter().map(|h| lock(h).clone()).collect()
     }
 
     /// Expected deliveries that never came (fresh ones only count).
@@ -242,5 +261,20 @@ mod tests {
         assert_eq!(h.max(), 4); // (5_200 - 1_200) ns = 4 µs
         stats.on_said(0, &mut r0, "garbage", 0);
         assert_eq!(stats.bad_payload.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn each_second_of_the_window_keeps_the_latencies_of_its_own_sends() {
+        const S: u64 = 1_000_000_000;
+        let stats = Stats::new(Window::new(S, 4 * S, 1), vec![]);
+        let mut r = Tracker::new(0, 1);
+        // Sent in the first second, 1 ms late; in the third, 300 ms late.
+        stats.on_said(0, &mut r, &encode_payload(0, 1, S + 10, 32), S + 10 + 1_000_000);
+        stats.on_said(0, &mut r, &encode_payload(0, 2, 3 * S + 5, 32), 3 * S + 5 + 300_000_000);
+        let seconds = stats.window.by_second();
+        assert_eq!(seconds.len(), 3);
+        assert_eq!(seconds.iter().map(|h| h.len()).collect::<Vec<_>>(), [1, 0, 1]);
+        assert!(seconds[0].max() < 2_000, "{}", seconds[0].max());
+        assert!(seconds[2].max() >= 299_000, "{}", seconds[2].max());
     }
 }

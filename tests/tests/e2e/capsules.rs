@@ -116,7 +116,10 @@ async fn host_with_a_capsule(config: &str) -> (Host, PathBuf) {
 /// A host whose rooms go on in a fresh instance at each checkpoint
 /// (`fresh`, the default) or keep theirs, with a capsule of the pad's bug.
 async fn host_with_capsule_of(config: &str, fresh: bool) -> (Host, PathBuf) {
-    let config = format!("{config}\n[supervision]\ncheckpoint_every = 7\nfresh_at_checkpoint = {fresh}\n");
+    // The pad's crash comes after its one checkpoint at the 7th input.
+    let config = format!(
+        "{config}\n[supervision]\ncheckpoint_every = 7\nfresh_at_checkpoint = {fresh}\nstagger_checkpoints = false\n"
+    );
     let host = Host::start_with(HostOptions {
         games: &["faulty", "chat"],
         config: &config,

@@ -302,3 +302,43 @@ async fn a_quiet_room_sleeps_without_its_instance_and_wakes_with_its_state() {
     assert_eq!(view()["asleep"], false);
     assert_eq!(host.runtime()["instances"], 1);
 }
+
+/// Journal entries (inputs since the last checkpoint) of 8 rooms that
+/// opened together and took the same 31 inputs each.
+async fn journals_after_31_inputs(stagger: bool) -> Vec<u64> {
+    let host = Host::start_with(HostOptions {
+        games: &["faulty"],
+        config: &format!("[supervision]\ncheckpoint_every = 32\nstagger_checkpoints = {stagger}\n"),
+        ..HostOptions::default()
+    });
+    let admin = host.admin_client();
+    let mut journals = Vec::new();
+    for r in 0..8 {
+        let mut c = host.client(Transport::Tcp).await;
+        c.join("faulty", &format!("r{r}"), "p").await;
+        for _ in 0..30 {
+            c.message(json!({"do": "count"})).await;
+        }
+        for n in 1..=30 {
+            assert_eq!(c.event().await["count"], n);
+        }
+        let view = admin.request("GET", &format!("/debug/rooms/faulty/r{r}"), None).1;
+        journals.push(view["journal_entries"].as_u64().unwrap_or_else(|| panic!("{view}")));
+    }
+    journals
+}
+
+#[tokio::test]
+async fn rooms_opened_together_take_their_first_checkpoint_at_different_inputs() {
+    // The join and 30 messages: one short of a checkpoint, unless the
+    // room's first span was shortened (by 1 to 16 inputs, by its seed).
+    let staggered = journals_after_31_inputs(true).await;
+    assert!(staggered.iter().all(|&n| n <= 31), "{staggered:?}");
+    let distinct: std::collections::BTreeSet<_> = staggered.iter().collect();
+    assert!(
+        distinct.len() > 1,
+        "every room checkpointed at the same input: {staggered:?}"
+    );
+    // Off: every room checkpoints at exactly its 32nd input.
+    assert_eq!(journals_after_31_inputs(false).await, [31; 8]);
+}

@@ -16,6 +16,7 @@ impl RoomTask {
         let mut guest = self.instantiate(&module, now, true).await?;
         self.apply_tick_request(&mut guest);
         self.first_checkpoint(&mut guest, now).await?;
+        self.stagger_checkpoints();
         Ok(guest)
     }
 

@@ -77,6 +77,14 @@ impl RoomTask {
         }
     }
 
+    /// Ends the journal's first span early, by the room's seed (see
+    /// `supervision.stagger_checkpoints`).
+    pub(super) fn stagger_checkpoints(&mut self) {
+        if self.rooms.config.supervision.stagger_checkpoints {
+            self.journal.stagger(self.seed.rotate_left(17));
+        }
+    }
+
     /// Takes a new checkpoint; the journal starts over.
     pub(super) async fn checkpoint(&mut self, guest: &mut GuestInstance) -> Result<(), Stop> {
         let now = self.now();
