@@ -398,10 +398,12 @@ pub struct SupervisionConfig {
     pub fresh_at_checkpoint: bool,
     /// A room's first checkpoint after it opens or recovers comes after
     /// between half and all of `checkpoint_every` inputs, chosen by its
-    /// seed: rooms opened together and fed alike would otherwise all
-    /// checkpoint at the same moment, a wave of snapshots and writes that
-    /// shows as a latency spike. Off: exactly every `checkpoint_every`
-    /// inputs from the start (a test that needs the positions).
+    /// seed (and the checkpoint a quiet room takes 10 s after its first
+    /// input, after as much less of those 10 s): rooms opened together and
+    /// fed alike would otherwise all checkpoint at the same moment, a wave
+    /// of snapshots and writes that shows as a latency spike. Off: exactly
+    /// every `checkpoint_every` inputs from the start (a test that needs
+    /// the positions).
     pub stagger_checkpoints: bool,
 }
 

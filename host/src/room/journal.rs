@@ -183,6 +183,13 @@ impl Journal {
         self.head_start = (seed % (self.every as u64 / 2 + 1)) as usize;
     }
 
+    /// `period` shortened as the current span is (see [`Journal::stagger`]):
+    /// a span ended early in inputs ends early in time too, so rooms that
+    /// go quiet together do not checkpoint together either.
+    pub fn staggered(&self, period: std::time::Duration) -> std::time::Duration {
+        period.mul_f64((self.every - self.head_start) as f64 / self.every as f64)
+    }
+
     /// Starts over from a new checkpoint.
     pub fn reset(&mut self, checkpoint: Checkpoint) {
         self.head_start = 0;
@@ -332,9 +339,17 @@ mod tests {
         for seed in 0..64 {
             let mut j = Journal::new(cp(), 64, Budget::new(1 << 20));
             j.stagger(seed);
+            let quiet = j.staggered(std::time::Duration::from_secs(10)).as_secs_f64();
+            assert!((5.0..=10.0).contains(&quiet), "first quiet period {quiet} s");
             let first = span(&mut j);
+            assert!(
+                (quiet - 10.0 * first as f64 / 64.0).abs() < 1e-9,
+                "shortened alike: {first} inputs, {quiet} s"
+            );
             assert!((32..=64).contains(&first), "first span {first}");
             firsts.insert(first);
+            let ten = std::time::Duration::from_secs(10);
+            assert_eq!(j.staggered(ten), ten, "and so is its time");
             assert_eq!(span(&mut j), 64, "the next span is whole");
         }
         assert!(firsts.len() > 16, "seeds spread the first checkpoint: {firsts:?}");

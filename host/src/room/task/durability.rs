@@ -75,7 +75,7 @@ impl RoomTask {
             })
         };
         if self.quiet_at.is_none() && store.level().checkpoints() {
-            self.quiet_at = Some(Instant::now() + super::QUIET_CHECKPOINT);
+            self.quiet_at = Some(Instant::now() + self.journal.staggered(super::QUIET_CHECKPOINT));
         }
         let Some(op) = op else { return };
         let submitted = match &self.space {
