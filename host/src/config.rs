@@ -396,14 +396,15 @@ pub struct SupervisionConfig {
     /// one instantiation fewer per checkpoint, and a game whose outputs
     /// depend on such things may diverge in replay.
     pub fresh_at_checkpoint: bool,
-    /// A room's first checkpoint after it opens or recovers comes after
-    /// between half and all of `checkpoint_every` inputs, chosen by its
-    /// seed (and the checkpoint a quiet room takes 10 s after its first
-    /// input, after as much less of those 10 s): rooms opened together and
-    /// fed alike would otherwise all checkpoint at the same moment, a wave
-    /// of snapshots and writes that shows as a latency spike. Off: exactly
-    /// every `checkpoint_every` inputs from the start (a test that needs
-    /// the positions).
+    /// A room's first checkpoint after it opens, recovers or moves to
+    /// another version comes after between half and all of
+    /// `checkpoint_every` inputs, chosen by its seed (and the time-based
+    /// checkpoint, 10 s after the first input since the last one, is
+    /// shortened in the same proportion: 5 to 10 s). Rooms opened or
+    /// swapped together and fed alike would otherwise all checkpoint at
+    /// the same moment, a wave of snapshots and writes that shows as a
+    /// latency spike. Off: no shortened first span (a test that counts
+    /// inputs between checkpoints).
     pub stagger_checkpoints: bool,
 }
 

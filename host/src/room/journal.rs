@@ -174,7 +174,7 @@ impl Journal {
 
     /// Ends the current span early, after between half of `every` and all
     /// of it, chosen by `seed` (the next checkpoint clears it). Rooms
-    /// opened or recovered together and fed
+    /// opened, recovered or swapped together and fed
     /// alike would otherwise all checkpoint at the same input (a wave of
     /// snapshots, fresh instances and database writes: the latency spikes
     /// of "Checkpoints in step" in BENCHMARKS.md); no span gets longer, so
@@ -353,5 +353,14 @@ mod tests {
             assert_eq!(span(&mut j), 64, "the next span is whole");
         }
         assert!(firsts.len() > 16, "seeds spread the first checkpoint: {firsts:?}");
+        // The smallest spans: never empty, never longer.
+        for every in [1, 2] {
+            for seed in 0..4 {
+                let mut j = Journal::new(cp(), every, Budget::new(1 << 20));
+                j.stagger(seed);
+                let first = span(&mut j);
+                assert!((every.div_ceil(2)..=every).contains(&first), "every {every}: {first}");
+            }
+        }
     }
 }

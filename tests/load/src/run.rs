@@ -323,7 +323,14 @@ impl Report {
             let p99: Vec<_> = self
                 .latency_by_second
                 .iter()
-                .map(|l| format!("{:.1}", l.p99_ms))
+                // A second with nothing delivered (a stall) is not 0 ms.
+                .map(|l| {
+                    if l.count == 0 {
+                        "-".to_owned()
+                    } else {
+                        format!("{:.1}", l.p99_ms)
+                    }
+                })
                 .collect();
             println!("p99 ms by second of sending: {}", p99.join(" "));
         }
@@ -496,7 +503,7 @@ impl Fleet {
                 commands.push((label, at, t, cmd.clone()));
             }
         }
-        let stats = Arc::new(Stats::new(Window::new(ns(win_start), ns(win_end), shards), marks));
+        let stats = Arc::new(Stats::new(Window::timed(ns(win_start), ns(win_end), shards), marks));
         self.plans.send_replace(Plan {
             rate: if args.idle { 0.0 } else { rate },
             send_from: start,
@@ -650,7 +657,7 @@ impl Fleet {
             swapped_frames: stats.swapped.load(Relaxed),
             errors: stats.errors(),
             latency: Latency::of(&w.histogram()),
-            latency_by_second: w.by_second().iter().map(Latency::of).collect(),
+            latency_by_second: w.by_second(Latency::of),
             server,
             harness: HarnessUsage {
                 threads,

@@ -71,13 +71,22 @@ pub struct Window {
     pub delivered: AtomicU64,
     pub fresh: AtomicU64,
     hist: Vec<Mutex<Histogram<u64>>>,
-    /// One histogram per second of send time: shows whether a tail is a
-    /// transient (a join storm, a stall) or the steady state.
+    /// One histogram per second of send time (only for a run's measured
+    /// window, see [`Window::timed`]): shows whether a tail is a transient
+    /// (rooms checkpointing together, the machine slowing) or the steady
+    /// state. Not sharded: one lock per second, which the default single
+    /// generator thread never contends.
     seconds: Vec<Mutex<Histogram<u64>>>,
 }
 
 /// Seconds of a window that get their own histogram; past it, the last.
 const MAX_SECONDS: u64 = 600;
+
+/// A second's histogram: 2 significant digits are enough for its p99 and
+/// keep 600 of them near 20 MB (3 digits: 170 KB each).
+fn second_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid histogram bounds")
+}
 
 impl Window {
     pub fn new(start_ns: u64, end_ns: u64, shards: usize) -> Self {
@@ -89,12 +98,19 @@ impl Window {
             delivered: AtomicU64::new(0),
             fresh: AtomicU64::new(0),
             hist: (0..shards.max(1)).map(|_| Mutex::new(new_histogram())).collect(),
-            seconds: (0..end_ns
-                .saturating_sub(start_ns)
-                .div_ceil(1_000_000_000)
-                .clamp(1, MAX_SECONDS))
-                .map(|_| Mutex::new(new_histogram()))
-                .collect(),
+            seconds: Vec::new(),
+        }
+    }
+
+    /// A window that also keeps a histogram for each second of it.
+    pub fn timed(start_ns: u64, end_ns: u64, shards: usize) -> Self {
+        let seconds = end_ns
+            .saturating_sub(start_ns)
+            .div_ceil(1_000_000_000)
+            .clamp(1, MAX_SECONDS);
+        Window {
+            seconds: (0..seconds).map(|_| Mutex::new(second_histogram())).collect(),
+            ..Window::new(start_ns, end_ns, shards)
         }
     }
 
@@ -119,7 +135,9 @@ impl Window {
             let us = now_ns.saturating_sub(p.t_ns) / 1000;
             let _ = lock(&self.hist[shard % self.hist.len()]).record(us.max(1));
             let second = ((p.t_ns - self.start_ns) / 1_000_000_000) as usize;
-            let _ = lock(&self.seconds[second.min(self.seconds.len() - 1)]).record(us.max(1));
+            if let Some(h) = self.seconds.get(second).or(self.seconds.last()) {
+                let _ = lock(h).record(us.max(1));
+            }
         }
     }
 
@@ -131,9 +149,10 @@ impl Window {
         h
     }
 
-    /// The latencies of frames sent in each second of the window.
-    pub fn by_second(&self) -> Vec<Histogram<u64>> {
-        self.seconds.iter().map(|h| lock(h).clone()).collect()
+    /// `f` of the latencies of the frames sent in each second of a timed
+    /// window, in order (none for an untimed one).
+    pub fn by_second<T>(&self, f: impl Fn(&Histogram<u64>) -> T) -> Vec<T> {
+        self.seconds.iter().map(|h| f(&lock(h))).collect()
     }
 
     /// Expected deliveries that never came (fresh ones only count).
@@ -266,15 +285,17 @@ mod tests {
     #[test]
     fn each_second_of_the_window_keeps_the_latencies_of_its_own_sends() {
         const S: u64 = 1_000_000_000;
-        let stats = Stats::new(Window::new(S, 4 * S, 1), vec![]);
+        let stats = Stats::new(Window::timed(S, 4 * S, 1), vec![]);
         let mut r = Tracker::new(0, 1);
         // Sent in the first second, 1 ms late; in the third, 300 ms late.
         stats.on_said(0, &mut r, &encode_payload(0, 1, S + 10, 32), S + 10 + 1_000_000);
         stats.on_said(0, &mut r, &encode_payload(0, 2, 3 * S + 5, 32), 3 * S + 5 + 300_000_000);
-        let seconds = stats.window.by_second();
+        let seconds = stats.window.by_second(|h| (h.len(), h.max()));
         assert_eq!(seconds.len(), 3);
-        assert_eq!(seconds.iter().map(|h| h.len()).collect::<Vec<_>>(), [1, 0, 1]);
-        assert!(seconds[0].max() < 2_000, "{}", seconds[0].max());
-        assert!(seconds[2].max() >= 299_000, "{}", seconds[2].max());
+        assert_eq!(seconds.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 0, 1]);
+        assert!(seconds[0].1 < 2_000, "{seconds:?}");
+        assert!(seconds[2].1 >= 297_000, "{seconds:?}");
+        // A mark's window keeps none.
+        assert!(Window::new(S, 4 * S, 1).by_second(|h| h.len()).is_empty());
     }
 }

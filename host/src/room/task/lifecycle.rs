@@ -8,14 +8,19 @@ impl RoomTask {
     /// The room's first instance and its first checkpoint: recovered from
     /// the database when the room is coming back after a restart.
     pub(super) async fn start(&mut self) -> Result<GuestInstance, JoinError> {
-        if self.recovery.is_some() {
-            return self.recover().await;
-        }
-        let now = self.now();
-        let module = self.module.clone();
-        let mut guest = self.instantiate(&module, now, true).await?;
-        self.apply_tick_request(&mut guest);
-        self.first_checkpoint(&mut guest, now).await?;
+        let guest = if self.recovery.is_some() {
+            self.recover().await?
+        } else {
+            let now = self.now();
+            let module = self.module.clone();
+            let mut guest = self.instantiate(&module, now, true).await?;
+            self.apply_tick_request(&mut guest);
+            self.first_checkpoint(&mut guest, now).await?;
+            guest
+        };
+        // After the start's last checkpoint (a recovery takes one at its
+        // end): rooms opened or recovered together must not all fall due
+        // together.
         self.stagger_checkpoints();
         Ok(guest)
     }

@@ -87,6 +87,10 @@ pub(super) struct RoomTask {
     /// When a quiet room checkpoints what it journaled (see
     /// [`QUIET_CHECKPOINT`]).
     quiet_at: Option<Instant>,
+    /// The next checkpoint's span is shortened by the seed (see
+    /// `supervision.stagger_checkpoints`): set by a hot swap, after which
+    /// every room of the game checkpoints at once.
+    restagger: bool,
     /// When the room last had something to do (see `sleep`).
     active_at: Instant,
     /// A candidate version shadowing this room (`respawn shadow`).
@@ -164,6 +168,7 @@ impl RoomTask {
             stale_instance: false,
             on_checkpoint: false,
             quiet_at: None,
+            restagger: false,
             active_at: Instant::now(),
             rooms,
             key,

@@ -82,9 +82,6 @@ impl RoomTask {
             entropy: cp.entropy,
             now: cp.now,
         });
-        // A host recovers all its rooms at once: their checkpoints must
-        // not all fall due together.
-        self.stagger_checkpoints();
         for m in cp.members {
             let mut member = Member::new(None, CancellationToken::new(), m.name);
             member.seq = m.seq;

@@ -81,7 +81,10 @@ impl RoomTask {
     /// `supervision.stagger_checkpoints`).
     pub(super) fn stagger_checkpoints(&mut self) {
         if self.rooms.config.supervision.stagger_checkpoints {
-            self.journal.stagger(self.seed.rotate_left(17));
+            // Not the seed itself: its bits also seed the guest's WASI
+            // random streams.
+            self.journal
+                .stagger(self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32);
         }
     }
 
@@ -100,6 +103,9 @@ impl RoomTask {
         self.module.health.call();
         let cp = checkpoint_of(guest, now).await?;
         self.journal.reset(cp);
+        if std::mem::take(&mut self.restagger) {
+            self.stagger_checkpoints();
+        }
         self.save_checkpoint(false);
         self.on_checkpoint = false;
         if self.rooms.config.supervision.fresh_at_checkpoint {
