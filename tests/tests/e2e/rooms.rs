@@ -303,22 +303,56 @@ async fn a_quiet_room_sleeps_without_its_instance_and_wakes_with_its_state() {
     assert_eq!(host.runtime()["instances"], 1);
 }
 
-/// Journal entries (inputs since the last checkpoint) of rooms `r0` to
-/// `r7` of `host` after each took the same 31 inputs from a new player.
-async fn journals_after_31_inputs(host: &Host) -> Vec<u64> {
-    let admin = host.admin_client();
-    let mut journals = Vec::new();
+/// A host whose rooms checkpoint every 32 inputs (`extra`: more of the
+/// `[supervision]` section).
+fn every_32(extra: &str) -> Host {
+    Host::start_with(HostOptions {
+        games: &["faulty"],
+        config: &format!("[supervision]\ncheckpoint_every = 32\n{extra}"),
+        ..HostOptions::default()
+    })
+}
+
+/// A player named `name` in each of the rooms `r0` to `r7`.
+async fn players_in_8_rooms(host: &Host, name: &str) -> Vec<Client> {
+    let mut players = Vec::new();
     for r in 0..8 {
         let mut c = host.client(Transport::Tcp).await;
-        c.join("faulty", &format!("r{r}"), "p").await;
-        for _ in 0..30 {
-            c.message(json!({"do": "count"})).await;
-        }
-        for _ in 0..30 {
-            assert!(c.event().await["count"].is_u64());
-        }
-        let view = admin.request("GET", &format!("/debug/rooms/faulty/r{r}"), None).1;
-        journals.push(view["journal_entries"].as_u64().unwrap_or_else(|| panic!("{view}")));
+        c.join("faulty", &format!("r{r}"), name).await;
+        players.push(c);
+    }
+    players
+}
+
+/// `c` sends `n` inputs to its room and gets their answers.
+async fn inputs(c: &mut Client, n: usize) {
+    for _ in 0..n {
+        c.message(json!({"do": "count"})).await;
+    }
+    for _ in 0..n {
+        assert!(c.event().await["count"].is_u64());
+    }
+}
+
+/// Room `r{r}` as the admin API shows it.
+fn room_view(host: &Host, r: usize) -> Value {
+    host.admin_client()
+        .request("GET", &format!("/debug/rooms/faulty/r{r}"), None)
+        .1
+}
+
+fn journal_entries(view: &Value) -> u64 {
+    view["journal_entries"].as_u64().unwrap_or_else(|| panic!("{view}"))
+}
+
+/// Journal entries (inputs since the last checkpoint) of rooms `r0` to
+/// `r7` of `host` after each took the same 31 inputs from a new player
+/// (its join and 30 messages).
+async fn journals_after_31_inputs(host: &Host) -> Vec<u64> {
+    let mut journals = Vec::new();
+    for (r, mut c) in players_in_8_rooms(host, "p").await.into_iter().enumerate() {
+        inputs(&mut c, 30).await;
+        journals.push(journal_entries(&room_view(host, r)));
     }
     journals
 }
@@ -336,38 +370,18 @@ fn assert_staggered(journals: &[u64]) {
     );
 }
 
-const EVERY_32: &str = "[supervision]\ncheckpoint_every = 32\n";
-
 #[tokio::test]
 async fn rooms_opened_together_take_their_first_checkpoint_at_different_inputs() {
-    let host = Host::start_with(HostOptions {
-        games: &["faulty"],
-        config: EVERY_32,
-        ..HostOptions::default()
-    });
-    assert_staggered(&journals_after_31_inputs(&host).await);
+    assert_staggered(&journals_after_31_inputs(&every_32("")).await);
     // Off: every room checkpoints at exactly its 32nd input.
-    let host = Host::start_with(HostOptions {
-        games: &["faulty"],
-        config: &format!("{EVERY_32}stagger_checkpoints = false\n"),
-        ..HostOptions::default()
-    });
+    let host = every_32("stagger_checkpoints = false\n");
     assert_eq!(journals_after_31_inputs(&host).await, [31; 8]);
 }
 
 #[tokio::test]
 async fn rooms_recovered_together_take_their_first_checkpoint_at_different_inputs() {
-    let mut host = Host::start_with(HostOptions {
-        games: &["faulty"],
-        config: EVERY_32,
-        ..HostOptions::default()
-    });
-    let mut players = Vec::new();
-    for r in 0..8 {
-        let mut c = host.client(Transport::Tcp).await;
-        c.join("faulty", &format!("r{r}"), "first").await;
-        players.push(c);
-    }
+    let mut host = every_32("");
+    let _first = players_in_8_rooms(&host, "first").await;
     let (ok, out) = host.terminate();
     assert!(ok, "graceful stop: {out:?}\n{}", host.log());
     // All 8 come back at once, from the checkpoints the stop took.
@@ -377,32 +391,17 @@ async fn rooms_recovered_together_take_their_first_checkpoint_at_different_input
 
 #[tokio::test]
 async fn rooms_swapped_together_take_their_next_checkpoint_at_different_inputs() {
-    let host = Host::start_with(HostOptions {
-        games: &["faulty"],
-        config: EVERY_32,
-        ..HostOptions::default()
-    });
-    let mut players = Vec::new();
-    for r in 0..8 {
-        let mut c = host.client(Transport::Tcp).await;
-        c.join("faulty", &format!("r{r}"), "p").await;
-        players.push(c);
-    }
+    let host = every_32("");
+    let mut players = players_in_8_rooms(&host, "p").await;
     // All 8 move to 2.0.0 at once, and each checkpoints right after.
     host.drop_module("faulty-2.wasm", &signed("faulty-v2", "faulty", "2.0.0"));
-    let admin = host.admin_client();
     let mut journals = Vec::new();
     for (r, c) in players.iter_mut().enumerate() {
         while c.recv().await["type"] != "swapped" {}
-        for _ in 0..31 {
-            c.message(json!({"do": "count"})).await;
-        }
-        for _ in 0..31 {
-            assert!(c.event().await["count"].is_u64());
-        }
-        let view = admin.request("GET", &format!("/debug/rooms/faulty/r{r}"), None).1;
+        inputs(c, 31).await;
+        let view = room_view(&host, r);
         assert_eq!(view["version"], "2.0.0", "{view}");
-        journals.push(view["journal_entries"].as_u64().unwrap_or_else(|| panic!("{view}")));
+        journals.push(journal_entries(&view));
     }
     assert_staggered(&journals);
 }
