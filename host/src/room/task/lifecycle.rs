@@ -8,25 +8,22 @@ impl RoomTask {
     /// The room's first instance and its first checkpoint: recovered from
     /// the database when the room is coming back after a restart.
     pub(super) async fn start(&mut self) -> Result<GuestInstance, JoinError> {
-        let guest = if self.recovery.is_some() {
-            self.recover().await?
-        } else {
-            let now = self.now();
-            let module = self.module.clone();
-            let mut guest = self.instantiate(&module, now, true).await?;
-            self.apply_tick_request(&mut guest);
-            self.first_checkpoint(&mut guest, now).await?;
-            guest
-        };
-        // After the start's last checkpoint (a recovery takes one at its
-        // end): rooms opened or recovered together must not all fall due
-        // together.
-        self.stagger_checkpoints();
+        if self.recovery.is_some() {
+            return self.recover().await;
+        }
+        let now = self.now();
+        let module = self.module.clone();
+        let mut guest = self.instantiate(&module, now, true).await?;
+        self.apply_tick_request(&mut guest);
+        self.first_checkpoint(&mut guest, now).await?;
         Ok(guest)
     }
 
     /// Takes the checkpoint a room starts its journal from.
+    /// Rooms opened or recovered together take theirs together: the span
+    /// after it is shortened by the room's seed.
     pub(super) async fn first_checkpoint(&mut self, guest: &mut GuestInstance, now: u64) -> Result<(), JoinError> {
+        self.stagger_next = true;
         match self.checkpoint_at(guest, now).await {
             Ok(()) => Ok(()),
             Err(fault) => {

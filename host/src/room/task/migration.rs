@@ -36,7 +36,7 @@ impl RoomTask {
         };
         // Every room of the game moves at once, and each checkpoints after
         // it: shorten the span after that checkpoint by the seed again.
-        self.restagger = true;
+        self.stagger_next = true;
         // The snapshot is a good checkpoint whatever happens next: the
         // journal stays exact even if the snapshot call moved anything.
         let here = Checkpoint {

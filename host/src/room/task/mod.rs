@@ -87,10 +87,10 @@ pub(super) struct RoomTask {
     /// When a quiet room checkpoints what it journaled (see
     /// [`QUIET_CHECKPOINT`]).
     quiet_at: Option<Instant>,
-    /// The next checkpoint's span is shortened by the seed (see
-    /// `supervision.stagger_checkpoints`): set by a hot swap, after which
-    /// every room of the game checkpoints at once.
-    restagger: bool,
+    /// The span after the next checkpoint is shortened by the seed (see
+    /// `supervision.stagger_checkpoints`): set where rooms checkpoint
+    /// together, at their first checkpoint and after a hot swap.
+    stagger_next: bool,
     /// When the room last had something to do (see `sleep`).
     active_at: Instant,
     /// A candidate version shadowing this room (`respawn shadow`).
@@ -168,7 +168,7 @@ impl RoomTask {
             stale_instance: false,
             on_checkpoint: false,
             quiet_at: None,
-            restagger: false,
+            stagger_next: false,
             active_at: Instant::now(),
             rooms,
             key,

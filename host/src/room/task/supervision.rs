@@ -77,17 +77,6 @@ impl RoomTask {
         }
     }
 
-    /// Ends the journal's first span early, by the room's seed (see
-    /// `supervision.stagger_checkpoints`).
-    pub(super) fn stagger_checkpoints(&mut self) {
-        if self.rooms.config.supervision.stagger_checkpoints {
-            // Not the seed itself: its bits also seed the guest's WASI
-            // random streams.
-            self.journal
-                .stagger(self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32);
-        }
-    }
-
     /// Takes a new checkpoint; the journal starts over.
     pub(super) async fn checkpoint(&mut self, guest: &mut GuestInstance) -> Result<(), Stop> {
         let now = self.now();
@@ -103,8 +92,11 @@ impl RoomTask {
         self.module.health.call();
         let cp = checkpoint_of(guest, now).await?;
         self.journal.reset(cp);
-        if std::mem::take(&mut self.restagger) {
-            self.stagger_checkpoints();
+        if std::mem::take(&mut self.stagger_next) && self.rooms.config.supervision.stagger_checkpoints {
+            // Not the seed itself: its bits also seed the guest's WASI
+            // random streams.
+            self.journal
+                .stagger(self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32);
         }
         self.save_checkpoint(false);
         self.on_checkpoint = false;
