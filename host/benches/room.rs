@@ -3,7 +3,9 @@
 //! - `call/*`: one host-to-guest `on-message` call with a 64-byte JSON
 //!   payload. `null` is a guest that does nothing (the host's and the
 //!   canonical ABI's cost: the call overhead); `echo` is a real SDK game
-//!   (parse, serialize, one `send` effect).
+//!   (parse, serialize, one `send` effect). `chat/*` is a line said in
+//!   the chat game's room of 10, in one room and in 100 rooms in turn
+//!   (what the load harness's rooms cost, their caches colder).
 //! - `instantiate/*`: creating a room's instance (Store, WASI context,
 //!   instantiation) with the pooling allocator and with on-demand
 //!   allocation, and with the game's `init` call.
@@ -101,6 +103,49 @@ fn calls(c: &mut Criterion) {
                     let start = Instant::now();
                     for i in 0..iters {
                         let r = inst.on_message(i, 1, black_box(PAYLOAD)).await;
+                        black_box(r.expect("no fault").is_ok());
+                        inst.take_effects().for_each(drop);
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+    chat_calls(c, &rt, &sb);
+}
+
+/// The chat game's `on-message` in a room of 10, one room called again and
+/// again (warm caches) against 100 rooms called in turn, as a loaded host
+/// calls them: the second is what a chat line costs among many rooms.
+fn chat_calls(c: &mut Criterion, rt: &tokio::runtime::Runtime, sb: &Sandbox) {
+    let code = compile(sb, "chat");
+    let mut rooms = Vec::new();
+    for r in 0..100u64 {
+        let mut inst = rt
+            .block_on(GuestInstance::new(sb, &code, "chat".into(), r, None))
+            .expect("instance");
+        rt.block_on(inst.init(1, "bench", b"{}"))
+            .expect("init")
+            .expect("init ok");
+        for p in 1..=10 {
+            rt.block_on(inst.on_join(1, p, &format!("player{p}"), None))
+                .expect("join")
+                .expect("join ok");
+        }
+        inst.take_effects().for_each(drop);
+        rooms.push(inst);
+    }
+    let line = br#"{"say":"c123 4567 1764380000123456 lorem ipsum"}"#;
+    let mut group = c.benchmark_group("call");
+    for (label, count) in [("chat/1_room", 1), ("chat/100_rooms", rooms.len())] {
+        group.bench_function(format!("{label}/say"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        let inst = &mut rooms[i as usize % count];
+                        let r = inst.on_message(i, 1 + i % 10, black_box(line)).await;
                         black_box(r.expect("no fault").is_ok());
                         inst.take_effects().for_each(drop);
                     }

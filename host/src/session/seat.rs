@@ -253,13 +253,17 @@ fn stamp(frame: &Utf8Bytes, seq: u64) -> Utf8Bytes {
             break;
         }
     }
-    let mut out = String::with_capacity(text.len() + 8 + digits.len() - at);
-    out.push_str("{\"seq\":");
+    let comma = !rest.trim_start().starts_with('}');
+    // Exactly the length: `Bytes` takes over a full buffer as it is, but
+    // allocates a header of its own for one with room to spare.
+    let mut out = String::with_capacity(r#"{"seq":"#.len() + digits.len() - at + usize::from(comma) + rest.len());
+    out.push_str(r#"{"seq":"#);
     out.extend(digits[at..].iter().map(|d| char::from(*d)));
-    if !rest.trim_start().starts_with('}') {
+    if comma {
         out.push(',');
     }
     out.push_str(rest);
+    debug_assert_eq!(out.len(), out.capacity());
     Utf8Bytes::from(out)
 }
 
