@@ -95,9 +95,35 @@ pub fn raise_nofile(want: u64) -> u64 {
     }
 }
 
+/// Cores a process used between consecutive readings of its CPU time,
+/// each reading `(seconds since the first, CPU seconds)`: 1.0 is one core
+/// busy the whole interval.
+pub fn cores_between(readings: &[(f64, f64)]) -> Vec<f64> {
+    readings
+        .windows(2)
+        .map(|w| {
+            let dt = w[1].0 - w[0].0;
+            if dt > 0.0 { (w[1].1 - w[0].1) / dt } else { 0.0 }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cores_between_readings_are_cpu_over_wall_time() {
+        let r = [(0.0, 10.0), (1.0, 10.8), (2.0, 11.8), (2.5, 12.0), (2.5, 12.0)];
+        let cores = cores_between(&r);
+        assert_eq!(cores.len(), 4);
+        assert!((cores[0] - 0.8).abs() < 1e-9, "{cores:?}");
+        assert!((cores[1] - 1.0).abs() < 1e-9, "{cores:?}");
+        assert!((cores[2] - 0.4).abs() < 1e-9, "{cores:?}");
+        // Two readings at one moment: no interval, not a division by zero.
+        assert_eq!(cores[3], 0.0);
+        assert!(cores_between(&r[..1]).is_empty());
+    }
 
     #[test]
     fn parses_stat_and_status() {

@@ -230,6 +230,11 @@ pub struct Report {
     pub latency: Latency,
     /// Latency of the frames sent in each second of the window, in order.
     pub latency_by_second: Vec<Latency>,
+    /// Cores the server used in each second of the window (empty without
+    /// `--server-pid`).
+    pub server_cores_by_second: Vec<f64>,
+    /// Cores the harness itself used in each second of the window.
+    pub harness_cores_by_second: Vec<f64>,
     pub server: Option<ServerUsage>,
     pub harness: HarnessUsage,
     pub marks: Vec<MarkReport>,
@@ -333,6 +338,15 @@ impl Report {
                 })
                 .collect();
             println!("p99 ms by second of sending: {}", p99.join(" "));
+            for (who, cores) in [
+                ("server", &self.server_cores_by_second),
+                ("harness", &self.harness_cores_by_second),
+            ] {
+                if !cores.is_empty() {
+                    let shown: Vec<_> = cores.iter().map(|c| format!("{c:.2}")).collect();
+                    println!("{who} cores used by second: {}", shown.join(" "));
+                }
+            }
         }
         if let Some(s) = &self.server
             && self.idle
@@ -558,13 +572,30 @@ impl Fleet {
         });
 
         tokio::time::sleep_until(win_start.into()).await;
-        let server_cpu0 = pid.map(|p| procfs::cpu_seconds(Some(p))).transpose()?;
-        let self_cpu0 = procfs::cpu_seconds(None)?;
         let t0 = Instant::now();
-        tokio::time::sleep_until(win_end.into()).await;
-        let server_cpu1 = pid.map(|p| procfs::cpu_seconds(Some(p))).transpose()?;
-        let self_cpu1 = procfs::cpu_seconds(None)?;
+        // CPU read at the window's start, at each second of it and at its
+        // end: the totals, and how busy each second was. A slow second's
+        // p99 beside its CPU tells a saturated server from a stalled
+        // generator.
+        let (mut server_cpu, mut self_cpu) = (Vec::new(), Vec::new());
+        let mut next = win_start;
+        loop {
+            let at = t0.elapsed().as_secs_f64();
+            if let Some(p) = pid {
+                server_cpu.push((at, procfs::cpu_seconds(Some(p))?));
+            }
+            self_cpu.push((at, procfs::cpu_seconds(None)?));
+            if next >= win_end {
+                break;
+            }
+            next = (next + Duration::from_secs(1)).min(win_end);
+            tokio::time::sleep_until(next.into()).await;
+        }
         let measured = t0.elapsed().as_secs_f64();
+        let server_cpu0 = server_cpu.first().map(|r| r.1);
+        let server_cpu1 = server_cpu.last().map(|r| r.1);
+        let self_cpu0 = self_cpu.first().map_or(0.0, |r| r.1);
+        let self_cpu1 = self_cpu.last().map_or(0.0, |r| r.1);
         let settled_mem = if args.idle {
             pid.and_then(|p| procfs::mem(p).ok())
         } else {
@@ -658,6 +689,8 @@ impl Fleet {
             errors: stats.errors(),
             latency: Latency::of(&w.histogram()),
             latency_by_second: w.by_second(Latency::of),
+            server_cores_by_second: procfs::cores_between(&server_cpu),
+            harness_cores_by_second: procfs::cores_between(&self_cpu),
             server,
             harness: HarnessUsage {
                 threads,
