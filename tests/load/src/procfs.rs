@@ -97,13 +97,15 @@ pub fn raise_nofile(want: u64) -> u64 {
 
 /// Cores a process used between consecutive readings of its CPU time,
 /// each reading `(seconds since the first, CPU seconds)`: 1.0 is one core
-/// busy the whole interval.
-pub fn cores_between(readings: &[(f64, f64)]) -> Vec<f64> {
+/// busy the whole interval. `None` for an interval under a tenth of a
+/// second (two readings close together after a stall of the harness):
+/// /proc counts in 10 ms steps, too coarse to divide by so little time.
+pub fn cores_between(readings: &[(f64, f64)]) -> Vec<Option<f64>> {
     readings
         .windows(2)
         .map(|w| {
             let dt = w[1].0 - w[0].0;
-            if dt > 0.0 { (w[1].1 - w[0].1) / dt } else { 0.0 }
+            (dt >= 0.1).then(|| (w[1].1 - w[0].1) / dt)
         })
         .collect()
 }
@@ -114,14 +116,15 @@ mod tests {
 
     #[test]
     fn cores_between_readings_are_cpu_over_wall_time() {
-        let r = [(0.0, 10.0), (1.0, 10.8), (2.0, 11.8), (2.5, 12.0), (2.5, 12.0)];
+        let r = [(0.0, 10.0), (1.0, 10.8), (2.0, 11.8), (2.5, 12.0), (2.5001, 12.01)];
         let cores = cores_between(&r);
         assert_eq!(cores.len(), 4);
-        assert!((cores[0] - 0.8).abs() < 1e-9, "{cores:?}");
-        assert!((cores[1] - 1.0).abs() < 1e-9, "{cores:?}");
-        assert!((cores[2] - 0.4).abs() < 1e-9, "{cores:?}");
-        // Two readings at one moment: no interval, not a division by zero.
-        assert_eq!(cores[3], 0.0);
+        assert!((cores[0].unwrap() - 0.8).abs() < 1e-9, "{cores:?}");
+        assert!((cores[1].unwrap() - 1.0).abs() < 1e-9, "{cores:?}");
+        assert!((cores[2].unwrap() - 0.4).abs() < 1e-9, "{cores:?}");
+        // Readings a moment apart (the harness stalled past a second):
+        // no figure, rather than 0 or one tick divided by 100 µs.
+        assert_eq!(cores[3], None);
         assert!(cores_between(&r[..1]).is_empty());
     }
 

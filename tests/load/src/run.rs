@@ -231,10 +231,11 @@ pub struct Report {
     /// Latency of the frames sent in each second of the window, in order.
     pub latency_by_second: Vec<Latency>,
     /// Cores the server used in each second of the window (empty without
-    /// `--server-pid`).
-    pub server_cores_by_second: Vec<f64>,
+    /// `--server-pid`; `None` for a second the harness could not read on
+    /// time).
+    pub server_cores_by_second: Vec<Option<f64>>,
     /// Cores the harness itself used in each second of the window.
-    pub harness_cores_by_second: Vec<f64>,
+    pub harness_cores_by_second: Vec<Option<f64>>,
     pub server: Option<ServerUsage>,
     pub harness: HarnessUsage,
     pub marks: Vec<MarkReport>,
@@ -343,7 +344,10 @@ impl Report {
                 ("harness", &self.harness_cores_by_second),
             ] {
                 if !cores.is_empty() {
-                    let shown: Vec<_> = cores.iter().map(|c| format!("{c:.2}")).collect();
+                    let shown: Vec<_> = cores
+                        .iter()
+                        .map(|c| c.map_or_else(|| "-".to_owned(), |c| format!("{c:.2}")))
+                        .collect();
                     println!("{who} cores used by second: {}", shown.join(" "));
                 }
             }
