@@ -236,6 +236,9 @@ pub struct Report {
     pub server_cores_by_second: Vec<Option<f64>>,
     /// Cores the harness itself used in each second of the window.
     pub harness_cores_by_second: Vec<Option<f64>>,
+    /// When the server's process could no longer be read, if it could
+    /// not: it exited during the window (its CPU figures stop there).
+    pub server_exited: Option<String>,
     pub server: Option<ServerUsage>,
     pub harness: HarnessUsage,
     pub marks: Vec<MarkReport>,
@@ -289,6 +292,9 @@ impl Report {
 
     fn judge(&mut self) {
         let mut f = Vec::new();
+        if let Some(when) = &self.server_exited {
+            f.push(format!("the server's process could not be read {when}: it exited"));
+        }
         if self.lost > 0 {
             f.push(format!("{} lost", self.lost));
         }
@@ -582,11 +588,20 @@ impl Fleet {
         // p99 beside its CPU tells a saturated server from a stalled
         // generator.
         let (mut server_cpu, mut self_cpu) = (Vec::new(), Vec::new());
+        // A server whose /proc entry is gone (it exited, and is not our
+        // child kept as a zombie) fails the run; the report still says
+        // what the clients saw.
+        let mut server_exited = None;
         let mut next = win_start;
         loop {
             let at = t0.elapsed().as_secs_f64();
-            if let Some(p) = pid {
-                server_cpu.push((at, procfs::cpu_seconds(Some(p))?));
+            if let Some(p) = pid
+                && server_exited.is_none()
+            {
+                match procfs::cpu_seconds(Some(p)) {
+                    Ok(cpu) => server_cpu.push((at, cpu)),
+                    Err(e) => server_exited = Some(format!("{at:.1} s into the window ({e:#})")),
+                }
             }
             self_cpu.push((at, procfs::cpu_seconds(None)?));
             if next >= win_end {
@@ -694,6 +709,7 @@ impl Fleet {
             latency: Latency::of(&w.histogram()),
             latency_by_second: w.by_second(Latency::of),
             server_cores_by_second: procfs::cores_between(&server_cpu),
+            server_exited,
             harness_cores_by_second: procfs::cores_between(&self_cpu),
             server,
             harness: HarnessUsage {
@@ -802,6 +818,20 @@ mod tests {
 
     fn args(line: &str) -> RunArgs {
         T::parse_from(std::iter::once("t").chain(line.split_whitespace())).run
+    }
+
+    #[test]
+    fn a_server_that_exits_in_the_window_fails_the_run() {
+        let mut report = Report {
+            sent: 10,
+            ..Report::default()
+        };
+        report.judge();
+        assert!(report.passed, "{:?}", report.failures);
+        report.server_exited = Some("3.0 s into the window (reading /proc/1/stat)".into());
+        report.judge();
+        assert!(!report.passed);
+        assert!(report.failures[0].contains("exited"), "{:?}", report.failures);
     }
 
     #[test]
