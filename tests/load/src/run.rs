@@ -293,7 +293,9 @@ impl Report {
     fn judge(&mut self) {
         let mut f = Vec::new();
         if let Some(when) = &self.server_exited {
-            f.push(format!("the server's process could not be read {when}: it exited"));
+            f.push(format!(
+                "the server's process could not be read {when}: it exited (or `--server-pid` is wrong)"
+            ));
         }
         if self.lost > 0 {
             f.push(format!("{} lost", self.lost));
