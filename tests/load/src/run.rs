@@ -246,6 +246,14 @@ pub struct Report {
     pub failures: Vec<String>,
 }
 
+/// One line of per-second figures, `-` for a second without one.
+fn print_by_second(label: &str, values: impl Iterator<Item = Option<f64>>, decimals: usize) {
+    let shown: Vec<_> = values
+        .map(|v| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}")))
+        .collect();
+    println!("{label}: {}", shown.join(" "));
+}
+
 impl Report {
     pub const TABLE_HEADER: &str = "| label | target | clients | room | offered sends/s | offered deliv/s | sent/s | delivered/s | lost | dup | ooo | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | server CPU s | CPU µs/frame | server peak RSS MiB | harness cores | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
@@ -334,29 +342,15 @@ impl Report {
         println!("{}", Self::TABLE_HEADER);
         println!("{}", self.table_row());
         if !self.idle && self.latency_by_second.len() > 1 {
-            let p99: Vec<_> = self
-                .latency_by_second
-                .iter()
-                // A second with nothing delivered (a stall) is not 0 ms.
-                .map(|l| {
-                    if l.count == 0 {
-                        "-".to_owned()
-                    } else {
-                        format!("{:.1}", l.p99_ms)
-                    }
-                })
-                .collect();
-            println!("p99 ms by second of sending: {}", p99.join(" "));
+            // A second with nothing delivered (a stall) is not 0 ms.
+            let p99 = self.latency_by_second.iter().map(|l| (l.count > 0).then_some(l.p99_ms));
+            print_by_second("p99 ms by second of sending", p99, 1);
             for (who, cores) in [
                 ("server", &self.server_cores_by_second),
                 ("harness", &self.harness_cores_by_second),
             ] {
                 if !cores.is_empty() {
-                    let shown: Vec<_> = cores
-                        .iter()
-                        .map(|c| c.map_or_else(|| "-".to_owned(), |c| format!("{c:.2}")))
-                        .collect();
-                    println!("{who} cores used by second: {}", shown.join(" "));
+                    print_by_second(&format!("{who} cores used by second"), cores.iter().copied(), 2);
                 }
             }
         }

@@ -132,11 +132,11 @@ impl Window {
         self.delivered.fetch_add(1, Relaxed);
         if arrival == Arrival::Fresh {
             self.fresh.fetch_add(1, Relaxed);
-            let us = now_ns.saturating_sub(p.t_ns) / 1000;
-            let _ = lock(&self.hist[shard % self.hist.len()]).record(us.max(1));
+            let us = (now_ns.saturating_sub(p.t_ns) / 1000).max(1);
+            let _ = lock(&self.hist[shard % self.hist.len()]).record(us);
             let second = ((p.t_ns - self.start_ns) / 1_000_000_000) as usize;
             if let Some(h) = self.seconds.get(second).or(self.seconds.last()) {
-                let _ = lock(h).record(us.max(1));
+                let _ = lock(h).record(us);
             }
         }
     }
