@@ -545,7 +545,10 @@ async fn scenario(
                 };
                 let r = run::step(&s).await?;
                 out.steps.insert(server_name.to_owned(), r.steps.clone());
-                Ok(r.best)
+                match r.error {
+                    Some(e) => Err(anyhow::anyhow!("the step-up stopped early: {e}")),
+                    None => Ok(r.best),
+                }
             }
             "c" => {
                 a.clients = args.wide_clients;

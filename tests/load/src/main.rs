@@ -76,6 +76,9 @@ fn main() -> anyhow::Result<()> {
                     None => println!("no step passed"),
                 }
                 write_json(args.run.json.as_deref(), &report)?;
+                if let Some(e) = &report.error {
+                    anyhow::bail!("the climb stopped early: {e}");
+                }
                 anyhow::Ok(report.best.is_some())
             }
             Command::Compare(args) => compare::compare(&args).await,

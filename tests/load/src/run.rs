@@ -754,18 +754,41 @@ pub struct StepReport {
     pub steps: Vec<Report>,
     /// The highest step that passed.
     pub best: Option<Report>,
+    /// The harness's own error that ended the climb early (a connection it
+    /// could not make, /proc it could not read); the steps before it are
+    /// kept above.
+    pub error: Option<String>,
 }
 
 /// `step`: the same connections, windows at rising rates until one fails.
+/// A window that errors ends the climb with the steps so far kept, and
+/// the error in [`StepReport::error`].
 pub async fn step(args: &StepArgs) -> anyhow::Result<StepReport> {
     if !(args.factor > 1.0 && args.max_steps >= 1 && args.max_steps <= 30 && args.start_rate > 0.0) {
         bail!("--factor must be > 1, --max-steps in 1..=30, --start-rate > 0");
     }
     let mut fleet = Fleet::connect(&args.run).await?;
+    println!("{}", Report::TABLE_HEADER);
+    let out = climb(args, &mut fleet).await;
+    fleet.stop().await;
+    Ok(out)
+}
+
+/// What measures one step: the fleet of clients (a stand-in in tests).
+trait Measure {
+    async fn window(&mut self, run: &RunArgs, rate: f64) -> anyhow::Result<Report>;
+}
+
+impl Measure for Fleet {
+    async fn window(&mut self, run: &RunArgs, rate: f64) -> anyhow::Result<Report> {
+        Fleet::window(self, run, rate).await
+    }
+}
+
+/// The steps themselves, each window measured by `measure`.
+async fn climb(args: &StepArgs, measure: &mut impl Measure) -> StepReport {
     let mut out = StepReport::default();
     let mut rate = args.start_rate;
-    let mut result = Ok(());
-    println!("{}", Report::TABLE_HEADER);
     for i in 0..args.max_steps {
         if rate > 1000.0 {
             break;
@@ -774,10 +797,11 @@ pub async fn step(args: &StepArgs) -> anyhow::Result<StepReport> {
         run.label = format!("{} step {} @{:.3}/s", args.run.label, i + 1, rate)
             .trim()
             .to_owned();
-        let mut r = match fleet.window(&run, rate).await {
+        let mut r = match measure.window(&run, rate).await {
             Ok(r) => r,
             Err(e) => {
-                result = Err(e);
+                println!("stopped by the harness's own error: {e:#}");
+                out.error = Some(format!("{e:#}"));
                 break;
             }
         };
@@ -796,9 +820,7 @@ pub async fn step(args: &StepArgs) -> anyhow::Result<StepReport> {
         out.best = Some(r);
         rate *= args.factor;
     }
-    fleet.stop().await;
-    result?;
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
@@ -828,6 +850,45 @@ mod tests {
         report.judge();
         assert!(!report.passed);
         assert!(report.failures[0].contains("exited"), "{:?}", report.failures);
+    }
+
+    #[tokio::test]
+    async fn a_harness_error_mid_climb_keeps_the_steps_before_it() {
+        let step_args = StepArgs {
+            run: args("--target native --addr 127.0.0.1:1 --secs 1"),
+            start_rate: 1.0,
+            factor: 2.0,
+            max_steps: 10,
+            max_p99_ms: 50.0,
+        };
+        /// Passes every step but the third, which errors.
+        struct Fails3rd(Vec<f64>);
+        impl Measure for Fails3rd {
+            async fn window(&mut self, run: &RunArgs, rate: f64) -> anyhow::Result<Report> {
+                self.0.push(rate);
+                if self.0.len() == 3 {
+                    anyhow::bail!("cannot read /proc/self/stat");
+                }
+                let mut r = Report {
+                    label: run.label.clone(),
+                    rate_per_client: rate,
+                    sent: 10,
+                    ..Report::default()
+                };
+                r.judge();
+                Ok(r)
+            }
+        }
+        let mut windows = Fails3rd(Vec::new());
+        let out = climb(&step_args, &mut windows).await;
+        assert_eq!(windows.0, [1.0, 2.0, 4.0]);
+        assert_eq!(out.steps.len(), 2);
+        assert_eq!(out.best.as_ref().map(|b| b.rate_per_client), Some(2.0));
+        assert!(
+            out.error.as_deref().is_some_and(|e| e.contains("/proc/self/stat")),
+            "{:?}",
+            out.error
+        );
     }
 
     #[test]
