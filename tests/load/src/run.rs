@@ -754,9 +754,9 @@ pub struct StepReport {
     pub steps: Vec<Report>,
     /// The highest step that passed.
     pub best: Option<Report>,
-    /// The harness's own error that ended the climb early (a connection it
-    /// could not make, /proc it could not read); the steps before it are
-    /// kept above.
+    /// The harness's own error that ended the climb early (/proc it could
+    /// not read, a swap or rollback command's task that failed); the steps
+    /// before it are kept above.
     pub error: Option<String>,
 }
 
