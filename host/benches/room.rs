@@ -72,6 +72,15 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// A bench room opened as the host opens one (`init` at time 1) and
+/// joined by `players` (id, name); their welcome effects are left queued.
+async fn open(inst: &mut GuestInstance, players: impl IntoIterator<Item = (u64, String)>) {
+    inst.init(1, "bench", b"{}").await.expect("init").expect("init ok");
+    for (id, name) in players {
+        inst.on_join(1, id, &name, None).await.expect("join").expect("join ok");
+    }
+}
+
 fn calls(c: &mut Criterion) {
     assert_eq!(PAYLOAD.len(), 64);
     let rt = runtime();
@@ -92,12 +101,7 @@ fn calls(c: &mut Criterion) {
         if metrics {
             inst.count_in(respawn::metrics::METRICS.game(name));
         }
-        rt.block_on(inst.init(1, "bench", b"{}"))
-            .expect("init")
-            .expect("init ok");
-        rt.block_on(inst.on_join(1, 1, "p", None))
-            .expect("join")
-            .expect("join ok");
+        rt.block_on(open(&mut inst, [(1, "p".into())]));
         inst.take_effects().for_each(drop);
         group.bench_function(format!("{label}/on_message_64B"), |b| {
             // Many calls per block_on, so the executor's entry cost is not
@@ -130,14 +134,7 @@ fn chat_calls(c: &mut Criterion, rt: &tokio::runtime::Runtime, sb: &Sandbox) {
         let mut inst = rt
             .block_on(GuestInstance::new(sb, &code, "chat".into(), r, None))
             .expect("instance");
-        rt.block_on(inst.init(1, "bench", b"{}"))
-            .expect("init")
-            .expect("init ok");
-        for p in 1..=10 {
-            rt.block_on(inst.on_join(1, p, &format!("player{p}"), None))
-                .expect("join")
-                .expect("join ok");
-        }
+        rt.block_on(open(&mut inst, (1..=10).map(|p| (p, format!("player{p}")))));
         inst.take_effects().for_each(drop);
         rooms.push(inst);
     }
@@ -551,10 +548,7 @@ fn supervision(c: &mut Criterion) {
         .block_on(GuestInstance::new(&sb, &ttt, "bench".into(), 7, None))
         .expect("instance");
     rt.block_on(async {
-        room.init(1, "bench", b"{}").await.expect("init").expect("init ok");
-        for p in [1, 2] {
-            room.on_join(1, p, "p", None).await.expect("join").expect("join ok");
-        }
+        open(&mut room, [(1, "p".into()), (2, "p".into())]).await;
         for (p, cell) in [(1, 0), (2, 4), (1, 1), (2, 8)] {
             let mv = format!(r#"{{"action":"move","cell":{cell}}}"#);
             room.on_message(2, p, mv.as_bytes())
@@ -578,8 +572,7 @@ fn supervision(c: &mut Criterion) {
         .block_on(GuestInstance::new(&sb, &faulty, "bench".into(), 7, None))
         .expect("instance");
     let (checkpoint, entropy) = rt.block_on(async {
-        origin.init(1, "bench", b"{}").await.expect("init").expect("init ok");
-        origin.on_join(1, 1, "p", None).await.expect("join").expect("join ok");
+        open(&mut origin, [(1, "p".into())]).await;
         (origin.snapshot(1).await.expect("snapshot"), origin.entropy_position())
     });
     const ADD: &[u8] = br#"{"do":"add","n":3}"#;

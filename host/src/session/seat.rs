@@ -256,8 +256,9 @@ fn stamp(frame: &Utf8Bytes, seq: u64) -> Utf8Bytes {
     let comma = !rest.trim_start().starts_with('}');
     // Exactly the length: `Bytes` takes over a full buffer as it is, but
     // allocates a header of its own for one with room to spare.
-    let mut out = String::with_capacity(r#"{"seq":"#.len() + digits.len() - at + usize::from(comma) + rest.len());
-    out.push_str(r#"{"seq":"#);
+    const SEQ: &str = r#"{"seq":"#;
+    let mut out = String::with_capacity(SEQ.len() + digits.len() - at + usize::from(comma) + rest.len());
+    out.push_str(SEQ);
     out.extend(digits[at..].iter().map(|d| char::from(*d)));
     if comma {
         out.push(',');

@@ -799,8 +799,9 @@ async fn climb(args: &StepArgs, measure: &mut impl Measure) -> StepReport {
             .to_owned();
         let mut r = match measure.window(&run, rate).await {
             Ok(r) => r,
+            // The caller reports it (`step` exits with it, `compare`
+            // fails the round with it).
             Err(e) => {
-                println!("stopped by the harness's own error: {e:#}");
                 out.error = Some(format!("{e:#}"));
                 break;
             }
